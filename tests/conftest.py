@@ -1,0 +1,27 @@
+"""Shared fixtures: small synthetic data sets written once per test session."""
+
+import os
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from make_synthetic_data import generate  # noqa: E402
+
+SMALL_DATA = {"n_classes": 3, "clips_per_class": 5, "noise_files": (4, 2, 2), "seed": 7}
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """A read-only synthetic ESC-50 + WHAM! folder: 3 classes, 5 clips each, 8 noise files."""
+    return generate(str(tmp_path_factory.mktemp("synthetic") / "data"), **SMALL_DATA)
+
+
+@pytest.fixture
+def esc50_copy(synthetic_data, tmp_path):
+    """A private copy of the synthetic ESC-50 folder that a test may change."""
+    folder = tmp_path / "ESC50"
+    shutil.copytree(synthetic_data["esc50_folder"], folder)
+    return folder
