@@ -325,7 +325,8 @@ def synthesize_noise(kind, rng, num_samples, sample_rate=WHAM_SAMPLE_RATE):
     elif kind == "hum":
         mains = rng.choice([50.0, 60.0])
         hum = sum(np.sin(2 * np.pi * k * mains * t) / k for k in range(1, 6))
-        noise = hum + 0.5 * colored_noise(rng, num_samples, 1.0) * _smooth_envelope(rng, num_samples, 3, sample_rate)
+        swell = _smooth_envelope(rng, num_samples, 1, sample_rate, low=0.3)
+        noise = hum * swell + colored_noise(rng, num_samples, 1.0) * _smooth_envelope(rng, num_samples, 3, sample_rate)
     else:
         raise ValueError(f"Unknown noise kind {kind!r}; accepted values are {NOISE_KINDS}.")
     return noise / max(np.sqrt(np.mean(noise**2)), 1e-12)

@@ -1,0 +1,131 @@
+"""The synthetic data generator: format, determinism, event boxes, no overwriting."""
+
+import hashlib
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+import make_synthetic_data
+from make_synthetic_data import event_classes, generate, synthesize_event
+
+from conftest import SMALL_DATA
+
+
+def folder_digest(folder):
+    """SHA-1 of every file's relative path and bytes, in sorted order."""
+    digest = hashlib.sha1()
+    for root, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, folder).encode())
+            with open(path, "rb") as file:
+                digest.update(file.read())
+    return digest.hexdigest()
+
+
+def test_esc50_folder_has_the_official_format(synthetic_data):
+    folder = synthetic_data["esc50_folder"]
+    metadata = pd.read_csv(os.path.join(folder, "meta", "esc50.csv"))
+    assert list(metadata.columns) == ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
+    n_classes, per_class = SMALL_DATA["n_classes"], SMALL_DATA["clips_per_class"]
+    assert len(metadata) == n_classes * per_class
+    assert sorted(os.listdir(os.path.join(folder, "audio"))) == sorted(metadata["filename"])
+    counts = metadata.groupby(["fold", "target"]).size()
+    assert len(counts) == 5 * n_classes and set(counts) == {per_class // 5}
+    assert metadata.groupby("target")["category"].nunique().eq(1).all()
+    for row in metadata.itertuples():
+        assert row.filename == f"{row.fold}-{row.src_file}-{row.take}-{row.target}.wav"
+        info = sf.info(os.path.join(folder, "audio", row.filename))
+        assert (info.samplerate, info.channels, info.frames) == (44100, 1, 220500)
+    events = pd.read_csv(os.path.join(folder, "meta", "events.csv"))
+    assert list(events.columns) == ["filename", "onset_s", "offset_s", "fmin_hz", "fmax_hz"]
+    assert list(events["filename"]) == list(metadata["filename"])
+    assert ((0 <= events.onset_s) & (events.onset_s < events.offset_s) & (events.offset_s <= 5)).all()
+    assert ((0 <= events.fmin_hz) & (events.fmin_hz < events.fmax_hz) & (events.fmax_hz <= 8000)).all()
+
+
+def test_wham_folder_has_the_official_format(synthetic_data):
+    folder = synthetic_data["wham_folder"]
+    for split, count in zip(("tr", "cv", "tt"), SMALL_DATA["noise_files"]):
+        names = sorted(os.listdir(os.path.join(folder, split)))
+        assert len(names) == count
+        for name in names:
+            info = sf.info(os.path.join(folder, split, name))
+            assert (info.samplerate, info.channels) == (16000, 2)
+            assert 3.0 <= info.duration <= 8.0
+
+
+@pytest.mark.parametrize("kind", make_synthetic_data.NOISE_KINDS)
+def test_noises_are_non_stationary(kind):
+    noise = make_synthetic_data.synthesize_noise(kind, np.random.default_rng(0), 16000 * 4)
+    frame_energy = (noise.reshape(-1, 800) ** 2).mean(axis=1)  # 50 ms frames
+    assert np.isfinite(noise).all()
+    assert np.sqrt(np.mean(noise**2)) == pytest.approx(1.0)
+    assert frame_energy.std() / frame_energy.mean() > 0.1
+
+
+def test_generation_is_deterministic_for_a_seed(synthetic_data, tmp_path):
+    again = generate(str(tmp_path / "again"), **SMALL_DATA)
+    original_root = os.path.dirname(synthetic_data["esc50_folder"])
+    assert folder_digest(os.path.dirname(again["esc50_folder"])) == folder_digest(original_root)
+    other = generate(str(tmp_path / "other"), **{**SMALL_DATA, "seed": SMALL_DATA["seed"] + 1})
+    assert folder_digest(other["esc50_folder"]) != folder_digest(synthetic_data["esc50_folder"])
+
+
+def event_energy_in_box(event, sample_rate):
+    """Share of the event's STFT energy (23 ms Hann window) inside its time-frequency box."""
+    n_fft, hop = 1024, 256
+    power = torch.stft(
+        torch.from_numpy(event.waveform),
+        n_fft,
+        hop,
+        window=torch.hann_window(n_fft, dtype=torch.float64),
+        return_complex=True,
+    ).abs() ** 2  # [freq, frames]
+    frequencies = torch.arange(power.shape[0]) * sample_rate / n_fft
+    times = torch.arange(power.shape[1]) * hop / sample_rate
+    in_band = (frequencies >= event.fmin_hz) & (frequencies <= event.fmax_hz)
+    in_span = (times >= event.onset_s) & (times <= event.offset_s)
+    return (power[in_band][:, in_span].sum() / power.sum()).item()
+
+
+@pytest.mark.parametrize("event_class", event_classes(50), ids=lambda event_class: event_class.name)
+def test_event_boxes_hold_most_of_the_event_energy(event_class):
+    for seed in range(3):
+        event = synthesize_event(event_class, np.random.default_rng(seed))
+        assert event_energy_in_box(event, make_synthetic_data.ESC50_SAMPLE_RATE) > 0.95
+        box_share = (event.offset_s - event.onset_s) / 5.0 * (event.fmax_hz - event.fmin_hz) / 8000.0
+        assert box_share < 0.35, "a box covering most of the spectrogram would make localisation meaningless"
+
+
+def test_all_fifty_classes_are_distinct():
+    classes = event_classes(50)
+    assert len({c.name for c in classes}) == 50
+    assert len({(c.family, c.band_hz) for c in classes}) == 50
+    with pytest.raises(ValueError, match="n_classes=51; accepted values are 2..50"):
+        event_classes(51)
+
+
+def test_existing_folders_are_never_overwritten(synthetic_data, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="is not empty and was not made by this script"):
+        generate(str(foreign), **SMALL_DATA)
+    assert os.listdir(foreign) == ["notes.txt"] and (foreign / "notes.txt").read_text() == "keep me"
+    root = os.path.dirname(synthetic_data["esc50_folder"])
+    before = folder_digest(root)
+    with pytest.raises(FileExistsError, match="made with other settings"):
+        generate(root, **{**SMALL_DATA, "n_classes": 4})
+    assert generate(root, **SMALL_DATA) == synthetic_data  # same settings: reused as it is
+    assert folder_digest(root) == before
+
+
+def test_too_few_clips_per_class_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="clips_per_class=4; use at least 5"):
+        generate(str(tmp_path / "data"), clips_per_class=4)
+    assert not (tmp_path / "data").exists()
