@@ -197,13 +197,7 @@ def ensure_esc50(data_folder, audio_data_folder):
     if _has_esc50(data_folder, audio_data_folder):
         return
     logger.info("No ESC-50 found in %s; trying to download %s.", data_folder, ESC50_URL)
-    try:
-        download_esc50(data_folder)
-    except (OSError, ValueError, shutil.ReadError) as error:
-        raise FileNotFoundError(
-            f"No ESC-50 data in {data_folder!r} and the download of {ESC50_URL} failed ({error}). "
-            + ESC50_LAYOUT_HELP
-        ) from error
+    download_esc50(data_folder)
     if not _has_esc50(data_folder, audio_data_folder):
         raise FileNotFoundError(
             f"Downloaded ESC-50 into {data_folder!r}, but found no {audio_data_folder!r}. " + ESC50_LAYOUT_HELP
@@ -218,10 +212,10 @@ def download_esc50(data_folder):
     data_folder : str
         Destination folder, created if needed.
     """
-    download_dataset(ESC50_URL, data_folder, ESC50_ARCHIVE_FOLDER, ("meta", "audio"))
+    download_dataset(ESC50_URL, data_folder, ESC50_ARCHIVE_FOLDER, ("meta", "audio"), ESC50_LAYOUT_HELP)
 
 
-def download_dataset(url, folder, archive_folder, parts):
+def download_dataset(url, folder, archive_folder, parts, layout_help):
     """Downloads a zip archive into ``folder`` and moves the named parts up into it.
 
     The archive goes to a ``.part`` file first, so an interrupted download is
@@ -238,7 +232,24 @@ def download_dataset(url, folder, archive_folder, parts):
         Top folder inside the archive; the archive is saved as ``<archive_folder>.zip``.
     parts : tuple of str
         Sub-folders of ``archive_folder`` to move into ``folder``.
+    layout_help : str
+        What the user should put where, added to the error message.
+
+    Raises
+    ------
+    FileNotFoundError
+        The download or the unpacking failed (for instance offline); the
+        message names the folder, the address, the cause and ``layout_help``.
     """
+    try:
+        _download_and_unpack(url, folder, archive_folder, parts)
+    except (OSError, ValueError, shutil.ReadError) as error:
+        raise FileNotFoundError(
+            f"Found no data in {folder!r} and the download of {url} failed ({error}). {layout_help}"
+        ) from error
+
+
+def _download_and_unpack(url, folder, archive_folder, parts):
     created = not os.path.exists(folder)
     os.makedirs(folder, exist_ok=True)
     archive = os.path.join(folder, archive_folder + ".zip")

@@ -13,7 +13,6 @@ import glob
 import itertools
 import logging
 import os
-import shutil
 
 import numpy as np
 import soundfile as sf
@@ -69,13 +68,7 @@ def prepare_wham(wham_folder, split="tr"):
     paths = _split_wavs(wham_folder, split)
     if not paths:
         logger.info("No WHAM! noise in %s; trying to download %s.", wham_folder, WHAM_URL)
-        try:
-            download_wham(wham_folder)
-        except (OSError, ValueError, shutil.ReadError) as error:
-            raise FileNotFoundError(
-                f"No WHAM! noise files in {os.path.join(str(wham_folder), split)!r} and the download of "
-                f"{WHAM_URL} failed ({error}). " + WHAM_LAYOUT_HELP
-            ) from error
+        download_wham(wham_folder)
         paths = _split_wavs(wham_folder, split)
     noise_files = [noise_file for noise_file in map(_noise_file_info, paths) if noise_file is not None]
     if not noise_files:
@@ -94,7 +87,7 @@ def download_wham(wham_folder):
     wham_folder : str
         Destination folder, created if needed.
     """
-    download_dataset(WHAM_URL, wham_folder, WHAM_ARCHIVE_FOLDER, WHAM_SPLITS)
+    download_dataset(WHAM_URL, wham_folder, WHAM_ARCHIVE_FOLDER, WHAM_SPLITS, WHAM_LAYOUT_HELP)
 
 
 def _split_wavs(wham_folder, split):
