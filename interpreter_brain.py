@@ -1,0 +1,433 @@
+"""InterpreterBrain: the base of interpreters of a frozen audio classifier.
+
+It owns everything an interpreter shares with any other: the features
+(STFT, ``log1p`` magnitude, ``log1p``-mel classifier input), the frozen
+classifier, the inversion of a masked spectrogram to a waveform with the
+input's phase, listenable outputs, the evaluation metrics of
+``LMAC_SPEC.md``, stage logging, learning-rate annealing and checkpoints.
+Subclasses (``train_lmac.LMAC``) add the decoder's forward pass and loss.
+"""
+
+import dataclasses
+import logging
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import soundfile as sf  # noqa: E402
+import speechbrain as sb  # noqa: E402
+import torch  # noqa: E402
+from speechbrain.processing.features import spectral_magnitude  # noqa: E402
+from speechbrain.utils.metric_stats import MetricStats  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+# The validation statistic that selects the best checkpoint (lower is better).
+BEST_CHECKPOINT_KEY = "loss"
+INTERPRETATION_METRICS = ("fid_in", "FF", "AI", "AD", "AG", "SPS", "COMP")
+
+
+class FrozenClassifier(torch.nn.Module):
+    """A classifier (CNN14 embedding + linear head) that stays frozen.
+
+    Its weights never take gradients and it stays in eval mode even when
+    ``Brain`` calls ``modules.train()``; gradients still flow through it to
+    its input, which is how the decoder learns.
+
+    Arguments
+    ---------
+    embedding_model : torch.nn.Module
+        Maps ``[batch, frames, n_mels]`` to ``([batch, 1, emb_dim], feature_maps)``.
+    classifier : torch.nn.Module
+        Maps ``[batch, 1, emb_dim]`` to ``[batch, 1, n_classes]``.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.Cnn14 import Cnn14
+    >>> from speechbrain.nnet.linear import Linear
+    >>> frozen = FrozenClassifier(Cnn14(mel_bins=32, emb_dim=16, return_reps=True), Linear(n_neurons=3, input_size=16))
+    >>> logits, feature_maps = frozen(torch.rand(2, 40, 32))
+    >>> logits.shape, len(feature_maps), frozen.train().training
+    (torch.Size([2, 3]), 4, False)
+    """
+
+    def __init__(self, embedding_model, classifier):
+        super().__init__()
+        self.embedding_model = embedding_model
+        self.classifier = classifier
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode=True):
+        """Ignores ``mode``: the classifier always stays in eval mode."""
+        return super().train(False)
+
+    def forward(self, mel_input):
+        """Classifies ``mel_input`` ``[batch, frames, n_mels]``: logits ``[batch, n_classes]`` and feature maps."""
+        embedding, feature_maps = self.embedding_model(mel_input)
+        return self.classifier(embedding).squeeze(1), feature_maps
+
+
+@dataclasses.dataclass
+class SpectralFeatures:
+    """Features of one batch, computed once and reused by losses, metrics and outputs.
+
+    ``stft``: ``[batch, frames, freq, 2]``; ``log_mag``: ``log1p|STFT|``,
+    ``[batch, frames, freq]``; ``mel_input``: ``log1p(Mel(|STFT|))``,
+    ``[batch, frames, n_mels]``.
+    """
+
+    stft: torch.Tensor
+    log_mag: torch.Tensor
+    mel_input: torch.Tensor
+
+
+def crop_frames(spectrogram, num_frames):
+    """The first ``num_frames`` frames of ``[batch, frames, ...]``.
+
+    Raises
+    ------
+    ValueError
+        ``spectrogram`` has fewer frames than asked for.
+    """
+    if spectrogram.shape[1] < num_frames:
+        raise ValueError(
+            f"Cannot crop {tuple(spectrogram.shape)} to {num_frames} frames: the mask is longer than the input."
+        )
+    return spectrogram[:, :num_frames]
+
+
+def masked_log_magnitudes(mask, log_mag):
+    """Masked-in ``M * L`` and masked-out ``(1 - M) * L``, cropped to the mask's frames.
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        ``[batch, frames', freq]`` with values in ``[0, 1]``.
+    log_mag : torch.Tensor
+        ``[batch, frames, freq]``, ``frames >= frames'``.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        Both ``[batch, frames', freq]``.
+
+    Example
+    -------
+    >>> masked_in, masked_out = masked_log_magnitudes(torch.full((1, 2, 3), 0.25), torch.ones(1, 4, 3))
+    >>> masked_in.shape, masked_in[0, 0, 0].item(), masked_out[0, 0, 0].item()
+    (torch.Size([1, 2, 3]), 0.25, 0.75)
+    """
+    cropped = crop_frames(log_mag, mask.shape[1])
+    return mask * cropped, (1 - mask) * cropped
+
+
+def probabilities_of_decision(logits, logits_masked_in, logits_masked_out):
+    """Softmax probabilities of the classifier's own decision ``c = argmax logits``.
+
+    Each probability goes through exactly one softmax.
+
+    Arguments
+    ---------
+    logits, logits_masked_in, logits_masked_out : torch.Tensor
+        ``[batch, n_classes]``.
+
+    Returns
+    -------
+    decision : torch.Tensor
+        ``c``, ``[batch]``.
+    p, q_in, q_out : torch.Tensor
+        ``p_c``, ``q_in_c``, ``q_out_c``, each ``[batch]``.
+    """
+    decision = logits.argmax(dim=1, keepdim=True)
+    p, q_in, q_out = (
+        torch.softmax(values.float(), dim=1).gather(1, decision).squeeze(1)
+        for values in (logits, logits_masked_in, logits_masked_out)
+    )
+    return decision.squeeze(1), p, q_in, q_out
+
+
+def fidelity_scores(logits, logits_masked_in, logits_masked_out):
+    """Per-example Fid-In, FF, AI, AD and AG of ``LMAC_SPEC.md``.
+
+    Arguments
+    ---------
+    logits, logits_masked_in, logits_masked_out : torch.Tensor
+        ``[batch, n_classes]``: the classifier on the input, the masked-in
+        and the masked-out input.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        ``fid_in``, ``FF``, ``AI``, ``AD``, ``AG``, each ``[batch]``.
+
+    Example
+    -------
+    >>> logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+    >>> masked_in = torch.log(torch.tensor([[0.25, 0.5, 0.25]]))
+    >>> scores = fidelity_scores(logits, masked_in, masked_in)
+    >>> {name: round(value.item(), 3) for name, value in scores.items()}
+    {'fid_in': 0.0, 'FF': 0.25, 'AI': 0.0, 'AD': 50.0, 'AG': 0.0}
+    """
+    decision, p, q_in, q_out = probabilities_of_decision(logits, logits_masked_in, logits_masked_out)
+    masked_in_decision = logits_masked_in.argmax(dim=1)
+    tiny = torch.finfo(p.dtype).tiny
+    return {
+        "fid_in": (masked_in_decision == decision).float(),
+        "FF": p - q_out,
+        "AI": 100.0 * (q_in > p).float(),
+        "AD": 100.0 * torch.clamp(p - q_in, min=0) / p.clamp_min(tiny),
+        "AG": 100.0 * torch.clamp(q_in - p, min=0) / (1 - p).clamp_min(tiny),
+    }
+
+
+def sparseness(mask):
+    """Gini index of ``|mask|`` per example, as ``quantus.Sparseness`` computes it.
+
+    Like quantus, ``1e-7`` is added to every value, so an all-zero mask has
+    sparseness 0 (all values equal).
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        ``[batch, ...]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``, in ``[0, 1)``; higher is sparser.
+
+    Example
+    -------
+    >>> sparseness(torch.tensor([[0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]]))
+    tensor([0.7500, 0.0000])
+    """
+    values = torch.sort(mask.detach().abs().flatten(1).double() + 1e-7, dim=1).values
+    n = values.shape[1]
+    ranks = torch.arange(1, n + 1, dtype=values.dtype, device=values.device)
+    return (((2 * ranks - n - 1) * values).sum(dim=1) / (n * values.sum(dim=1))).float()
+
+
+def complexity(mask):
+    """Entropy of ``|mask| / sum|mask|`` per example, as ``quantus.Complexity`` computes it.
+
+    An all-zero mask, where quantus gives NaN, is treated as uniform: ``log(n)``.
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        ``[batch, ...]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``, in ``[0, log(n)]``; lower is simpler.
+
+    Example
+    -------
+    >>> complexity(torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 0.0, 0.0]]))
+    tensor([0.6931, 1.3863])
+    """
+    values = mask.detach().abs().flatten(1).double()
+    total = values.sum(dim=1, keepdim=True)
+    shares = torch.where(total > 0, values / total.clamp_min(1e-300), torch.full_like(values, 1 / values.shape[1]))
+    return (-(shares * torch.log(shares + 1e-12)).sum(dim=1)).float()
+
+
+def interpretation_scores(logits, logits_masked_in, logits_masked_out, mask):
+    """All per-example interpretation metrics: fidelity scores, SPS and COMP.
+
+    Arguments
+    ---------
+    logits, logits_masked_in, logits_masked_out : torch.Tensor
+        ``[batch, n_classes]``.
+    mask : torch.Tensor
+        ``[batch, frames, freq]``.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Keys ``INTERPRETATION_METRICS``, each ``[batch]``.
+    """
+    scores = fidelity_scores(logits, logits_masked_in, logits_masked_out)
+    scores["SPS"] = sparseness(mask)
+    scores["COMP"] = complexity(mask)
+    return scores
+
+
+def _scores_as_given(scores):
+    return scores
+
+
+class InterpreterBrain(sb.Brain):
+    """Base class of interpreters of a frozen classifier.
+
+    Expects these modules: ``classifier`` (a ``FrozenClassifier``) and the
+    interpreter's own; these hparams: ``compute_stft``, ``compute_istft``,
+    ``compute_fbank``, ``epoch_counter``, ``lr_annealing``, ``train_logger``,
+    ``interpret_period``, ``interpretations_per_stage``, ``output_folder``
+    and ``sample_rate``. Subclasses implement ``compute_forward`` and
+    ``compute_objectives`` and call ``record_scores`` in VALID and TEST.
+    """
+
+    def compute_features(self, wavs):
+        """STFT, ``log1p`` magnitude and ``log1p``-mel classifier input of ``wavs`` ``[batch, samples]``."""
+        stft = self.hparams.compute_stft(wavs)  # [batch, frames, freq, 2]
+        magnitude = spectral_magnitude(stft, power=0.5)  # [batch, frames, freq]
+        return SpectralFeatures(
+            stft=stft,
+            log_mag=torch.log1p(magnitude),
+            mel_input=torch.log1p(self.hparams.compute_fbank(magnitude)),
+        )
+
+    def mel_input_from_log_mag(self, log_mag):
+        """Classifier input ``log1p(Mel(expm1(L)))`` for a (masked) ``log1p`` magnitude ``[batch, frames, freq]``."""
+        return torch.log1p(self.hparams.compute_fbank(torch.expm1(log_mag)))
+
+    def classify(self, mel_input):
+        """Logits ``[batch, n_classes]`` and feature maps of the frozen classifier."""
+        return self.modules.classifier(mel_input)
+
+    def interpretation_waveform(self, mask, features, num_samples):
+        """Listenable interpretation: ``expm1(M * L)`` with the input's phase, inverted.
+
+        Arguments
+        ---------
+        mask : torch.Tensor
+            ``[batch, frames', freq]``.
+        features : SpectralFeatures
+            Of the interpreted input (``frames >= frames'``).
+        num_samples : int
+            Length of the input; frames past ``frames'`` are silent.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, num_samples]``.
+        """
+        masked_in, _ = masked_log_magnitudes(mask, features.log_mag)
+        magnitude = torch.expm1(masked_in)  # [batch, frames', freq]
+        stft = crop_frames(features.stft, mask.shape[1])
+        phase = torch.atan2(stft[..., 1], stft[..., 0])
+        spectrum = torch.stack([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=-1)
+        missing = features.stft.shape[1] - mask.shape[1]
+        spectrum = torch.nn.functional.pad(spectrum, (0, 0, 0, 0, 0, missing))  # [batch, frames, freq, 2]
+        return self.hparams.compute_istft(spectrum, sig_length=num_samples)
+
+    def on_stage_start(self, stage, epoch=None):
+        """Starts one score accumulator per statistic for VALID and TEST."""
+        self.stage_scores = {}
+        self.interpretations_saved = 0
+
+    def record_scores(self, ids, scores):
+        """Adds per-example ``scores`` (dict of ``[batch]`` tensors) to this stage's statistics."""
+        for name, values in scores.items():
+            if name not in self.stage_scores:
+                self.stage_scores[name] = MetricStats(metric=_scores_as_given)
+            self.stage_scores[name].append(ids, values.detach().float().cpu())
+
+    def stage_statistics(self, stage_loss):
+        """The statistics of a VALID or TEST stage: loss and every recorded score, as plain floats."""
+        stats = {BEST_CHECKPOINT_KEY: float(stage_loss)}
+        for name, accumulator in self.stage_scores.items():
+            stats[name] = float(accumulator.summarize("average"))
+        return stats
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs the stage, anneals the learning rate and keeps the best checkpoint."""
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {BEST_CHECKPOINT_KEY: float(stage_loss)}
+            return
+        stats = self.stage_statistics(stage_loss)
+        if stage == sb.Stage.VALID:
+            old_lr, new_lr = self.hparams.lr_annealing(
+                [self.optimizer], current_epoch=epoch, current_loss=1.0 - stats["fid_in"]
+            )
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": old_lr},
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={BEST_CHECKPOINT_KEY: stats[BEST_CHECKPOINT_KEY]}, min_keys=[BEST_CHECKPOINT_KEY]
+            )
+        else:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+            )
+        self.last_stage_stats = stats
+
+    def should_save_interpretations(self, stage, epoch):
+        """True in TEST, and in VALID every ``interpret_period`` epochs, until enough clips are saved."""
+        if self.interpretations_saved >= self.hparams.interpretations_per_stage:
+            return False
+        if stage == sb.Stage.TEST:
+            return True
+        return stage == sb.Stage.VALID and epoch is not None and epoch % self.hparams.interpret_period == 0
+
+    def save_interpretations(self, ids, wavs, mask, features, folder):
+        """Writes ``original.wav``, ``interpretation.wav`` and ``spectrogram.png`` per clip under ``folder/<id>/``.
+
+        Arguments
+        ---------
+        ids : list of str
+        wavs : torch.Tensor
+            The interpreted input, ``[batch, samples]``.
+        mask : torch.Tensor
+            ``[batch, frames', freq]``.
+        features : SpectralFeatures
+            Of ``wavs``.
+        folder : str
+        """
+        count = min(len(ids), self.hparams.interpretations_per_stage - self.interpretations_saved)
+        with torch.no_grad():
+            interpretations = self.interpretation_waveform(mask[:count], _first(features, count), wavs.shape[1])
+        for index in range(count):
+            clip_folder = os.path.join(folder, str(ids[index]))
+            os.makedirs(clip_folder, exist_ok=True)
+            rate = self.hparams.sample_rate
+            sf.write(os.path.join(clip_folder, "original.wav"), wavs[index].detach().cpu().float().numpy(), rate)
+            sf.write(os.path.join(clip_folder, "interpretation.wav"), interpretations[index].cpu().float().numpy(), rate)
+            save_spectrogram_figure(
+                features.log_mag[index], mask[index], os.path.join(clip_folder, "spectrogram.png"), str(ids[index])
+            )
+        self.interpretations_saved += count
+
+
+def _first(features, count):
+    return SpectralFeatures(*(getattr(features, field.name)[:count] for field in dataclasses.fields(features)))
+
+
+def save_spectrogram_figure(log_mag, mask, path, title):
+    """Saves a PNG with the input ``log1p`` spectrogram, the mask and the masked spectrogram.
+
+    Arguments
+    ---------
+    log_mag : torch.Tensor
+        ``[frames, freq]``.
+    mask : torch.Tensor
+        ``[frames', freq]``.
+    path : str
+    title : str
+    """
+    log_mag = log_mag.detach().float().cpu()
+    mask = mask.detach().float().cpu()
+    top = log_mag.max().item()
+    panels = (
+        ("input log1p|STFT|", log_mag, top),
+        ("mask", mask, 1.0),
+        ("interpretation log1p|STFT|", mask * log_mag[: mask.shape[0]], top),
+    )
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for axis, (name, image, vmax) in zip(axes, panels):
+        shown = axis.imshow(image.T.numpy(), origin="lower", aspect="auto", vmin=0, vmax=vmax)
+        axis.set_title(name)
+        axis.set_xlabel("frame")
+        figure.colorbar(shown, ax=axis)
+    axes[0].set_ylabel("frequency bin")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)

@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+"""Trains an L-MAC interpreter of a frozen CNN14 ESC-50 classifier.
+
+    python train_lmac.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 \
+        --add_wham_noise True --wham_folder /data/wham_noise
+
+Fine-tuning with the cross-correlation guidance:
+
+    python train_lmac.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 \
+        --finetuning True --pretrained_interpreter path/psi_model.ckpt --g_w 4
+
+Evaluation only (the run's best checkpoint, or ``--pretrained_interpreter``):
+
+    python train_lmac.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 --test_only True
+
+The method, its formulas and defaults are those of ``LMAC_SPEC.md``.
+"""
+
+import dataclasses
+import logging
+import os
+import sys
+
+import speechbrain as sb
+import torch
+import torch.nn.functional as F
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import run_on_main
+
+from esc50_prepare import dataio_prep, prepare_esc50
+from interpreter_brain import (
+    BEST_CHECKPOINT_KEY,
+    InterpreterBrain,
+    SpectralFeatures,
+    crop_frames,
+    interpretation_scores,
+    masked_log_magnitudes,
+)
+from wham_prepare import WhamNoise, WhamNoiseStream, combine_batches, fit_length, prepare_wham
+
+logger = logging.getLogger(__name__)
+
+CROSSCOR_TYPES = ("conv", "dotp")
+GUIDELOSS_TYPES = ("binary", "reconstruction")
+
+
+def crosscor(spectrogram, template, kind):
+    """Per-example normalised cross-correlation of two spectrograms at zero lag.
+
+    ``dotp``: ``mean(a * b) / (rms(a) * rms(b))``, the uncentred cosine
+    similarity. ``conv``: both zero-meaned per example, then a grouped 2-D
+    convolution of the spectrogram with the same-size template, divided by
+    ``sqrt(sum a^2 * sum b^2)``: a Pearson correlation.
+
+    Arguments
+    ---------
+    spectrogram, template : torch.Tensor
+        ``[batch, frames, freq]``, same shape.
+    kind : str
+        ``conv`` or ``dotp``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``, in ``[-1, 1]``; 0 where either input is constant zero.
+
+    Example
+    -------
+    >>> x = torch.rand(2, 5, 4)
+    >>> torch.allclose(crosscor(x, 3 * x, "conv"), torch.ones(2)), torch.allclose(crosscor(x, x, "dotp"), torch.ones(2))
+    (True, True)
+    """
+    if kind not in CROSSCOR_TYPES:
+        raise ValueError(f"crosscortype={kind!r}; accepted values are {CROSSCOR_TYPES}.")
+    if spectrogram.shape != template.shape or spectrogram.dim() != 3:
+        raise ValueError(
+            f"crosscor needs two [batch, frames, freq] tensors of one shape; got "
+            f"{tuple(spectrogram.shape)} and {tuple(template.shape)}."
+        )
+    tiny = torch.finfo(spectrogram.dtype).tiny
+    if kind == "dotp":
+        rms_product = spectrogram.pow(2).mean(dim=(1, 2)).sqrt() * template.pow(2).mean(dim=(1, 2)).sqrt()
+        return (spectrogram * template).mean(dim=(1, 2)) / rms_product.clamp_min(tiny)
+    centred = spectrogram - spectrogram.mean(dim=(1, 2), keepdim=True)
+    centred_template = template - template.mean(dim=(1, 2), keepdim=True)
+    batch = spectrogram.shape[0]
+    correlation = F.conv2d(centred.unsqueeze(0), centred_template.unsqueeze(1), groups=batch).flatten()  # [batch]
+    energy = centred.pow(2).sum(dim=(1, 2)) * centred_template.pow(2).sum(dim=(1, 2))
+    return correlation / energy.sqrt().clamp_min(tiny)
+
+
+def tv_loss(mask):
+    """Per-example total variation of a mask, halved as in ``LMAC_SPEC.md``.
+
+    ``TV_b / 2`` with ``TV_b = sum (M[:, 1:] - M[:, :-1])^2 + sum (M[1:, :] - M[:-1, :])^2``.
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        ``[batch, frames, freq]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``.
+
+    Example
+    -------
+    >>> tv_loss(torch.tensor([[[0.0, 1.0], [0.0, 1.0]]]))
+    tensor([1.])
+    """
+    along_freq = (mask[:, :, 1:] - mask[:, :, :-1]).pow(2).sum(dim=(1, 2))
+    along_time = (mask[:, 1:, :] - mask[:, :-1, :]).pow(2).sum(dim=(1, 2))
+    return (along_freq + along_time) / 2
+
+
+def oracle_mask(clean_log_mag, bin_th):
+    """Binary oracle ``Lc >= bin_th * max(Lc)`` per example, ``[batch, frames, freq]`` as float."""
+    peak = clean_log_mag.amax(dim=(1, 2), keepdim=True)
+    return (clean_log_mag >= bin_th * peak).float()
+
+
+def guidance_per_example(mask, masked_in, clean_log_mag, kind, bin_th):
+    """Per-example fine-tuning guidance before ``keep`` and ``g_w`` weigh it.
+
+    ``binary``: ``BCE(M, Lc >= bin_th * max Lc)``; ``reconstruction``:
+    ``mean((M * L - Lc)^2)``.
+
+    Arguments
+    ---------
+    mask, masked_in, clean_log_mag : torch.Tensor
+        ``[batch, frames', freq]``: the mask, ``M * L`` and the clean ``Lc``.
+    kind : str
+        ``binary`` or ``reconstruction``.
+    bin_th : float
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``.
+    """
+    if kind == "binary":
+        target = oracle_mask(clean_log_mag, bin_th)
+        return F.binary_cross_entropy(mask, target, reduction="none").mean(dim=(1, 2))
+    if kind == "reconstruction":
+        return (masked_in - clean_log_mag).pow(2).mean(dim=(1, 2))
+    raise ValueError(f"guidelosstype={kind!r}; accepted values are {GUIDELOSS_TYPES}.")
+
+
+@dataclasses.dataclass
+class LMACOutput:
+    """What ``compute_forward`` computes once per batch.
+
+    Shapes: ``wavs`` ``[batch, samples]`` (the interpreted input),
+    ``logits*`` ``[batch, n_classes]``, ``mask`` ``[batch, frames', freq]``,
+    ``clean_log_mag`` ``[batch, frames, freq]`` (equal to
+    ``features.log_mag`` without WHAM! noise).
+    """
+
+    wavs: torch.Tensor
+    features: SpectralFeatures
+    clean_log_mag: torch.Tensor
+    logits: torch.Tensor
+    mask: torch.Tensor
+    logits_masked_in: torch.Tensor
+    logits_masked_out: torch.Tensor
+
+
+class LMAC(InterpreterBrain):
+    """L-MAC: a decoder ``psi`` maps classifier feature maps to a mask over the linear STFT.
+
+    Arguments
+    ---------
+    *args, **kwargs
+        As for ``speechbrain.Brain``.
+    noise_stream : WhamNoiseStream or None
+        Source of WHAM! noise when ``add_wham_noise`` is set.
+    """
+
+    def __init__(self, *args, noise_stream=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.noise_stream = noise_stream
+
+    def compute_forward(self, batch, stage):
+        """Classifier, decoder, sigmoid mask, and the masked-in and masked-out classifications."""
+        batch = batch.to(self.device)
+        clean, _ = batch.sig  # [batch, samples]
+        wavs = self.add_noise(clean)
+        features = self.compute_features(wavs)
+        with torch.no_grad():
+            logits, feature_maps = self.classify(features.mel_input)
+        mask = torch.sigmoid(self.modules.psi(feature_maps)).squeeze(1)  # [batch, frames', freq]
+        masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag)
+        logits_masked_in, _ = self.classify(self.mel_input_from_log_mag(masked_in))
+        logits_masked_out, _ = self.classify(self.mel_input_from_log_mag(masked_out))
+        clean_log_mag = features.log_mag if wavs is clean else self.compute_features(clean).log_mag
+        return LMACOutput(wavs, features, clean_log_mag, logits, mask, logits_masked_in, logits_masked_out)
+
+    def add_noise(self, clean):
+        """The clean batch mixed with WHAM! noise at 0 dB when ``add_wham_noise``, else ``clean`` itself."""
+        if not self.hparams.add_wham_noise:
+            return clean
+        noise = self.noise_stream.next_batch(clean.shape[0]).to(clean.device)
+        return combine_batches(clean, fit_length(noise, clean.shape[1]))
+
+    def compute_objectives(self, output, batch, stage):
+        """The L-MAC loss; in VALID and TEST also records every metric and saves interpretations."""
+        decision = output.logits.argmax(dim=1)
+        loss_in = F.cross_entropy(output.logits_masked_in, decision)
+        loss_out = -F.cross_entropy(output.logits_masked_out, decision)
+        l1 = output.mask.abs().mean(dim=(1, 2))  # [batch]
+        tv = tv_loss(output.mask)  # [batch]
+        keep, guidance = self.guidance(output)
+        regulariser_weight = 1.0 - keep
+        loss = (
+            self.hparams.l_in_w * loss_in
+            + self.hparams.l_out_w * loss_out
+            + self.hparams.reg_w_l1 * (regulariser_weight * l1).mean()
+            + self.hparams.reg_w_tv * (regulariser_weight * tv).mean()
+            + self.hparams.g_w * guidance
+        )
+        if stage != sb.Stage.TRAIN:
+            self.record_stage_outputs(output, batch, stage, keep)
+        return loss
+
+    def guidance(self, output):
+        """``keep`` (``[batch]``, 1 where the guidance applies) and the guidance loss (scalar).
+
+        Without fine-tuning no sample is kept and the guidance is 0.
+        """
+        if not self.hparams.finetuning:
+            zeros = torch.zeros(output.mask.shape[0], device=output.mask.device)
+            return zeros, zeros.sum()
+        masked_in, _ = masked_log_magnitudes(output.mask, output.features.log_mag)
+        clean = crop_frames(output.clean_log_mag, output.mask.shape[1])
+        keep = (crosscor(clean, masked_in, self.hparams.crosscortype) >= self.hparams.crosscor_th).float()
+        per_example = guidance_per_example(
+            output.mask, masked_in, clean, self.hparams.guidelosstype, self.hparams.bin_th
+        )
+        return keep, (keep * per_example).mean()
+
+    def record_stage_outputs(self, output, batch, stage, keep):
+        """Records metrics, accuracy and ``in_masks``; saves interpretations when it is time."""
+        scores = interpretation_scores(output.logits, output.logits_masked_in, output.logits_masked_out, output.mask)
+        labels = batch.class_string_encoded.data.squeeze(1)
+        scores["acc"] = (output.logits.argmax(dim=1) == labels).float()
+        if self.hparams.finetuning:
+            scores["in_masks"] = keep
+        self.record_scores(batch.id, scores)
+        epoch = self.hparams.epoch_counter.current
+        if self.should_save_interpretations(stage, epoch):
+            folder_name = "test" if stage == sb.Stage.TEST else f"valid_epoch{epoch}"
+            folder = os.path.join(self.hparams.output_folder, "interpretations", folder_name)
+            self.save_interpretations(batch.id, output.wavs, output.mask, output.features, folder)
+
+
+def validate_hparams(hparams):
+    """Raises ``ValueError`` for settings that would fail later, before any work starts."""
+    if hparams["crosscortype"] not in CROSSCOR_TYPES:
+        raise ValueError(f"crosscortype={hparams['crosscortype']!r}; accepted values are {CROSSCOR_TYPES}.")
+    if hparams["guidelosstype"] not in GUIDELOSS_TYPES:
+        raise ValueError(f"guidelosstype={hparams['guidelosstype']!r}; accepted values are {GUIDELOSS_TYPES}.")
+    if hparams["finetuning"] and not hparams["pretrained_interpreter"]:
+        raise ValueError(
+            "finetuning=True needs a trained decoder: pass --pretrained_interpreter path/psi_model.ckpt."
+        )
+    for key in ("pretrained_interpreter",):
+        path = hparams[key]
+        if path and not os.path.isfile(path):
+            raise FileNotFoundError(f"{key}={path!r} does not exist; give the path of a psi_model.ckpt file.")
+    if hparams["add_wham_noise"] and not hparams["wham_folder"]:
+        raise ValueError("add_wham_noise=True needs --wham_folder (a folder holding tr/*.wav).")
+    no_checkpoint = hparams["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None
+    if hparams["test_only"] and no_checkpoint and not hparams["pretrained_interpreter"]:
+        raise FileNotFoundError(
+            f"test_only=True, but {hparams['save_folder']} holds no checkpoint and no --pretrained_interpreter "
+            "was given; train first or pass --pretrained_interpreter path/psi_model.ckpt."
+        )
+
+
+def load_classifier(hparams):
+    """Loads the classifier weights through the Pretrainer, unless ``use_pretrained`` is False.
+
+    Raises
+    ------
+    FileNotFoundError
+        A weight file is neither a local file nor fetchable; the message names the setting.
+    """
+    if not hparams["use_pretrained"]:
+        logger.warning("use_pretrained=False: the classifier keeps random weights (for tests only).")
+        return
+    pretrainer = hparams["pretrainer"]
+    try:
+        run_on_main(pretrainer.collect_files)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise FileNotFoundError(
+            "Could not get the classifier weights "
+            f"(embedding_model_path={hparams['embedding_model_path']!r}, "
+            f"classifier_model_path={hparams['classifier_model_path']!r}): {error}. "
+            "Give local .ckpt files (for instance from train_classifier.py) or a reachable HuggingFace path."
+        ) from error
+    pretrainer.load_collected()
+
+
+def load_interpreter(psi_model, path, device):
+    """Loads decoder weights (a state dict, e.g. ``psi_model.ckpt``) into ``psi_model``."""
+    psi_model.load_state_dict(torch.load(path, map_location=device))
+    logger.info("Loaded the interpreter from %s.", path)
+
+
+def prepare_data(hparams):
+    """Writes the manifests (main process only) and builds the datasets."""
+    run_on_main(
+        prepare_esc50,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "audio_data_folder": hparams["audio_data_folder"],
+            "save_json_train": hparams["train_annotation"],
+            "save_json_valid": hparams["valid_annotation"],
+            "save_json_test": hparams["test_annotation"],
+            "train_fold_nums": hparams["train_fold_nums"],
+            "valid_fold_nums": hparams["valid_fold_nums"],
+            "test_fold_nums": hparams["test_fold_nums"],
+            "skip_manifest_creation": hparams["skip_manifest_creation"],
+        },
+    )
+    datasets, _ = dataio_prep(hparams)
+    return datasets
+
+
+def make_noise_stream(hparams):
+    """A WHAM! noise stream when ``add_wham_noise``, else None."""
+    if not hparams["add_wham_noise"]:
+        return None
+    noise = WhamNoise(prepare_wham(hparams["wham_folder"]), hparams["sample_rate"], hparams["signal_length_s"], hparams["seed"])
+    return WhamNoiseStream(noise, hparams["batch_size"], hparams["noise_num_workers"])
+
+
+def main(argv):
+    """Runs the recipe: validate, prepare data, load the classifier, train, test the best checkpoint."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    validate_hparams(hparams)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
+    datasets = prepare_data(hparams)
+    noise_stream = make_noise_stream(hparams)
+    load_classifier(hparams)
+    brain = LMAC(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+        noise_stream=noise_stream,
+    )
+    if hparams["pretrained_interpreter"]:
+        load_interpreter(brain.modules.psi, hparams["pretrained_interpreter"], brain.device)
+    if not hparams["test_only"]:
+        brain.fit(
+            hparams["epoch_counter"],
+            train_set=datasets["train"],
+            valid_set=datasets["valid"],
+            train_loader_kwargs=hparams["train_dataloader_options"],
+            valid_loader_kwargs=hparams["test_dataloader_options"],
+        )
+    brain.evaluate(
+        datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
+    )
+    return brain
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
