@@ -12,15 +12,12 @@ import dataclasses
 import logging
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import soundfile as sf  # noqa: E402
-import speechbrain as sb  # noqa: E402
-import torch  # noqa: E402
-from speechbrain.processing.features import spectral_magnitude  # noqa: E402
-from speechbrain.utils.metric_stats import MetricStats  # noqa: E402
+import soundfile as sf
+import speechbrain as sb
+import torch
+from matplotlib.figure import Figure
+from speechbrain.processing.features import spectral_magnitude
+from speechbrain.utils.metric_stats import MetricStats
 
 logger = logging.getLogger(__name__)
 
@@ -420,7 +417,8 @@ def save_spectrogram_figure(log_mag, mask, path, title):
         ("mask", mask, 1.0),
         ("interpretation log1p|STFT|", mask * log_mag[: mask.shape[0]], top),
     )
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    figure = Figure(figsize=(15, 4))
+    axes = figure.subplots(1, 3)
     for axis, (name, image, vmax) in zip(axes, panels):
         shown = axis.imshow(image.T.numpy(), origin="lower", aspect="auto", vmin=0, vmax=vmax)
         axis.set_title(name)
@@ -430,4 +428,3 @@ def save_spectrogram_figure(log_mag, mask, path, title):
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=80)
-    plt.close(figure)

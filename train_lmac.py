@@ -264,10 +264,16 @@ def validate_hparams(hparams):
         raise ValueError(
             "finetuning=True needs a trained decoder: pass --pretrained_interpreter path/psi_model.ckpt."
         )
-    for key in ("pretrained_interpreter",):
-        path = hparams[key]
-        if path and not os.path.isfile(path):
-            raise FileNotFoundError(f"{key}={path!r} does not exist; give the path of a psi_model.ckpt file.")
+    path = hparams["pretrained_interpreter"]
+    if path and not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained_interpreter={path!r} does not exist; give the path of a psi_model.ckpt file.")
+    if hparams["use_pretrained"]:
+        for key in ("embedding_model_path", "classifier_model_path"):
+            if _looks_local(hparams[key]) and not os.path.isfile(hparams[key]):
+                raise FileNotFoundError(
+                    f"{key}={hparams[key]!r} does not exist; give a local .ckpt file, a HuggingFace path "
+                    "such as speechbrain/cnn14-esc50/embedding_model.ckpt, or --use_pretrained False (tests only)."
+                )
     if hparams["add_wham_noise"] and not hparams["wham_folder"]:
         raise ValueError("add_wham_noise=True needs --wham_folder (a folder holding tr/*.wav).")
     no_checkpoint = hparams["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None
@@ -276,6 +282,11 @@ def validate_hparams(hparams):
             f"test_only=True, but {hparams['save_folder']} holds no checkpoint and no --pretrained_interpreter "
             "was given; train first or pass --pretrained_interpreter path/psi_model.ckpt."
         )
+
+
+def _looks_local(path):
+    """True for paths meant as local files: absolute, relative to ``.``/``~``, or under an existing folder."""
+    return os.path.isabs(path) or path.startswith((".", "~")) or os.path.isdir(path.split("/")[0])
 
 
 def load_classifier(hparams):
@@ -336,9 +347,55 @@ def make_noise_stream(hparams):
     return WhamNoiseStream(noise, hparams["batch_size"], hparams["noise_num_workers"])
 
 
+def take_test_only_flag(argv):
+    """Takes ``--test_only [True|False]`` (or ``--test_only=VALUE``) out of the command line.
+
+    SpeechBrain parses ``--test_only`` as a bare flag, so ``--test_only True``
+    would hand ``True`` to the previous override. The recipe reads the value
+    as an ordinary hyperparameter instead, which ``Brain`` also picks up.
+
+    Arguments
+    ---------
+    argv : list of str
+
+    Returns
+    -------
+    argv : list of str
+        Without the flag.
+    value : str or None
+        ``"True"``, ``"False"``, or None when the flag is absent.
+
+    Example
+    -------
+    >>> take_test_only_flag(["h.yaml", "--test_only", "True", "--lr", "1"])
+    (['h.yaml', '--lr', '1'], 'True')
+    >>> take_test_only_flag(["h.yaml", "--test_only"])
+    (['h.yaml'], 'True')
+    """
+    remaining, value, index = [], None, 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg.startswith("--test_only="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--test_only":
+            following = argv[index + 1] if index + 1 < len(argv) else None
+            if following in ("True", "False"):
+                value = following
+                index += 1
+            else:
+                value = "True"
+        else:
+            remaining.append(arg)
+        index += 1
+    return remaining, value
+
+
 def main(argv):
     """Runs the recipe: validate, prepare data, load the classifier, train, test the best checkpoint."""
+    argv, test_only = take_test_only_flag(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    if test_only is not None:
+        overrides = f"{overrides}\ntest_only: {test_only}"
     with open(hparams_file, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     validate_hparams(hparams)

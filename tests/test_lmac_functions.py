@@ -1,0 +1,199 @@
+"""L-MAC losses and metrics against direct computations on small tensors."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import speechbrain as sb
+import torch
+
+from interpreter_brain import (
+    INTERPRETATION_METRICS,
+    SpectralFeatures,
+    complexity,
+    fidelity_scores,
+    interpretation_scores,
+    sparseness,
+)
+from train_lmac import LMAC, LMACOutput, crosscor, guidance_per_example, tv_loss
+
+
+def random_spectrograms(batch=3, frames=7, freq=5, seed=0):
+    return torch.rand(batch, frames, freq, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("kind", ["conv", "dotp"])
+def test_crosscor_of_a_spectrogram_with_itself_is_one_at_any_scale(kind):
+    x = random_spectrograms()
+    assert torch.allclose(crosscor(x, x, kind), torch.ones(3), atol=1e-5)
+    assert torch.allclose(crosscor(x, 7.5 * x, kind), torch.ones(3), atol=1e-5)
+    y = random_spectrograms(seed=1)
+    assert torch.allclose(crosscor(0.1 * x, 20 * y, kind), crosscor(x, y, kind), atol=1e-5)
+
+
+def test_crosscor_matches_pearson_and_cosine_similarity():
+    x, y = random_spectrograms(seed=2), random_spectrograms(seed=3)
+    pearson = [np.corrcoef(a.flatten().numpy(), b.flatten().numpy())[0, 1] for a, b in zip(x, y)]
+    cosine = torch.nn.functional.cosine_similarity(x.flatten(1), y.flatten(1), dim=1)
+    assert np.allclose(crosscor(x, y, "conv").numpy(), pearson, atol=1e-5)
+    assert torch.allclose(crosscor(x, y, "dotp"), cosine, atol=1e-5)
+
+
+def test_crosscor_rejects_unknown_kinds_and_mismatched_shapes():
+    x = random_spectrograms()
+    with pytest.raises(ValueError, match=r"crosscortype='pearson'; accepted values are \('conv', 'dotp'\)"):
+        crosscor(x, x, "pearson")
+    with pytest.raises(ValueError, match=r"got \(3, 7, 5\) and \(3, 6, 5\)"):
+        crosscor(x, x[:, :6], "dotp")
+
+
+def test_tv_of_a_constant_mask_is_zero_and_matches_a_loop():
+    assert torch.equal(tv_loss(torch.full((2, 6, 4), 0.3)), torch.zeros(2))
+    mask = random_spectrograms(batch=2, frames=4, freq=3)
+    for b in range(2):
+        total = 0.0
+        for t in range(4):
+            for f in range(3):
+                if t + 1 < 4:
+                    total += (mask[b, t + 1, f] - mask[b, t, f]).item() ** 2
+                if f + 1 < 3:
+                    total += (mask[b, t, f + 1] - mask[b, t, f]).item() ** 2
+        assert tv_loss(mask)[b].item() == pytest.approx(total / 2, rel=1e-5)
+
+
+def test_guidance_terms_match_their_definitions():
+    mask = random_spectrograms(seed=4).clamp(0.01, 0.99)
+    log_mag, clean = random_spectrograms(seed=5), random_spectrograms(seed=6)
+    masked_in = mask * log_mag
+    binary = guidance_per_example(mask, masked_in, clean, "binary", 0.35)
+    for b in range(3):
+        oracle = (clean[b] >= 0.35 * clean[b].max()).float()
+        bce = -(oracle * torch.log(mask[b]) + (1 - oracle) * torch.log(1 - mask[b])).mean()
+        assert binary[b].item() == pytest.approx(bce.item(), rel=1e-5)
+    reconstruction = guidance_per_example(mask, masked_in, clean, "reconstruction", 0.35)
+    assert torch.allclose(reconstruction, ((masked_in - clean) ** 2).mean(dim=(1, 2)))
+
+
+def logits_of(probabilities):
+    return torch.log(torch.tensor(probabilities, dtype=torch.float32))
+
+
+def test_fidelity_metrics_on_hand_made_probabilities():
+    p = logits_of([[0.6, 0.3, 0.1], [0.6, 0.3, 0.1], [0.5, 0.25, 0.25]])
+    q_in = logits_of([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.5, 0.25, 0.25]])
+    q_out = logits_of([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.45, 0.45]])
+    scores = {name: values.tolist() for name, values in fidelity_scores(p, q_in, q_out).items()}
+    assert scores["fid_in"] == [1.0, 0.0, 1.0]
+    assert scores["FF"] == pytest.approx([0.4, 0.0, 0.4], abs=1e-6)
+    assert scores["AI"] == [100.0, 0.0, 0.0]
+    assert scores["AD"] == pytest.approx([0.0, 50.0, 0.0], abs=1e-4)
+    assert scores["AG"] == pytest.approx([50.0, 0.0, 0.0], abs=1e-4)
+
+
+def test_metrics_are_finite_when_the_classifier_is_certain():
+    certain = torch.tensor([[100.0, 0.0, 0.0]])  # p_c == 1 in float32
+    assert torch.softmax(certain, dim=1)[0, 0].item() == 1.0
+    scores = fidelity_scores(certain, certain, torch.zeros(1, 3))
+    assert all(torch.isfinite(values).all() for values in scores.values())
+    assert scores["AG"].item() == 0.0 and scores["AD"].item() == 0.0
+
+
+def test_sparseness_and_complexity_equal_quantus():
+    quantus = pytest.importorskip("quantus")
+    masks = torch.rand(4, 1, 12, 9, generator=torch.Generator().manual_seed(7)) ** 3
+    inputs = np.zeros_like(masks.numpy())
+    labels = np.zeros(4, dtype=int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected_sps = quantus.Sparseness(disable_warnings=True)(
+            model=None, x_batch=inputs, y_batch=labels, a_batch=masks.numpy().copy()
+        )
+        expected_comp = quantus.Complexity(disable_warnings=True)(
+            model=None, x_batch=inputs, y_batch=labels, a_batch=masks.numpy().copy()
+        )
+    assert np.allclose(sparseness(masks.squeeze(1)).numpy(), expected_sps, atol=1e-5)
+    assert np.allclose(complexity(masks.squeeze(1)).numpy(), expected_comp, atol=1e-4)
+
+
+def test_an_all_zero_mask_gives_defined_values():
+    mask = torch.zeros(2, 10, 6)
+    assert torch.allclose(sparseness(mask), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(complexity(mask), torch.full((2,), math.log(60)))
+
+
+def test_per_example_metrics_do_not_depend_on_the_batch_size():
+    generator = torch.Generator().manual_seed(8)
+    logits, masked_in, masked_out = (torch.randn(4, 5, generator=generator) for _ in range(3))
+    mask = torch.rand(4, 6, 7, generator=generator)
+    together = interpretation_scores(logits, masked_in, masked_out, mask)
+    assert set(together) == set(INTERPRETATION_METRICS)
+    for index in range(4):
+        alone = interpretation_scores(
+            logits[index : index + 1], masked_in[index : index + 1], masked_out[index : index + 1], mask[index : index + 1]
+        )
+        for name in INTERPRETATION_METRICS:
+            assert alone[name].item() == pytest.approx(together[name][index].item(), abs=1e-5), name
+
+
+LOSS_HPARAMS = {
+    "l_in_w": 4.0,
+    "l_out_w": 0.2,
+    "reg_w_l1": 6.4,
+    "reg_w_tv": 0.5,
+    "g_w": 4.0,
+    "crosscortype": "dotp",
+    "crosscor_th": 0.6,
+    "guidelosstype": "reconstruction",
+    "bin_th": 0.35,
+}
+
+
+def hand_made_output(seed=9, batch=3, classes=4):
+    generator = torch.Generator().manual_seed(seed)
+    log_mag = torch.rand(batch, 8, 5, generator=generator)
+    clean = log_mag + 0.01  # examples 0 and 2 correlate with their masked-in input ...
+    clean[1] = 0.0
+    clean[1, 0, 0] = 1.0  # ... example 1 does not
+    return LMACOutput(
+        wavs=torch.zeros(batch, 16),
+        features=SpectralFeatures(stft=torch.zeros(batch, 8, 5, 2), log_mag=log_mag, mel_input=torch.zeros(batch, 8, 3)),
+        clean_log_mag=clean,
+        logits=torch.randn(batch, classes, generator=generator),
+        mask=torch.rand(batch, 7, 5, generator=generator).clamp(0.6, 1.0),
+        logits_masked_in=torch.randn(batch, classes, generator=generator),
+        logits_masked_out=torch.randn(batch, classes, generator=generator),
+    )
+
+
+def direct_loss(output, hparams, finetuning):
+    """The objective of LMAC_SPEC.md written out with explicit loops."""
+    decision = output.logits.argmax(dim=1)
+    batch = decision.shape[0]
+    cross_entropy = lambda logits: -torch.log_softmax(logits, dim=1)[torch.arange(batch), decision]  # noqa: E731
+    total = hparams["l_in_w"] * cross_entropy(output.logits_masked_in).mean()
+    total = total - hparams["l_out_w"] * cross_entropy(output.logits_masked_out).mean()
+    frames = output.mask.shape[1]
+    regularisers, guidance = 0.0, 0.0
+    for b in range(batch):
+        mask = output.mask[b]
+        masked_in = mask * output.features.log_mag[b, :frames]
+        clean = output.clean_log_mag[b, :frames]
+        rho = (masked_in * clean).mean() / (masked_in.pow(2).mean().sqrt() * clean.pow(2).mean().sqrt())
+        keep = float(finetuning and rho >= hparams["crosscor_th"])
+        tv = ((mask[1:] - mask[:-1]) ** 2).sum() + ((mask[:, 1:] - mask[:, :-1]) ** 2).sum()
+        regularisers += (1 - keep) * (hparams["reg_w_l1"] * mask.abs().mean() + hparams["reg_w_tv"] * tv / 2)
+        guidance += keep * ((masked_in - clean) ** 2).mean()
+    return total + regularisers / batch + hparams["g_w"] * guidance / batch
+
+
+@pytest.mark.parametrize("finetuning", [False, True])
+def test_the_objective_equals_a_direct_computation(finetuning):
+    hparams = {**LOSS_HPARAMS, "finetuning": finetuning}
+    brain = LMAC(modules={}, hparams=hparams, run_opts={"device": "cpu"})
+    output = hand_made_output()
+    loss = brain.compute_objectives(output, batch=None, stage=sb.Stage.TRAIN)
+    assert loss.item() == pytest.approx(direct_loss(output, hparams, finetuning).item(), rel=1e-5)
+    if finetuning:
+        keep, _ = brain.guidance(output)
+        assert keep.tolist() == [1.0, 0.0, 1.0]

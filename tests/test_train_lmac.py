@@ -1,0 +1,198 @@
+"""The L-MAC recipe for real: CLI runs on synthetic data, start-up checks, a frozen classifier."""
+
+import glob
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import soundfile as sf
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.checkpoints import Checkpointer
+
+import train_lmac
+from interpreter_brain import BEST_CHECKPOINT_KEY, INTERPRETATION_METRICS
+from make_synthetic_data import generate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
+TINY_DATA = {"n_classes": 2, "clips_per_class": 5, "noise_files": (3, 1, 1), "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """10 clips (train 6, valid 2, test 2) and 3 training noise files."""
+    return generate(str(tmp_path_factory.mktemp("tiny") / "data"), **TINY_DATA)
+
+
+def small_run_flags(data, output_folder):
+    return [
+        "--data_folder", data["esc50_folder"],
+        "--output_folder", str(output_folder),
+        "--use_pretrained", "False",
+        "--number_of_epochs", "1",
+        "--batch_size", "2",
+        "--num_workers", "0",
+        "--add_wham_noise", "True",
+        "--wham_folder", data["wham_folder"],
+        "--noise_num_workers", "0",
+        "--interpret_period", "1",
+        "--interpretations_per_stage", "2",
+    ]  # fmt: skip
+
+
+def run_cli(flags):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train_lmac.py"), HPARAMS, *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def logged_stats(line):
+    """``{'valid loss': 17.9, ...}`` from one line of a SpeechBrain FileTrainLogger file."""
+    return {name.strip(): float(value) for name, value in re.findall(r"([A-Za-z_ ]+): ([-+0-9.e]+|nan|inf)", line)}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data, tmp_path_factory):
+    output_folder = tmp_path_factory.mktemp("run")
+    log = run_cli(small_run_flags(tiny_data, output_folder))
+    return output_folder, log
+
+
+def test_a_short_run_logs_finite_losses_and_every_metric(trained_run):
+    output_folder, _ = trained_run
+    lines = (output_folder / "train_log.txt").read_text().splitlines()
+    epoch_lines = [line for line in lines if line.startswith("epoch: 1")]
+    test_lines = [line for line in lines if line.startswith("Epoch loaded")]
+    assert len(epoch_lines) == 1 and len(test_lines) == 1
+    valid, test = logged_stats(epoch_lines[0]), logged_stats(test_lines[0])
+    for stage, stats in (("valid", valid), ("test", test)):
+        for name in (BEST_CHECKPOINT_KEY, *INTERPRETATION_METRICS, "acc"):
+            assert math.isfinite(stats[f"{stage} {name}"]), (stage, name)
+    assert math.isfinite(valid["train loss"])
+    assert 0 <= valid["valid fid_in"] <= 1 and 0 <= valid["valid SPS"] <= 1
+
+
+def test_the_best_checkpoint_is_kept_by_a_logged_key_as_a_plain_float(trained_run):
+    output_folder, _ = trained_run
+    checkpoint = Checkpointer(str(output_folder / "save")).find_checkpoint(min_key=BEST_CHECKPOINT_KEY)
+    assert checkpoint is not None
+    assert type(checkpoint.meta[BEST_CHECKPOINT_KEY]) is float
+    epoch_line = next(line for line in (output_folder / "train_log.txt").read_text().splitlines() if line.startswith("epoch"))
+    assert checkpoint.meta[BEST_CHECKPOINT_KEY] == pytest.approx(logged_stats(epoch_line)[f"valid {BEST_CHECKPOINT_KEY}"], rel=0.01)
+    assert {"psi_model.ckpt", "optimizer.ckpt", "lr_annealing.ckpt", "counter.ckpt"} <= set(os.listdir(checkpoint.path))
+
+
+def test_interpretations_are_listenable_and_as_long_as_the_input(trained_run):
+    output_folder, _ = trained_run
+    for stage in ("valid_epoch1", "test"):
+        clips = sorted(glob.glob(str(output_folder / "interpretations" / stage / "*")))
+        assert len(clips) == 2, stage
+        for clip in clips:
+            original, rate = sf.read(os.path.join(clip, "original.wav"))
+            interpretation, interpretation_rate = sf.read(os.path.join(clip, "interpretation.wav"))
+            assert rate == interpretation_rate == 16000
+            assert original.shape == interpretation.shape == (80000,)
+            assert 0 < abs(interpretation).max() <= abs(original).max() * 1.5
+            assert os.path.getsize(os.path.join(clip, "spectrogram.png")) > 10_000
+
+
+def test_test_only_reuses_the_checkpoint_of_the_run(trained_run, tiny_data):
+    output_folder, _ = trained_run
+    checkpoint = Checkpointer(str(output_folder / "save")).find_checkpoint(min_key=BEST_CHECKPOINT_KEY)
+    log = run_cli([*small_run_flags(tiny_data, output_folder), "--test_only", "True"])
+    assert f"Loading a checkpoint from {checkpoint.path}" in log
+    lines = (output_folder / "train_log.txt").read_text().splitlines()
+    assert sum(line.startswith("epoch:") for line in lines) == 1
+    first_test, second_test = [logged_stats(line) for line in lines if line.startswith("Epoch loaded")]
+    assert second_test["test fid_in"] == first_test["test fid_in"]
+
+
+def test_fine_tuning_starts_from_a_trained_decoder_and_reports_in_masks(trained_run, tiny_data, tmp_path):
+    output_folder, _ = trained_run
+    checkpoint = Checkpointer(str(output_folder / "save")).find_checkpoint(min_key=BEST_CHECKPOINT_KEY)
+    decoder = os.path.join(checkpoint.path, "psi_model.ckpt")
+    flags = [*small_run_flags(tiny_data, tmp_path / "finetune"), "--finetuning", "True", "--pretrained_interpreter", decoder]
+    log = run_cli([*flags, "--crosscortype", "conv", "--crosscor_th", "-1.0"])
+    assert f"Loaded the interpreter from {decoder}" in log
+    epoch_line = (tmp_path / "finetune" / "train_log.txt").read_text().splitlines()[0]
+    assert logged_stats(epoch_line)["valid in_masks"] == 1.0  # threshold -1 keeps every example
+
+
+@pytest.mark.parametrize(
+    "flags, error, message",
+    [
+        (["--crosscortype", "pearson"], ValueError, r"crosscortype='pearson'; accepted values are \('conv', 'dotp'\)"),
+        (["--guidelosstype", "l2"], ValueError, r"guidelosstype='l2'; accepted values are \('binary', 'reconstruction'\)"),
+        (["--finetuning", "True"], ValueError, r"finetuning=True needs a trained decoder: pass --pretrained_interpreter"),
+        (["--pretrained_interpreter", "/no/such/psi_model.ckpt"], FileNotFoundError, r"pretrained_interpreter='/no/such/psi_model.ckpt' does not exist"),
+        (["--use_pretrained", "True", "--embedding_model_path", "/no/such/embedding_model.ckpt"], FileNotFoundError, r"embedding_model_path='/no/such/embedding_model.ckpt' does not exist"),
+        (["--test_only", "True"], FileNotFoundError, r"test_only=True, but .* holds no checkpoint"),
+        (["--add_wham_noise", "True", "--wham_folder", "null"], ValueError, r"add_wham_noise=True needs --wham_folder"),
+    ],
+)
+def test_misconfigurations_fail_at_start_up(tiny_data, tmp_path, flags, error, message):
+    output_folder = tmp_path / "run"
+    base = ["--data_folder", tiny_data["esc50_folder"], "--output_folder", str(output_folder)]
+    if "--use_pretrained" not in flags:
+        base += ["--use_pretrained", "False"]
+    with pytest.raises(error, match=message):
+        train_lmac.main([HPARAMS, *base, *flags])
+    written = [os.path.join(root, name) for root, _, files in os.walk(output_folder) for name in files]
+    assert written == [], "nothing may be written before the settings are checked"
+
+
+def test_one_optimiser_step_changes_the_decoder_and_not_the_classifier(tiny_data, tmp_path):
+    overrides = {"data_folder": tiny_data["esc50_folder"], "output_folder": str(tmp_path), "use_pretrained": False}
+    with open(HPARAMS, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    datasets = train_lmac.prepare_data(hparams)
+    brain = train_lmac.LMAC(
+        modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"}
+    )
+    brain.init_optimizers()
+    batch = next(iter(sb.dataio.dataloader.make_dataloader(datasets["train"], batch_size=2)))
+    classifier_before = {k: v.clone() for k, v in brain.modules.classifier.state_dict().items()}
+    decoder_before = {k: v.clone() for k, v in brain.modules.psi.state_dict().items()}
+    brain.modules.train()
+    loss = brain.fit_batch(batch)
+    assert torch.isfinite(loss)
+    classifier_after = brain.modules.classifier.state_dict()
+    assert all(torch.equal(classifier_before[k], classifier_after[k]) for k in classifier_before)
+    assert not brain.modules.classifier.training
+    assert all(parameter.grad is None for parameter in brain.modules.classifier.parameters())
+    decoder_after = brain.modules.psi.state_dict()
+    assert any(not torch.equal(decoder_before[k], decoder_after[k]) for k in decoder_before)
+
+
+def test_local_classifier_checkpoints_load_through_the_pretrainer(tmp_path):
+    from speechbrain.lobes.models.Cnn14 import Cnn14
+    from speechbrain.nnet.linear import Linear
+
+    torch.manual_seed(0)
+    trained_embedding = Cnn14(mel_bins=80, emb_dim=2048, return_reps=True)
+    trained_head = Linear(input_size=2048, n_neurons=50)
+    torch.save(trained_embedding.state_dict(), tmp_path / "embedding_model.ckpt")
+    torch.save(trained_head.state_dict(), tmp_path / "classifier.ckpt")
+    overrides = {
+        "output_folder": str(tmp_path / "run"),
+        "embedding_model_path": str(tmp_path / "embedding_model.ckpt"),
+        "classifier_model_path": str(tmp_path / "classifier.ckpt"),
+    }
+    with open(HPARAMS, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    assert not torch.equal(hparams["classifier"].w.weight, trained_head.w.weight)
+    train_lmac.load_classifier(hparams)
+    for loaded, saved in ((hparams["embedding_model"], trained_embedding), (hparams["classifier"], trained_head)):
+        saved_state = saved.state_dict()
+        assert all(torch.equal(value, saved_state[key]) for key, value in loaded.state_dict().items())
