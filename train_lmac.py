@@ -152,9 +152,9 @@ class LMACOutput:
     """What ``compute_forward`` computes once per batch.
 
     Shapes: ``wavs`` ``[batch, samples]`` (the interpreted input),
-    ``logits*`` ``[batch, n_classes]``, ``mask`` ``[batch, frames', freq]``,
-    ``clean_log_mag`` ``[batch, frames, freq]`` (equal to
-    ``features.log_mag`` without WHAM! noise).
+    ``logits*`` ``[batch, n_classes]``, ``mask`` and ``log_mag_masked_in``
+    (``M * L``) ``[batch, frames', freq]``, ``clean_log_mag``
+    ``[batch, frames, freq]`` (equal to ``features.log_mag`` without WHAM! noise).
     """
 
     wavs: torch.Tensor
@@ -162,6 +162,7 @@ class LMACOutput:
     clean_log_mag: torch.Tensor
     logits: torch.Tensor
     mask: torch.Tensor
+    log_mag_masked_in: torch.Tensor
     logits_masked_in: torch.Tensor
     logits_masked_out: torch.Tensor
 
@@ -194,7 +195,9 @@ class LMAC(InterpreterBrain):
         logits_masked_in, _ = self.classify(self.mel_input_from_log_mag(masked_in))
         logits_masked_out, _ = self.classify(self.mel_input_from_log_mag(masked_out))
         clean_log_mag = features.log_mag if wavs is clean else self.compute_features(clean).log_mag
-        return LMACOutput(wavs, features, clean_log_mag, logits, mask, logits_masked_in, logits_masked_out)
+        return LMACOutput(
+            wavs, features, clean_log_mag, logits, mask, masked_in, logits_masked_in, logits_masked_out
+        )
 
     def add_noise(self, clean):
         """The clean batch mixed with WHAM! noise at 0 dB when ``add_wham_noise``, else ``clean`` itself."""
@@ -231,7 +234,7 @@ class LMAC(InterpreterBrain):
         if not self.hparams.finetuning:
             zeros = torch.zeros(output.mask.shape[0], device=output.mask.device)
             return zeros, zeros.sum()
-        masked_in, _ = masked_log_magnitudes(output.mask, output.features.log_mag)
+        masked_in = output.log_mag_masked_in
         clean = crop_frames(output.clean_log_mag, output.mask.shape[1])
         keep = (crosscor(clean, masked_in, self.hparams.crosscortype) >= self.hparams.crosscor_th).float()
         per_example = guidance_per_example(
@@ -255,7 +258,16 @@ class LMAC(InterpreterBrain):
 
 
 def validate_hparams(hparams):
-    """Raises ``ValueError`` for settings that would fail later, before any work starts."""
+    """Checks the settings that would fail later, before any work starts.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``crosscortype`` or ``guidelosstype``, fine-tuning without
+        ``pretrained_interpreter``, WHAM! noise without ``wham_folder``.
+    FileNotFoundError
+        A checkpoint path that does not exist, or ``test_only`` with nothing to test.
+    """
     if hparams["crosscortype"] not in CROSSCOR_TYPES:
         raise ValueError(f"crosscortype={hparams['crosscortype']!r}; accepted values are {CROSSCOR_TYPES}.")
     if hparams["guidelosstype"] not in GUIDELOSS_TYPES:

@@ -155,12 +155,14 @@ def hand_made_output(seed=9, batch=3, classes=4):
     clean = log_mag + 0.01  # examples 0 and 2 correlate with their masked-in input ...
     clean[1] = 0.0
     clean[1, 0, 0] = 1.0  # ... example 1 does not
+    mask = torch.rand(batch, 7, 5, generator=generator).clamp(0.6, 1.0)
     return LMACOutput(
         wavs=torch.zeros(batch, 16),
         features=SpectralFeatures(stft=torch.zeros(batch, 8, 5, 2), log_mag=log_mag, mel_input=torch.zeros(batch, 8, 3)),
         clean_log_mag=clean,
         logits=torch.randn(batch, classes, generator=generator),
-        mask=torch.rand(batch, 7, 5, generator=generator).clamp(0.6, 1.0),
+        mask=mask,
+        log_mag_masked_in=mask * log_mag[:, :7],
         logits_masked_in=torch.randn(batch, classes, generator=generator),
         logits_masked_out=torch.randn(batch, classes, generator=generator),
     )
