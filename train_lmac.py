@@ -320,7 +320,7 @@ def load_classifier(hparams):
             "Could not get the classifier weights "
             f"(embedding_model_path={hparams['embedding_model_path']!r}, "
             f"classifier_model_path={hparams['classifier_model_path']!r}): {error}. "
-            "Give local .ckpt files (for instance from train_classifier.py) or a reachable HuggingFace path."
+            "Give local .ckpt files or a reachable HuggingFace path."
         ) from error
     pretrainer.load_collected()
 
@@ -439,6 +439,7 @@ def main(argv):
         datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
     )
     return brain
+
 
 if __name__ == "__main__":
     main(sys.argv[1:])
