@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
+from cnn14_family import decode_any_length
 from esc50_prepare import dataio_prep, prepare_esc50
 from interpreter_brain import (
     BEST_CHECKPOINT_KEY,
@@ -190,7 +191,8 @@ class LMAC(InterpreterBrain):
         features = self.compute_features(wavs)
         with torch.no_grad():
             logits, feature_maps = self.classify(features.mel_input)
-        mask = torch.sigmoid(self.modules.psi(feature_maps)).squeeze(1)  # [batch, frames', freq]
+        num_frames = features.log_mag.shape[1]
+        mask = torch.sigmoid(decode_any_length(self.modules.psi, feature_maps, num_frames))  # [batch, frames, freq]
         masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag)
         logits_masked_in, _ = self.classify(self.mel_input_from_log_mag(masked_in))
         logits_masked_out, _ = self.classify(self.mel_input_from_log_mag(masked_out))

@@ -34,6 +34,7 @@ def small_run_flags(data, output_folder):
         "--data_folder", data["esc50_folder"],
         "--output_folder", str(output_folder),
         "--use_pretrained", "False",
+        "--width", "0.0625",
         "--number_of_epochs", "1",
         "--batch_size", "2",
         "--num_workers", "0",
@@ -153,7 +154,12 @@ def test_misconfigurations_fail_at_start_up(tiny_data, tmp_path, flags, error, m
 
 
 def test_one_optimiser_step_changes_the_decoder_and_not_the_classifier(tiny_data, tmp_path):
-    overrides = {"data_folder": tiny_data["esc50_folder"], "output_folder": str(tmp_path), "use_pretrained": False}
+    overrides = {
+        "data_folder": tiny_data["esc50_folder"],
+        "output_folder": str(tmp_path),
+        "use_pretrained": False,
+        "width": 0.0625,
+    }
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     datasets = train_lmac.prepare_data(hparams)
