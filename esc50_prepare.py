@@ -28,6 +28,7 @@ import torchaudio
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.data_utils import download_file
+from speechbrain.utils.distributed import run_on_main
 from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
@@ -539,6 +540,38 @@ def dataio_prep(hparams):
         dataset.add_dynamic_item(label_pipeline, takes="class_string", provides="class_string_encoded")
         dataset.set_output_keys(["id", "sig", "class_string_encoded"])
     return datasets, label_encoder
+
+
+def prepare_datasets(hparams):
+    """Writes the manifests (on the main process only) and builds the datasets of a recipe.
+
+    Arguments
+    ---------
+    hparams : dict
+        A recipe's hyperparameters: ``data_folder``, ``audio_data_folder``,
+        the three ``*_annotation`` paths and ``*_fold_nums`` lists,
+        ``skip_manifest_creation``, plus what ``dataio_prep`` needs.
+
+    Returns
+    -------
+    datasets : dict of str to DynamicItemDataset
+    label_encoder : CategoricalEncoder
+    """
+    run_on_main(
+        prepare_esc50,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "audio_data_folder": hparams["audio_data_folder"],
+            "save_json_train": hparams["train_annotation"],
+            "save_json_valid": hparams["valid_annotation"],
+            "save_json_test": hparams["test_annotation"],
+            "train_fold_nums": hparams["train_fold_nums"],
+            "valid_fold_nums": hparams["valid_fold_nums"],
+            "test_fold_nums": hparams["test_fold_nums"],
+            "skip_manifest_creation": hparams["skip_manifest_creation"],
+        },
+    )
+    return dataio_prep(hparams)
 
 
 def main(argv=None):

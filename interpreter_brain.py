@@ -81,6 +81,31 @@ class SpectralFeatures:
     mel_input: torch.Tensor
 
 
+def spectral_features(wavs, compute_stft, compute_fbank):
+    """The features of ``LMAC_SPEC.md``, shared by the classifier and interpreter recipes.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``[batch, samples]``.
+    compute_stft : speechbrain.processing.features.STFT
+    compute_fbank : speechbrain.processing.features.Filterbank
+        With ``log_mel=False``; applied to the magnitude.
+
+    Returns
+    -------
+    SpectralFeatures
+        STFT, ``log1p|STFT|`` and ``log1p(Mel(|STFT|))``.
+    """
+    stft = compute_stft(wavs)  # [batch, frames, freq, 2]
+    magnitude = spectral_magnitude(stft, power=0.5)  # [batch, frames, freq]
+    return SpectralFeatures(
+        stft=stft,
+        log_mag=torch.log1p(magnitude),
+        mel_input=torch.log1p(compute_fbank(magnitude)),
+    )
+
+
 def crop_frames(spectrogram, num_frames):
     """The first ``num_frames`` frames of ``[batch, frames, ...]``.
 
@@ -271,13 +296,7 @@ class InterpreterBrain(sb.Brain):
 
     def compute_features(self, wavs):
         """STFT, ``log1p`` magnitude and ``log1p``-mel classifier input of ``wavs`` ``[batch, samples]``."""
-        stft = self.hparams.compute_stft(wavs)  # [batch, frames, freq, 2]
-        magnitude = spectral_magnitude(stft, power=0.5)  # [batch, frames, freq]
-        return SpectralFeatures(
-            stft=stft,
-            log_mag=torch.log1p(magnitude),
-            mel_input=torch.log1p(self.hparams.compute_fbank(magnitude)),
-        )
+        return spectral_features(wavs, self.hparams.compute_stft, self.hparams.compute_fbank)
 
     def mel_input_from_log_mag(self, log_mag):
         """Classifier input ``log1p(Mel(expm1(L)))`` for a (masked) ``log1p`` magnitude ``[batch, frames, freq]``."""

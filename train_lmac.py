@@ -28,7 +28,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from cnn14_family import decode_any_length
-from esc50_prepare import dataio_prep, prepare_esc50
+from esc50_prepare import prepare_datasets
 from interpreter_brain import (
     BEST_CHECKPOINT_KEY,
     InterpreterBrain,
@@ -37,7 +37,7 @@ from interpreter_brain import (
     interpretation_scores,
     masked_log_magnitudes,
 )
-from wham_prepare import WhamNoise, WhamNoiseStream, combine_batches, fit_length, prepare_wham
+from wham_prepare import make_noise_stream
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +205,7 @@ class LMAC(InterpreterBrain):
         """The clean batch mixed with WHAM! noise at 0 dB when ``add_wham_noise``, else ``clean`` itself."""
         if not self.hparams.add_wham_noise:
             return clean
-        noise = self.noise_stream.next_batch(clean.shape[0]).to(clean.device)
-        return combine_batches(clean, fit_length(noise, clean.shape[1]))
+        return self.noise_stream.mix_into(clean)
 
     def compute_objectives(self, output, batch, stage):
         """The L-MAC loss; in VALID and TEST also records every metric and saves interpretations."""
@@ -333,34 +332,6 @@ def load_interpreter(psi_model, path, device):
     logger.info("Loaded the interpreter from %s.", path)
 
 
-def prepare_data(hparams):
-    """Writes the manifests (main process only) and builds the datasets."""
-    run_on_main(
-        prepare_esc50,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "audio_data_folder": hparams["audio_data_folder"],
-            "save_json_train": hparams["train_annotation"],
-            "save_json_valid": hparams["valid_annotation"],
-            "save_json_test": hparams["test_annotation"],
-            "train_fold_nums": hparams["train_fold_nums"],
-            "valid_fold_nums": hparams["valid_fold_nums"],
-            "test_fold_nums": hparams["test_fold_nums"],
-            "skip_manifest_creation": hparams["skip_manifest_creation"],
-        },
-    )
-    datasets, _ = dataio_prep(hparams)
-    return datasets
-
-
-def make_noise_stream(hparams):
-    """A WHAM! noise stream when ``add_wham_noise``, else None."""
-    if not hparams["add_wham_noise"]:
-        return None
-    noise = WhamNoise(prepare_wham(hparams["wham_folder"]), hparams["sample_rate"], hparams["signal_length_s"], hparams["seed"])
-    return WhamNoiseStream(noise, hparams["batch_size"], hparams["noise_num_workers"])
-
-
 def take_test_only_flag(argv):
     """Takes ``--test_only [True|False]`` (or ``--test_only=VALUE``) out of the command line.
 
@@ -416,7 +387,7 @@ def main(argv):
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
-    datasets = prepare_data(hparams)
+    datasets, _ = prepare_datasets(hparams)
     noise_stream = make_noise_stream(hparams)
     load_classifier(hparams)
     brain = LMAC(

@@ -214,12 +214,31 @@ class WhamNoiseStream:
         self._batches = iter(self.loader)
         self._buffer = torch.empty(0, noise.num_samples)
 
+    def mix_into(self, clean):
+        """``clean`` ``[batch, samples]`` mixed at 0 dB with the next noise excerpts (cropped or padded to fit)."""
+        noise = self.next_batch(clean.shape[0]).to(clean.device)
+        return combine_batches(clean, fit_length(noise, clean.shape[1]))
+
     def next_batch(self, batch_size):
         """Returns the next ``batch_size`` noise excerpts, shape ``[batch_size, samples]``."""
         while self._buffer.shape[0] < batch_size:
             self._buffer = torch.cat([self._buffer, next(self._batches)])
         batch, self._buffer = self._buffer[:batch_size], self._buffer[batch_size:]
         return batch
+
+
+def make_noise_stream(hparams):
+    """A ``WhamNoiseStream`` when ``hparams["add_wham_noise"]``, else None.
+
+    Uses ``wham_folder``, ``sample_rate``, ``signal_length_s``, ``seed``,
+    ``batch_size`` and ``noise_num_workers``.
+    """
+    if not hparams["add_wham_noise"]:
+        return None
+    noise = WhamNoise(
+        prepare_wham(hparams["wham_folder"]), hparams["sample_rate"], hparams["signal_length_s"], hparams["seed"]
+    )
+    return WhamNoiseStream(noise, hparams["batch_size"], hparams["noise_num_workers"])
 
 
 def combine_batches(clean, noise):

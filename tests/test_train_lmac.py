@@ -15,6 +15,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.checkpoints import Checkpointer
 
 import train_lmac
+from esc50_prepare import prepare_datasets
 from interpreter_brain import BEST_CHECKPOINT_KEY, INTERPRETATION_METRICS
 from make_synthetic_data import generate
 
@@ -162,7 +163,7 @@ def test_one_optimiser_step_changes_the_decoder_and_not_the_classifier(tiny_data
     }
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
-    datasets = train_lmac.prepare_data(hparams)
+    datasets, _ = prepare_datasets(hparams)
     brain = train_lmac.LMAC(
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"}
     )
