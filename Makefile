@@ -23,7 +23,4 @@ test: $(VENV)/.dev-installed
 	$(PY) -m pytest
 
 demo: $(VENV)/.runtime-installed
-	$(PY) make_synthetic_data.py --output_folder $(DEMO_DATA)
-	$(PY) esc50_prepare.py --data_folder $(DEMO_DATA)/ESC50 --output_folder $(DEMO_OUTPUT)/data
-	$(PY) wham_prepare.py --wham_folder $(DEMO_DATA)/wham_noise \
-		--example_clean $$(ls $(DEMO_DATA)/ESC50/audio/*.wav | head -n 1) --example_output $(DEMO_OUTPUT)/data/wham_mixture_example.wav
+	$(PY) demo.py --data_folder $(DEMO_DATA) --output_folder $(DEMO_OUTPUT)

@@ -279,6 +279,66 @@ def interpretation_scores(logits, logits_masked_in, logits_masked_out, mask):
     return scores
 
 
+def event_box(num_frames, num_bins, event, hop_samples, sample_rate, n_fft):
+    """Boolean ``[num_frames, num_bins]`` map of the STFT cells inside an event's box.
+
+    Frame ``t`` is centred at ``t * hop_samples`` samples (SpeechBrain's
+    centred STFT); bin ``f`` is at ``f * sample_rate / n_fft`` Hz.
+
+    Arguments
+    ---------
+    num_frames, num_bins : int
+    event : mapping
+        ``onset_s``, ``offset_s``, ``fmin_hz``, ``fmax_hz`` (a row of ``events.csv``).
+    hop_samples, sample_rate, n_fft : int
+
+    Example
+    -------
+    >>> box = event_box(5, 4, {"onset_s": 0.1, "offset_s": 0.2, "fmin_hz": 10.0, "fmax_hz": 40.0}, 5, 100, 6)
+    >>> box.int()  # frames at 0, 0.05, ..., 0.2 s; bins at 0, 16.7, 33.3, 50 Hz
+    tensor([[0, 0, 0, 0],
+            [0, 0, 0, 0],
+            [0, 1, 1, 0],
+            [0, 1, 1, 0],
+            [0, 1, 1, 0]], dtype=torch.int32)
+    """
+    times = torch.arange(num_frames) * hop_samples / sample_rate
+    frequencies = torch.arange(num_bins) * sample_rate / n_fft
+    in_span = (times >= event["onset_s"]) & (times <= event["offset_s"])
+    in_band = (frequencies >= event["fmin_hz"]) & (frequencies <= event["fmax_hz"])
+    return in_span[:, None] & in_band[None, :]
+
+
+def localization_ratio(mask, box):
+    """Share of the mask's mass inside the box, divided by the box's share of the cells.
+
+    1 is chance (a uniform mask); ``1 / box share`` is a mask exactly on the box.
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        ``[batch, frames, freq]``, non-negative.
+    box : torch.Tensor
+        ``[batch, frames, freq]``, boolean.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``; 0 for an all-zero mask or an empty box.
+
+    Example
+    -------
+    >>> box = torch.zeros(1, 4, 5, dtype=torch.bool)
+    >>> box[0, :2, :2] = True
+    >>> localization_ratio(torch.ones(1, 4, 5), box), localization_ratio(box.float(), box)
+    (tensor([1.]), tensor([5.]))
+    """
+    box = box.to(mask.dtype)
+    mass_inside = (mask * box).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(torch.finfo(mask.dtype).tiny)
+    box_share = box.mean(dim=(1, 2))
+    return torch.where(box_share > 0, mass_inside / box_share.clamp_min(torch.finfo(mask.dtype).tiny), 0.0)
+
+
 def _scores_as_given(scores):
     return scores
 

@@ -376,7 +376,14 @@ def take_test_only_flag(argv):
 
 
 def main(argv):
-    """Runs the recipe: validate, prepare data, load the classifier, train, test the best checkpoint."""
+    """Runs the recipe: validate, prepare data, load the classifier, train, test the best checkpoint.
+
+    Returns
+    -------
+    brain : LMAC
+        With the best checkpoint loaded and ``last_stage_stats`` of TEST.
+    datasets : dict of str to DynamicItemDataset
+    """
     argv, test_only = take_test_only_flag(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     if test_only is not None:
@@ -411,7 +418,7 @@ def main(argv):
     brain.evaluate(
         datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
     )
-    return brain
+    return brain, datasets
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""The demo pipeline at a small size, and the localisation measure it reports."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+import demo
+from interpreter_brain import event_box, localization_ratio
+
+REQUIRED_KEYS = (
+    "classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP",
+    "AD_random_mask", "AD_all_ones_mask", "localization_ratio", "wall_time_s",
+)  # fmt: skip
+
+
+def real_event_boxes(synthetic_data, num_frames=431, num_bins=513):
+    events = pd.read_csv(f"{synthetic_data['esc50_folder']}/meta/events.csv")
+    return torch.stack([event_box(num_frames, num_bins, row, 186, 16000, 1024) for _, row in events.iterrows()])
+
+
+def test_a_mask_on_the_event_box_scores_one_over_the_box_share(synthetic_data):
+    boxes = real_event_boxes(synthetic_data)
+    box_share = boxes.float().mean(dim=(1, 2))
+    assert (box_share > 0).all() and (box_share < 0.35).all()
+    ratio = localization_ratio(boxes.float(), boxes)
+    assert torch.allclose(ratio, 1 / box_share, rtol=1e-5)
+    assert torch.allclose(localization_ratio(torch.full(boxes.shape, 0.3), boxes), torch.ones(len(boxes)), rtol=1e-5)
+    half_inside = boxes.float() + 0.5 * (~boxes).float() * box_share[:, None, None] / (1 - box_share[:, None, None])
+    expected = (1 / (1 + 0.5)) / box_share  # two thirds of the mass inside the box
+    assert torch.allclose(localization_ratio(half_inside, boxes), expected, rtol=1e-4)
+
+
+def test_event_boxes_follow_the_stft_grid():
+    box = event_box(431, 513, {"onset_s": 1.0, "offset_s": 2.0, "fmin_hz": 1000.0, "fmax_hz": 2000.0}, 186, 16000, 1024)
+    frames = box.any(dim=1).nonzero().flatten()
+    bins = box.any(dim=0).nonzero().flatten()
+    assert (frames[0].item(), frames[-1].item()) == (math.ceil(16000 / 186), math.floor(32000 / 186))
+    assert (bins[0].item(), bins[-1].item()) == (64, 128)
+
+
+def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
+    summary = demo.main([
+        "--output_folder", str(tmp_path / "demo"),
+        "--data_folder", str(tmp_path / "data"),
+        "--n_classes", "2",
+        "--clips_per_class", "5",
+        "--noise_files", "3", "1", "1",
+        "--width", "0.03125",
+        "--classifier_epochs", "1",
+        "--lmac_epochs", "1",
+        "--batch_size", "2",
+        "--num_workers", "0",
+    ])  # fmt: skip
+    with open(tmp_path / "demo" / "summary.json", encoding="utf-8") as file:
+        written = json.load(file)
+    assert written == pytest.approx(summary)
+    for key in REQUIRED_KEYS:
+        assert math.isfinite(written[key]), key
+    assert written["AD_all_ones_mask"] == pytest.approx(0.0, abs=1e-3), "an all-ones mask gives the input back"
+    assert 0 <= written["fid_in"] <= 1 and 0 <= written["classifier_acc"] <= 1
+    assert written["localization_ratio_all_ones_mask"] == pytest.approx(1.0, rel=1e-4)
+    interpretations = list((tmp_path / "demo" / "lmac" / "interpretations" / "test").glob("*/interpretation.wav"))
+    assert len(interpretations) == 2

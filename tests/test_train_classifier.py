@@ -1,0 +1,82 @@
+"""The classifier recipe: a tiny real run whose export loads into the interpreter recipe."""
+
+import os
+
+import pytest
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+import train_classifier
+import train_lmac
+from conftest import SMALL_DATA
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def trained_classifier(synthetic_data, tmp_path_factory):
+    output_folder = tmp_path_factory.mktemp("classifier")
+    brain = train_classifier.main([
+        os.path.join(REPO, "hparams", "cnn14_classifier.yaml"),
+        "--data_folder", synthetic_data["esc50_folder"],
+        "--output_folder", str(output_folder),
+        "--width", "0.03125",
+        "--n_classes", str(SMALL_DATA["n_classes"]),
+        "--number_of_epochs", "2",
+        "--batch_size", "3",
+        "--num_workers", "0",
+        "--add_wham_noise", "True",
+        "--wham_folder", synthetic_data["wham_folder"],
+        "--noise_num_workers", "0",
+    ])  # fmt: skip
+    return brain, output_folder
+
+
+def test_training_logs_accuracy_per_epoch_and_tests_the_best_checkpoint(trained_classifier):
+    brain, output_folder = trained_classifier
+    lines = (output_folder / "train_log.txt").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines[:2]] == ["epoch: 1", "epoch: 2"]
+    assert all("valid acc:" in line for line in lines[:2])
+    assert lines[2].startswith("Epoch loaded") and "test acc:" in lines[2]
+    assert 0.0 <= brain.test_stats["acc"] <= 1.0
+    assert (output_folder / "confusion_matrix.png").stat().st_size > 5_000
+
+
+def test_confusion_matrix_counts_every_test_clip(trained_classifier):
+    brain, _ = trained_classifier
+    predictions, labels = torch.cat(brain.predictions), torch.cat(brain.labels)
+    matrix = train_classifier.confusion_matrix(predictions, labels, SMALL_DATA["n_classes"])
+    assert matrix.sum() == len(labels) == SMALL_DATA["n_classes"]  # one test clip per class (fold 5)
+    assert matrix.trace().item() / len(labels) == pytest.approx(brain.test_stats["acc"])
+
+
+def test_the_export_loads_unchanged_into_the_interpreter_recipe(trained_classifier, tmp_path):
+    _, output_folder = trained_classifier
+    export = output_folder / "export"
+    assert {"embedding_model.ckpt", "classifier.ckpt", "label_encoder.txt"} <= set(os.listdir(export))
+    overrides = {
+        "output_folder": str(tmp_path),
+        "width": 0.03125,
+        "n_classes": SMALL_DATA["n_classes"],
+        "embedding_model_path": str(export / "embedding_model.ckpt"),
+        "classifier_model_path": str(export / "classifier.ckpt"),
+    }
+    with open(os.path.join(REPO, "hparams", "lmac_cnn14.yaml"), encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    train_lmac.load_classifier(hparams)
+    for name in ("embedding_model", "classifier"):
+        saved = torch.load(export / f"{name}.ckpt")
+        loaded = hparams[name].state_dict()
+        assert saved.keys() == loaded.keys()
+        assert all(torch.equal(saved[key], loaded[key]) for key in saved), name
+
+
+def test_too_few_classifier_outputs_is_an_error(synthetic_data, tmp_path):
+    with pytest.raises(ValueError, match=r"n_classes=2, but the data has 3 classes; pass --n_classes 3"):
+        train_classifier.main([
+            os.path.join(REPO, "hparams", "cnn14_classifier.yaml"),
+            "--data_folder", synthetic_data["esc50_folder"],
+            "--output_folder", str(tmp_path),
+            "--width", "0.03125",
+            "--n_classes", "2",
+        ])  # fmt: skip

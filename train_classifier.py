@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Trains the CNN14 ESC-50 classifier that L-MAC interprets.
+
+    python train_classifier.py hparams/cnn14_classifier.yaml --data_folder /data/ESC50
+
+It uses the interpreter's data preparation and features (``log1p`` of the
+mel filterbank of the STFT magnitude), optionally WHAM! noise in training,
+keeps the checkpoint with the best validation accuracy, tests it, draws a
+confusion matrix and exports ``embedding_model.ckpt`` and ``classifier.ckpt``
+to ``<output_folder>/export/`` for ``train_lmac.py``::
+
+    python train_lmac.py hparams/lmac_cnn14.yaml \
+        --embedding_model_path <output_folder>/export/embedding_model.ckpt \
+        --classifier_model_path <output_folder>/export/classifier.ckpt
+"""
+
+import logging
+import os
+import shutil
+import sys
+
+import speechbrain as sb
+import torch
+import torch.nn.functional as F
+from hyperpyyaml import load_hyperpyyaml
+from matplotlib.figure import Figure
+from speechbrain.utils.distributed import if_main_process
+
+from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets
+from interpreter_brain import spectral_features
+from wham_prepare import make_noise_stream
+
+logger = logging.getLogger(__name__)
+
+BEST_CLASSIFIER_KEY = "acc"
+EXPORTED_MODULES = ("embedding_model", "classifier")
+
+
+class ClassifierBrain(sb.Brain):
+    """CNN14 embedding + linear head trained with cross-entropy on the ESC-50 labels.
+
+    Arguments
+    ---------
+    *args, **kwargs
+        As for ``speechbrain.Brain``.
+    noise_stream : WhamNoiseStream or None
+        Mixed into the training batches at 0 dB when given.
+    class_names : list of str
+        Name of each class index, for the confusion matrix.
+    """
+
+    def __init__(self, *args, noise_stream=None, class_names=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.noise_stream = noise_stream
+        self.class_names = list(class_names)
+
+    def compute_forward(self, batch, stage):
+        """Logits ``[batch, n_classes]`` of the (noisy, in training) input."""
+        batch = batch.to(self.device)
+        wavs, _ = batch.sig  # [batch, samples]
+        if stage == sb.Stage.TRAIN and self.noise_stream is not None:
+            wavs = self.noise_stream.mix_into(wavs)
+        features = spectral_features(wavs, self.hparams.compute_stft, self.hparams.compute_fbank)
+        embedding, _ = self.modules.embedding_model(features.mel_input)
+        return self.modules.classifier(embedding).squeeze(1)
+
+    def compute_objectives(self, logits, batch, stage):
+        """Cross-entropy against the labels; records predictions outside training."""
+        labels = batch.class_string_encoded.data.squeeze(1)
+        if stage != sb.Stage.TRAIN:
+            self.predictions.append(logits.argmax(dim=1).cpu())
+            self.labels.append(labels.cpu())
+        return F.cross_entropy(logits, labels)
+
+    def on_stage_start(self, stage, epoch=None):
+        """Empties the prediction lists of this stage."""
+        self.predictions, self.labels = [], []
+
+    def stage_accuracy(self):
+        """Accuracy over the predictions recorded in this stage, a plain float."""
+        predictions, labels = torch.cat(self.predictions), torch.cat(self.labels)
+        return float((predictions == labels).float().mean())
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs, anneals the learning rate, keeps the most accurate checkpoint; draws the test confusion matrix."""
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": float(stage_loss)}
+            return
+        stats = {"loss": float(stage_loss), BEST_CLASSIFIER_KEY: self.stage_accuracy()}
+        if stage == sb.Stage.VALID:
+            old_lr, _ = self.hparams.lr_annealing([self.optimizer], current_epoch=epoch, current_loss=stage_loss)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": old_lr}, train_stats=self.train_stats, valid_stats=stats
+            )
+            self.checkpointer.save_and_keep_only(meta=stats, max_keys=[BEST_CLASSIFIER_KEY])
+            return
+        self.hparams.train_logger.log_stats(
+            stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+        )
+        self.test_stats = stats
+        if if_main_process():
+            matrix = confusion_matrix(torch.cat(self.predictions), torch.cat(self.labels), self.hparams.n_classes)
+            path = os.path.join(self.hparams.output_folder, "confusion_matrix.png")
+            save_confusion_matrix(matrix, self.class_names, path)
+
+
+def confusion_matrix(predictions, labels, n_classes):
+    """Counts ``[true class, predicted class]``.
+
+    Arguments
+    ---------
+    predictions, labels : torch.Tensor
+        ``[n]`` class indices.
+    n_classes : int
+
+    Returns
+    -------
+    torch.Tensor
+        ``[n_classes, n_classes]``, int64.
+
+    Example
+    -------
+    >>> confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1]), 2)
+    tensor([[1, 1],
+            [0, 1]])
+    """
+    return torch.bincount(labels * n_classes + predictions, minlength=n_classes**2).reshape(n_classes, n_classes)
+
+
+def save_confusion_matrix(matrix, class_names, path):
+    """Saves the confusion matrix ``[n_classes, n_classes]`` (rows: true class) as a PNG, rows of seen classes only."""
+    seen = matrix.sum(dim=1) > 0
+    shown = matrix[seen][:, seen]
+    names = [name for name, keep in zip(class_names, seen.tolist()) if keep]
+    size = 3 + 0.35 * len(names)
+    figure = Figure(figsize=(size, size))
+    axis = figure.subplots()
+    axis.imshow(shown.numpy(), cmap="Blues")
+    for (row, column), count in zip(torch.cartesian_prod(torch.arange(len(names)), torch.arange(len(names))).tolist(), shown.flatten().tolist()):
+        if count:
+            axis.text(column, row, str(count), ha="center", va="center", fontsize=8)
+    axis.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+    axis.set_yticks(range(len(names)), names, fontsize=8)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+
+
+def export_classifier(checkpointer, save_folder, export_folder):
+    """Copies the best checkpoint's weights (and the label encoder) to ``export_folder``.
+
+    Returns
+    -------
+    dict of str to str
+        Paths of ``embedding_model.ckpt`` and ``classifier.ckpt``.
+    """
+    best = checkpointer.find_checkpoint(max_key=BEST_CLASSIFIER_KEY)
+    os.makedirs(export_folder, exist_ok=True)
+    exported = {}
+    for name in EXPORTED_MODULES:
+        exported[name] = os.path.join(export_folder, f"{name}.ckpt")
+        shutil.copyfile(os.path.join(best.path, f"{name}.ckpt"), exported[name])
+    shutil.copyfile(os.path.join(save_folder, LABEL_ENCODER_FILE), os.path.join(export_folder, LABEL_ENCODER_FILE))
+    logger.info("Exported the classifier of %s (valid acc %.3f) to %s.", best.path, best.meta[BEST_CLASSIFIER_KEY], export_folder)
+    return exported
+
+
+def main(argv):
+    """Prepares data, trains, tests the best checkpoint and exports it; returns the brain."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
+    datasets, label_encoder = prepare_datasets(hparams)
+    if len(label_encoder) > hparams["n_classes"]:
+        raise ValueError(
+            f"n_classes={hparams['n_classes']}, but the data has {len(label_encoder)} classes; "
+            f"pass --n_classes {len(label_encoder)}."
+        )
+    brain = ClassifierBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+        noise_stream=make_noise_stream(hparams),
+        class_names=[label_encoder.ind2lab.get(index, str(index)) for index in range(hparams["n_classes"])],
+    )
+    brain.fit(
+        hparams["epoch_counter"],
+        train_set=datasets["train"],
+        valid_set=datasets["valid"],
+        train_loader_kwargs=hparams["train_dataloader_options"],
+        valid_loader_kwargs=hparams["test_dataloader_options"],
+    )
+    brain.evaluate(
+        datasets["test"], max_key=BEST_CLASSIFIER_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
+    )
+    if if_main_process():
+        export_classifier(hparams["checkpointer"], hparams["save_folder"], hparams["export_folder"])
+    return brain
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
