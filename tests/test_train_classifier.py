@@ -80,3 +80,17 @@ def test_too_few_classifier_outputs_is_an_error(synthetic_data, tmp_path):
             "--width", "0.03125",
             "--n_classes", "2",
         ])  # fmt: skip
+
+
+def test_classifier_and_interpreter_use_the_same_features(tmp_path):
+    def load(name):
+        with open(os.path.join(REPO, "hparams", name), encoding="utf-8") as file:
+            return load_hyperpyyaml(file, {"output_folder": str(tmp_path / name)})
+
+    classifier, interpreter = load("cnn14_classifier.yaml"), load("lmac_cnn14.yaml")
+    for key in ("sample_rate", "signal_length_s", "n_fft", "hop_length", "win_length", "n_mels", "width"):
+        assert classifier[key] == interpreter[key], key
+    waveform = torch.randn(1, 16000)
+    assert torch.equal(classifier["compute_stft"](waveform), interpreter["compute_stft"](waveform))
+    magnitude = torch.rand(1, 87, 513)
+    assert torch.equal(classifier["compute_fbank"](magnitude), interpreter["compute_fbank"](magnitude))
