@@ -175,8 +175,9 @@ class LMAC(InterpreterBrain):
     ---------
     *args, **kwargs
         As for ``speechbrain.Brain``.
-    noise_stream : WhamNoiseStream or None
-        Source of WHAM! noise when ``add_wham_noise`` is set.
+    noise_stream : object with ``mix_into(clean)`` or None
+        Mixed into every batch when given: WHAM! noise (``add_wham_noise``)
+        or an evaluation overlap.
     """
 
     def __init__(self, *args, noise_stream=None, **kwargs):
@@ -202,8 +203,8 @@ class LMAC(InterpreterBrain):
         )
 
     def add_noise(self, clean):
-        """The clean batch mixed with WHAM! noise at 0 dB when ``add_wham_noise``, else ``clean`` itself."""
-        if not self.hparams.add_wham_noise:
+        """The clean batch mixed by the noise stream, or ``clean`` itself when there is none."""
+        if self.noise_stream is None:
             return clean
         return self.noise_stream.mix_into(clean)
 
@@ -254,7 +255,7 @@ class LMAC(InterpreterBrain):
         epoch = self.hparams.epoch_counter.current
         if self.should_save_interpretations(stage, epoch):
             folder_name = "test" if stage == sb.Stage.TEST else f"valid_epoch{epoch}"
-            folder = os.path.join(self.hparams.output_folder, "interpretations", folder_name)
+            folder = os.path.join(self.hparams.interpretations_folder, folder_name)
             self.save_interpretations(batch.id, output.wavs, output.mask, output.features, folder)
 
 

@@ -241,11 +241,12 @@ def make_noise_stream(hparams):
     return WhamNoiseStream(noise, hparams["batch_size"], hparams["noise_num_workers"])
 
 
-def combine_batches(clean, noise):
-    """Mixes clean clips with noise at 0 dB and peak-normalises the mixture.
+def combine_batches(clean, noise, clean_weight=1.0, noise_weight=1.0):
+    """Mixes unit-energy clean clips and noise, then peak-normalises the mixture.
 
-    ``y = clean / ||clean|| + noise / ||noise||`` per example, then
-    ``y / max|y|``. Silent rows contribute zeros instead of NaN.
+    ``y = a * clean / ||clean|| + b * noise / ||noise||`` per example, then
+    ``y / max|y|``; the default ``a = b = 1`` is 0 dB. Silent rows contribute
+    zeros instead of NaN.
 
     Arguments
     ---------
@@ -253,6 +254,8 @@ def combine_batches(clean, noise):
         Shape ``[batch, samples]``.
     noise : torch.Tensor
         Shape ``[batch, samples]``.
+    clean_weight, noise_weight : float
+        ``a`` and ``b``.
 
     Returns
     -------
@@ -269,7 +272,7 @@ def combine_batches(clean, noise):
             f"combine_batches needs clean and noise of the same shape [batch, samples]; "
             f"got clean {tuple(clean.shape)} and noise {tuple(noise.shape)}."
         )
-    mixture = _unit_energy(clean) + _unit_energy(noise)
+    mixture = clean_weight * _unit_energy(clean) + noise_weight * _unit_energy(noise)
     peak = mixture.abs().amax(dim=1, keepdim=True)
     return mixture / peak.clamp_min(torch.finfo(mixture.dtype).tiny)
 

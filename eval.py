@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""Evaluates a trained L-MAC interpreter, or interprets your own sound files.
+
+The test fold, clean, in-domain (WHAM! noise) or out-of-domain (``LMAC_SPEC.md``)::
+
+    python eval.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 \
+        --pretrained_interpreter path/psi_model.ckpt \
+        [--add_wham_noise True --wham_folder W | --overlap_type mixtures|white_noise|speech [--speech_folder S]]
+
+Your own files (wav, flac, ogg; any rate, channels and length)::
+
+    python eval.py hparams/lmac_cnn14.yaml --pretrained_interpreter path/psi_model.ckpt \
+        --single_sample my.wav | --interpret_folder my_sounds/
+
+Results go to ``eval_folder`` (``<output_folder>/eval``): metrics as JSON and
+a markdown table, listenable interpretations, pictures and ``report.html``.
+Without ``--pretrained_interpreter`` the run's best checkpoint is used.
+"""
+
+import glob
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+import soundfile as sf
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from cnn14_family import decode_any_length
+from esc50_prepare import LABEL_ENCODER_FILE, peak_normalize, prepare_datasets, read_audio_mono
+from interpreter_brain import BEST_CHECKPOINT_KEY, save_spectrogram_figure
+from listening_report import write_report
+from train_lmac import LMAC, load_classifier, load_interpreter
+from wham_prepare import combine_batches, fit_length, make_noise_stream
+
+logger = logging.getLogger(__name__)
+
+OVERLAP_TYPES = ("mixtures", "white_noise", "speech")
+AUDIO_EXTENSIONS = tuple(sorted({".wav", ".flac", ".ogg", *(f".{kind.lower()}" for kind in sf.available_formats())}))
+
+
+class ClipOverlap:
+    """Contaminates clips with other recordings: ``0.8 s/||s|| + 0.2 u/||u||``, peak-normalised.
+
+    ``u`` is a random file of ``paths``, mono, resampled, a random excerpt
+    of the clip's length or zero-padded to it. Draws come from one generator
+    seeded once, so a run is reproducible.
+
+    Arguments
+    ---------
+    paths : list of str
+    sample_rate : int
+    seed : int
+    """
+
+    def __init__(self, paths, sample_rate, seed):
+        if not paths:
+            raise ValueError("ClipOverlap needs at least one recording to mix in.")
+        self.paths = list(paths)
+        self.sample_rate = sample_rate
+        self.rng = np.random.default_rng(seed)
+
+    def other_clip(self, num_samples):
+        """A random excerpt (or zero-padded recording) of ``num_samples``, shape ``[num_samples]``."""
+        recording = read_audio_mono(self.paths[self.rng.integers(len(self.paths))], self.sample_rate)
+        start = int(self.rng.integers(max(recording.shape[0] - num_samples, 0) + 1))
+        return fit_length(recording[start:], num_samples)
+
+    def mix_into(self, clean):
+        """``clean`` ``[batch, samples]`` contaminated as the class docstring says."""
+        others = torch.stack([self.other_clip(clean.shape[1]) for _ in range(clean.shape[0])]).to(clean.device)
+        return combine_batches(clean, others, clean_weight=0.8, noise_weight=0.2)
+
+
+class WhiteNoiseOverlap:
+    """Contaminates clips with Gaussian noise: ``s/||s|| + 0.5 n/||n||``, peak-normalised.
+
+    Arguments
+    ---------
+    seed : int
+        Seeds the one generator of the run.
+    """
+
+    def __init__(self, seed):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def mix_into(self, clean):
+        """``clean`` ``[batch, samples]`` with white noise mixed in."""
+        noise = torch.randn(clean.shape, generator=self.generator).to(clean.device)
+        return combine_batches(clean, noise, clean_weight=1.0, noise_weight=0.5)
+
+
+def audio_files(folder):
+    """Sorted paths of the files in ``folder`` (recursively) whose extension soundfile reads.
+
+    Other files are named in a warning and left alone.
+    """
+    paths = sorted(path for path in glob.glob(os.path.join(glob.escape(folder), "**", "*"), recursive=True) if os.path.isfile(path))
+    others = [path for path in paths if not path.lower().endswith(AUDIO_EXTENSIONS)]
+    if others:
+        logger.warning("Not audio files, left alone: %s", ", ".join(others))
+    return [path for path in paths if path.lower().endswith(AUDIO_EXTENSIONS)]
+
+
+def make_overlap(hparams, test_set):
+    """The contamination of the evaluation: WHAM!, an out-of-domain overlap, or None."""
+    overlap_type = hparams["overlap_type"]
+    if overlap_type is None:
+        return make_noise_stream(hparams)
+    if overlap_type == "white_noise":
+        return WhiteNoiseOverlap(hparams["seed"])
+    if overlap_type == "mixtures":
+        with test_set.output_keys_as(["wav"]):
+            paths = [item["wav"] for item in test_set]
+        return ClipOverlap(paths, hparams["sample_rate"], hparams["seed"])
+    return ClipOverlap(audio_files(hparams["speech_folder"]), hparams["sample_rate"], hparams["seed"])
+
+
+def evaluation_condition(hparams):
+    """Name of what the test clips are mixed with: ``clean``, ``wham`` or the overlap type."""
+    if hparams["overlap_type"] is not None:
+        return hparams["overlap_type"]
+    return "wham" if hparams["add_wham_noise"] else "clean"
+
+
+def validate_eval_hparams(hparams):
+    """Raises before any work for settings that cannot work, naming the setting and the fix."""
+    overlap_type = hparams["overlap_type"]
+    if overlap_type is not None and overlap_type not in OVERLAP_TYPES:
+        raise ValueError(f"overlap_type={overlap_type!r}; accepted values are {OVERLAP_TYPES} (or null for none).")
+    if overlap_type is not None and hparams["add_wham_noise"]:
+        raise ValueError("Choose one contamination: --add_wham_noise True or --overlap_type, not both.")
+    if overlap_type == "speech":
+        folder = hparams["speech_folder"]
+        if not folder or not audio_files(folder):
+            raise FileNotFoundError(
+                f"overlap_type=speech needs --speech_folder with speech recordings ({', '.join(AUDIO_EXTENSIONS)}); "
+                f"found none in {folder!r}. LJSpeech's wavs/ folder works."
+            )
+    if hparams["single_sample"] is not None and hparams["interpret_folder"] is not None:
+        raise ValueError("Give --single_sample or --interpret_folder, not both.")
+    if hparams["single_sample"] is not None and not os.path.isfile(hparams["single_sample"]):
+        raise FileNotFoundError(f"single_sample={hparams['single_sample']!r} does not exist.")
+    if hparams["interpret_folder"] is not None and not os.path.isdir(hparams["interpret_folder"]):
+        raise FileNotFoundError(f"interpret_folder={hparams['interpret_folder']!r} is not a folder.")
+    interpreter = hparams["pretrained_interpreter"]
+    if interpreter and not os.path.isfile(interpreter):
+        raise FileNotFoundError(f"pretrained_interpreter={interpreter!r} does not exist; give a psi_model.ckpt file.")
+    if not interpreter and hparams["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None:
+        raise FileNotFoundError(
+            f"No interpreter to evaluate: {hparams['save_folder']} holds no checkpoint; "
+            "pass --pretrained_interpreter path/psi_model.ckpt or --output_folder of a trained run."
+        )
+
+
+def write_metrics(stats, folder, condition):
+    """Writes ``metrics_<condition>.json`` and ``metrics_<condition>.md``; returns their paths."""
+    os.makedirs(folder, exist_ok=True)
+    json_path = os.path.join(folder, f"metrics_{condition}.json")
+    with open(json_path, "w", encoding="utf-8") as file:
+        json.dump({"condition": condition, **stats}, file, indent=2)
+    markdown_path = os.path.join(folder, f"metrics_{condition}.md")
+    rows = [f"| {name} | {value:.4g} |" for name, value in stats.items()]
+    with open(markdown_path, "w", encoding="utf-8") as file:
+        file.write(f"Test fold, {condition}\n\n| metric | value |\n|---|---|\n" + "\n".join(rows) + "\n")
+    return json_path, markdown_path
+
+
+def evaluate_test_fold(brain, hparams, datasets):
+    """Runs TEST on the test fold; writes metrics, interpretations and the report; returns the stats."""
+    condition = evaluation_condition(hparams)
+    folder = os.path.join(hparams["eval_folder"], condition)
+    brain.hparams.interpretations_folder = folder
+    brain.evaluate(datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
+    stats = brain.last_stage_stats
+    write_metrics(stats, folder, condition)
+    clips = sorted(os.listdir(os.path.join(folder, "test")))
+    rows = [
+        {
+            "name": clip,
+            "input": f"test/{clip}/original.wav",
+            "interpretation": f"test/{clip}/interpretation.wav",
+            "image": f"test/{clip}/spectrogram.png",
+        }
+        for clip in clips
+    ]
+    write_report(folder, rows, stats, title=f"L-MAC on the test fold ({condition})")
+    return stats
+
+
+def analysis_windows(waveform, window, hop):
+    """Splits ``waveform`` ``[samples]`` into windows of ``window`` samples every ``hop`` samples.
+
+    The waveform is zero-padded at the end so that the windows cover it.
+
+    Returns
+    -------
+    windows : torch.Tensor
+        ``[count, window]``.
+    padded_length : int
+    """
+    count = 1 + max(0, -(-(waveform.shape[0] - window) // hop))
+    padded_length = window + (count - 1) * hop
+    padded = fit_length(waveform, padded_length)
+    return padded.unfold(0, window, hop), padded_length
+
+
+def stitch_masks(masks, hop_frames, num_frames):
+    """Cross-fades window masks ``[count, frames, freq]`` placed every ``hop_frames`` into ``[num_frames, freq]``.
+
+    Each window's frames are weighted by a raised-sine (never zero) and the
+    sum is divided by the summed weights, so overlapping windows blend
+    smoothly and a lone window is returned unchanged.
+
+    Example
+    -------
+    >>> stitch_masks(torch.stack([torch.zeros(4, 1), torch.ones(4, 1)]), 2, 6).flatten()
+    tensor([0.0000, 0.0000, 0.5000, 0.5000, 1.0000, 1.0000])
+    """
+    count, frames, freq = masks.shape
+    weights = 0.01 + torch.sin(torch.pi * (torch.arange(frames) + 0.5) / frames) ** 2  # [frames]
+    weights = weights.to(masks.dtype).to(masks.device)
+    total = torch.zeros(num_frames, freq, dtype=masks.dtype, device=masks.device)
+    norm = torch.zeros(num_frames, 1, dtype=masks.dtype, device=masks.device)
+    for index in range(count):
+        start = index * hop_frames
+        stop = min(start + frames, num_frames)
+        total[start:stop] += weights[: stop - start, None] * masks[index, : stop - start]
+        norm[start:stop] += weights[: stop - start, None]
+    return total / norm.clamp_min(1e-12)
+
+
+class FileInterpreter:
+    """Interprets sound files of any length with a trained L-MAC brain.
+
+    Files are cut into windows of the training clip length every half clip
+    (a whole number of STFT hops, so window frames line up with the file's),
+    the window masks are cross-faded into one mask over the whole file, and
+    one inverse STFT gives an interpretation without seams.
+
+    Arguments
+    ---------
+    brain : LMAC
+        With classifier and decoder loaded.
+    class_names : list of str
+        Name of each class index.
+    output_folder : str
+    """
+
+    def __init__(self, brain, class_names, output_folder):
+        self.brain = brain
+        self.class_names = class_names
+        self.output_folder = output_folder
+        hparams = brain.hparams
+        self.sample_rate = hparams.sample_rate
+        self.stft_hop = hparams.compute_stft.hop_length
+        self.window = int(round(hparams.signal_length_s * self.sample_rate))
+        self.hop_frames = self.window // 2 // self.stft_hop
+        self.used_names = set()
+
+    def masks_of_windows(self, windows):
+        """Sigmoid masks ``[count, frames, freq]`` and class probabilities ``[count, n_classes]`` of windows."""
+        masks, probabilities = [], []
+        for chunk in windows.split(self.brain.hparams.batch_size):
+            features = self.brain.compute_features(chunk.to(self.brain.device))
+            logits, feature_maps = self.brain.classify(features.mel_input)
+            decoded = decode_any_length(self.brain.modules.psi, feature_maps, features.log_mag.shape[1])
+            masks.append(torch.sigmoid(decoded))
+            probabilities.append(torch.softmax(logits, dim=1))
+        return torch.cat(masks), torch.cat(probabilities)
+
+    def interpret(self, path):
+        """Interprets one file and writes its outputs; returns the JSON record written."""
+        waveform = peak_normalize(read_audio_mono(path, self.sample_rate))  # [samples]
+        if waveform.shape[0] == 0:
+            raise ValueError("it holds no audio samples")
+        windows, padded_length = analysis_windows(waveform, self.window, self.hop_frames * self.stft_hop)
+        with torch.no_grad():
+            masks, probabilities = self.masks_of_windows(windows)
+            padded = fit_length(waveform, padded_length)[None].to(self.brain.device)
+            features = self.brain.compute_features(padded)
+            mask = stitch_masks(masks, self.hop_frames, features.log_mag.shape[1])
+            interpretation = self.brain.interpretation_waveform(mask[None], features, padded_length)[0]
+        return self.write_outputs(path, waveform, interpretation[: waveform.shape[0]], mask, features, probabilities.mean(dim=0))
+
+    def output_name(self, path):
+        """A name for the outputs of ``path``, unique within this run."""
+        stem, extension = os.path.splitext(os.path.basename(path))
+        name = stem if stem not in self.used_names else f"{stem}_{extension.lstrip('.')}"
+        while name in self.used_names:
+            name += "_"
+        self.used_names.add(name)
+        return name
+
+    def write_outputs(self, path, waveform, interpretation, mask, features, probabilities):
+        """Writes the input copy, interpretation, picture and top-5 JSON of one file."""
+        name = self.output_name(path)
+        prefix = os.path.join(self.output_folder, name)
+        sf.write(f"{prefix}_input.wav", waveform.cpu().numpy(), self.sample_rate)
+        sf.write(f"{prefix}_interpretation.wav", interpretation.cpu().numpy(), self.sample_rate)
+        num_frames = waveform.shape[0] // self.stft_hop + 1  # frames of the unpadded file (centred STFT)
+        save_spectrogram_figure(features.log_mag[0, :num_frames], mask[:num_frames], f"{prefix}_spectrogram.png", name)
+        top = torch.topk(probabilities, k=min(5, probabilities.shape[0]))
+        record = {
+            "file": os.path.abspath(path),
+            "duration_s": waveform.shape[0] / self.sample_rate,
+            "top5": [
+                {"class": self.class_names[index], "probability": float(probability)}
+                for probability, index in zip(top.values.tolist(), top.indices.tolist())
+            ],
+        }
+        with open(f"{prefix}.json", "w", encoding="utf-8") as file:
+            json.dump(record, file, indent=2)
+        return name, record
+
+
+def class_names_of(hparams):
+    """Class names by index from the run's label encoder, or ``class_<i>`` when there is none."""
+    names = [f"class_{index}" for index in range(hparams["n_classes"])]
+    path = os.path.join(hparams["save_folder"], LABEL_ENCODER_FILE)
+    if not os.path.isfile(path):
+        logger.warning("No %s: classes are reported by index.", path)
+        return names
+    encoder = sb.dataio.encoder.CategoricalEncoder()
+    encoder.load(path)
+    for index, label in encoder.ind2lab.items():
+        if index < len(names):
+            names[index] = label
+    return names
+
+
+def interpret_files(brain, hparams, paths):
+    """Interprets every file, skipping (and naming) the ones that fail; writes the report.
+
+    Returns
+    -------
+    list of str
+        The files that could not be interpreted.
+    """
+    folder = os.path.join(hparams["eval_folder"], "files")
+    os.makedirs(folder, exist_ok=True)
+    interpreter = FileInterpreter(brain, class_names_of(hparams), folder)
+    rows, failed = [], []
+    brain.modules.eval()
+    for path in paths:
+        try:
+            name, record = interpreter.interpret(path)
+        except (RuntimeError, OSError, ValueError) as error:
+            logger.error("Could not interpret %s: %s", path, error)
+            failed.append(path)
+            continue
+        best = record["top5"][0]
+        rows.append(
+            {
+                "name": os.path.basename(path),
+                "input": f"{name}_input.wav",
+                "interpretation": f"{name}_interpretation.wav",
+                "image": f"{name}_spectrogram.png",
+                "prediction": f"{best['class']} ({best['probability']:.2f})",
+            }
+        )
+    write_report(folder, rows, None, title="L-MAC interpretations")
+    logger.info("Interpreted %d files into %s; %d failed.", len(rows), folder, len(failed))
+    return failed
+
+
+def load_brain(hparams, run_opts, noise_stream):
+    """An LMAC brain with classifier and decoder loaded; no checkpointer when a decoder file is given."""
+    load_classifier(hparams)
+    interpreter = hparams["pretrained_interpreter"]
+    brain = LMAC(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=None if interpreter else hparams["checkpointer"],
+        noise_stream=noise_stream,
+    )
+    if interpreter:
+        load_interpreter(brain.modules.psi, interpreter, brain.device)
+    else:
+        hparams["checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
+    return brain
+
+
+def main(argv):
+    """Evaluates on the test fold, or interprets files; returns the files that failed."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    validate_eval_hparams(hparams)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
+    if hparams["single_sample"] is not None or hparams["interpret_folder"] is not None:
+        paths = [hparams["single_sample"]] if hparams["single_sample"] else audio_files(hparams["interpret_folder"])
+        return interpret_files(load_brain(hparams, run_opts, None), hparams, paths)
+    datasets, _ = prepare_datasets(hparams)
+    brain = load_brain(hparams, run_opts, make_overlap(hparams, datasets["test"]))
+    evaluate_test_fold(brain, hparams, datasets)
+    return []
+
+
+if __name__ == "__main__":
+    sys.exit(1 if main(sys.argv[1:]) else 0)
