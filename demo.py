@@ -4,7 +4,8 @@
 1. writes synthetic ESC-50-format data and WHAM!-format noise;
 2. trains a small (width 1/16) CNN14 classifier with WHAM! augmentation;
 3. trains L-MAC on it with WHAM! augmentation;
-4. evaluates on the clean test fold, writing listenable interpretations;
+4. evaluates on the clean test fold, writing listenable interpretations and
+   ``report.html`` to listen to them;
 5. compares with trivial masks (uniform random, all ones) and measures how
    well the masks find each clip's event (``meta/events.csv``);
 6. prints a table and writes ``<output_folder>/summary.json``.
@@ -24,6 +25,7 @@ import pandas as pd
 import speechbrain as sb
 import torch
 
+import eval as lmac_eval
 import train_classifier
 import train_lmac
 from interpreter_brain import event_box, fidelity_scores, localization_ratio, sparseness
@@ -179,6 +181,10 @@ def main(argv=None):
     os.makedirs(args.output_folder, exist_ok=True)
     with open(os.path.join(args.output_folder, "summary.json"), "w", encoding="utf-8") as file:
         json.dump(summary, file, indent=2)
+    report = lmac_eval.report_test_interpretations(
+        brain.hparams.interpretations_folder, summary, title="L-MAC demo: clean test fold"
+    )
+    logger.info("Listen to the interpretations: %s", report)
     logger.info("Demo summary (clean test fold), also in %s:\n%s", os.path.join(args.output_folder, "summary.json"), summary_table(summary))
     return summary
 

@@ -177,7 +177,12 @@ def evaluate_test_fold(brain, hparams, datasets):
     brain.evaluate(datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
     stats = brain.last_stage_stats
     write_metrics(stats, folder, condition)
-    clips = sorted(os.listdir(os.path.join(folder, "test")))
+    report_test_interpretations(folder, stats, title=f"L-MAC on the test fold ({condition})")
+    return stats
+
+
+def report_test_interpretations(folder, stats, title):
+    """Writes ``<folder>/report.html`` for the clips saved under ``<folder>/test/<clip>/``; returns its path."""
     rows = [
         {
             "name": clip,
@@ -185,10 +190,9 @@ def evaluate_test_fold(brain, hparams, datasets):
             "interpretation": f"test/{clip}/interpretation.wav",
             "image": f"test/{clip}/spectrogram.png",
         }
-        for clip in clips
+        for clip in sorted(os.listdir(os.path.join(folder, "test")))
     ]
-    write_report(folder, rows, stats, title=f"L-MAC on the test fold ({condition})")
-    return stats
+    return write_report(folder, rows, stats, title=title)
 
 
 def analysis_windows(waveform, window, hop):
@@ -218,7 +222,7 @@ def stitch_masks(masks, hop_frames, num_frames):
     Example
     -------
     >>> stitch_masks(torch.stack([torch.zeros(4, 1), torch.ones(4, 1)]), 2, 6).flatten()
-    tensor([0.0000, 0.0000, 0.5000, 0.5000, 1.0000, 1.0000])
+    tensor([0.0000, 0.0000, 0.1534, 0.8466, 1.0000, 1.0000])
     """
     count, frames, freq = masks.shape
     weights = 0.01 + torch.sin(torch.pi * (torch.arange(frames) + 0.5) / frames) ** 2  # [frames]

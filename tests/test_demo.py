@@ -64,3 +64,5 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
     assert written["localization_ratio_all_ones_mask"] == pytest.approx(1.0, rel=1e-4)
     interpretations = list((tmp_path / "demo" / "lmac" / "interpretations" / "test").glob("*/interpretation.wav"))
     assert len(interpretations) == 2
+    report = (tmp_path / "demo" / "lmac" / "interpretations" / "report.html").read_text()
+    assert report.count("<audio") == 4 and "localization_ratio" in report

@@ -1,0 +1,265 @@
+"""eval.py: every contamination of the test fold, interpretation of any sound file, the report."""
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import eval as lmac_eval
+import train_lmac
+from make_synthetic_data import generate, synthesize_noise
+from wham_prepare import _unit_energy
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
+METRICS = ("loss", "fid_in", "FF", "AI", "AD", "AG", "SPS", "COMP", "acc")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny L-MAC run (width 1/32, one epoch) and the flags that evaluate it."""
+    root = tmp_path_factory.mktemp("eval")
+    data = generate(str(root / "data"), n_classes=2, clips_per_class=5, noise_files=(3, 1, 1), seed=5)
+    flags = [
+        "--data_folder", data["esc50_folder"],
+        "--output_folder", str(root / "run"),
+        "--use_pretrained", "False",
+        "--width", "0.03125",
+        "--n_classes", "2",
+        "--batch_size", "2",
+        "--num_workers", "0",
+        "--noise_num_workers", "0",
+        "--interpretations_per_stage", "2",
+    ]  # fmt: skip
+    train_lmac.main([HPARAMS, *flags, "--number_of_epochs", "1"])
+    speech = root / "LJSpeech" / "wavs"
+    speech.mkdir(parents=True)
+    for index in range(2):
+        babble = synthesize_noise("babble", np.random.default_rng(index), 16000 * 3) * 0.1
+        sf.write(speech / f"LJ001-000{index}.wav", babble.astype("float32"), 22050)
+    return {"data": data, "flags": flags, "root": root, "speech": str(speech)}
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+@pytest.mark.parametrize(
+    "condition, extra",
+    [
+        ("clean", []),
+        ("wham", ["--add_wham_noise", "True"]),
+        ("mixtures", ["--overlap_type", "mixtures"]),
+        ("white_noise", ["--overlap_type", "white_noise"]),
+        ("speech", ["--overlap_type", "speech"]),
+    ],
+)
+def test_every_condition_reports_every_metric(trained, condition, extra):
+    if condition == "wham":
+        extra = [*extra, "--wham_folder", trained["data"]["wham_folder"]]
+    if condition == "speech":
+        extra = [*extra, "--speech_folder", trained["speech"]]
+    assert lmac_eval.main([HPARAMS, *trained["flags"], *extra]) == []
+    folder = trained["root"] / "run" / "eval" / condition
+    metrics = read_json(folder / f"metrics_{condition}.json")
+    assert metrics["condition"] == condition
+    for name in METRICS:
+        assert math.isfinite(metrics[name]), name
+    table = (folder / f"metrics_{condition}.md").read_text()
+    assert all(f"| {name} |" in table for name in METRICS)
+    assert len(list((folder / "test").glob("*/interpretation.wav"))) == 2
+    assert (folder / "report.html").is_file()
+
+
+def test_out_of_domain_evaluation_is_reproducible(trained):
+    folder = trained["root"] / "run" / "eval" / "mixtures"
+    flags = [HPARAMS, *trained["flags"], "--overlap_type", "mixtures"]
+    lmac_eval.main(flags)
+    first = read_json(folder / "metrics_mixtures.json")
+    lmac_eval.main(flags)
+    assert read_json(folder / "metrics_mixtures.json") == first
+
+
+def mixing_weights(mixture, clean, other):
+    basis = torch.stack([_unit_energy(clean.double()), _unit_energy(other.double())], dim=2)
+    weights = torch.linalg.lstsq(basis, mixture.double().unsqueeze(2)).solution.squeeze(2)  # [batch, 2]
+    return (weights[:, 0] / weights[:, 1]).float()
+
+
+def test_overlaps_mix_with_the_weights_of_the_spec(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.randn(3, 4000, generator=generator)
+    recording = tmp_path / "other.wav"
+    sf.write(recording, np.random.default_rng(1).normal(size=8000).astype("float32") * 0.1, 16000)
+    overlap = lmac_eval.ClipOverlap([str(recording)], 16000, seed=0)
+    mixture = overlap.mix_into(clean)
+    assert torch.allclose(mixture.abs().amax(dim=1), torch.ones(3))
+    again = lmac_eval.ClipOverlap([str(recording)], 16000, seed=0)
+    rng_clips = torch.stack([again.other_clip(4000) for _ in range(3)])
+    assert torch.allclose(mixing_weights(mixture, clean, rng_clips), torch.full((3,), 4.0), rtol=1e-3)
+    white = lmac_eval.WhiteNoiseOverlap(seed=3).mix_into(clean)
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(mixing_weights(white, clean, noise), torch.full((3,), 2.0), rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "extra, error, message",
+    [
+        (["--overlap_type", "babble"], ValueError, r"overlap_type='babble'; accepted values are \('mixtures', 'white_noise', 'speech'\)"),
+        (["--overlap_type", "speech"], FileNotFoundError, r"overlap_type=speech needs --speech_folder"),
+        (["--overlap_type", "mixtures", "--add_wham_noise", "True"], ValueError, r"Choose one contamination"),
+        (["--single_sample", "/no/such.wav"], FileNotFoundError, r"single_sample='/no/such.wav' does not exist"),
+        (["--pretrained_interpreter", "/no/psi_model.ckpt"], FileNotFoundError, r"pretrained_interpreter='/no/psi_model.ckpt' does not exist"),
+    ],
+)
+def test_misconfigured_evaluations_fail_at_start_up(trained, extra, error, message):
+    with pytest.raises(error, match=message):
+        lmac_eval.main([HPARAMS, *trained["flags"], *extra])
+
+
+def test_an_untrained_run_has_nothing_to_evaluate(trained, tmp_path):
+    flags = [HPARAMS, *trained["flags"]]
+    flags[flags.index("--output_folder") + 1] = str(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=r"No interpreter to evaluate: .* holds no checkpoint"):
+        lmac_eval.main(flags)
+
+
+def tone(seconds, sample_rate, frequency=440.0, channels=1):
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    signal = 0.4 * np.sin(2 * np.pi * frequency * t).astype("float32")
+    return np.stack([signal] * channels, axis=1) if channels > 1 else signal
+
+
+def folder_digest(folder):
+    digest = hashlib.sha1()
+    for name in sorted(os.listdir(folder)):
+        digest.update(name.encode() + (folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def interpreted(trained):
+    """A folder of varied files (and one corrupt), interpreted once."""
+    folder = trained["root"] / "my_sounds"
+    folder.mkdir()
+    sf.write(folder / "tone.flac", tone(2.0, 22050), 22050)
+    sf.write(folder / "tone.ogg", tone(1.5, 44100, 700.0), 44100)
+    sf.write(folder / "stereo48k.wav", tone(3.0, 48000, channels=2), 48000)
+    sf.write(folder / "short.wav", tone(0.3, 16000), 16000)
+    sf.write(folder / "long.wav", tone(40.0, 8000, 300.0), 8000)
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00 not really audio")
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "README.txt").write_text("not audio")
+    before = folder_digest(folder)
+    failed = lmac_eval.main([HPARAMS, *trained["flags"], "--interpret_folder", str(folder)])
+    return {"folder": folder, "before": before, "failed": failed, "out": trained["root"] / "run" / "eval" / "files"}
+
+
+@pytest.mark.parametrize(
+    "name, seconds",
+    [("tone", 2.0), ("tone_ogg", 1.5), ("stereo48k", 3.0), ("short", 0.3), ("long", 40.0)],
+)
+def test_each_file_gets_an_interpretation_of_its_own_duration(interpreted, name, seconds):
+    interpretation, rate = sf.read(interpreted["out"] / f"{name}_interpretation.wav")
+    assert rate == 16000 and interpretation.ndim == 1
+    assert interpretation.shape[0] == int(round(seconds * 16000))
+    assert np.isfinite(interpretation).all()
+    record = read_json(interpreted["out"] / f"{name}.json")
+    assert record["duration_s"] == pytest.approx(seconds, abs=1e-3)
+    probabilities = [entry["probability"] for entry in record["top5"]]
+    assert len(probabilities) == 2 and probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)  # two classes: top-5 holds them all
+    assert (interpreted["out"] / f"{name}_spectrogram.png").stat().st_size > 5_000
+
+
+def test_bad_files_are_reported_and_the_rest_interpreted(interpreted):
+    assert sorted(os.path.basename(path) for path in interpreted["failed"]) == ["corrupt.wav", "empty.wav"]
+    assert folder_digest(interpreted["folder"]) == interpreted["before"], "the input folder must not change"
+
+
+def test_long_files_are_stitched_without_clicks(interpreted):
+    interpretation, _ = sf.read(interpreted["out"] / "long_interpretation.wav")  # 40 s: 16 windows of 5 s
+    envelope = np.sqrt((interpretation[: 640000 // 160 * 160].reshape(-1, 160) ** 2).mean(axis=1))  # 10 ms RMS
+    inner = envelope[5:-5]  # away from the file's own start and end
+    assert np.abs(np.diff(inner)).max() < 0.1 * inner.mean(), "a seam or click between windows"
+    assert inner.min() > 0.5 * inner.mean(), "no window may drop out"
+
+
+def test_command_line_exit_status_says_some_files_failed(trained, interpreted, tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "eval.py"), HPARAMS, *trained["flags"],
+         "--interpret_folder", str(interpreted["folder"]), "--eval_folder", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Could not interpret" in result.stderr + result.stdout and "corrupt.wav" in result.stderr + result.stdout
+    assert (tmp_path / "out" / "files" / "tone_interpretation.wav").is_file()
+
+
+def report_links(report):
+    return re.findall(r'(?:src)="([^"]+)"', report.read_text())
+
+
+def test_the_report_is_self_contained_and_travels(interpreted, tmp_path):
+    report = interpreted["out"] / "report.html"
+    text = report.read_text()
+    assert text.count("<audio") == 2 * 5 and text.count("<img") == 5
+    assert "http" not in text
+    moved = tmp_path / "copied_elsewhere"
+    shutil.copytree(interpreted["out"], moved)
+    for link in report_links(moved / "report.html"):
+        assert not os.path.isabs(link) and (moved / link).is_file(), link
+
+
+CHECK_SCRIPT = """
+<script>
+window.addEventListener('load', () => {
+  const audios = [...document.querySelectorAll('audio')];
+  const images = [...document.querySelectorAll('img')];
+  const check = () => {
+    const ready = audios.filter(a => a.readyState >= 1 && a.duration > 0).length;
+    const shown = images.filter(i => i.complete && i.naturalWidth > 0).length;
+    const errors = audios.filter(a => a.error).length;
+    document.body.setAttribute('data-check', `audio ${ready}/${audios.length} errors ${errors} images ${shown}/${images.length}`);
+    if (ready + errors < audios.length) setTimeout(check, 100);
+  };
+  audios.forEach(a => a.load());
+  check();
+});
+</script>
+"""
+
+
+def test_the_report_loads_in_a_headless_browser(interpreted, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser check: `make test` installs Debian's chromium as root.")
+        pytest.skip("chromium is not installed (make test installs it when run as root on Debian)")
+    moved = tmp_path / "report"
+    shutil.copytree(interpreted["out"], moved)
+    page = moved / "check.html"
+    page.write_text((moved / "report.html").read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
+    flags = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--allow-file-access-from-files",
+        "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=15000",
+    ]  # fmt: skip
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    status = re.search(r'data-check="([^"]+)"', dom)
+    assert status is not None, dom[-2000:]
+    assert status.group(1) == "audio 10/10 errors 0 images 5/5"
+    screenshot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={screenshot}", "--window-size=1400,2000", (moved / "report.html").as_uri()], capture_output=True, timeout=120)
+    assert screenshot.stat().st_size > 10_000
