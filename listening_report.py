@@ -16,7 +16,7 @@ PAGE = """<!DOCTYPE html>
 body {{ font-family: sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; margin-bottom: 2em; }}
 td, th {{ border: 1px solid #ccc; padding: 0.4em; vertical-align: middle; }}
-img {{ max-width: 900px; }}
+img {{ width: 720px; }}
 </style>
 </head>
 <body>
