@@ -33,12 +33,11 @@ from cnn14_family import decode_any_length
 from esc50_prepare import LABEL_ENCODER_FILE, peak_normalize, prepare_datasets, read_audio_mono
 from interpreter_brain import BEST_CHECKPOINT_KEY, save_spectrogram_figure
 from listening_report import write_report
-from train_lmac import LMAC, load_classifier, load_interpreter
+from train_lmac import OVERLAP_TYPES, LMAC, check_class_count, load_classifier, load_interpreter
 from wham_prepare import combine_batches, fit_length, make_noise_stream
 
 logger = logging.getLogger(__name__)
 
-OVERLAP_TYPES = ("mixtures", "white_noise", "speech")
 AUDIO_EXTENSIONS = tuple(sorted({".wav", ".flac", ".ogg", *(f".{kind.lower()}" for kind in sf.available_formats())}))
 
 
@@ -393,6 +392,7 @@ def load_brain(hparams, run_opts, noise_stream):
 def main(argv):
     """Evaluates on the test fold, or interprets files; returns the files that failed."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     validate_eval_hparams(hparams)
@@ -402,7 +402,8 @@ def main(argv):
     if hparams["single_sample"] is not None or hparams["interpret_folder"] is not None:
         paths = [hparams["single_sample"]] if hparams["single_sample"] else audio_files(hparams["interpret_folder"])
         return interpret_files(load_brain(hparams, run_opts, None), hparams, paths)
-    datasets, _ = prepare_datasets(hparams)
+    datasets, label_encoder = prepare_datasets(hparams)
+    check_class_count(hparams, label_encoder)
     brain = load_brain(hparams, run_opts, make_overlap(hparams, datasets["test"]))
     evaluate_test_fold(brain, hparams, datasets)
     return []

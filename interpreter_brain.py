@@ -17,13 +17,55 @@ import speechbrain as sb
 import torch
 from matplotlib.figure import Figure
 from speechbrain.processing.features import spectral_magnitude
+from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.metric_stats import MetricStats
 
 logger = logging.getLogger(__name__)
 
+# Written into a checkpoint folder once every file of it is saved.
+COMPLETE_MARKER = "COMPLETE"
 # The validation statistic that selects the best checkpoint (lower is better).
 BEST_CHECKPOINT_KEY = "loss"
 INTERPRETATION_METRICS = ("fid_in", "FF", "AI", "AD", "AG", "SPS", "COMP")
+
+
+class CompleteCheckpointer(Checkpointer):
+    """SpeechBrain's ``Checkpointer`` that only trusts checkpoints whose saving finished.
+
+    SpeechBrain writes a checkpoint's meta file first and its parameter files
+    after it, so a run killed while saving leaves a folder that looks like a
+    checkpoint. This one writes ``COMPLETE`` last and lists (so finds,
+    recovers, keeps and deletes) only folders that have it; an interrupted
+    one is left on disk, ignored, with a warning.
+
+    Arguments
+    ---------
+    *args, **kwargs
+        As for ``speechbrain.utils.checkpoints.Checkpointer``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._reported_incomplete = set()
+
+    def save_checkpoint(self, *args, **kwargs):
+        """Saves as SpeechBrain does, then marks the checkpoint complete (main process)."""
+        checkpoint = super().save_checkpoint(*args, **kwargs)
+        if checkpoint is not None:
+            with open(os.path.join(checkpoint.path, COMPLETE_MARKER), "w", encoding="utf-8") as file:
+                file.write("all files of this checkpoint were written\n")
+        return checkpoint
+
+    def list_checkpoints(self):
+        """The complete checkpoints; incomplete ones are reported once and left alone."""
+        complete = []
+        for checkpoint in super().list_checkpoints():
+            if os.path.isfile(os.path.join(checkpoint.path, COMPLETE_MARKER)):
+                complete.append(checkpoint)
+            elif checkpoint.path not in self._reported_incomplete:
+                self._reported_incomplete.add(checkpoint.path)
+                logger.warning("Ignoring %s: its saving was interrupted, so it is incomplete.", checkpoint.path)
+        return complete
 
 
 class FrozenClassifier(torch.nn.Module):

@@ -169,6 +169,7 @@ def export_classifier(checkpointer, save_folder, export_folder):
 def main(argv):
     """Prepares data, trains, tests the best checkpoint and exports it; returns the brain."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     sb.create_experiment_directory(

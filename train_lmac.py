@@ -25,10 +25,10 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from cnn14_family import decode_any_length
-from esc50_prepare import prepare_datasets
+from esc50_prepare import prepare_datasets, validate_fold_lists
 from interpreter_brain import (
     BEST_CHECKPOINT_KEY,
     InterpreterBrain,
@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 CROSSCOR_TYPES = ("conv", "dotp")
 GUIDELOSS_TYPES = ("binary", "reconstruction")
+OVERLAP_TYPES = ("mixtures", "white_noise", "speech")
 
 
 def crosscor(spectrogram, template, kind):
@@ -224,6 +225,11 @@ class LMAC(InterpreterBrain):
             + self.hparams.reg_w_tv * (regulariser_weight * tv).mean()
             + self.hparams.g_w * guidance
         )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"The {stage.name} loss is {loss.item()} on the batch of clips {list(batch.id)}; stopping before "
+                "a checkpoint is saved. Check those clips, or lower --lr."
+            )
         if stage != sb.Stage.TRAIN:
             self.record_stage_outputs(output, batch, stage, keep)
         return loss
@@ -253,7 +259,7 @@ class LMAC(InterpreterBrain):
             scores["in_masks"] = keep
         self.record_scores(batch.id, scores)
         epoch = self.hparams.epoch_counter.current
-        if self.should_save_interpretations(stage, epoch):
+        if if_main_process() and self.should_save_interpretations(stage, epoch):
             folder_name = "test" if stage == sb.Stage.TEST else f"valid_epoch{epoch}"
             folder = os.path.join(self.hparams.interpretations_folder, folder_name)
             self.save_interpretations(batch.id, output.wavs, output.mask, output.features, folder)
@@ -265,8 +271,9 @@ def validate_hparams(hparams):
     Raises
     ------
     ValueError
-        An unknown ``crosscortype`` or ``guidelosstype``, fine-tuning without
-        ``pretrained_interpreter``, WHAM! noise without ``wham_folder``.
+        An unknown ``crosscortype``, ``guidelosstype`` or ``overlap_type``,
+        fine-tuning without ``pretrained_interpreter``, WHAM! noise without
+        ``wham_folder``, bad fold lists.
     FileNotFoundError
         A checkpoint path that does not exist, or ``test_only`` with nothing to test.
     """
@@ -290,6 +297,11 @@ def validate_hparams(hparams):
                 )
     if hparams["add_wham_noise"] and not hparams["wham_folder"]:
         raise ValueError("add_wham_noise=True needs --wham_folder (a folder holding tr/*.wav).")
+    if hparams["overlap_type"] is not None and hparams["overlap_type"] not in OVERLAP_TYPES:
+        raise ValueError(
+            f"overlap_type={hparams['overlap_type']!r}; accepted values are {OVERLAP_TYPES} (or null for none)."
+        )
+    validate_fold_lists(**{key: hparams[key] for key in ("train_fold_nums", "valid_fold_nums", "test_fold_nums")})
     no_checkpoint = hparams["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None
     if hparams["test_only"] and no_checkpoint and not hparams["pretrained_interpreter"]:
         raise FileNotFoundError(
@@ -324,7 +336,28 @@ def load_classifier(hparams):
             f"classifier_model_path={hparams['classifier_model_path']!r}): {error}. "
             "Give local .ckpt files or a reachable HuggingFace path."
         ) from error
+    check_classifier_outputs(hparams, os.path.join(str(pretrainer.collect_in), "classifier.ckpt"))
     pretrainer.load_collected()
+
+
+def check_classifier_outputs(hparams, classifier_file):
+    """Raises when the classifier checkpoint's number of outputs is not ``n_classes``."""
+    weight = torch.load(classifier_file, map_location="cpu").get("w.weight")
+    if weight is not None and weight.shape[0] != hparams["n_classes"]:
+        raise ValueError(
+            f"classifier_model_path={hparams['classifier_model_path']!r} has {weight.shape[0]} outputs, "
+            f"but n_classes={hparams['n_classes']}; pass --n_classes {weight.shape[0]} (and the data it was trained on)."
+        )
+
+
+def check_class_count(hparams, label_encoder):
+    """Raises when the data's number of classes is not the classifier's ``n_classes``."""
+    if len(label_encoder) != hparams["n_classes"]:
+        raise ValueError(
+            f"n_classes={hparams['n_classes']}, but the data in {hparams['data_folder']!r} has "
+            f"{len(label_encoder)} classes; pass --n_classes {len(label_encoder)} with a classifier "
+            "trained on these classes."
+        )
 
 
 def load_interpreter(psi_model, path, device):
@@ -389,14 +422,16 @@ def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     if test_only is not None:
         overrides = f"{overrides}\ntest_only: {test_only}"
+    sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     validate_hparams(hparams)
+    noise_stream = make_noise_stream(hparams)  # finds (or fails on) the WHAM! files before any work
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
-    datasets, _ = prepare_datasets(hparams)
-    noise_stream = make_noise_stream(hparams)
+    datasets, label_encoder = prepare_datasets(hparams)
+    check_class_count(hparams, label_encoder)
     load_classifier(hparams)
     brain = LMAC(
         modules=hparams["modules"],

@@ -230,14 +230,14 @@ class WhamNoiseStream:
 def make_noise_stream(hparams):
     """A ``WhamNoiseStream`` when ``hparams["add_wham_noise"]``, else None.
 
-    Uses ``wham_folder``, ``sample_rate``, ``signal_length_s``, ``seed``,
+    Uses ``wham_folder``, ``sample_rate``, ``signal_length_s``, ``seed``
+    (plus the DDP rank, so that processes draw different noise),
     ``batch_size`` and ``noise_num_workers``.
     """
     if not hparams["add_wham_noise"]:
         return None
-    noise = WhamNoise(
-        prepare_wham(hparams["wham_folder"]), hparams["sample_rate"], hparams["signal_length_s"], hparams["seed"]
-    )
+    seed = hparams["seed"] + int(os.environ.get("RANK", 0))  # each DDP process draws its own noise
+    noise = WhamNoise(prepare_wham(hparams["wham_folder"]), hparams["sample_rate"], hparams["signal_length_s"], seed)
     return WhamNoiseStream(noise, hparams["batch_size"], hparams["noise_num_workers"])
 
 

@@ -36,6 +36,7 @@ def small_run_flags(data, output_folder):
         "--output_folder", str(output_folder),
         "--use_pretrained", "False",
         "--width", "0.0625",
+        "--n_classes", "2",
         "--number_of_epochs", "1",
         "--batch_size", "2",
         "--num_workers", "0",
@@ -145,7 +146,7 @@ def test_fine_tuning_starts_from_a_trained_decoder_and_reports_in_masks(trained_
 )
 def test_misconfigurations_fail_at_start_up(tiny_data, tmp_path, flags, error, message):
     output_folder = tmp_path / "run"
-    base = ["--data_folder", tiny_data["esc50_folder"], "--output_folder", str(output_folder)]
+    base = ["--data_folder", tiny_data["esc50_folder"], "--output_folder", str(output_folder), "--n_classes", "2"]
     if "--use_pretrained" not in flags:
         base += ["--use_pretrained", "False"]
     with pytest.raises(error, match=message):
