@@ -1,0 +1,254 @@
+"""Reliability: resume after SIGKILL, incomplete checkpoints, two-process training, numeric safety, bf16."""
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import types
+import urllib.error
+
+import pytest
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+import esc50_prepare
+import train_lmac
+from interpreter_brain import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer, SpectralFeatures
+from make_synthetic_data import generate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
+INTRA_EPOCH_FLAG = "brain_intra_epoch_ckpt"  # SpeechBrain's meta key of intra-epoch checkpoints
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return generate(str(tmp_path_factory.mktemp("tiny") / "data"), n_classes=2, clips_per_class=5, noise_files=(3, 1, 1), seed=9)
+
+
+def run_flags(data, output_folder, epochs):
+    return [
+        HPARAMS,
+        "--data_folder", data["esc50_folder"],
+        "--output_folder", str(output_folder),
+        "--use_pretrained", "False",
+        "--width", "0.03125",
+        "--n_classes", "2",
+        "--number_of_epochs", str(epochs),
+        "--batch_size", "1",
+        "--num_workers", "0",
+        "--interpretations_per_stage", "1",
+    ]  # fmt: skip
+
+
+def log_lines(output_folder):
+    return (output_folder / "train_log.txt").read_text().splitlines()
+
+
+def test_an_interrupted_checkpoint_is_never_loaded(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    checkpointer = CompleteCheckpointer(str(tmp_path), recoverables={"model": model})
+    whole = checkpointer.save_checkpoint(meta={BEST_CHECKPOINT_KEY: 2.0})
+    with torch.no_grad():
+        model.weight.fill_(7.0)
+    broken = checkpointer.save_checkpoint(meta={BEST_CHECKPOINT_KEY: 1.0})
+    os.remove(broken.path / COMPLETE_MARKER)  # as if killed while writing the parameter files
+    (broken.path / "model.ckpt").write_bytes(b"truncated")
+    assert [c.path for c in checkpointer.list_checkpoints()] == [whole.path]
+    assert checkpointer.find_checkpoint(min_key=BEST_CHECKPOINT_KEY).path == whole.path
+    checkpointer.recover_if_possible()
+    assert not torch.equal(model.weight, torch.full((2, 2), 7.0))
+    assert broken.path.exists(), "an incomplete checkpoint is ignored, not deleted"
+
+
+def first_intra_epoch_checkpoint(save_folder):
+    for name in sorted(os.listdir(save_folder)) if os.path.isdir(save_folder) else []:
+        folder = os.path.join(save_folder, name)
+        meta = os.path.join(folder, "CKPT.yaml")
+        if os.path.isfile(os.path.join(folder, COMPLETE_MARKER)) and INTRA_EPOCH_FLAG in open(meta).read():
+            return folder
+    return None
+
+
+def test_a_killed_run_resumes_without_repeating_epochs(tiny_data, tmp_path):
+    output_folder = tmp_path / "run"
+    command = [sys.executable, os.path.join(REPO, "train_lmac.py"), *run_flags(tiny_data, output_folder, 3)[0:]]
+    command += ["--ckpt_interval_steps", "2"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while first_intra_epoch_checkpoint(output_folder / "save") is None and process.poll() is None:
+        assert time.time() < deadline, "no intra-epoch checkpoint appeared"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    epochs_before = [line for line in log_lines(output_folder) if line.startswith("epoch:")] if (output_folder / "train_log.txt").exists() else []
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Loading a checkpoint from" in result.stdout + result.stderr
+    lines = log_lines(output_folder)
+    epochs = [int(re.match(r"epoch: (\d+)", line).group(1)) for line in lines if line.startswith("epoch:")]
+    assert epochs == [1, 2, 3], f"before the kill: {epochs_before}"
+    assert sum(line.startswith("Epoch loaded: ") for line in lines) == 1
+    best = CompleteCheckpointer(str(output_folder / "save")).find_checkpoint(min_key=BEST_CHECKPOINT_KEY)
+    valid_losses = [float(re.search(r"valid loss: ([-0-9.e+]+)", line).group(1)) for line in lines if line.startswith("epoch:")]
+    assert best.meta[BEST_CHECKPOINT_KEY] == pytest.approx(min(valid_losses), rel=0.01)
+
+
+def test_two_processes_train_once_and_score_the_whole_validation_set(tiny_data, tmp_path):
+    output_folder = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+        os.path.join(REPO, "train_lmac.py"), *run_flags(tiny_data, output_folder, 1), "--distributed_backend=gloo",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = log_lines(output_folder)
+    assert sum(line.startswith("epoch: 1") for line in lines) == 1 and sum(line.startswith("Epoch loaded") for line in lines) == 1
+    checkpoints = CompleteCheckpointer(str(output_folder / "save")).list_checkpoints()
+    assert len(checkpoints) == 1
+    assert len(list((output_folder / "interpretations" / "test").iterdir())) == 1
+    logged = {name: float(value) for name, value in re.findall(r"valid (\w+): ([-0-9.e+]+)", lines[0])}
+    # The same checkpoint, scored by one process on the whole validation fold, gives the logged numbers.
+    overrides = {
+        "data_folder": tiny_data["esc50_folder"], "output_folder": str(output_folder), "use_pretrained": False,
+        "width": 0.03125, "n_classes": 2, "batch_size": 1, "num_workers": 0,
+    }  # fmt: skip
+    with open(HPARAMS, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    datasets, _ = esc50_prepare.prepare_datasets(hparams)
+    brain = train_lmac.LMAC(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"}, checkpointer=hparams["checkpointer"])
+    hparams["interpretations_per_stage"] = 0
+    brain.evaluate(datasets["valid"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs={"batch_size": 1})
+    for name in ("fid_in", "AD", "SPS", "COMP"):
+        assert brain.last_stage_stats[name] == pytest.approx(logged[name], rel=0.02, abs=1e-3), name
+
+
+@pytest.fixture(scope="module")
+def tiny_brain(tiny_data, tmp_path_factory):
+    overrides = {
+        "data_folder": tiny_data["esc50_folder"], "output_folder": str(tmp_path_factory.mktemp("brain")),
+        "use_pretrained": False, "width": 0.03125, "n_classes": 2, "finetuning": True,
+        "pretrained_interpreter": None, "crosscor_th": -1.0,
+    }  # fmt: skip
+    with open(HPARAMS, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    brain = train_lmac.LMAC(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
+    brain.modules.eval()
+    return brain
+
+
+@pytest.mark.parametrize("kind", ["silent", "constant", "full_scale_square"])
+def test_degenerate_clips_give_finite_losses_and_metrics(tiny_brain, kind):
+    samples = 80000
+    waveform = {
+        "silent": torch.zeros(2, samples),
+        "constant": torch.ones(2, samples),
+        "full_scale_square": torch.sign(torch.sin(torch.arange(samples) / 10.0)).repeat(2, 1),
+    }[kind]
+    batch = types.SimpleNamespace(
+        id=["a", "b"],
+        sig=(waveform, torch.ones(2)),
+        class_string_encoded=types.SimpleNamespace(data=torch.zeros(2, 1, dtype=torch.long)),
+        to=lambda device: batch,
+    )
+    tiny_brain.on_stage_start(sb.Stage.TEST)
+    tiny_brain.hparams.interpretations_per_stage = 0
+    with torch.no_grad():
+        output = tiny_brain.compute_forward(batch, sb.Stage.TEST)
+        loss = tiny_brain.compute_objectives(output, batch, sb.Stage.TEST)
+    assert torch.isfinite(loss)
+    stats = tiny_brain.stage_statistics(loss.item())
+    assert all(math.isfinite(value) for value in stats.values()), stats
+
+
+@pytest.mark.parametrize("mask_value", [0.0, 1.0])
+def test_all_zero_and_all_one_masks_with_a_certain_classifier_are_finite(tiny_brain, mask_value):
+    log_mag = torch.zeros(2, 10, 6)
+    certain = torch.tensor([[100.0, 0.0], [0.0, 100.0]])
+    output = train_lmac.LMACOutput(
+        wavs=torch.zeros(2, 100),
+        features=SpectralFeatures(stft=torch.zeros(2, 10, 6, 2), log_mag=log_mag, mel_input=torch.zeros(2, 10, 80)),
+        clean_log_mag=log_mag,
+        logits=certain,
+        mask=torch.full((2, 10, 6), mask_value),
+        log_mag_masked_in=log_mag,
+        logits_masked_in=certain,
+        logits_masked_out=certain.flip(1),
+    )
+    batch = types.SimpleNamespace(id=["a", "b"], class_string_encoded=types.SimpleNamespace(data=torch.tensor([[0], [1]])))
+    tiny_brain.on_stage_start(sb.Stage.TEST)
+    loss = tiny_brain.compute_objectives(output, batch, sb.Stage.TEST)
+    assert torch.isfinite(loss)
+    assert all(math.isfinite(value) for value in tiny_brain.stage_statistics(loss.item()).values())
+
+
+def test_a_non_finite_loss_stops_with_the_batch_ids(tiny_brain):
+    log_mag = torch.rand(2, 10, 6)
+    output = train_lmac.LMACOutput(
+        wavs=torch.zeros(2, 100),
+        features=SpectralFeatures(stft=torch.zeros(2, 10, 6, 2), log_mag=log_mag, mel_input=torch.zeros(2, 10, 80)),
+        clean_log_mag=log_mag,
+        logits=torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+        mask=torch.full((2, 10, 6), 0.5),
+        log_mag_masked_in=0.5 * log_mag,
+        logits_masked_in=torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]),
+        logits_masked_out=torch.zeros(2, 2),
+    )
+    batch = types.SimpleNamespace(id=["1-100-A-0", "2-200-A-1"])
+    with pytest.raises(FloatingPointError, match=r"TRAIN loss is nan on the batch of clips \['1-100-A-0', '2-200-A-1'\]"):
+        tiny_brain.compute_objectives(output, batch, sb.Stage.TRAIN)
+
+
+def test_bf16_training_keeps_losses_finite(tiny_data, tmp_path):
+    output_folder = tmp_path / "bf16"
+    train_lmac.main([*run_flags(tiny_data, output_folder, 1), "--precision", "bf16"])
+    line = log_lines(output_folder)[0]
+    values = [float(value) for value in re.findall(r"(?:train|valid) loss: ([-0-9.e+a-z]+)", line)]
+    assert len(values) == 2 and all(math.isfinite(value) for value in values)
+
+
+def fail_download(url, dest, **kwargs):
+    raise urllib.error.URLError("offline")
+
+
+@pytest.mark.parametrize(
+    "flags, error, message",
+    [
+        (["--overlap_type", "reverb"], ValueError, r"overlap_type='reverb'; accepted values are \('mixtures', 'white_noise', 'speech'\)"),
+        (["--train_fold_nums", "[1, 4]"], ValueError, r"train_fold_nums=\[1, 4\] and valid_fold_nums=\[4\] share folds \[4\]"),
+        (["--test_fold_nums", "[6]"], ValueError, r"test_fold_nums=\[6\] has folds outside 1..5"),
+        (["--add_wham_noise", "True", "--wham_folder", "/no/wham_noise"], FileNotFoundError, r"Found no data in '/no/wham_noise' and the download of .* failed .* --add_wham_noise False"),
+    ],
+)
+def test_more_misconfigurations_fail_before_anything_is_written(tiny_data, tmp_path, monkeypatch, flags, error, message):
+    monkeypatch.setattr(esc50_prepare, "download_file", fail_download)
+    output_folder = tmp_path / "run"
+    with pytest.raises(error, match=message):
+        train_lmac.main([*run_flags(tiny_data, output_folder, 1), *flags])
+    written = [os.path.join(root, name) for root, _, files in os.walk(output_folder) for name in files]
+    assert written == []
+
+
+def test_a_class_count_that_differs_from_the_data_is_refused(tiny_data, tmp_path):
+    flags = run_flags(tiny_data, tmp_path / "run", 1)
+    flags[flags.index("--n_classes") + 1] = "5"
+    with pytest.raises(ValueError, match=r"n_classes=5, but the data in .* has 2 classes; pass --n_classes 2"):
+        train_lmac.main(flags)
+
+
+def test_a_classifier_checkpoint_with_other_outputs_is_refused(tiny_data, tmp_path):
+    from cnn14_family import ScaledCnn14
+    from speechbrain.nnet.linear import Linear
+
+    torch.save(ScaledCnn14(80, 0.03125).state_dict(), tmp_path / "embedding_model.ckpt")
+    torch.save(Linear(input_size=64, n_neurons=3).state_dict(), tmp_path / "classifier.ckpt")
+    flags = run_flags(tiny_data, tmp_path / "run", 1)
+    flags[flags.index("--use_pretrained") + 1] = "True"
+    flags += ["--embedding_model_path", str(tmp_path / "embedding_model.ckpt"), "--classifier_model_path", str(tmp_path / "classifier.ckpt")]
+    with pytest.raises(ValueError, match=r"classifier.ckpt' has 3 outputs, but n_classes=2; pass --n_classes 3"):
+        train_lmac.main(flags)
