@@ -204,12 +204,18 @@ def test_a_non_finite_loss_stops_with_the_batch_ids(tiny_brain):
         tiny_brain.compute_objectives(output, batch, sb.Stage.TRAIN)
 
 
-def test_bf16_training_keeps_losses_finite(tiny_data, tmp_path):
+def test_bf16_training_keeps_losses_finite_and_other_files_alone(tiny_data, tmp_path):
     output_folder = tmp_path / "bf16"
+    output_folder.mkdir()
+    (output_folder / "notes.txt").write_text("mine")
+    (tmp_path / "other_experiment").mkdir()
+    (tmp_path / "other_experiment" / "keep.txt").write_text("theirs")
     train_lmac.main([*run_flags(tiny_data, output_folder, 1), "--precision", "bf16"])
     line = log_lines(output_folder)[0]
     values = [float(value) for value in re.findall(r"(?:train|valid) loss: ([-0-9.e+a-z]+)", line)]
     assert len(values) == 2 and all(math.isfinite(value) for value in values)
+    assert (output_folder / "notes.txt").read_text() == "mine"
+    assert os.listdir(tmp_path / "other_experiment") == ["keep.txt"]
 
 
 def fail_download(url, dest, **kwargs):
