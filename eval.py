@@ -31,7 +31,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from cnn14_family import decode_any_length
 from esc50_prepare import LABEL_ENCODER_FILE, peak_normalize, prepare_datasets, read_audio_mono
-from interpreter_brain import BEST_CHECKPOINT_KEY, save_spectrogram_figure
+from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, save_spectrogram_figure
 from listening_report import write_report
 from train_lmac import OVERLAP_TYPES, LMAC, check_class_count, load_classifier, load_interpreter
 from wham_prepare import combine_batches, fit_length, make_noise_stream
@@ -275,8 +275,22 @@ class FileInterpreter:
             probabilities.append(torch.softmax(logits, dim=1))
         return torch.cat(masks), torch.cat(probabilities)
 
-    def interpret(self, path):
-        """Interprets one file and writes its outputs; returns the JSON record written."""
+    def compute(self, path):
+        """Reads and interprets one file, writing nothing.
+
+        Returns
+        -------
+        waveform : torch.Tensor
+            The 16 kHz mono peak-normalised input, ``[samples]``.
+        interpretation : torch.Tensor
+            ``[samples]``.
+        mask : torch.Tensor
+            ``[frames of the padded file, freq]``.
+        features : SpectralFeatures
+            Of the padded file.
+        probabilities : torch.Tensor
+            Class probabilities averaged over the windows, ``[n_classes]``.
+        """
         waveform = peak_normalize(read_audio_mono(path, self.sample_rate))  # [samples]
         if waveform.shape[0] == 0:
             raise ValueError("it holds no audio samples")
@@ -287,7 +301,11 @@ class FileInterpreter:
             features = self.brain.compute_features(padded)
             mask = stitch_masks(masks, self.hop_frames, features.log_mag.shape[1])
             interpretation = self.brain.interpretation_waveform(mask[None], features, padded_length)[0]
-        return self.write_outputs(path, waveform, interpretation[: waveform.shape[0]], mask, features, probabilities.mean(dim=0))
+        return waveform, interpretation[: waveform.shape[0]], mask, features, probabilities.mean(dim=0)
+
+    def interpret(self, path):
+        """Interprets one file and writes its outputs; returns its output name and JSON record."""
+        return self.write_outputs(path, *self.compute(path))
 
     def output_name(self, path):
         """A name for the outputs of ``path``, unique within this run."""
@@ -406,6 +424,7 @@ def main(argv):
     check_class_count(hparams, label_encoder)
     brain = load_brain(hparams, run_opts, make_overlap(hparams, datasets["test"]))
     evaluate_test_fold(brain, hparams, datasets)
+    end_distributed_run()
     return []
 
 

@@ -123,6 +123,17 @@ class SpectralFeatures:
     mel_input: torch.Tensor
 
 
+def end_distributed_run():
+    """Waits for every DDP process, then closes the process group (no-op without DDP).
+
+    Leaving it to interpreter shutdown can abort a process whose gloo threads
+    are still running ("terminate called without an active exception").
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def spectral_features(wavs, compute_stft, compute_fbank):
     """The features of ``LMAC_SPEC.md``, shared by the classifier and interpreter recipes.
 

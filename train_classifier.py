@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from speechbrain.utils.distributed import if_main_process
 
 from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets
-from interpreter_brain import spectral_features
+from interpreter_brain import end_distributed_run, spectral_features
 from wham_prepare import make_noise_stream
 
 logger = logging.getLogger(__name__)
@@ -202,6 +202,7 @@ def main(argv):
     )
     if if_main_process():
         export_classifier(hparams["checkpointer"], hparams["save_folder"], hparams["export_folder"])
+    end_distributed_run()
     return brain
 
 

@@ -31,6 +31,7 @@ from cnn14_family import decode_any_length
 from esc50_prepare import prepare_datasets, validate_fold_lists
 from interpreter_brain import (
     BEST_CHECKPOINT_KEY,
+    end_distributed_run,
     InterpreterBrain,
     SpectralFeatures,
     crop_frames,
@@ -454,6 +455,7 @@ def main(argv):
     brain.evaluate(
         datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
     )
+    end_distributed_run()
     return brain, datasets
 
 

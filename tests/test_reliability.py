@@ -77,7 +77,7 @@ def first_intra_epoch_checkpoint(save_folder):
 def test_a_killed_run_resumes_without_repeating_epochs(tiny_data, tmp_path):
     output_folder = tmp_path / "run"
     command = [sys.executable, os.path.join(REPO, "train_lmac.py"), *run_flags(tiny_data, output_folder, 3)[0:]]
-    command += ["--ckpt_interval_steps", "2"]
+    command += ["--ckpt_interval_steps", "2", "--ckpt_interval_minutes", "0"]  # SpeechBrain allows one of the two
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while first_intra_epoch_checkpoint(output_folder / "save") is None and process.poll() is None:

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Where the time of an L-MAC step goes: the step against its floor (``make bench``).
+
+For a config (the published width-1 CNN14 at 5 s clips, or the demo's width
+1/16), on synthetic data with WHAM! noise, it measures:
+
+- train and eval step time per clip, a 5 s file's interpretation latency and peak memory;
+- the floor, on the same tensors: classifier forward on the input, decoder
+  forward (+ backward), classifier forward (+ backward) on the masked-in and
+  masked-out inputs; with backward for training, without for evaluation;
+- step / floor for train and eval, and the share of step time spent waiting
+  for data (clips and WHAM! noise).
+
+It prints a table and writes JSON::
+
+    python benchmark.py --config demo --output results/bench/demo.json
+    python benchmark.py --config published --iterations 2
+"""
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+import soundfile as sf
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from cnn14_family import decode_any_length
+from esc50_prepare import prepare_datasets
+from eval import FileInterpreter
+from interpreter_brain import masked_log_magnitudes
+from make_synthetic_data import generate
+from train_lmac import LMAC
+from wham_prepare import make_noise_stream
+
+logger = logging.getLogger(__name__)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CONFIGS = {"published": {"width": 1}, "demo": {"width": 0.0625}}
+
+
+def time_noise_waits(stream):
+    """Makes ``stream.next_batch`` add its wall time to ``stream.waited``; returns the stream."""
+    untimed = stream.next_batch
+    stream.waited = 0.0
+
+    def next_batch(batch_size):
+        start = time.perf_counter()
+        batch = untimed(batch_size)
+        stream.waited += time.perf_counter() - start
+        return batch
+
+    stream.next_batch = next_batch
+    return stream
+
+
+def build(config, data, output_folder, batch_size, num_workers):
+    """An LMAC brain for ``config`` with WHAM! noise, its optimiser, and the train/valid loaders."""
+    overrides = {
+        "data_folder": data["esc50_folder"],
+        "output_folder": output_folder,
+        "use_pretrained": False,
+        "width": CONFIGS[config]["width"],
+        "n_classes": 10,
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "noise_num_workers": num_workers,
+        "add_wham_noise": True,
+        "wham_folder": data["wham_folder"],
+        "interpretations_per_stage": 0,
+    }
+    with open(os.path.join(HERE, "hparams", "lmac_cnn14.yaml"), encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    datasets, _ = prepare_datasets(hparams)
+    noise = time_noise_waits(make_noise_stream(hparams))
+    brain = LMAC(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"}, noise_stream=noise)
+    brain.init_optimizers()
+    loader_options = {"batch_size": batch_size, "num_workers": num_workers, "drop_last": True}
+    train = sb.dataio.dataloader.make_dataloader(datasets["train"], shuffle=True, **loader_options)
+    valid = sb.dataio.dataloader.make_dataloader(datasets["valid"], **loader_options)
+    return brain, noise, train, valid
+
+
+def timed(function):
+    """Wall time of ``function()`` in seconds, and its result."""
+    start = time.perf_counter()
+    result = function()
+    return time.perf_counter() - start, result
+
+
+def floor_times(brain, batch, train):
+    """Seconds of the unavoidable work on this batch's tensors: classifier and decoder passes only."""
+    with torch.no_grad():
+        output = brain.compute_forward(batch, sb.Stage.TEST)
+    features = output.features
+    seconds, (logits, feature_maps) = timed(lambda: _no_grad(brain.classify, features.mel_input))
+    num_frames = features.log_mag.shape[1]
+
+    def decoder_pass():
+        mask = torch.sigmoid(decode_any_length(brain.modules.psi, feature_maps, num_frames))
+        if train:
+            mask.sum().backward()
+        return mask.detach()
+
+    decoder_seconds, mask = timed(decoder_pass if train else lambda: _no_grad(decoder_pass))
+    masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag)
+    mel_inputs = [brain.mel_input_from_log_mag(part).detach() for part in (masked_in, masked_out)]
+
+    def masked_passes():
+        for mel_input in mel_inputs:
+            mel_input.requires_grad_(train)
+            logits_masked, _ = brain.classify(mel_input)
+            if train:
+                logits_masked.sum().backward()
+
+    masked_seconds, _ = timed(masked_passes if train else lambda: _no_grad(masked_passes))
+    brain.optimizer.zero_grad(set_to_none=True)
+    return seconds + decoder_seconds + masked_seconds
+
+
+def _no_grad(function, *args):
+    with torch.no_grad():
+        return function(*args)
+
+
+def measure_steps(brain, noise, loader, iterations, train):
+    """Median step seconds, median floor seconds and the data-wait share over ``iterations`` batches."""
+    steps, floors, waits = [], [], []
+    batches = iter(loader)
+    brain.modules.train() if train else brain.modules.eval()
+    brain.on_stage_start(sb.Stage.TRAIN if train else sb.Stage.TEST)
+    for _ in range(iterations + 1):  # the first one warms up
+        noise.waited = 0.0
+        loader_wait, batch = timed(lambda: next(batches))
+        if train:
+            step, _ = timed(lambda: brain.fit_batch(batch))
+        else:
+            step, _ = timed(lambda: brain.evaluate_batch(batch, sb.Stage.TEST))
+        steps.append(step + loader_wait)
+        waits.append(loader_wait + noise.waited)
+        floors.append(floor_times(brain, batch, train))
+    steps, floors, waits = steps[1:], floors[1:], waits[1:]
+    return statistics.median(steps), statistics.median(floors), sum(waits) / sum(steps)
+
+
+def interpretation_latency(brain, folder):
+    """Seconds to interpret a 5 s file, without and with writing its outputs (median of 3)."""
+    path = os.path.join(folder, "five_seconds.wav")
+    sf.write(path, torch.randn(80000).numpy() * 0.1, 16000)
+    interpreter = FileInterpreter(brain, [f"class_{index}" for index in range(10)], folder)
+    brain.modules.eval()
+    compute = []
+    for _ in range(3):
+        seconds, _ = timed(lambda: interpreter.compute(path))
+        compute.append(seconds)
+    with_outputs, _ = timed(lambda: interpreter.interpret(path))
+    return statistics.median(compute), with_outputs
+
+
+def peak_memory_mb():
+    """Largest resident set of this process or of its children (DataLoader workers), in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def run(config, iterations, batch_size, num_workers, data_folder, clips_per_class):
+    """Measures ``config``; returns the JSON-ready results."""
+    data = generate(data_folder, n_classes=10, clips_per_class=clips_per_class, noise_files=(10, 2, 2), seed=11)
+    with tempfile.TemporaryDirectory() as scratch:
+        brain, noise, train, valid = build(config, data, scratch, batch_size, num_workers)
+        train_step, train_floor, train_wait = measure_steps(brain, noise, train, iterations, train=True)
+        eval_step, eval_floor, eval_wait = measure_steps(brain, noise, valid, iterations, train=False)
+        latency, latency_with_outputs = interpretation_latency(brain, scratch)
+    return {
+        "config": config,
+        "width": CONFIGS[config]["width"],
+        "batch_size": batch_size,
+        "threads": torch.get_num_threads(),
+        "train_step_s_per_clip": train_step / batch_size,
+        "train_floor_s_per_clip": train_floor / batch_size,
+        "train_step_over_floor": train_step / train_floor,
+        "train_data_wait_share": train_wait,
+        "eval_step_s_per_clip": eval_step / batch_size,
+        "eval_floor_s_per_clip": eval_floor / batch_size,
+        "eval_step_over_floor": eval_step / eval_floor,
+        "eval_data_wait_share": eval_wait,
+        "interpret_5s_latency_s": latency,
+        "interpret_5s_with_outputs_s": latency_with_outputs,
+        "peak_memory_mb": peak_memory_mb(),
+    }
+
+
+def table(results):
+    """The results as a two-column markdown table."""
+    rows = [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |" for key, value in results.items()]
+    return "\n".join(["| measure | value |", "|---|---|", *rows])
+
+
+def main(argv=None):
+    """Command-line entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="demo")
+    parser.add_argument("--iterations", type=int, default=5, help="measured batches per stage (after one warm-up)")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--clips_per_class", type=int, default=10)
+    parser.add_argument("--data_folder", default="data/bench")
+    parser.add_argument("--output", default=None, help="JSON file (default results/bench/<config>.json)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    results = run(args.config, args.iterations, args.batch_size, args.num_workers, args.data_folder, args.clips_per_class)
+    output = args.output or os.path.join("results", "bench", f"{args.config}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w", encoding="utf-8") as file:
+        json.dump(results, file, indent=2)
+    logger.info("Benchmark (%s), also in %s:\n%s", args.config, output, table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
