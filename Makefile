@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEMO_DATA := data/synthetic
 DEMO_OUTPUT := results/demo
 
-.PHONY: demo test venv browser
+.PHONY: demo test venv browser bench
 
 $(VENV)/.runtime-installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,3 +30,8 @@ browser:
 
 demo: $(VENV)/.runtime-installed
 	$(PY) demo.py --data_folder $(DEMO_DATA) --output_folder $(DEMO_OUTPUT)
+
+# Where the time of an L-MAC step goes (benchmark.py): the demo and the published configuration.
+bench: $(VENV)/.runtime-installed
+	$(PY) benchmark.py --config demo
+	$(PY) benchmark.py --config published --iterations 2

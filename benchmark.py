@@ -62,7 +62,7 @@ def time_noise_waits(stream):
 
 
 def build(config, data, output_folder, batch_size, num_workers):
-    """An LMAC brain for ``config`` with WHAM! noise, its optimiser, and the train/valid loaders."""
+    """An LMAC brain for ``config`` with WHAM! noise, its optimiser, and a loader of training clips."""
     overrides = {
         "data_folder": data["esc50_folder"],
         "output_folder": output_folder,
@@ -82,10 +82,10 @@ def build(config, data, output_folder, batch_size, num_workers):
     noise = time_noise_waits(make_noise_stream(hparams))
     brain = LMAC(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"}, noise_stream=noise)
     brain.init_optimizers()
-    loader_options = {"batch_size": batch_size, "num_workers": num_workers, "drop_last": True}
-    train = sb.dataio.dataloader.make_dataloader(datasets["train"], shuffle=True, **loader_options)
-    valid = sb.dataio.dataloader.make_dataloader(datasets["valid"], **loader_options)
-    return brain, noise, train, valid
+    loader = sb.dataio.dataloader.make_dataloader(
+        datasets["train"], shuffle=True, batch_size=batch_size, num_workers=num_workers, drop_last=True
+    )
+    return brain, noise, loader
 
 
 def timed(function):
@@ -125,6 +125,12 @@ def floor_times(brain, batch, train):
     return seconds + decoder_seconds + masked_seconds
 
 
+def _forever(loader):
+    """The loader's batches, epoch after epoch."""
+    while True:
+        yield from loader
+
+
 def _no_grad(function, *args):
     with torch.no_grad():
         return function(*args)
@@ -133,7 +139,7 @@ def _no_grad(function, *args):
 def measure_steps(brain, noise, loader, iterations, train):
     """Median step seconds, median floor seconds and the data-wait share over ``iterations`` batches."""
     steps, floors, waits = [], [], []
-    batches = iter(loader)
+    batches = _forever(loader)
     brain.modules.train() if train else brain.modules.eval()
     brain.on_stage_start(sb.Stage.TRAIN if train else sb.Stage.TEST)
     for _ in range(iterations + 1):  # the first one warms up
@@ -175,9 +181,9 @@ def run(config, iterations, batch_size, num_workers, data_folder, clips_per_clas
     """Measures ``config``; returns the JSON-ready results."""
     data = generate(data_folder, n_classes=10, clips_per_class=clips_per_class, noise_files=(10, 2, 2), seed=11)
     with tempfile.TemporaryDirectory() as scratch:
-        brain, noise, train, valid = build(config, data, scratch, batch_size, num_workers)
-        train_step, train_floor, train_wait = measure_steps(brain, noise, train, iterations, train=True)
-        eval_step, eval_floor, eval_wait = measure_steps(brain, noise, valid, iterations, train=False)
+        brain, noise, loader = build(config, data, scratch, batch_size, num_workers)
+        train_step, train_floor, train_wait = measure_steps(brain, noise, loader, iterations, train=True)
+        eval_step, eval_floor, eval_wait = measure_steps(brain, noise, loader, iterations, train=False)
         latency, latency_with_outputs = interpretation_latency(brain, scratch)
     return {
         "config": config,
@@ -211,12 +217,13 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=5, help="measured batches per stage (after one warm-up)")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_workers", type=int, default=2)
-    parser.add_argument("--clips_per_class", type=int, default=10)
-    parser.add_argument("--data_folder", default="data/bench")
+    parser.add_argument("--clips_per_class", type=int, default=20, help="3 in 5 are training clips")
+    parser.add_argument("--data_folder", default=None, help="default data/bench_<clips_per_class>")
     parser.add_argument("--output", default=None, help="JSON file (default results/bench/<config>.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    results = run(args.config, args.iterations, args.batch_size, args.num_workers, args.data_folder, args.clips_per_class)
+    data_folder = args.data_folder or os.path.join("data", f"bench_{args.clips_per_class}")
+    results = run(args.config, args.iterations, args.batch_size, args.num_workers, data_folder, args.clips_per_class)
     output = args.output or os.path.join("results", "bench", f"{args.config}.json")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8") as file:

@@ -9,14 +9,16 @@ Subclasses (``train_lmac.LMAC``) add the decoder's forward pass and loss.
 """
 
 import dataclasses
+import functools
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import soundfile as sf
 import speechbrain as sb
 import torch
 from matplotlib.figure import Figure
-from speechbrain.processing.features import spectral_magnitude
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.metric_stats import MetricStats
 
@@ -151,7 +153,7 @@ def spectral_features(wavs, compute_stft, compute_fbank):
         STFT, ``log1p|STFT|`` and ``log1p(Mel(|STFT|))``.
     """
     stft = compute_stft(wavs)  # [batch, frames, freq, 2]
-    magnitude = spectral_magnitude(stft, power=0.5)  # [batch, frames, freq]
+    magnitude = torch.view_as_complex(stft).abs()  # [batch, frames, freq]; one pass
     return SpectralFeatures(
         stft=stft,
         log_mag=torch.log1p(magnitude),
@@ -279,10 +281,33 @@ def sparseness(mask):
     >>> sparseness(torch.tensor([[0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]]))
     tensor([0.7500, 0.0000])
     """
-    values = torch.sort(mask.detach().abs().flatten(1).double() + 1e-7, dim=1).values
+    values = _sorted_rows(mask.detach().abs().flatten(1).float().cpu().numpy())  # [batch, n], ascending
+    values = torch.from_numpy(values).double()
     n = values.shape[1]
-    ranks = torch.arange(1, n + 1, dtype=values.dtype, device=values.device)
-    return (((2 * ranks - n - 1) * values).sum(dim=1) / (n * values.sum(dim=1))).float()
+    # The Gini weights 2i - n - 1 sum to zero, so quantus' offset only enters the denominator.
+    numerator = values @ _gini_weights(n)
+    return (numerator / (n * (values.sum(dim=1) + n * 1e-7))).float().to(mask.device)
+
+
+@functools.lru_cache(maxsize=4)
+def _gini_weights(n):
+    """``2 i - n - 1`` for ranks ``i = 1..n``, float64, ``[n]``."""
+    return 2 * torch.arange(1, n + 1, dtype=torch.float64) - n - 1
+
+
+@functools.lru_cache(maxsize=1)
+def _sorting_pool():
+    return ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()))
+
+
+def _sorted_rows(values):
+    """Each row of a float32 array sorted ascending; rows in parallel (NumPy's sort frees the GIL).
+
+    NumPy's vectorised float32 sort is several times faster than ``torch.sort``
+    here, and sorting the float32 mask before the quantus offset is added in
+    float64 gives the same order, so the same Gini index.
+    """
+    return np.stack(list(_sorting_pool().map(np.sort, values)))
 
 
 def complexity(mask):
@@ -305,10 +330,10 @@ def complexity(mask):
     >>> complexity(torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 0.0, 0.0]]))
     tensor([0.6931, 1.3863])
     """
-    values = mask.detach().abs().flatten(1).double()
-    total = values.sum(dim=1, keepdim=True)
-    shares = torch.where(total > 0, values / total.clamp_min(1e-300), torch.full_like(values, 1 / values.shape[1]))
-    return (-(shares * torch.log(shares + 1e-12)).sum(dim=1)).float()
+    values = mask.detach().abs().flatten(1).float()
+    total = values.sum(dim=1, keepdim=True, dtype=torch.float64).float()
+    shares = torch.where(total > 0, values / total.clamp_min(1e-30), torch.full_like(values, 1 / values.shape[1]))
+    return (-torch.special.xlogy(shares, shares + 1e-12).sum(dim=1, dtype=torch.float64)).float()
 
 
 def interpretation_scores(logits, logits_masked_in, logits_masked_out, mask):

@@ -154,15 +154,15 @@ def guidance_per_example(mask, masked_in, clean_log_mag, kind, bin_th):
 class LMACOutput:
     """What ``compute_forward`` computes once per batch.
 
-    Shapes: ``wavs`` ``[batch, samples]`` (the interpreted input),
+    Shapes: ``wavs`` ``[batch, samples]`` (the interpreted input) and
+    ``clean_wavs`` (before any noise; the same tensor without it),
     ``logits*`` ``[batch, n_classes]``, ``mask`` and ``log_mag_masked_in``
-    (``M * L``) ``[batch, frames', freq]``, ``clean_log_mag``
-    ``[batch, frames, freq]`` (equal to ``features.log_mag`` without WHAM! noise).
+    (``M * L``) ``[batch, frames', freq]``.
     """
 
     wavs: torch.Tensor
+    clean_wavs: torch.Tensor
     features: SpectralFeatures
-    clean_log_mag: torch.Tensor
     logits: torch.Tensor
     mask: torch.Tensor
     log_mag_masked_in: torch.Tensor
@@ -199,10 +199,7 @@ class LMAC(InterpreterBrain):
         masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag)
         logits_masked_in, _ = self.classify(self.mel_input_from_log_mag(masked_in))
         logits_masked_out, _ = self.classify(self.mel_input_from_log_mag(masked_out))
-        clean_log_mag = features.log_mag if wavs is clean else self.compute_features(clean).log_mag
-        return LMACOutput(
-            wavs, features, clean_log_mag, logits, mask, masked_in, logits_masked_in, logits_masked_out
-        )
+        return LMACOutput(wavs, clean, features, logits, mask, masked_in, logits_masked_in, logits_masked_out)
 
     def add_noise(self, clean):
         """The clean batch mixed by the noise stream, or ``clean`` itself when there is none."""
@@ -244,12 +241,18 @@ class LMAC(InterpreterBrain):
             zeros = torch.zeros(output.mask.shape[0], device=output.mask.device)
             return zeros, zeros.sum()
         masked_in = output.log_mag_masked_in
-        clean = crop_frames(output.clean_log_mag, output.mask.shape[1])
+        clean = crop_frames(self.clean_log_magnitude(output), output.mask.shape[1])
         keep = (crosscor(clean, masked_in, self.hparams.crosscortype) >= self.hparams.crosscor_th).float()
         per_example = guidance_per_example(
             output.mask, masked_in, clean, self.hparams.guidelosstype, self.hparams.bin_th
         )
         return keep, (keep * per_example).mean()
+
+    def clean_log_magnitude(self, output):
+        """``log1p|STFT|`` of the clean input ``[batch, frames, freq]``; computed only when noise was added."""
+        if output.clean_wavs is output.wavs:
+            return output.features.log_mag
+        return self.compute_features(output.clean_wavs).log_mag
 
     def record_stage_outputs(self, output, batch, stage, keep):
         """Records metrics, accuracy and ``in_masks``; saves interpretations when it is time."""

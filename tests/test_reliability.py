@@ -4,6 +4,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -99,10 +100,16 @@ def test_a_killed_run_resumes_without_repeating_epochs(tiny_data, tmp_path):
     assert best.meta[BEST_CHECKPOINT_KEY] == pytest.approx(min(valid_losses), rel=0.01)
 
 
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_two_processes_train_once_and_score_the_whole_validation_set(tiny_data, tmp_path):
     output_folder = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
         os.path.join(REPO, "train_lmac.py"), *run_flags(tiny_data, output_folder, 1), "--distributed_backend=gloo",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -170,10 +177,11 @@ def test_degenerate_clips_give_finite_losses_and_metrics(tiny_brain, kind):
 def test_all_zero_and_all_one_masks_with_a_certain_classifier_are_finite(tiny_brain, mask_value):
     log_mag = torch.zeros(2, 10, 6)
     certain = torch.tensor([[100.0, 0.0], [0.0, 100.0]])
+    wavs = torch.zeros(2, 100)
     output = train_lmac.LMACOutput(
-        wavs=torch.zeros(2, 100),
+        wavs=wavs,
+        clean_wavs=wavs,
         features=SpectralFeatures(stft=torch.zeros(2, 10, 6, 2), log_mag=log_mag, mel_input=torch.zeros(2, 10, 80)),
-        clean_log_mag=log_mag,
         logits=certain,
         mask=torch.full((2, 10, 6), mask_value),
         log_mag_masked_in=log_mag,
@@ -189,10 +197,11 @@ def test_all_zero_and_all_one_masks_with_a_certain_classifier_are_finite(tiny_br
 
 def test_a_non_finite_loss_stops_with_the_batch_ids(tiny_brain):
     log_mag = torch.rand(2, 10, 6)
+    wavs = torch.zeros(2, 100)
     output = train_lmac.LMACOutput(
-        wavs=torch.zeros(2, 100),
+        wavs=wavs,
+        clean_wavs=wavs,
         features=SpectralFeatures(stft=torch.zeros(2, 10, 6, 2), log_mag=log_mag, mel_input=torch.zeros(2, 10, 80)),
-        clean_log_mag=log_mag,
         logits=torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
         mask=torch.full((2, 10, 6), 0.5),
         log_mag_masked_in=0.5 * log_mag,
