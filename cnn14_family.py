@@ -95,17 +95,37 @@ def _fit_time_steps(feature_map, steps):
     return torch.nn.functional.pad(feature_map, (0, 0, 0, missing), mode="replicate")
 
 
-def decode_any_length(decoder, feature_maps, num_frames):
-    """Runs ``CNN14PSI_stft`` for any clip length and returns exactly ``num_frames`` frames.
+def fit_feature_maps(feature_maps, num_frames):
+    """Pads or crops CNN14 feature maps so that a CNN14 decoder covers ``num_frames`` frames.
 
-    The published decoder only accepts feature maps of ``(a, a, 2a, 4a + 1)``
-    time steps and returns ``32 a + 9`` frames. The maps are padded (by
-    repeating their last step) or cropped to the smallest such ``a`` whose
-    output covers ``num_frames``, and the output is cropped back.
+    SpeechBrain's ``CNN14PSI_stft`` decoders (L-MAC's in ``Cnn14``, L2I's in
+    ``L2I``) only accept feature maps of ``(a, a, 2a, 4a + 1)`` time steps;
+    L-MAC's returns ``32 a + 9`` frames and L2I's ``32 a + 15``. The maps are
+    padded (by repeating their last step) or cropped to the smallest ``a``
+    with ``32 a + 9 >= num_frames``.
 
     Arguments
     ---------
-    decoder : CNN14PSI_stft
+    feature_maps : tuple of torch.Tensor
+        From CNN14, deepest first: ``[batch, channels_k, time_k, freq_k]``.
+    num_frames : int
+
+    Returns
+    -------
+    list of torch.Tensor
+        The four maps with ``(a, a, 2a, 4a + 1)`` time steps.
+    """
+    steps = max(1, math.ceil((num_frames - DECODER_EXTRA_FRAMES) / DECODER_TIME_STRIDE))
+    sizes = (steps, steps, 2 * steps, 4 * steps + 1)
+    return [_fit_time_steps(feature_map, size) for feature_map, size in zip(feature_maps, sizes)]
+
+
+def decode_any_length(decoder, feature_maps, num_frames):
+    """Runs L-MAC's ``CNN14PSI_stft`` for any clip length and returns exactly ``num_frames`` frames.
+
+    Arguments
+    ---------
+    decoder : speechbrain.lobes.models.Cnn14.CNN14PSI_stft
     feature_maps : tuple of torch.Tensor
         From CNN14, deepest first: ``[batch, channels_k, time_k, freq_k]``.
     num_frames : int
@@ -124,7 +144,4 @@ def decode_any_length(decoder, feature_maps, num_frames):
     >>> decode_any_length(CNN14PSI_stft(dim=model.emb_dim), feature_maps, 500).shape
     torch.Size([1, 500, 513])
     """
-    steps = max(1, math.ceil((num_frames - DECODER_EXTRA_FRAMES) / DECODER_TIME_STRIDE))
-    sizes = (steps, steps, 2 * steps, 4 * steps + 1)
-    fitted = [_fit_time_steps(feature_map, size) for feature_map, size in zip(feature_maps, sizes)]
-    return decoder(fitted)[:, 0, :num_frames]
+    return decoder(fit_feature_maps(feature_maps, num_frames))[:, 0, :num_frames]

@@ -15,6 +15,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pandas as pd
 import soundfile as sf
 import speechbrain as sb
 import torch
@@ -385,6 +386,46 @@ def event_box(num_frames, num_bins, event, hop_samples, sample_rate, n_fft):
     in_span = (times >= event["onset_s"]) & (times <= event["offset_s"])
     in_band = (frequencies >= event["fmin_hz"]) & (frequencies <= event["fmax_hz"])
     return in_span[:, None] & in_band[None, :]
+
+
+def event_boxes(events, shape, hop_samples, sample_rate, n_fft):
+    """Stacked ``event_box`` maps of several clips: boolean ``[len(events), *shape]``.
+
+    Arguments
+    ---------
+    events : list of mapping
+        One ``events.csv`` row per clip.
+    shape : tuple of int
+        ``(frames, freq)`` of the masks.
+    hop_samples, sample_rate, n_fft : int
+    """
+    return torch.stack([event_box(*shape, event, hop_samples, sample_rate, n_fft) for event in events])
+
+
+def load_event_table(data_folder):
+    """``<data_folder>/meta/events.csv`` indexed by clip id (file name without ``.wav``), or None when absent.
+
+    Only the synthetic data sets of ``make_synthetic_data.py`` have it: it
+    says where each clip's event is, so masks can be checked against it.
+    """
+    path = os.path.join(data_folder, "meta", "events.csv")
+    if not os.path.isfile(path):
+        return None
+    events = pd.read_csv(path)
+    events.index = events["filename"].str.removesuffix(".wav")
+    return events
+
+
+def stft_frame_count(signal_length_s, sample_rate, hop_length_ms):
+    """Frames of SpeechBrain's centred STFT of a clip: ``samples // hop + 1``.
+
+    Example
+    -------
+    >>> stft_frame_count(5, 16000, 11.6099)
+    431
+    """
+    hop = int(round(sample_rate / 1000.0 * hop_length_ms))
+    return int(round(signal_length_s * sample_rate)) // hop + 1
 
 
 def localization_ratio(mask, box):

@@ -35,7 +35,9 @@ from interpreter_brain import (
     InterpreterBrain,
     SpectralFeatures,
     crop_frames,
+    event_boxes,
     interpretation_scores,
+    localization_ratio,
     masked_log_magnitudes,
 )
 from wham_prepare import make_noise_stream
@@ -182,20 +184,50 @@ class LMAC(InterpreterBrain):
         or an evaluation overlap.
     """
 
-    def __init__(self, *args, noise_stream=None, **kwargs):
+    def __init__(self, *args, noise_stream=None, mask_method=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.noise_stream = noise_stream
+        self.mask_method = mask_method
+        self.events = None
 
     def compute_forward(self, batch, stage):
-        """Classifier, decoder, sigmoid mask, and the masked-in and masked-out classifications."""
+        """Classifier, mask, and the masked-in and masked-out classifications."""
+        wavs, clean, features, logits, feature_maps = self.classify_batch(batch)
+        mask = self.compute_mask(features, logits, feature_maps)
+        return self.masked_output(wavs, clean, features, logits, mask)
+
+    def classify_batch(self, batch):
+        """The interpreted input, its features and the frozen classifier's answer on it.
+
+        Returns
+        -------
+        wavs, clean : torch.Tensor
+            ``[batch, samples]``: with noise added, and before.
+        features : SpectralFeatures
+        logits : torch.Tensor
+            ``[batch, n_classes]``.
+        feature_maps : tuple of torch.Tensor
+        """
         batch = batch.to(self.device)
         clean, _ = batch.sig  # [batch, samples]
         wavs = self.add_noise(clean)
         features = self.compute_features(wavs)
         with torch.no_grad():
             logits, feature_maps = self.classify(features.mel_input)
-        num_frames = features.log_mag.shape[1]
-        mask = torch.sigmoid(decode_any_length(self.modules.psi, feature_maps, num_frames))  # [batch, frames, freq]
+        return wavs, clean, features, logits, feature_maps
+
+    def compute_mask(self, features, logits, feature_maps):
+        """The mask ``[batch, frames, freq]``: the decoder's sigmoid, or ``mask_method``'s when one is set.
+
+        ``mask_method`` (a baseline of ``eval.py``) is called as
+        ``mask_method(features, logits, feature_maps)``.
+        """
+        if self.mask_method is not None:
+            return self.mask_method(features, logits, feature_maps)
+        return torch.sigmoid(decode_any_length(self.modules.psi, feature_maps, features.log_mag.shape[1]))
+
+    def masked_output(self, wavs, clean, features, logits, mask):
+        """Classifies the masked-in ``M * L`` and masked-out ``(1 - M) * L``; returns an ``LMACOutput``."""
         masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag)
         logits_masked_in, _ = self.classify(self.mel_input_from_log_mag(masked_in))
         logits_masked_out, _ = self.classify(self.mel_input_from_log_mag(masked_out))
@@ -259,14 +291,25 @@ class LMAC(InterpreterBrain):
         scores = interpretation_scores(output.logits, output.logits_masked_in, output.logits_masked_out, output.mask)
         labels = batch.class_string_encoded.data.squeeze(1)
         scores["acc"] = (output.logits.argmax(dim=1) == labels).float()
-        if self.hparams.finetuning:
+        if keep is not None and self.hparams.finetuning:
             scores["in_masks"] = keep
+        if self.events is not None:
+            scores["localization"] = self.localization(batch.id, output.mask)
         self.record_scores(batch.id, scores)
         epoch = self.hparams.epoch_counter.current
         if if_main_process() and self.should_save_interpretations(stage, epoch):
             folder_name = "test" if stage == sb.Stage.TEST else f"valid_epoch{epoch}"
             folder = os.path.join(self.hparams.interpretations_folder, folder_name)
             self.save_interpretations(batch.id, output.wavs, output.mask, output.features, folder)
+
+
+    def localization(self, ids, mask):
+        """Localisation ratio ``[batch]`` of ``mask`` against each clip's event box in ``self.events``."""
+        boxes = event_boxes(
+            [self.events.loc[clip_id] for clip_id in ids], mask.shape[1:], self.hparams.compute_stft.hop_length,
+            self.hparams.sample_rate, self.hparams.n_fft,
+        )  # fmt: skip
+        return localization_ratio(mask.detach().float(), boxes.to(mask.device))
 
 
 def validate_hparams(hparams):

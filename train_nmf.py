@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Learns the NMF dictionary of the L2I baseline on the training clips.
+
+    python train_nmf.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 [--nmf_components 100]
+
+The ``log1p`` magnitude spectrograms of the training folds (clean, the
+spectrogram L-MAC masks) are cut into frames, at most ``nmf_max_frames`` of
+them drawn at random, and factorised as ``V ~ W H`` with ``W`` ``[freq, K]``
+and ``H`` non-negative, by Lee and Seung's multiplicative updates for the
+squared Euclidean distance. ``W`` is saved as the state of SpeechBrain's
+``NMFDecoderAudio`` (``nmf_dictionary``), which ``train_l2i.py`` loads,
+with ``nmf_report.json`` (relative reconstruction error) and a picture.
+"""
+
+import json
+import logging
+import os
+import sys
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from esc50_prepare import prepare_datasets
+from interpreter_brain import spectral_features
+
+logger = logging.getLogger(__name__)
+
+EPSILON = 1e-10
+
+
+def training_frames(dataset, hparams, device, generator):
+    """The ``log1p|STFT|`` frames of every clip of ``dataset``, at most ``nmf_max_frames`` at random.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[freq, frames]``, non-negative.
+    """
+    loader = sb.dataio.dataloader.make_dataloader(
+        dataset, batch_size=hparams["batch_size"], num_workers=hparams["num_workers"]
+    )
+    frames = []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="NMF frames", dynamic_ncols=True):
+            wavs, lengths = batch.sig
+            features = spectral_features(wavs.to(device), hparams["compute_stft"], hparams["compute_fbank"])
+            for log_mag, length in zip(features.log_mag, lengths):
+                frames.append(log_mag[: max(1, int(round(length.item() * log_mag.shape[0])))])
+    frames = torch.cat(frames)  # [frames, freq]
+    if frames.shape[0] > hparams["nmf_max_frames"]:
+        chosen = torch.randperm(frames.shape[0], generator=generator)[: hparams["nmf_max_frames"]]
+        frames = frames[chosen.to(frames.device)]
+    return frames.T.contiguous()
+
+
+def nmf_multiplicative(spectrogram, components, iterations, generator):
+    """Factorises ``spectrogram`` ``[freq, frames]`` (non-negative) as ``W @ H``.
+
+    Lee and Seung's multiplicative updates for ``||V - W H||_F^2``; after
+    each update the columns of ``W`` are scaled to a maximum of 1 (and
+    ``H``'s rows the other way), which keeps the product and fixes the scale.
+
+    Returns
+    -------
+    dictionary : torch.Tensor
+        ``W``, ``[freq, components]``, non-negative.
+    activations : torch.Tensor
+        ``H``, ``[components, frames]``, non-negative.
+
+    Example
+    -------
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> truth = torch.rand(6, 2, generator=generator) @ torch.rand(2, 40, generator=generator)
+    >>> W, H = nmf_multiplicative(truth, 2, 500, generator)
+    >>> bool((W >= 0).all() and (H >= 0).all()), round(float((truth - W @ H).norm() / truth.norm()), 2)
+    (True, 0.0)
+    """
+    scale = spectrogram.mean().clamp_min(EPSILON).sqrt()
+    freq, frames = spectrogram.shape
+    dictionary = scale * torch.rand(freq, components, generator=generator).to(spectrogram)
+    activations = scale * torch.rand(components, frames, generator=generator).to(spectrogram)
+    for _ in range(iterations):
+        activations *= (dictionary.T @ spectrogram) / (dictionary.T @ dictionary @ activations).clamp_min(EPSILON)
+        dictionary *= (spectrogram @ activations.T) / (dictionary @ (activations @ activations.T)).clamp_min(EPSILON)
+        peaks = dictionary.amax(dim=0).clamp_min(EPSILON)  # [components]
+        dictionary /= peaks
+        activations *= peaks[:, None]
+    return dictionary, activations
+
+
+def relative_error(spectrogram, dictionary, activations):
+    """``||V - W H||_F / ||V||_F``."""
+    return float((spectrogram - dictionary @ activations).norm() / spectrogram.norm().clamp_min(EPSILON))
+
+
+def save_dictionary_figure(dictionary, path):
+    """A picture of the dictionary ``[freq, components]``: one column per component."""
+    figure = Figure(figsize=(8, 4))
+    axis = figure.subplots()
+    shown = axis.imshow(dictionary.cpu().numpy(), origin="lower", aspect="auto")
+    axis.set_xlabel("component")
+    axis.set_ylabel("frequency bin")
+    axis.set_title("NMF dictionary W (log1p|STFT|)")
+    figure.colorbar(shown, ax=axis)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+
+
+def learn_dictionary(hparams, datasets, device):
+    """Learns ``W`` on the training set and writes it, the report and the picture; returns the report."""
+    generator = torch.Generator().manual_seed(hparams["seed"])
+    spectrogram = training_frames(datasets["train"], hparams, device, generator)
+    logger.info("NMF: %d components on %d frames of %d bins.", hparams["nmf_components"], *spectrogram.shape[::-1])
+    dictionary, activations = nmf_multiplicative(
+        spectrogram, hparams["nmf_components"], hparams["nmf_iterations"], generator
+    )
+    report = {
+        "components": hparams["nmf_components"],
+        "frames": spectrogram.shape[1],
+        "iterations": hparams["nmf_iterations"],
+        "relative_error": relative_error(spectrogram, dictionary, activations),
+    }
+    decoder = hparams["nmf_decoder"]
+    with torch.no_grad():
+        decoder.W.copy_(dictionary.cpu())
+    folder = os.path.dirname(os.path.abspath(hparams["nmf_dictionary"]))
+    os.makedirs(folder, exist_ok=True)
+    torch.save(decoder.state_dict(), hparams["nmf_dictionary"])
+    with open(os.path.join(folder, "nmf_report.json"), "w", encoding="utf-8") as file:
+        json.dump(report, file, indent=2)
+    save_dictionary_figure(dictionary, os.path.join(folder, "nmf_dictionary.png"))
+    logger.info("NMF dictionary saved to %s; relative error %.4f.", hparams["nmf_dictionary"], report["relative_error"])
+    return report
+
+
+def main(argv):
+    """Prepares the data and learns the dictionary; returns the report."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
+    datasets, _ = prepare_datasets(hparams)
+    return learn_dictionary(hparams, datasets, run_opts.get("device", "cpu"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
