@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 import numpy as np
 import soundfile as sf
@@ -29,15 +30,18 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from cnn14_family import decode_any_length
+from baselines import GRADIENT_METHODS, GradientMask
 from esc50_prepare import LABEL_ENCODER_FILE, peak_normalize, prepare_datasets, read_audio_mono
-from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, save_spectrogram_figure
+from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, load_event_table, save_spectrogram_figure
 from listening_report import write_report
+from train_l2i import L2IMask, l2i_modules
 from train_lmac import OVERLAP_TYPES, LMAC, check_class_count, load_classifier, load_interpreter
 from wham_prepare import combine_batches, fit_length, make_noise_stream
 
 logger = logging.getLogger(__name__)
 
+METHODS = ("lmac", *GRADIENT_METHODS, "l2i")
+COMPARISON_COLUMNS = ("AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "localization", "seconds_per_clip")
 AUDIO_EXTENSIONS = tuple(sorted({".wav", ".flac", ".ogg", *(f".{kind.lower()}" for kind in sf.available_formats())}))
 
 
@@ -145,6 +149,34 @@ def validate_eval_hparams(hparams):
         raise FileNotFoundError(f"single_sample={hparams['single_sample']!r} does not exist.")
     if hparams["interpret_folder"] is not None and not os.path.isdir(hparams["interpret_folder"]):
         raise FileNotFoundError(f"interpret_folder={hparams['interpret_folder']!r} is not a folder.")
+    methods = methods_of(hparams)
+    if "lmac" in methods:
+        check_lmac_interpreter(hparams)
+    if "l2i" in methods:
+        check_l2i_interpreter(hparams)
+
+
+def methods_of(hparams):
+    """The interpretation methods of the run: ``compare`` (a list or ``a,b,c``) or ``[int_method]``.
+
+    Raises
+    ------
+    ValueError
+        An unknown method, naming it and the accepted ones.
+    """
+    compare = hparams["compare"]
+    methods = [hparams["int_method"]] if not compare else compare
+    if isinstance(methods, str):
+        methods = [name.strip() for name in methods.split(",") if name.strip()]
+    unknown = [name for name in methods if name not in METHODS]
+    if unknown or not methods:
+        setting = "compare" if compare else "int_method"
+        raise ValueError(f"{setting}={hparams[setting]!r}: unknown method(s) {unknown}; accepted: {', '.join(METHODS)}.")
+    return list(dict.fromkeys(methods))
+
+
+def check_lmac_interpreter(hparams):
+    """Raises when there is no L-MAC decoder to evaluate."""
     interpreter = hparams["pretrained_interpreter"]
     if interpreter and not os.path.isfile(interpreter):
         raise FileNotFoundError(f"pretrained_interpreter={interpreter!r} does not exist; give a psi_model.ckpt file.")
@@ -152,6 +184,20 @@ def validate_eval_hparams(hparams):
         raise FileNotFoundError(
             f"No interpreter to evaluate: {hparams['save_folder']} holds no checkpoint; "
             "pass --pretrained_interpreter path/psi_model.ckpt or --output_folder of a trained run."
+        )
+
+
+def check_l2i_interpreter(hparams):
+    """Raises when the NMF dictionary or the trained L2I interpreter is missing."""
+    if not os.path.isfile(hparams["nmf_dictionary"]):
+        raise FileNotFoundError(
+            f"l2i needs nmf_dictionary={hparams['nmf_dictionary']!r}, which does not exist; "
+            "run train_nmf.py and train_l2i.py with the same --output_folder first."
+        )
+    if hparams["l2i_checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None:
+        raise FileNotFoundError(
+            f"l2i needs a trained L2I interpreter in {hparams['l2i_folder']}/save; "
+            "run train_l2i.py with the same --output_folder first."
         )
 
 
@@ -168,16 +214,106 @@ def write_metrics(stats, folder, condition):
     return json_path, markdown_path
 
 
-def evaluate_test_fold(brain, hparams, datasets):
-    """Runs TEST on the test fold; writes metrics, interpretations and the report; returns the stats."""
+def evaluate_test_fold(brain, hparams, datasets, method="lmac"):
+    """Runs TEST with one method; writes metrics, interpretations and the report; returns the stats.
+
+    L-MAC's results go to ``<eval_folder>/<condition>``, another method's to
+    ``<eval_folder>/<method>/<condition>``. The stats include
+    ``seconds_per_clip`` and, where ``meta/events.csv`` exists, ``localization``.
+    """
     condition = evaluation_condition(hparams)
-    folder = os.path.join(hparams["eval_folder"], condition)
+    parts = [condition] if method == "lmac" else [method, condition]
+    folder = os.path.join(hparams["eval_folder"], *parts)
     brain.hparams.interpretations_folder = folder
+    brain.mask_method = build_mask_method(hparams, method, brain)
+    brain.noise_stream = make_overlap(hparams, datasets["test"])  # the same contamination for every method
+    brain.events = load_event_table(hparams["data_folder"])
+    start = time.perf_counter()
     brain.evaluate(datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
-    stats = brain.last_stage_stats
+    stats = dict(brain.last_stage_stats)
+    stats["seconds_per_clip"] = (time.perf_counter() - start) / max(1, len(datasets["test"]))
     write_metrics(stats, folder, condition)
-    report_test_interpretations(folder, stats, title=f"L-MAC on the test fold ({condition})")
+    report_test_interpretations(folder, stats, title=f"{METHOD_TITLES[method]} on the test fold ({condition})")
     return stats
+
+
+METHOD_TITLES = {
+    "lmac": "L-MAC",
+    "saliency": "Saliency",
+    "smoothgrad": "SmoothGrad",
+    "integrated_gradients": "Integrated Gradients",
+    "gradcam": "Grad-CAM",
+    "l2i": "L2I",
+}
+
+
+def build_mask_method(hparams, method, brain):
+    """The mask method of ``method`` for ``LMAC.compute_mask``: None for L-MAC's own decoder."""
+    if method == "lmac":
+        return None
+    if method == "l2i":
+        return load_l2i_mask(hparams, brain.device)
+    return GradientMask(
+        method, brain.modules.classifier, hparams["compute_fbank"], gradcam_layer=hparams["gradcam_layer"],
+        smoothgrad_samples=hparams["smoothgrad_samples"], smoothgrad_noise=hparams["smoothgrad_noise"],
+        ig_steps=hparams["ig_steps"],
+    )  # fmt: skip
+
+
+def load_l2i_mask(hparams, device):
+    """L2I's mask method with the NMF dictionary and the best L2I checkpoint of the run, in eval mode."""
+    modules = l2i_modules(hparams)
+    hparams["l2i_checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
+    psi, theta, decoder = (modules[name].to(device).eval() for name in ("psi", "theta", "nmf_decoder"))
+    return L2IMask(psi, theta, decoder, hparams["l2i_relevance_th"])
+
+
+def compare_methods(brain, hparams, datasets, methods):
+    """Evaluates every method on the same test clips; writes and logs the comparison table.
+
+    Returns
+    -------
+    dict of str to dict
+        Per method, the ``COMPARISON_COLUMNS`` it has.
+    """
+    table = {}
+    for method in methods:
+        logger.info("Comparison: evaluating %s.", method)
+        stats = evaluate_test_fold(brain, hparams, datasets, method)
+        table[method] = {column: stats[column] for column in COMPARISON_COLUMNS if column in stats}
+    condition = evaluation_condition(hparams)
+    markdown = write_comparison(table, hparams["eval_folder"], condition)
+    logger.info("Comparison on the test fold (%s):\n%s", condition, markdown)
+    return table
+
+
+def comparison_markdown(table):
+    """The comparison as a markdown table: a row per method, a column per metric.
+
+    Example
+    -------
+    >>> print(comparison_markdown({"lmac": {"AI": 50.0, "AD": 1.25}}))
+    | method | AI | AD |
+    |---|---|---|
+    | lmac | 50 | 1.25 |
+    """
+    columns = [column for column in COMPARISON_COLUMNS if any(column in row for row in table.values())]
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for method, row in table.items():
+        cells = [f"{row[column]:.4g}" if column in row else "" for column in columns]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_comparison(table, folder, condition):
+    """Writes ``comparison_<condition>.json`` and ``.md`` in ``folder``; returns the markdown."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"comparison_{condition}.json"), "w", encoding="utf-8") as file:
+        json.dump({"condition": condition, "methods": table}, file, indent=2)
+    markdown = comparison_markdown(table)
+    with open(os.path.join(folder, f"comparison_{condition}.md"), "w", encoding="utf-8") as file:
+        file.write(f"Test fold, {condition}: interpretation methods compared\n\n{markdown}\n")
+    return markdown
 
 
 def report_test_interpretations(folder, stats, title):
@@ -270,8 +406,7 @@ class FileInterpreter:
         for chunk in windows.split(self.brain.hparams.batch_size):
             features = self.brain.compute_features(chunk.to(self.brain.device))
             logits, feature_maps = self.brain.classify(features.mel_input)
-            decoded = decode_any_length(self.brain.modules.psi, feature_maps, features.log_mag.shape[1])
-            masks.append(torch.sigmoid(decoded))
+            masks.append(self.brain.compute_mask(features, logits, feature_maps))
             probabilities.append(torch.softmax(logits, dim=1))
         return torch.cat(masks), torch.cat(probabilities)
 
@@ -353,15 +488,18 @@ def class_names_of(hparams):
     return names
 
 
-def interpret_files(brain, hparams, paths):
+def interpret_files(brain, hparams, paths, method="lmac"):
     """Interprets every file, skipping (and naming) the ones that fail; writes the report.
+
+    Outputs go to ``<eval_folder>/files`` for L-MAC and
+    ``<eval_folder>/<method>/files`` for another method.
 
     Returns
     -------
     list of str
         The files that could not be interpreted.
     """
-    folder = os.path.join(hparams["eval_folder"], "files")
+    folder = os.path.join(hparams["eval_folder"], *([] if method == "lmac" else [method]), "files")
     os.makedirs(folder, exist_ok=True)
     interpreter = FileInterpreter(brain, class_names_of(hparams), folder)
     rows, failed = [], []
@@ -383,13 +521,17 @@ def interpret_files(brain, hparams, paths):
                 "prediction": f"{best['class']} ({best['probability']:.2f})",
             }
         )
-    write_report(folder, rows, None, title="L-MAC interpretations")
+    write_report(folder, rows, None, title=f"{METHOD_TITLES[method]} interpretations")
     logger.info("Interpreted %d files into %s; %d failed.", len(rows), folder, len(failed))
     return failed
 
 
 def load_brain(hparams, run_opts, noise_stream):
-    """An LMAC brain with classifier and decoder loaded; no checkpointer when a decoder file is given."""
+    """An LMAC brain with the classifier loaded, and L-MAC's decoder when L-MAC is evaluated.
+
+    The decoder comes from ``pretrained_interpreter`` (then there is no
+    checkpointer) or the run's best checkpoint.
+    """
     load_classifier(hparams)
     interpreter = hparams["pretrained_interpreter"]
     brain = LMAC(
@@ -397,18 +539,18 @@ def load_brain(hparams, run_opts, noise_stream):
         opt_class=hparams["opt_class"],
         hparams=hparams,
         run_opts=run_opts,
-        checkpointer=None if interpreter else hparams["checkpointer"],
+        checkpointer=None if interpreter or "lmac" not in methods_of(hparams) else hparams["checkpointer"],
         noise_stream=noise_stream,
     )
     if interpreter:
         load_interpreter(brain.modules.psi, interpreter, brain.device)
-    else:
-        hparams["checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
+    elif brain.checkpointer is not None:
+        brain.checkpointer.recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
     return brain
 
 
 def main(argv):
-    """Evaluates on the test fold, or interprets files; returns the files that failed."""
+    """Evaluates on the test fold (one method, or a comparison), or interprets files; returns the files that failed."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as file:
@@ -417,13 +559,19 @@ def main(argv):
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
+    methods = methods_of(hparams)
     if hparams["single_sample"] is not None or hparams["interpret_folder"] is not None:
         paths = [hparams["single_sample"]] if hparams["single_sample"] else audio_files(hparams["interpret_folder"])
-        return interpret_files(load_brain(hparams, run_opts, None), hparams, paths)
+        brain = load_brain(hparams, run_opts, None)
+        brain.mask_method = build_mask_method(hparams, methods[0], brain)
+        return interpret_files(brain, hparams, paths, methods[0])
     datasets, label_encoder = prepare_datasets(hparams)
     check_class_count(hparams, label_encoder)
-    brain = load_brain(hparams, run_opts, make_overlap(hparams, datasets["test"]))
-    evaluate_test_fold(brain, hparams, datasets)
+    brain = load_brain(hparams, run_opts, None)
+    if hparams["compare"]:
+        compare_methods(brain, hparams, datasets, methods)
+    else:
+        evaluate_test_fold(brain, hparams, datasets, methods[0])
     end_distributed_run()
     return []
 

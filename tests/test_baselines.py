@@ -1,0 +1,99 @@
+"""Gradient baselines: each must find the one frequency band a toy classifier looks at."""
+
+import pytest
+import torch
+from speechbrain.processing.features import Filterbank
+
+from baselines import GRADIENT_METHODS, GradientMask, attribution_mask, filterbank_matrix, mel_to_linear
+from interpreter_brain import SpectralFeatures
+
+N_FFT, N_MELS, FRAMES = 256, 32, 24
+BAND = slice(10, 14)  # the mel bands the toy classifier reads
+
+
+class BandClassifier(torch.nn.Module):
+    """Reads mel bands ``BAND`` only: zeroes the others, then a bias-free convolution, pooling and a head.
+
+    Its weights are positive for class 0 and negative for class 1, so on a
+    positive input it decides class 0 and every gradient points into the band.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.head = torch.nn.Linear(4, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.rand(self.conv.weight.shape, generator=torch.Generator().manual_seed(0)))
+            self.head.weight.copy_(torch.tensor([[1.0] * 4, [-1.0] * 4]))
+        band = torch.zeros(N_MELS)
+        band[BAND] = 1.0
+        self.register_buffer("band", band)
+        self.requires_grad_(False)
+
+    def forward(self, mel_input):
+        hidden = torch.relu(self.conv((mel_input * self.band)[:, None]))  # [batch, 4, frames, mels]
+        return self.head(hidden.mean(dim=(2, 3))), (hidden,)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """The toy classifier, its filterbank and the features of two random positive inputs."""
+    fbank = Filterbank(n_mels=N_MELS, n_fft=N_FFT, log_mel=False)
+    log_mag = torch.rand(2, FRAMES, N_FFT // 2 + 1, generator=torch.Generator().manual_seed(1)) + 0.1
+    mel_input = torch.log1p(fbank(torch.expm1(log_mag)))
+    features = SpectralFeatures(stft=None, log_mag=log_mag, mel_input=mel_input)
+    classifier = BandClassifier()
+    logits, _ = classifier(mel_input)
+    return {"fbank": fbank, "features": features, "classifier": classifier, "logits": logits}
+
+
+def bins_reached_by(mels, fbank):
+    """Boolean ``[freq]``: the linear bins that any of the mel bands ``mels`` covers."""
+    return filterbank_matrix(fbank, N_FFT // 2 + 1)[:, mels].sum(dim=1) > 0
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_mask_concentrates_on_the_band_the_classifier_reads(toy, method):
+    mask = GradientMask(method, toy["classifier"], toy["fbank"], gradcam_layer="conv", ig_steps=8)(
+        toy["features"], toy["logits"]
+    )
+    assert mask.shape == toy["features"].log_mag.shape
+    assert mask.min() >= 0 and torch.allclose(mask.flatten(1).amax(dim=1), torch.ones(2))
+    # Grad-CAM's map may spread one band on each side (its 3x3 convolution); gradients may not.
+    margin = 1 if method == "gradcam" else 0
+    reached = bins_reached_by(slice(BAND.start - margin, BAND.stop + margin), toy["fbank"])
+    assert reached.float().mean() < 0.3  # a uniform mask would put less than 30% of its mass there
+    share_inside = mask[:, :, reached].sum() / mask.sum()
+    assert share_inside > 0.99
+
+
+def test_filterbank_matrix_is_the_linear_map_of_the_features():
+    fbank = Filterbank(n_mels=N_MELS, n_fft=N_FFT, log_mel=False)
+    spectrogram = torch.rand(3, 7, N_FFT // 2 + 1)
+    torch.testing.assert_close(spectrogram @ filterbank_matrix(fbank, N_FFT // 2 + 1), fbank(spectrogram))
+
+
+def test_mel_to_linear_is_the_weighted_mean_of_the_covering_bands():
+    weights = torch.rand(9, 4)
+    weights[0] = 0.0  # a bin no band covers
+    attribution = torch.randn(2, 5, 4)
+    expected = torch.zeros(2, 5, 9)
+    for bin_index in range(1, 9):
+        for mel in range(4):
+            expected[:, :, bin_index] += attribution[:, :, mel] * weights[bin_index, mel] / weights[bin_index].sum()
+    torch.testing.assert_close(mel_to_linear(attribution, weights), expected)
+
+
+def test_attribution_mask_keeps_the_positive_part_scaled_to_one():
+    attribution = torch.tensor([[[-3.0, 2.0], [0.5, 1.0]]])
+    torch.testing.assert_close(attribution_mask(attribution), torch.tensor([[[0.0, 1.0], [0.25, 0.5]]]))
+
+
+def test_an_unknown_gradcam_layer_is_named(toy):
+    with pytest.raises(ValueError, match="gradcam_layer='conv_block9'"):
+        GradientMask("gradcam", toy["classifier"], toy["fbank"], gradcam_layer="conv_block9")
+
+
+def test_an_unknown_method_is_named(toy):
+    with pytest.raises(ValueError, match="int_method='lime'"):
+        GradientMask("lime", toy["classifier"], toy["fbank"])

@@ -1,0 +1,158 @@
+"""L2I: the NMF dictionary, the relevance of components, training, and eval.py --compare."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from speechbrain.lobes.models.L2I import Theta
+
+import eval as lmac_eval
+import train_l2i
+import train_lmac
+import train_nmf
+from esc50_prepare import peak_normalize, read_audio_mono
+from interpreter_brain import spectral_features
+from make_synthetic_data import generate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
+COMPONENTS = 12
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny run folder holding L-MAC (1 epoch), an NMF dictionary and L2I (2 epochs)."""
+    root = tmp_path_factory.mktemp("l2i")
+    data = generate(str(root / "data"), n_classes=2, clips_per_class=5, noise_files=(3, 1, 1), seed=11)
+    flags = [
+        "--data_folder", data["esc50_folder"],
+        "--output_folder", str(root / "run"),
+        "--use_pretrained", "False",
+        "--width", "0.03125",
+        "--n_classes", "2",
+        "--batch_size", "2",
+        "--num_workers", "0",
+        "--noise_num_workers", "0",
+        "--interpretations_per_stage", "2",
+        "--nmf_components", str(COMPONENTS),
+        "--device", "cpu",
+    ]  # fmt: skip
+    train_lmac.main([HPARAMS, *flags, "--number_of_epochs", "1"])
+    report = train_nmf.main([HPARAMS, *flags, "--nmf_iterations", "100"])
+    brain = train_l2i.main([HPARAMS, *flags, "--l2i_epochs", "2"])
+    return {"root": root, "data": data, "flags": flags, "report": report, "l2i": brain}
+
+
+def test_dictionary_is_non_negative_and_reconstructs_training_spectrograms(run):
+    dictionary = torch.load(run["root"] / "run" / "nmf" / "nmf_decoder.ckpt")["W"]
+    assert dictionary.shape == (513, COMPONENTS)
+    assert dictionary.min() >= 0
+    # Reconstruct one training clip independently: non-negative least squares by projected gradient.
+    brain = run["l2i"]
+    audio = os.path.join(run["data"]["esc50_folder"], "audio")
+    first_training_clip = os.path.join(audio, sorted(name for name in os.listdir(audio) if name.startswith("1-"))[0])
+    waveform = peak_normalize(read_audio_mono(first_training_clip, 16000))
+    features = spectral_features(waveform[None], brain.hparams.compute_stft, brain.hparams.compute_fbank)
+    log_mag = features.log_mag[0].T  # [freq, frames]
+    activations = torch.zeros(COMPONENTS, log_mag.shape[1])
+    step = 1.0 / torch.linalg.matrix_norm(dictionary.T @ dictionary, ord=2)
+    for _ in range(1000):
+        activations = (activations - step * dictionary.T @ (dictionary @ activations - log_mag)).clamp_min(0)
+    error = float((log_mag - dictionary @ activations).norm() / log_mag.norm())
+    assert error < 0.5
+    assert 0 < run["report"]["relative_error"] < 0.5
+
+
+def test_more_components_reconstruct_better():
+    generator = torch.Generator().manual_seed(3)
+    spectrogram = torch.rand(20, 200, generator=generator) ** 3
+    errors = [
+        train_nmf.relative_error(spectrogram, *train_nmf.nmf_multiplicative(spectrogram, k, 200, generator))
+        for k in (1, 4, 16)
+    ]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_relevance_is_theta_weight_times_pooled_activation():
+    theta = Theta(n_comp=3, T=4, num_classes=2)
+    activations = torch.rand(2, 3, 4)
+    decision = torch.tensor([1, 0])
+    relevance = train_l2i.component_relevance(theta, activations, decision)
+    pooling = theta.hard_att.weight[0]  # [T]
+    weights = theta.classifier[0].weight  # [classes, K]
+    for example in range(2):
+        for component in range(3):
+            expected = weights[decision[example], component] * (activations[example, component] * pooling).sum()
+            assert torch.isclose(relevance[example, component], expected, atol=1e-6)
+
+
+def test_l2i_training_wrote_checkpoints_and_finite_scores(run):
+    stats = run["l2i"].last_stage_stats
+    assert all(math.isfinite(value) for value in stats.values())
+    assert 0 <= stats["SPS"] < 1
+    assert os.path.isfile(run["root"] / "run" / "l2i" / "train_log.txt")
+    checkpoints = os.listdir(run["root"] / "run" / "l2i" / "save")
+    assert any(name.startswith("CKPT") for name in checkpoints)
+
+
+def test_l2i_mask_is_the_clipped_ratio_of_the_relevant_reconstruction(run):
+    hparams = run["l2i"].hparams
+    mask_method = run["l2i"].l2i_mask()
+    activations = torch.rand(1, COMPONENTS, 20)
+    log_mag = torch.rand(1, 20, 513) * 3
+    mask = mask_method.mask_of(activations, torch.tensor([0]), log_mag)
+    relevance = train_l2i.component_relevance(mask_method.theta, activations, torch.tensor([0]))
+    chosen = (relevance > 0) & (relevance >= hparams.l2i_relevance_th * relevance.max())
+    dictionary = mask_method.nmf_decoder.return_W()
+    reconstruction = (dictionary[:, chosen[0]] @ activations[0, chosen[0]]).T  # [frames, freq]
+    torch.testing.assert_close(mask[0], (reconstruction / log_mag[0]).clamp(0, 1))
+
+
+def test_compare_writes_one_row_per_method_with_finite_values(run):
+    methods = list(lmac_eval.METHODS)
+    lmac_eval.main([HPARAMS, *run["flags"], "--compare", ",".join(methods), "--ig_steps", "4", "--smoothgrad_samples", "2"])
+    folder = run["root"] / "run" / "eval"
+    with open(folder / "comparison_clean.json", encoding="utf-8") as file:
+        table = json.load(file)["methods"]
+    assert list(table) == methods
+    for method, row in table.items():
+        assert set(row) == set(lmac_eval.COMPARISON_COLUMNS), method
+        assert all(math.isfinite(value) for value in row.values()), method
+        assert row["seconds_per_clip"] > 0
+    markdown = (folder / "comparison_clean.md").read_text(encoding="utf-8")
+    assert all(f"| {method} |" in markdown for method in methods)
+    for method in methods[1:]:
+        clip_folders = os.listdir(folder / method / "clean" / "test")
+        assert len(clip_folders) == 2
+        assert os.path.isfile(folder / method / "clean" / "test" / clip_folders[0] / "interpretation.wav")
+
+
+def test_a_baseline_interprets_a_file(run):
+    audio = os.path.join(run["data"]["esc50_folder"], "audio")
+    path = os.path.join(audio, sorted(os.listdir(audio))[0])
+    failed = lmac_eval.main([HPARAMS, *run["flags"], "--int_method", "gradcam", "--single_sample", path])
+    assert failed == []
+    stem = os.path.splitext(os.path.basename(path))[0]
+    assert os.path.isfile(run["root"] / "run" / "eval" / "gradcam" / "files" / f"{stem}_interpretation.wav")
+
+
+@pytest.mark.parametrize(
+    "override, error, message",
+    [
+        (["--int_method", "lime"], ValueError, "int_method='lime': unknown method"),
+        (["--compare", "lmac,shap"], ValueError, "compare='lmac,shap': unknown method"),
+        (["--compare", "l2i", "--nmf_dictionary", "/nowhere/nmf.ckpt"], FileNotFoundError, "run train_nmf.py"),
+    ],
+)
+def test_bad_methods_are_refused_before_work(run, override, error, message):
+    with pytest.raises(error, match=message):
+        lmac_eval.main([HPARAMS, *run["flags"], *override])
+
+
+def test_l2i_refuses_a_dictionary_of_another_size(run):
+    with pytest.raises(ValueError, match=f"pass --nmf_components {COMPONENTS}"):
+        flags = list(run["flags"])
+        flags[flags.index("--nmf_components") + 1] = "5"
+        train_l2i.main([HPARAMS, *flags, "--l2i_epochs", "1"])
