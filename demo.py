@@ -8,7 +8,10 @@
    ``report.html`` to listen to them;
 5. compares with trivial masks (uniform random, all ones) and measures how
    well the masks find each clip's event (``meta/events.csv``);
-6. prints a table and writes ``<output_folder>/summary.json``.
+6. writes ``<output_folder>/summary.json``;
+7. learns an NMF dictionary, trains the L2I baseline and compares L-MAC with
+   L2I and the gradient baselines on the test fold (``eval.py --compare``),
+   ending with that table (``lmac/eval/comparison_clean.md``).
 
     python demo.py [--output_folder results/demo] [--lmac_epochs 12] ...
 """
@@ -27,7 +30,9 @@ import torch
 
 import eval as lmac_eval
 import train_classifier
+import train_l2i
 import train_lmac
+import train_nmf
 from interpreter_brain import event_box, fidelity_scores, localization_ratio, sparseness
 from make_synthetic_data import generate
 
@@ -51,6 +56,9 @@ def parse_args(argv):
     parser.add_argument("--classifier_epochs", type=int, default=10)
     parser.add_argument("--lmac_epochs", type=int, default=12)
     parser.add_argument("--lmac_lr", type=float, default=0.001)
+    parser.add_argument("--l2i_epochs", type=int, default=12)
+    parser.add_argument("--l2i_lr", type=float, default=0.001)
+    parser.add_argument("--nmf_components", type=int, default=100)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1234)
@@ -91,8 +99,31 @@ def lmac_flags(args, data, export):
         "--num_workers", str(args.num_workers),
         "--noise_num_workers", str(args.num_workers),
         "--lr", str(args.lmac_lr),
+        "--l2i_lr", str(args.l2i_lr),
+        "--nmf_components", str(args.nmf_components),
         "--seed", str(args.seed),
     ]  # fmt: skip
+
+
+def compare_interpreters(args, data, flags):
+    """Learns the NMF dictionary, trains L2I as L-MAC was trained, and compares every method on the test fold.
+
+    Returns
+    -------
+    table : dict of str to dict
+        ``eval.compare_methods``' table, one row per method of ``eval.METHODS``.
+    markdown_path : str
+    """
+    train_nmf.main([LMAC_HPARAMS, *flags])
+    train_l2i.main([
+        LMAC_HPARAMS, *flags, "--l2i_epochs", str(args.l2i_epochs),
+        "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
+    ])  # fmt: skip
+    lmac_eval.main([LMAC_HPARAMS, *flags, "--compare", ",".join(lmac_eval.METHODS)])
+    folder = os.path.join(args.output_folder, "lmac", "eval")
+    with open(os.path.join(folder, "comparison_clean.json"), encoding="utf-8") as file:
+        table = json.load(file)["methods"]
+    return table, os.path.join(folder, "comparison_clean.md")
 
 
 def reference_scores(brain, dataset, events, batch_size, seed):
@@ -176,16 +207,18 @@ def main(argv=None):
     summary = {"classifier_acc": classifier_acc}
     summary.update({key: brain.last_stage_stats[key] for key in SUMMARY_KEYS[1:]})
     summary.update(references)
+    report = lmac_eval.report_test_interpretations(
+        brain.hparams.interpretations_folder, summary, title="L-MAC demo: clean test fold"
+    )
+    table, comparison_path = compare_interpreters(args, data, flags)
     summary["wall_time_s"] = time.time() - start
     summary["peak_memory_mb"] = peak_memory_mb()
     os.makedirs(args.output_folder, exist_ok=True)
     with open(os.path.join(args.output_folder, "summary.json"), "w", encoding="utf-8") as file:
         json.dump(summary, file, indent=2)
-    report = lmac_eval.report_test_interpretations(
-        brain.hparams.interpretations_folder, summary, title="L-MAC demo: clean test fold"
-    )
     logger.info("Listen to the interpretations: %s", report)
     logger.info("Demo summary (clean test fold), also in %s:\n%s", os.path.join(args.output_folder, "summary.json"), summary_table(summary))
+    logger.info("Interpretation methods on the clean test fold, also in %s:\n%s", comparison_path, lmac_eval.comparison_markdown(table))
     return summary
 
 

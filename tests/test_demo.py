@@ -51,6 +51,8 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
         "--width", "0.03125",
         "--classifier_epochs", "1",
         "--lmac_epochs", "1",
+        "--l2i_epochs", "1",
+        "--nmf_components", "8",
         "--batch_size", "2",
         "--num_workers", "0",
     ])  # fmt: skip
@@ -66,3 +68,7 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
     assert len(interpretations) == 2
     report = (tmp_path / "demo" / "lmac" / "interpretations" / "report.html").read_text()
     assert report.count("<audio") == 4 and "localization_ratio" in report
+    with open(tmp_path / "demo" / "lmac" / "eval" / "comparison_clean.json", encoding="utf-8") as file:
+        table = json.load(file)["methods"]
+    assert list(table) == list(demo.lmac_eval.METHODS)
+    assert all(math.isfinite(table[method]["localization"]) for method in table)

@@ -87,7 +87,9 @@ def test_out_of_domain_evaluation_is_reproducible(trained):
     lmac_eval.main(flags)
     first = read_json(folder / "metrics_mixtures.json")
     lmac_eval.main(flags)
-    assert read_json(folder / "metrics_mixtures.json") == first
+    second = read_json(folder / "metrics_mixtures.json")
+    assert first.pop("seconds_per_clip") > 0 and second.pop("seconds_per_clip") > 0  # timing, not a result
+    assert second == first
 
 
 def mixing_weights(mixture, clean, other):
