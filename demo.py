@@ -59,6 +59,7 @@ def parse_args(argv):
     parser.add_argument("--l2i_epochs", type=int, default=12)
     parser.add_argument("--l2i_lr", type=float, default=0.001)
     parser.add_argument("--nmf_components", type=int, default=100)
+    parser.add_argument("--nmf_max_frames", type=int, default=20000)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1234)
@@ -101,6 +102,7 @@ def lmac_flags(args, data, export):
         "--lr", str(args.lmac_lr),
         "--l2i_lr", str(args.l2i_lr),
         "--nmf_components", str(args.nmf_components),
+        "--nmf_max_frames", str(args.nmf_max_frames),
         "--seed", str(args.seed),
     ]  # fmt: skip
 

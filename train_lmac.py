@@ -244,17 +244,16 @@ class LMAC(InterpreterBrain):
         decision = output.logits.argmax(dim=1)
         loss_in = F.cross_entropy(output.logits_masked_in, decision)
         loss_out = -F.cross_entropy(output.logits_masked_out, decision)
-        l1 = output.mask.abs().mean(dim=(1, 2))  # [batch]
-        tv = tv_loss(output.mask)  # [batch]
         keep, guidance = self.guidance(output)
         regulariser_weight = 1.0 - keep
         loss = (
             self.hparams.l_in_w * loss_in
             + self.hparams.l_out_w * loss_out
-            + self.hparams.reg_w_l1 * (regulariser_weight * l1).mean()
-            + self.hparams.reg_w_tv * (regulariser_weight * tv).mean()
+            + self.hparams.reg_w_l1 * (regulariser_weight * output.mask.abs().mean(dim=(1, 2))).mean()
             + self.hparams.g_w * guidance
         )
+        if self.hparams.reg_w_tv:  # 0 by default: then neither TV nor its backward is computed
+            loss = loss + self.hparams.reg_w_tv * (regulariser_weight * tv_loss(output.mask)).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"The {stage.name} loss is {loss.item()} on the batch of clips {list(batch.id)}; stopping before "

@@ -16,6 +16,7 @@ import torch
 
 import eval as lmac_eval
 import train_lmac
+from conftest import tiny_run_flags
 from make_synthetic_data import generate, synthesize_noise
 from wham_prepare import _unit_energy
 
@@ -29,17 +30,7 @@ def trained(tmp_path_factory):
     """A tiny L-MAC run (width 1/32, one epoch) and the flags that evaluate it."""
     root = tmp_path_factory.mktemp("eval")
     data = generate(str(root / "data"), n_classes=2, clips_per_class=5, noise_files=(3, 1, 1), seed=5)
-    flags = [
-        "--data_folder", data["esc50_folder"],
-        "--output_folder", str(root / "run"),
-        "--use_pretrained", "False",
-        "--width", "0.03125",
-        "--n_classes", "2",
-        "--batch_size", "2",
-        "--num_workers", "0",
-        "--noise_num_workers", "0",
-        "--interpretations_per_stage", "2",
-    ]  # fmt: skip
+    flags = tiny_run_flags(data["esc50_folder"], root / "run")
     train_lmac.main([HPARAMS, *flags, "--number_of_epochs", "1"])
     speech = root / "LJSpeech" / "wavs"
     speech.mkdir(parents=True)

@@ -12,6 +12,7 @@ import eval as lmac_eval
 import train_l2i
 import train_lmac
 import train_nmf
+from conftest import tiny_run_flags
 from esc50_prepare import peak_normalize, read_audio_mono
 from interpreter_brain import spectral_features
 from make_synthetic_data import generate
@@ -26,19 +27,7 @@ def run(tmp_path_factory):
     """One tiny run folder holding L-MAC (1 epoch), an NMF dictionary and L2I (2 epochs)."""
     root = tmp_path_factory.mktemp("l2i")
     data = generate(str(root / "data"), n_classes=2, clips_per_class=5, noise_files=(3, 1, 1), seed=11)
-    flags = [
-        "--data_folder", data["esc50_folder"],
-        "--output_folder", str(root / "run"),
-        "--use_pretrained", "False",
-        "--width", "0.03125",
-        "--n_classes", "2",
-        "--batch_size", "2",
-        "--num_workers", "0",
-        "--noise_num_workers", "0",
-        "--interpretations_per_stage", "2",
-        "--nmf_components", str(COMPONENTS),
-        "--device", "cpu",
-    ]  # fmt: skip
+    flags = [*tiny_run_flags(data["esc50_folder"], root / "run"), "--nmf_components", str(COMPONENTS), "--device", "cpu"]
     train_lmac.main([HPARAMS, *flags, "--number_of_epochs", "1"])
     report = train_nmf.main([HPARAMS, *flags, "--nmf_iterations", "100"])
     brain = train_l2i.main([HPARAMS, *flags, "--l2i_epochs", "2"])
