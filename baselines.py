@@ -110,7 +110,7 @@ class GradientMask:
                  smoothgrad_samples=8, smoothgrad_noise=0.15, ig_steps=32):  # fmt: skip
         if method not in GRADIENT_METHODS:
             raise ValueError(f"int_method={method!r} is not a gradient method; accepted: {GRADIENT_METHODS}.")
-        self.method = method
+        self.name = method
         self.classifier = classifier
         self.compute_fbank = compute_fbank
         self.smoothgrad_samples = smoothgrad_samples
@@ -124,16 +124,16 @@ class GradientMask:
 
     def mel_attribution(self, mel_input, decision):
         """Attribution of ``decision`` ``[batch]`` over ``mel_input`` ``[batch, frames, n_mels]``, same shape."""
-        if self.method == "saliency":
+        if self.name == "saliency":
             return Saliency(self.logits).attribute(mel_input, target=decision, abs=True)
-        if self.method == "smoothgrad":
+        if self.name == "smoothgrad":
             spread = (mel_input.max() - mel_input.min()).item()
             return NoiseTunnel(Saliency(self.logits)).attribute(
                 mel_input, nt_type="smoothgrad", nt_samples=self.smoothgrad_samples,
                 nt_samples_batch_size=mel_input.shape[0], stdevs=self.smoothgrad_noise * max(spread, 1e-6),
                 target=decision, abs=True,
             )  # fmt: skip
-        if self.method == "integrated_gradients":
+        if self.name == "integrated_gradients":
             return IntegratedGradients(self.logits).attribute(
                 mel_input, baselines=0.0, target=decision, n_steps=self.ig_steps, internal_batch_size=mel_input.shape[0]
             )

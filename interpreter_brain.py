@@ -550,9 +550,13 @@ class InterpreterBrain(sb.Brain):
             )
         else:
             self.hparams.train_logger.log_stats(
-                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+                stats_meta=self.test_log_meta(), test_stats=stats
             )
         self.last_stage_stats = stats
+
+    def test_log_meta(self):
+        """What the TEST line of the training log starts with: the epoch of the loaded checkpoint."""
+        return {"Epoch loaded": self.hparams.epoch_counter.current}
 
     def should_save_interpretations(self, stage, epoch):
         """True in TEST, and in VALID every ``interpret_period`` epochs, until enough clips are saved."""

@@ -135,6 +135,8 @@ class L2IMask:
     relevance_threshold : float
     """
 
+    name = "l2i"
+
     def __init__(self, psi, theta, nmf_decoder, relevance_threshold):
         self.psi = psi
         self.theta = theta

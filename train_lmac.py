@@ -219,12 +219,18 @@ class LMAC(InterpreterBrain):
     def compute_mask(self, features, logits, feature_maps):
         """The mask ``[batch, frames, freq]``: the decoder's sigmoid, or ``mask_method``'s when one is set.
 
-        ``mask_method`` (a baseline of ``eval.py``) is called as
-        ``mask_method(features, logits, feature_maps)``.
+        ``mask_method`` (a baseline of ``eval.py``) has a ``name`` and is
+        called as ``mask_method(features, logits, feature_maps)``.
         """
         if self.mask_method is not None:
             return self.mask_method(features, logits, feature_maps)
         return torch.sigmoid(decode_any_length(self.modules.psi, feature_maps, features.log_mag.shape[1]))
+
+    def test_log_meta(self):
+        """The loaded epoch for L-MAC's decoder; the method's name for another mask method."""
+        if self.mask_method is not None:
+            return {"method": self.mask_method.name}
+        return super().test_log_meta()
 
     def masked_output(self, wavs, clean, features, logits, mask):
         """Classifies the masked-in ``M * L`` and masked-out ``(1 - M) * L``; returns an ``LMACOutput``."""
