@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from speechbrain.lobes.models.L2I import Theta
+from speechbrain.lobes.models.L2I import NMFDecoderAudio, Theta
 
 import eval as lmac_eval
 import train_l2i
@@ -145,3 +145,21 @@ def test_l2i_refuses_a_dictionary_of_another_size(run):
         flags = list(run["flags"])
         flags[flags.index("--nmf_components") + 1] = "5"
         train_l2i.main([HPARAMS, *flags, "--l2i_epochs", "1"])
+
+
+def test_l2i_mask_keeps_the_band_of_the_component_that_drives_the_decision():
+    """Two components, one per band; theta scores class 0 with the first only: the mask is that band."""
+    decoder = NMFDecoderAudio(n_comp=2, n_freq=20, device="cpu")
+    theta = Theta(n_comp=2, T=6, num_classes=2)
+    with torch.no_grad():
+        decoder.W.zero_()
+        decoder.W[:10, 0] = 1.0
+        decoder.W[10:, 1] = 1.0
+        theta.hard_att.weight.fill_(1 / 6)  # time average
+        theta.classifier[0].weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+    activations = torch.ones(1, 2, 6)
+    log_mag = decoder(activations).transpose(1, 2)  # [1, frames, freq]: each band made of its component
+    mask = train_l2i.L2IMask(None, theta, decoder, relevance_threshold=0.5).mask_of(activations, torch.tensor([0]), log_mag)
+    expected = torch.zeros(1, 6, 20)
+    expected[:, :, :10] = 1.0
+    torch.testing.assert_close(mask, expected)
