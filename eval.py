@@ -41,6 +41,14 @@ from wham_prepare import combine_batches, fit_length, make_noise_stream
 logger = logging.getLogger(__name__)
 
 METHODS = ("lmac", *GRADIENT_METHODS, "l2i")
+METHOD_TITLES = {
+    "lmac": "L-MAC",
+    "saliency": "Saliency",
+    "smoothgrad": "SmoothGrad",
+    "integrated_gradients": "Integrated Gradients",
+    "gradcam": "Grad-CAM",
+    "l2i": "L2I",
+}
 COMPARISON_COLUMNS = ("AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "localization", "seconds_per_clip")
 AUDIO_EXTENSIONS = tuple(sorted({".wav", ".flac", ".ogg", *(f".{kind.lower()}" for kind in sf.available_formats())}))
 
@@ -235,16 +243,6 @@ def evaluate_test_fold(brain, hparams, datasets, method="lmac"):
     write_metrics(stats, folder, condition)
     report_test_interpretations(folder, stats, title=f"{METHOD_TITLES[method]} on the test fold ({condition})")
     return stats
-
-
-METHOD_TITLES = {
-    "lmac": "L-MAC",
-    "saliency": "Saliency",
-    "smoothgrad": "SmoothGrad",
-    "integrated_gradients": "Integrated Gradients",
-    "gradcam": "Grad-CAM",
-    "l2i": "L2I",
-}
 
 
 def build_mask_method(hparams, method, brain):
