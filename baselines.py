@@ -117,6 +117,7 @@ class GradientMask:
         self.smoothgrad_noise = smoothgrad_noise
         self.ig_steps = ig_steps
         self.layer = submodule(classifier, gradcam_layer) if method == "gradcam" else None
+        self._weights = None  # the filterbank matrix, read once
 
     def logits(self, mel_input):
         """The classifier's logits ``[batch, n_classes]`` alone, as captum expects."""
@@ -156,5 +157,6 @@ class GradientMask:
         mel_input = features.mel_input.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             attribution = self.mel_attribution(mel_input, decision).detach()
-        weights = filterbank_matrix(self.compute_fbank, features.log_mag.shape[2], attribution.device)
-        return attribution_mask(mel_to_linear(attribution, weights))
+        if self._weights is None or self._weights.device != attribution.device:
+            self._weights = filterbank_matrix(self.compute_fbank, features.log_mag.shape[2], attribution.device)
+        return attribution_mask(mel_to_linear(attribution, self._weights))

@@ -24,7 +24,6 @@ import resource
 import sys
 import time
 
-import pandas as pd
 import speechbrain as sb
 import torch
 
@@ -33,7 +32,7 @@ import train_classifier
 import train_l2i
 import train_lmac
 import train_nmf
-from interpreter_brain import event_box, fidelity_scores, localization_ratio, sparseness
+from interpreter_brain import event_boxes, fidelity_scores, load_event_table, localization_ratio, sparseness
 from make_synthetic_data import generate
 
 logger = logging.getLogger(__name__)
@@ -151,10 +150,8 @@ def reference_scores(brain, dataset, events, batch_size, seed):
                 "random_mask": torch.rand(output.mask.shape, generator=generator).to(output.mask.device),
                 "all_ones_mask": torch.ones_like(output.mask),
             }
-            boxes = torch.stack([
-                event_box(output.mask.shape[1], output.mask.shape[2], events.loc[clip_id], hop, rate, n_fft)
-                for clip_id in batch.id
-            ]).to(output.mask.device)  # fmt: skip
+            boxes = event_boxes([events.loc[clip_id] for clip_id in batch.id], output.mask.shape[1:], hop, rate, n_fft)
+            boxes = boxes.to(output.mask.device)
             for name, mask in masks.items():
                 per_example = {"localization_ratio": localization_ratio(mask, boxes)}
                 if name != "lmac":
@@ -203,8 +200,7 @@ def main(argv=None):
         "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
     ])  # fmt: skip
     brain, datasets = train_lmac.main([LMAC_HPARAMS, *flags, "--test_only", "True"])
-    events = pd.read_csv(os.path.join(data["esc50_folder"], "meta", "events.csv"))
-    events.index = events["filename"].str.removesuffix(".wav")
+    events = load_event_table(data["esc50_folder"])
     references = reference_scores(brain, datasets["test"], events, args.batch_size, args.seed)
     summary = {"classifier_acc": classifier_acc}
     summary.update({key: brain.last_stage_stats[key] for key in SUMMARY_KEYS[1:]})
