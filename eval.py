@@ -12,8 +12,16 @@ Your own files (wav, flac, ogg; any rate, channels and length)::
     python eval.py hparams/lmac_cnn14.yaml --pretrained_interpreter path/psi_model.ckpt \
         --single_sample my.wav | --interpret_folder my_sounds/
 
+Another interpretation method, or all of them compared on the same clips
+(``baselines.py``; ``l2i`` needs ``train_nmf.py`` and ``train_l2i.py`` run first)::
+
+    python eval.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 --int_method gradcam
+    python eval.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 \
+        --compare lmac,saliency,smoothgrad,integrated_gradients,gradcam,l2i
+
 Results go to ``eval_folder`` (``<output_folder>/eval``): metrics as JSON and
-a markdown table, listenable interpretations, pictures and ``report.html``.
+a markdown table, listenable interpretations, pictures and ``report.html``;
+a comparison adds ``comparison_<condition>.md`` and ``.json``.
 Without ``--pretrained_interpreter`` the run's best checkpoint is used.
 """
 
