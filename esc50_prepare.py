@@ -466,6 +466,8 @@ def build_label_encoder(datasets, encoder_path):
     A new encoder maps each ``class_string`` to its ESC-50 ``class_id``. An
     existing file (for instance the one shipped with a pretrained classifier)
     is reused as it is, after checking it knows every class in the data.
+    Under DDP only the main process writes the file (atomically), and every
+    process loads it after a barrier.
 
     Arguments
     ---------
@@ -483,22 +485,34 @@ def build_label_encoder(datasets, encoder_path):
         with dataset.output_keys_as(["class_string", "class_id"]):
             for item in dataset:
                 class_ids[item["class_string"]] = item["class_id"]
+    run_on_main(_save_new_label_encoder, args=[class_ids, encoder_path])
     encoder = CategoricalEncoder()
-    if os.path.isfile(encoder_path):
-        encoder.load(encoder_path)
-        unknown = sorted(set(class_ids) - set(encoder.lab2ind))
-        if unknown:
-            raise ValueError(
-                f"Label encoder {encoder_path} does not know classes {unknown}; "
-                "delete it to rebuild it from the data, or use the classifier's own encoder."
-            )
-    else:
-        for class_string, class_id in sorted(class_ids.items(), key=lambda pair: pair[1]):
-            encoder.enforce_label(class_string, class_id)
-        os.makedirs(os.path.dirname(os.path.abspath(encoder_path)), exist_ok=True)
-        encoder.save(encoder_path)
+    encoder.load(encoder_path)
+    unknown = sorted(set(class_ids) - set(encoder.lab2ind))
+    if unknown:
+        raise ValueError(
+            f"Label encoder {encoder_path} does not know classes {unknown}; "
+            "delete it to rebuild it from the data, or use the classifier's own encoder."
+        )
     encoder.expect_len(len(encoder))
     return encoder
+
+
+def _save_new_label_encoder(class_ids, encoder_path):
+    """Writes an encoder of ``class_ids`` (class string to id) to ``encoder_path`` unless one is there.
+
+    The file is written under a temporary name and moved into place, so a
+    reader never sees half of it.
+    """
+    if os.path.isfile(encoder_path):
+        return
+    encoder = CategoricalEncoder()
+    for class_string, class_id in sorted(class_ids.items(), key=lambda pair: pair[1]):
+        encoder.enforce_label(class_string, class_id)
+    os.makedirs(os.path.dirname(os.path.abspath(encoder_path)), exist_ok=True)
+    partial = f"{encoder_path}.partial"
+    encoder.save(partial)
+    os.replace(partial, encoder_path)
 
 
 def dataio_prep(hparams):
