@@ -261,7 +261,10 @@ def test_labels_follow_the_esc50_target_ids_and_the_encoder_is_saved(synthetic_d
         assert item["class_string_encoded"].tolist() == [manifest[item["id"]]["class_id"]]
     encoder_file = tmp_path / "save" / esc50_prepare.LABEL_ENCODER_FILE
     assert encoder_file.is_file()
+    assert os.listdir(tmp_path / "save") == [esc50_prepare.LABEL_ENCODER_FILE]  # no partial file left
+    written = encoder_file.stat().st_mtime_ns
     assert dataio_prep(hparams)[1].lab2ind == encoder.lab2ind
+    assert encoder_file.stat().st_mtime_ns == written  # loaded, not written again
 
 
 def test_an_existing_encoder_that_lacks_a_class_is_an_error(tmp_path):
