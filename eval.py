@@ -17,7 +17,7 @@ Another interpretation method, or all of them compared on the same clips
 
     python eval.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 --int_method gradcam
     python eval.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 \
-        --compare lmac,saliency,smoothgrad,integrated_gradients,gradcam,l2i
+        --compare lmac,saliency,smoothgrad,integrated_gradients,gradcam,l2i   # or --compare all
 
 Results go to ``eval_folder`` (``<output_folder>/eval``): metrics as JSON and
 a markdown table, listenable interpretations, pictures and ``report.html``;
@@ -173,7 +173,7 @@ def validate_eval_hparams(hparams):
 
 
 def methods_of(hparams):
-    """The interpretation methods of the run: ``compare`` (a list or ``a,b,c``) or ``[int_method]``.
+    """The interpretation methods of the run: ``compare`` (a list, ``a,b,c`` or ``all``) or ``[int_method]``.
 
     Raises
     ------
@@ -182,6 +182,8 @@ def methods_of(hparams):
     """
     compare = hparams["compare"]
     methods = [hparams["int_method"]] if not compare else compare
+    if methods == "all":
+        return list(METHODS)
     if isinstance(methods, str):
         methods = [name.strip() for name in methods.split(",") if name.strip()]
     unknown = [name for name in methods if name not in METHODS]

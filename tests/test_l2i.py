@@ -127,6 +127,12 @@ def test_a_baseline_interprets_a_file(run):
     assert os.path.isfile(run["root"] / "run" / "eval" / "gradcam" / "files" / f"{stem}_interpretation.wav")
 
 
+def test_compare_all_is_every_method():
+    assert lmac_eval.methods_of({"compare": "all", "int_method": "lmac"}) == list(lmac_eval.METHODS)
+    assert lmac_eval.methods_of({"compare": "gradcam, lmac", "int_method": "lmac"}) == ["gradcam", "lmac"]
+    assert lmac_eval.methods_of({"compare": None, "int_method": "l2i"}) == ["l2i"]
+
+
 @pytest.mark.parametrize(
     "override, error, message",
     [
