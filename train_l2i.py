@@ -16,9 +16,10 @@ linear layer) must reproduce the classifier's decision from ``H``:
 with ``L = log1p|STFT|`` and ``c`` the classifier's decision. The
 interpretation of ``c`` keeps the components whose relevance
 ``r_k = theta_ck * pool(H)_k`` is positive and at least
-``l2i_relevance_th`` times the largest: ``X = sum_k W_k H_k`` over them.
+``l2i_relevance_th`` times the largest: ``X_rel = sum_k W_k H_k`` over them.
 As a mask over the STFT (for the metrics and the listenable output, as for
-L-MAC) it is ``M = clip(X / L, 0, 1)``.
+L-MAC) it is the share of the whole reconstruction ``X_all = W H`` that they
+explain: ``M = X_rel / X_all``.
 
 The run lives under ``l2i_folder`` (``<output_folder>/l2i``) of the same
 configuration as L-MAC, so ``eval.py --compare ...,l2i`` finds it.
@@ -106,16 +107,19 @@ def relevant_reconstruction(dictionary, activations, relevance, threshold):
     return torch.einsum("fk,bkt->btf", dictionary, activations * chosen[:, :, None])
 
 
-def reconstruction_mask(reconstruction, log_mag):
-    """``clip(X / L, 0, 1)`` (0 where ``L`` is 0), ``[batch, frames, freq]``: L2I's interpretation as a mask.
+def reconstruction_mask(relevant, full):
+    """``X_rel / X_all`` (0 where ``X_all`` is 0), ``[batch, frames, freq]``: L2I's interpretation as a mask.
+
+    The share of each cell's NMF reconstruction that the relevant components
+    explain, a soft (Wiener-like) mask in ``[0, 1]``.
 
     Example
     -------
-    >>> reconstruction_mask(torch.tensor([[[1.0, 3.0, 1.0]]]), torch.tensor([[[2.0, 2.0, 0.0]]]))
+    >>> reconstruction_mask(torch.tensor([[[1.0, 3.0, 1.0]]]), torch.tensor([[[2.0, 3.0, 0.0]]]))
     tensor([[[0.5000, 1.0000, 0.0000]]])
     """
-    ratio = reconstruction / log_mag.clamp_min(torch.finfo(log_mag.dtype).tiny)
-    return torch.where(log_mag > 0, ratio.clamp(0, 1), torch.zeros_like(ratio))
+    ratio = relevant / full.clamp_min(torch.finfo(full.dtype).tiny)
+    return torch.where(full > 0, ratio.clamp(0, 1), torch.zeros_like(ratio))
 
 
 def _unwrapped(module):
@@ -146,15 +150,15 @@ class L2IMask:
     def __call__(self, features, logits, feature_maps):
         """The mask ``[batch, frames, freq]`` of the classifier's decision."""
         activations = nmf_activations(self.psi, feature_maps, features.log_mag.shape[1])
-        return self.mask_of(activations, logits.argmax(dim=1), features.log_mag)
+        return self.mask_of(activations, logits.argmax(dim=1))
 
-    def mask_of(self, activations, decision, log_mag):
-        """The mask for activations ``[batch, K, frames]``, decisions ``[batch]`` and ``L`` ``[batch, frames, freq]``."""
+    def mask_of(self, activations, decision):
+        """The mask ``[batch, frames, freq]`` for activations ``[batch, K, frames]`` and decisions ``[batch]``."""
+        dictionary = self.nmf_decoder.return_W()
         relevance = component_relevance(self.theta, activations, decision)
-        reconstruction = relevant_reconstruction(
-            self.nmf_decoder.return_W(), activations, relevance, self.relevance_threshold
-        )
-        return reconstruction_mask(reconstruction, log_mag)
+        relevant = relevant_reconstruction(dictionary, activations, relevance, self.relevance_threshold)
+        full = torch.einsum("fk,bkt->btf", dictionary, activations)
+        return reconstruction_mask(relevant, full)
 
 
 @dataclasses.dataclass
@@ -180,7 +184,7 @@ class L2I(LMAC):
         if stage == sb.Stage.TRAIN:
             base = LMACOutput(wavs, clean, features, logits, None, None, None, None)
         else:
-            mask = self.l2i_mask().mask_of(activations, logits.argmax(dim=1), features.log_mag)
+            mask = self.l2i_mask().mask_of(activations, logits.argmax(dim=1))
             base = self.masked_output(wavs, clean, features, logits, mask)
         return L2IOutput(**vars(base), activations=activations, theta_probabilities=probabilities)
 

@@ -86,17 +86,18 @@ def test_l2i_training_wrote_checkpoints_and_finite_scores(run):
     assert any(name.startswith("CKPT") for name in checkpoints)
 
 
-def test_l2i_mask_is_the_clipped_ratio_of_the_relevant_reconstruction(run):
+def test_l2i_mask_is_the_share_of_the_reconstruction_the_relevant_components_explain(run):
     hparams = run["l2i"].hparams
     mask_method = run["l2i"].l2i_mask()
     activations = torch.rand(1, COMPONENTS, 20)
-    log_mag = torch.rand(1, 20, 513) * 3
-    mask = mask_method.mask_of(activations, torch.tensor([0]), log_mag)
+    mask = mask_method.mask_of(activations, torch.tensor([0]))
     relevance = train_l2i.component_relevance(mask_method.theta, activations, torch.tensor([0]))
     chosen = (relevance > 0) & (relevance >= hparams.l2i_relevance_th * relevance.max())
     dictionary = mask_method.nmf_decoder.return_W()
-    reconstruction = (dictionary[:, chosen[0]] @ activations[0, chosen[0]]).T  # [frames, freq]
-    torch.testing.assert_close(mask[0], (reconstruction / log_mag[0]).clamp(0, 1))
+    relevant = (dictionary[:, chosen[0]] @ activations[0, chosen[0]]).T  # [frames, freq]
+    full = (dictionary @ activations[0]).T
+    assert chosen.any() and mask.min() >= 0 and mask.max() <= 1
+    torch.testing.assert_close(mask[0], torch.where(full > 0, relevant / full, torch.zeros_like(full)))
 
 
 def test_compare_writes_one_row_per_method_with_finite_values(run):
@@ -164,8 +165,7 @@ def test_l2i_mask_keeps_the_band_of_the_component_that_drives_the_decision():
         theta.hard_att.weight.fill_(1 / 6)  # time average
         theta.classifier[0].weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
     activations = torch.ones(1, 2, 6)
-    log_mag = decoder(activations).transpose(1, 2)  # [1, frames, freq]: each band made of its component
-    mask = train_l2i.L2IMask(None, theta, decoder, relevance_threshold=0.5).mask_of(activations, torch.tensor([0]), log_mag)
+    mask = train_l2i.L2IMask(None, theta, decoder, relevance_threshold=0.5).mask_of(activations, torch.tensor([0]))
     expected = torch.zeros(1, 6, 20)
     expected[:, :, :10] = 1.0
     torch.testing.assert_close(mask, expected)
