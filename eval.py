@@ -237,7 +237,8 @@ def evaluate_test_fold(brain, hparams, datasets, method="lmac"):
 
     L-MAC's results go to ``<eval_folder>/<condition>``, another method's to
     ``<eval_folder>/<method>/<condition>``. The stats include
-    ``seconds_per_clip`` and, where ``meta/events.csv`` exists, ``localization``.
+    ``seconds_per_clip`` and, where ``brain.events`` is set (from
+    ``meta/events.csv``), ``localization``.
     """
     condition = evaluation_condition(hparams)
     parts = [condition] if method == "lmac" else [method, condition]
@@ -245,7 +246,6 @@ def evaluate_test_fold(brain, hparams, datasets, method="lmac"):
     brain.hparams.interpretations_folder = folder
     brain.mask_method = build_mask_method(hparams, method, brain)
     brain.noise_stream = make_overlap(hparams, datasets["test"])  # the same contamination for every method
-    brain.events = load_event_table(hparams["data_folder"])
     start = time.perf_counter()
     brain.evaluate(datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
     stats = dict(brain.last_stage_stats)
@@ -534,11 +534,12 @@ def interpret_files(brain, hparams, paths, method="lmac"):
     return failed
 
 
-def load_brain(hparams, run_opts, noise_stream):
+def load_brain(hparams, run_opts):
     """An LMAC brain with the classifier loaded, and L-MAC's decoder when L-MAC is evaluated.
 
     The decoder comes from ``pretrained_interpreter`` (then there is no
-    checkpointer) or the run's best checkpoint.
+    checkpointer) or the run's best checkpoint. The contamination is set
+    per evaluation (``evaluate_test_fold``).
     """
     load_classifier(hparams)
     interpreter = hparams["pretrained_interpreter"]
@@ -548,7 +549,6 @@ def load_brain(hparams, run_opts, noise_stream):
         hparams=hparams,
         run_opts=run_opts,
         checkpointer=None if interpreter or "lmac" not in methods_of(hparams) else hparams["checkpointer"],
-        noise_stream=noise_stream,
     )
     if interpreter:
         load_interpreter(brain.modules.psi, interpreter, brain.device)
@@ -570,12 +570,13 @@ def main(argv):
     methods = methods_of(hparams)
     if hparams["single_sample"] is not None or hparams["interpret_folder"] is not None:
         paths = [hparams["single_sample"]] if hparams["single_sample"] else audio_files(hparams["interpret_folder"])
-        brain = load_brain(hparams, run_opts, None)
+        brain = load_brain(hparams, run_opts)
         brain.mask_method = build_mask_method(hparams, methods[0], brain)
         return interpret_files(brain, hparams, paths, methods[0])
     datasets, label_encoder = prepare_datasets(hparams)
     check_class_count(hparams, label_encoder)
-    brain = load_brain(hparams, run_opts, None)
+    brain = load_brain(hparams, run_opts)
+    brain.events = load_event_table(hparams["data_folder"])  # read once, used by every method
     if hparams["compare"]:
         compare_methods(brain, hparams, datasets, methods)
     else:
