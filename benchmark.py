@@ -15,6 +15,10 @@ It prints a table and writes JSON::
 
     python benchmark.py --config demo --output results/bench/demo.json
     python benchmark.py --config published --iterations 2
+    python benchmark.py --config published --device cuda --precision bf16
+
+On a GPU it also reports clips per second and the peak GPU memory; the
+floor's passes run under the same autocast as the steps.
 """
 
 import argparse
@@ -44,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = {"published": {"width": 1}, "demo": {"width": 0.0625}}
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def time_noise_waits(stream):
@@ -61,8 +66,11 @@ def time_noise_waits(stream):
     return stream
 
 
-def build(config, data, output_folder, batch_size, num_workers):
-    """An LMAC brain for ``config`` with WHAM! noise, its optimiser, and a loader of training clips."""
+def build(config, data, output_folder, batch_size, num_workers, device="cpu", precision="fp32"):
+    """An LMAC brain for ``config`` on ``device`` with WHAM! noise, its optimiser, and a loader of training clips.
+
+    ``precision`` (fp32, bf16 or fp16) is SpeechBrain's ``precision`` and ``eval_precision``.
+    """
     overrides = {
         "data_folder": data["esc50_folder"],
         "output_folder": output_folder,
@@ -80,7 +88,8 @@ def build(config, data, output_folder, batch_size, num_workers):
         hparams = load_hyperpyyaml(file, overrides)
     datasets, _ = prepare_datasets(hparams)
     noise = time_noise_waits(make_noise_stream(hparams))
-    brain = LMAC(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"}, noise_stream=noise)
+    run_opts = {"device": device, "precision": precision, "eval_precision": precision}
+    brain = LMAC(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts, noise_stream=noise)
     brain.init_optimizers()
     loader = sb.dataio.dataloader.make_dataloader(
         datasets["train"], shuffle=True, batch_size=batch_size, num_workers=num_workers, drop_last=True
@@ -89,14 +98,30 @@ def build(config, data, output_folder, batch_size, num_workers):
 
 
 def timed(function):
-    """Wall time of ``function()`` in seconds, and its result."""
+    """Wall time of ``function()`` in seconds, and its result; GPU work it queued is waited for."""
+    _wait_for_gpu()
     start = time.perf_counter()
     result = function()
+    _wait_for_gpu()
     return time.perf_counter() - start, result
 
 
+def _wait_for_gpu():
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def floor_times(brain, batch, train):
-    """Seconds of the unavoidable work on this batch's tensors: classifier and decoder passes only."""
+    """Seconds of the unavoidable work on this batch's tensors: classifier and decoder passes only.
+
+    They run under the step's autocast (SpeechBrain's ``precision`` for
+    training, ``eval_precision`` for evaluation).
+    """
+    with brain.training_ctx if train else brain.evaluation_ctx:
+        return _floor_times(brain, batch, train)
+
+
+def _floor_times(brain, batch, train):
     with torch.no_grad():
         output = brain.compute_forward(batch, sb.Stage.TEST)
     features = output.features
@@ -177,17 +202,31 @@ def peak_memory_mb():
     return max(own, children) / 1024
 
 
-def run(config, iterations, batch_size, num_workers, data_folder, clips_per_class):
-    """Measures ``config``; returns the JSON-ready results."""
+def gpu_measures(device, train_step, eval_step, batch_size):
+    """Clips per second and peak GPU memory (MB) on a CUDA ``device``; empty elsewhere."""
+    if torch.device(device).type != "cuda":
+        return {}
+    return {
+        "gpu": torch.cuda.get_device_name(device),
+        "train_clips_per_s": batch_size / train_step,
+        "eval_clips_per_s": batch_size / eval_step,
+        "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+    }
+
+
+def run(config, iterations, batch_size, num_workers, data_folder, clips_per_class, device="cpu", precision="fp32"):
+    """Measures ``config`` on ``device`` at ``precision``; returns the JSON-ready results."""
     data = generate(data_folder, n_classes=10, clips_per_class=clips_per_class, noise_files=(10, 2, 2), seed=11)
     with tempfile.TemporaryDirectory() as scratch:
-        brain, noise, loader = build(config, data, scratch, batch_size, num_workers)
+        brain, noise, loader = build(config, data, scratch, batch_size, num_workers, device, precision)
         train_step, train_floor, train_wait = measure_steps(brain, noise, loader, iterations, train=True)
         eval_step, eval_floor, eval_wait = measure_steps(brain, noise, loader, iterations, train=False)
         latency, latency_with_outputs = interpretation_latency(brain, scratch)
     return {
         "config": config,
         "width": CONFIGS[config]["width"],
+        "device": device,
+        "precision": precision,
         "batch_size": batch_size,
         "threads": torch.get_num_threads(),
         "train_step_s_per_clip": train_step / batch_size,
@@ -201,6 +240,7 @@ def run(config, iterations, batch_size, num_workers, data_folder, clips_per_clas
         "interpret_5s_latency_s": latency,
         "interpret_5s_with_outputs_s": latency_with_outputs,
         "peak_memory_mb": peak_memory_mb(),
+        **gpu_measures(device, train_step, eval_step, batch_size),
     }
 
 
@@ -208,6 +248,18 @@ def table(results):
     """The results as a two-column markdown table."""
     rows = [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |" for key, value in results.items()]
     return "\n".join(["| measure | value |", "|---|---|", *rows])
+
+
+def default_output(config, device, precision):
+    """``results/bench/<config>.json`` for fp32 on the CPU, else ``<config>_<device>_<precision>.json``.
+
+    Example
+    -------
+    >>> default_output("published", "cuda:0", "bf16")
+    'results/bench/published_cuda0_bf16.json'
+    """
+    suffix = "" if (device, precision) == ("cpu", "fp32") else f"_{device.replace(':', '')}_{precision}"
+    return os.path.join("results", "bench", f"{config}{suffix}.json")
 
 
 def main(argv=None):
@@ -219,12 +271,19 @@ def main(argv=None):
     parser.add_argument("--num_workers", type=int, default=2)
     parser.add_argument("--clips_per_class", type=int, default=20, help="3 in 5 are training clips")
     parser.add_argument("--data_folder", default=None, help="default data/bench_<clips_per_class>")
-    parser.add_argument("--output", default=None, help="JSON file (default results/bench/<config>.json)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast dtype of train and eval steps")
+    parser.add_argument("--output", default=None, help="JSON file (default results/bench/<config>[_<device>_<precision>].json)")
     args = parser.parse_args(argv)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA GPU is visible to PyTorch here; use --device cpu.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     data_folder = args.data_folder or os.path.join("data", f"bench_{args.clips_per_class}")
-    results = run(args.config, args.iterations, args.batch_size, args.num_workers, data_folder, args.clips_per_class)
-    output = args.output or os.path.join("results", "bench", f"{args.config}.json")
+    results = run(
+        args.config, args.iterations, args.batch_size, args.num_workers, data_folder, args.clips_per_class,
+        args.device, args.precision,
+    )  # fmt: skip
+    output = args.output or default_output(args.config, args.device, args.precision)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2)

@@ -409,13 +409,18 @@ class FileInterpreter:
         self.used_names = set()
 
     def masks_of_windows(self, windows):
-        """Sigmoid masks ``[count, frames, freq]`` and class probabilities ``[count, n_classes]`` of windows."""
+        """Sigmoid masks ``[count, frames, freq]`` and class probabilities ``[count, n_classes]`` of windows.
+
+        The models run under SpeechBrain's ``eval_precision`` autocast; the
+        results are float32.
+        """
         masks, probabilities = [], []
         for chunk in windows.split(self.brain.hparams.batch_size):
-            features = self.brain.compute_features(chunk.to(self.brain.device))
-            logits, feature_maps = self.brain.classify(features.mel_input)
-            masks.append(self.brain.compute_mask(features, logits, feature_maps))
-            probabilities.append(torch.softmax(logits, dim=1))
+            with self.brain.evaluation_ctx:
+                features = self.brain.compute_features(chunk.to(self.brain.device))
+                logits, feature_maps = self.brain.classify(features.mel_input)
+                masks.append(self.brain.compute_mask(features, logits, feature_maps).float())
+            probabilities.append(torch.softmax(logits.float(), dim=1))
         return torch.cat(masks), torch.cat(probabilities)
 
     def compute(self, path):

@@ -3,6 +3,9 @@
 import json
 import math
 
+import pytest
+import torch
+
 import benchmark
 
 KEYS = (
@@ -20,6 +23,7 @@ def test_the_benchmark_reports_every_measure(tmp_path):
     ])  # fmt: skip
     written = json.loads(output.read_text())
     assert written == results and written["config"] == "demo" and written["batch_size"] == 2
+    assert (written["device"], written["precision"]) == ("cpu", "fp32") and "train_clips_per_s" not in written
     for key in KEYS:
         assert math.isfinite(written[key]) and written[key] >= 0, key
     assert written["train_step_s_per_clip"] > 0 and written["train_floor_s_per_clip"] > 0
@@ -27,3 +31,30 @@ def test_the_benchmark_reports_every_measure(tmp_path):
     assert math.isclose(written["train_step_over_floor"], ratio, rel_tol=1e-6)
     assert 0 <= written["train_data_wait_share"] < 1 and 0 <= written["eval_data_wait_share"] < 1
     assert written["interpret_5s_with_outputs_s"] >= written["interpret_5s_latency_s"]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_the_floor_runs_under_the_steps_autocast(synthetic_data, tmp_path, train):
+    brain, _, loader = benchmark.build("demo", synthetic_data, str(tmp_path), 2, 0, "cpu", "bf16")
+    autocast_dtypes = []
+    classify = brain.classify
+
+    def recording_classify(mel_input):
+        enabled = torch.is_autocast_enabled("cpu")
+        autocast_dtypes.append(torch.get_autocast_dtype("cpu") if enabled else None)
+        return classify(mel_input)
+
+    brain.classify = recording_classify
+    seconds = benchmark.floor_times(brain, next(iter(loader)), train)
+    assert seconds > 0
+    assert len(autocast_dtypes) == 6  # compute_forward's 3 passes, then the floor's 3
+    assert set(autocast_dtypes) == {torch.bfloat16}
+    assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU is visible")
+def test_a_cuda_device_without_a_gpu_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(["--device", "cuda", "--data_folder", str(tmp_path / "data")])
+    assert "--device cuda: no CUDA GPU is visible" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
