@@ -39,7 +39,7 @@ from hyperpyyaml import load_hyperpyyaml
 from cnn14_family import decode_any_length
 from esc50_prepare import prepare_datasets
 from eval import FileInterpreter
-from interpreter_brain import masked_log_magnitudes
+from interpreter_brain import masked_log_magnitudes, set_weight_layout
 from make_synthetic_data import generate
 from train_lmac import LMAC
 from wham_prepare import make_noise_stream
@@ -220,6 +220,7 @@ def run(config, iterations, batch_size, num_workers, data_folder, clips_per_clas
     with tempfile.TemporaryDirectory() as scratch:
         brain, noise, loader = build(config, data, scratch, batch_size, num_workers, device, precision)
         train_step, train_floor, train_wait = measure_steps(brain, noise, loader, iterations, train=True)
+        set_weight_layout(brain.modules, forward_only=True)  # as eval.py and the test after training run
         eval_step, eval_floor, eval_wait = measure_steps(brain, noise, loader, iterations, train=False)
         latency, latency_with_outputs = interpretation_latency(brain, scratch)
     return {

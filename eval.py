@@ -40,7 +40,13 @@ from hyperpyyaml import load_hyperpyyaml
 
 from baselines import GRADIENT_METHODS, GradientMask
 from esc50_prepare import LABEL_ENCODER_FILE, peak_normalize, prepare_datasets, read_audio_mono
-from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, load_event_table, save_spectrogram_figure
+from interpreter_brain import (
+    BEST_CHECKPOINT_KEY,
+    end_distributed_run,
+    load_event_table,
+    save_spectrogram_figure,
+    set_weight_layout,
+)
 from listening_report import write_report
 from train_l2i import L2IMask, l2i_modules
 from train_lmac import OVERLAP_TYPES, LMAC, check_class_count, load_classifier, load_interpreter
@@ -245,6 +251,7 @@ def evaluate_test_fold(brain, hparams, datasets, method="lmac"):
     folder = os.path.join(hparams["eval_folder"], *parts)
     brain.hparams.interpretations_folder = folder
     brain.mask_method = build_mask_method(hparams, method, brain)
+    set_weight_layout(brain.modules, forward_only=method not in GRADIENT_METHODS)
     brain.noise_stream = make_overlap(hparams, datasets["test"])  # the same contamination for every method
     start = time.perf_counter()
     brain.evaluate(datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
@@ -272,7 +279,8 @@ def load_l2i_mask(hparams, device):
     """L2I's mask method with the NMF dictionary and the best L2I checkpoint of the run, in eval mode."""
     modules = l2i_modules(hparams)
     hparams["l2i_checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
-    psi, theta, decoder = (modules[name].to(device).eval() for name in ("psi", "theta", "nmf_decoder"))
+    names = ("psi", "theta", "nmf_decoder")
+    psi, theta, decoder = (set_weight_layout(modules[name].to(device).eval(), forward_only=True) for name in names)
     return L2IMask(psi, theta, decoder, hparams["l2i_relevance_th"])
 
 
@@ -517,6 +525,7 @@ def interpret_files(brain, hparams, paths, method="lmac"):
     interpreter = FileInterpreter(brain, class_names_of(hparams), folder)
     rows, failed = [], []
     brain.modules.eval()
+    set_weight_layout(brain.modules, forward_only=method not in GRADIENT_METHODS)
     for path in paths:
         try:
             name, record = interpreter.interpret(path)

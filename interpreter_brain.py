@@ -169,6 +169,24 @@ def spectral_features(wavs, compute_stft, compute_fbank):
     )
 
 
+def set_weight_layout(module, forward_only):
+    """Channels-last (NHWC) 4-D weights for forward-only work, PyTorch's default order otherwise; returns ``module``.
+
+    The outputs are the same. On 2 CPU cores (oneDNN, batch 8, 5 s clips),
+    NHWC makes CNN14's forward pass about 1.4x faster and L-MAC's decoder's
+    1.1x (width 1) to 1.6x (width 1/16), but the decoder's forward and
+    backward passes together 1.5x slower at width 1: training and the
+    gradient baselines keep the default order.
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+    forward_only : bool
+        True where nothing will be differentiated through ``module``.
+    """
+    return module.to(memory_format=torch.channels_last if forward_only else torch.contiguous_format)
+
+
 def crop_frames(spectrogram, num_frames):
     """The first ``num_frames`` frames of ``[batch, frames, ...]``.
 

@@ -37,7 +37,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from cnn14_family import fit_feature_maps
 from esc50_prepare import prepare_datasets
-from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run
+from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, set_weight_layout
 from train_lmac import LMAC, LMACOutput, check_class_count, load_classifier, validate_hparams
 from wham_prepare import make_noise_stream
 
@@ -283,6 +283,7 @@ def main(argv):
         train_loader_kwargs=hparams["train_dataloader_options"],
         valid_loader_kwargs=hparams["test_dataloader_options"],
     )
+    set_weight_layout(brain.modules, forward_only=True)
     brain.evaluate(datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
     end_distributed_run()
     return brain

@@ -39,6 +39,7 @@ from interpreter_brain import (
     interpretation_scores,
     localization_ratio,
     masked_log_magnitudes,
+    set_weight_layout,
 )
 from wham_prepare import make_noise_stream
 
@@ -503,6 +504,7 @@ def main(argv):
             train_loader_kwargs=hparams["train_dataloader_options"],
             valid_loader_kwargs=hparams["test_dataloader_options"],
         )
+    set_weight_layout(brain.modules, forward_only=True)
     brain.evaluate(
         datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
     )

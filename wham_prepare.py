@@ -222,7 +222,8 @@ class WhamNoiseStream:
     def next_batch(self, batch_size):
         """Returns the next ``batch_size`` noise excerpts, shape ``[batch_size, samples]``."""
         while self._buffer.shape[0] < batch_size:
-            self._buffer = torch.cat([self._buffer, next(self._batches)])
+            loaded = next(self._batches)
+            self._buffer = torch.cat([self._buffer, loaded]) if self._buffer.shape[0] else loaded
         batch, self._buffer = self._buffer[:batch_size], self._buffer[batch_size:]
         return batch
 
@@ -272,15 +273,16 @@ def combine_batches(clean, noise, clean_weight=1.0, noise_weight=1.0):
             f"combine_batches needs clean and noise of the same shape [batch, samples]; "
             f"got clean {tuple(clean.shape)} and noise {tuple(noise.shape)}."
         )
-    mixture = clean_weight * _unit_energy(clean) + noise_weight * _unit_energy(noise)
-    peak = mixture.abs().amax(dim=1, keepdim=True)
-    return mixture / peak.clamp_min(torch.finfo(mixture.dtype).tiny)
+    # One new tensor, scaled in place: these run on every batch, in the training process.
+    mixture = torch.addcmul(clean * _unit_energy_scale(clean, clean_weight), noise, _unit_energy_scale(noise, noise_weight))
+    peak = torch.linalg.vector_norm(mixture, ord=float("inf"), dim=1, keepdim=True)
+    return mixture.div_(peak.clamp_min(torch.finfo(mixture.dtype).tiny))
 
 
-def _unit_energy(waveform):
-    """Scales each row to unit L2 norm; all-zero rows stay zero. Shape ``[batch, samples]``."""
-    norm = waveform.norm(dim=1, keepdim=True)
-    return waveform / norm.clamp_min(torch.finfo(waveform.dtype).tiny)
+def _unit_energy_scale(waveform, weight):
+    """``weight / ||row||`` per row of ``[batch, samples]``, ``[batch, 1]``; 0 for all-zero rows."""
+    norm = torch.linalg.vector_norm(waveform, dim=1, keepdim=True)
+    return torch.where(norm > 0, weight / norm.clamp_min(torch.finfo(waveform.dtype).tiny), 0.0)
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ from speechbrain.lobes.models.Cnn14 import CNN14PSI_stft, Cnn14
 from speechbrain.processing.features import ISTFT, STFT, Filterbank
 
 from cnn14_family import ScaledCnn14, cnn14_embedding_model, decode_any_length
-from interpreter_brain import InterpreterBrain
+from interpreter_brain import InterpreterBrain, set_weight_layout
 
 HOP_MS, WIN_MS = 11.6099, 23.2199
 
@@ -86,3 +86,23 @@ def test_interpretations_keep_the_input_length(tiny_models, seconds):
     assert waveform.shape == wavs.shape and torch.isfinite(waveform).all()
     full = brain.interpretation_waveform(torch.ones_like(mask), features, wavs.shape[1])
     assert torch.allclose(full[:, 400:-400], wavs[:, 400:-400], atol=1e-3), "a mask of ones must give back the input"
+
+
+def test_channels_last_weights_give_the_same_masks_and_can_be_undone():
+    torch.manual_seed(0)
+    model = ScaledCnn14(mel_bins=80, width=1 / 32).eval()
+    decoder = CNN14PSI_stft(dim=model.emb_dim).eval()
+    pair = torch.nn.ModuleDict({"classifier": model, "psi": decoder})
+    mel_input = torch.rand(2, 200, 80)
+
+    def masks():
+        with torch.no_grad():
+            return decode_any_length(decoder, model(mel_input)[1], 200)
+
+    default = masks()
+    assert set_weight_layout(pair, forward_only=True) is pair
+    assert decoder.convt8.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not decoder.convt8.weight.is_contiguous()
+    assert torch.allclose(masks(), default, atol=1e-5)
+    set_weight_layout(pair, forward_only=False)
+    assert decoder.convt8.weight.is_contiguous() and model.conv_block1.conv1.weight.is_contiguous()

@@ -18,7 +18,6 @@ import eval as lmac_eval
 import train_lmac
 from conftest import tiny_run_flags
 from make_synthetic_data import generate, synthesize_noise
-from wham_prepare import _unit_energy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
@@ -84,7 +83,8 @@ def test_out_of_domain_evaluation_is_reproducible(trained):
 
 
 def mixing_weights(mixture, clean, other):
-    basis = torch.stack([_unit_energy(clean.double()), _unit_energy(other.double())], dim=2)
+    unit = [signal.double() / signal.double().norm(dim=1, keepdim=True) for signal in (clean, other)]
+    basis = torch.stack(unit, dim=2)
     weights = torch.linalg.lstsq(basis, mixture.double().unsqueeze(2)).solution.squeeze(2)  # [batch, 2]
     return (weights[:, 0] / weights[:, 1]).float()
 

@@ -100,13 +100,26 @@ def test_l2i_mask_is_the_share_of_the_reconstruction_the_relevant_components_exp
     torch.testing.assert_close(mask[0], torch.where(full > 0, relevant / full, torch.zeros_like(full)))
 
 
-def test_compare_writes_one_row_per_method_with_finite_values(run):
+def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
     methods = list(lmac_eval.METHODS)
+    channels_last_during_evaluation = []
+    evaluate = train_lmac.LMAC.evaluate
+
+    def recording_evaluate(brain, *args, **kwargs):
+        weight = brain.modules.psi.convt1.weight
+        channels_last_during_evaluation.append(
+            weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+        )
+        return evaluate(brain, *args, **kwargs)
+
+    monkeypatch.setattr(train_lmac.LMAC, "evaluate", recording_evaluate)
     lmac_eval.main([HPARAMS, *run["flags"], "--compare", ",".join(methods), "--ig_steps", "4", "--smoothgrad_samples", "2"])
     folder = run["root"] / "run" / "eval"
     with open(folder / "comparison_clean.json", encoding="utf-8") as file:
         table = json.load(file)["methods"]
     assert list(table) == methods
+    # Forward-only methods run with channels-last weights, the gradient baselines in the default order.
+    assert channels_last_during_evaluation == [method not in lmac_eval.GRADIENT_METHODS for method in methods]
     for method, row in table.items():
         assert set(row) == set(lmac_eval.COMPARISON_COLUMNS), method
         assert all(math.isfinite(value) for value in row.values()), method
