@@ -273,7 +273,7 @@ def combine_batches(clean, noise, clean_weight=1.0, noise_weight=1.0):
             f"combine_batches needs clean and noise of the same shape [batch, samples]; "
             f"got clean {tuple(clean.shape)} and noise {tuple(noise.shape)}."
         )
-    # One new tensor, scaled in place: these run on every batch, in the training process.
+    # Two batch-sized tensors, the second scaled in place: this runs on every batch, in the training process.
     mixture = torch.addcmul(clean * _unit_energy_scale(clean, clean_weight), noise, _unit_energy_scale(noise, noise_weight))
     peak = torch.linalg.vector_norm(mixture, ord=float("inf"), dim=1, keepdim=True)
     return mixture.div_(peak.clamp_min(torch.finfo(mixture.dtype).tiny))
