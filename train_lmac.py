@@ -308,7 +308,6 @@ class LMAC(InterpreterBrain):
             folder = os.path.join(self.hparams.interpretations_folder, folder_name)
             self.save_interpretations(batch.id, output.wavs, output.mask, output.features, folder)
 
-
     def localization(self, ids, mask):
         """Localisation ratio ``[batch]`` of ``mask`` against each clip's event box in ``self.events``."""
         boxes = event_boxes(
