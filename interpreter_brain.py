@@ -162,11 +162,17 @@ def spectral_features(wavs, compute_stft, compute_fbank):
     real, imaginary = stft.unbind(dim=-1)
     # sqrt(re^2 + im^2) in two passes: 2-4x faster on the CPU than the complex abs, equal within float32 rounding.
     magnitude = torch.addcmul(real.square(), imaginary, imaginary).sqrt_()  # [batch, frames, freq]
-    return SpectralFeatures(
-        stft=stft,
-        log_mag=torch.log1p(magnitude),
-        mel_input=compute_fbank(magnitude).log1p_(),
-    )
+    log_mag = torch.log1p(magnitude)
+    # Through log_mag, as masked inputs are: an all-ones mask then gives the classifier its input bit for bit.
+    return SpectralFeatures(stft=stft, log_mag=log_mag, mel_input=mel_input_from_log_magnitude(log_mag, compute_fbank))
+
+
+def mel_input_from_log_magnitude(log_mag, compute_fbank):
+    """Classifier input ``log1p(Mel(expm1(L)))`` of a (masked) ``log1p`` magnitude ``[batch, frames, freq]``.
+
+    Returns ``[batch, frames, n_mels]``; differentiable with respect to ``log_mag``.
+    """
+    return torch.log1p(compute_fbank(torch.expm1(log_mag)))
 
 
 def set_weight_layout(module, forward_only):
@@ -512,7 +518,7 @@ class InterpreterBrain(sb.Brain):
 
     def mel_input_from_log_mag(self, log_mag):
         """Classifier input ``log1p(Mel(expm1(L)))`` for a (masked) ``log1p`` magnitude ``[batch, frames, freq]``."""
-        return torch.log1p(self.hparams.compute_fbank(torch.expm1(log_mag)))
+        return mel_input_from_log_magnitude(log_mag, self.hparams.compute_fbank)
 
     def classify(self, mel_input):
         """Logits ``[batch, n_classes]`` and feature maps of the frozen classifier."""
