@@ -56,9 +56,9 @@ def time_noise_waits(stream):
     untimed = stream.next_batch
     stream.waited = 0.0
 
-    def next_batch(batch_size):
+    def next_batch(*args, **kwargs):
         start = time.perf_counter()
-        batch = untimed(batch_size)
+        batch = untimed(*args, **kwargs)
         stream.waited += time.perf_counter() - start
         return batch
 

@@ -10,6 +10,7 @@ Subclasses (``train_lmac.LMAC``) add the decoder's forward pass and loss.
 
 import dataclasses
 import functools
+import inspect
 import logging
 import math
 import os
@@ -22,7 +23,8 @@ import speechbrain as sb
 import torch
 from matplotlib.figure import Figure
 from speechbrain.utils.checkpoints import Checkpointer
-from speechbrain.utils.metric_stats import MetricStats
+
+from features import SpectralFeatures, mel_input_from_log_magnitude, spectral_features
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ COMPLETE_MARKER = "COMPLETE"
 # The validation statistic that selects the best checkpoint (lower is better).
 BEST_CHECKPOINT_KEY = "loss"
 INTERPRETATION_METRICS = ("fid_in", "FF", "AI", "AD", "AG", "SPS", "COMP")
+# The feature modules (``features.Device*``) every interpreter brain holds next to its models.
+FEATURE_MODULES = ("compute_stft", "compute_istft", "compute_fbank")
 
 
 class CompleteCheckpointer(Checkpointer):
@@ -113,20 +117,6 @@ class FrozenClassifier(torch.nn.Module):
         return self.classifier(embedding).squeeze(1), feature_maps
 
 
-@dataclasses.dataclass
-class SpectralFeatures:
-    """Features of one batch, computed once and reused by losses, metrics and outputs.
-
-    ``stft``: ``[batch, frames, freq, 2]``; ``log_mag``: ``log1p|STFT|``,
-    ``[batch, frames, freq]``; ``mel_input``: ``log1p(Mel(|STFT|))``,
-    ``[batch, frames, n_mels]``.
-    """
-
-    stft: torch.Tensor
-    log_mag: torch.Tensor
-    mel_input: torch.Tensor
-
-
 def end_distributed_run():
     """Waits for every DDP process, then closes the process group (no-op without DDP).
 
@@ -136,43 +126,6 @@ def end_distributed_run():
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-
-
-@torch.no_grad()
-def spectral_features(wavs, compute_stft, compute_fbank):
-    """The features of ``LMAC_SPEC.md``, shared by the classifier and interpreter recipes.
-
-    They are the fixed input of every model here, so no gradient flows back
-    to ``wavs`` through them.
-
-    Arguments
-    ---------
-    wavs : torch.Tensor
-        ``[batch, samples]``.
-    compute_stft : speechbrain.processing.features.STFT
-    compute_fbank : speechbrain.processing.features.Filterbank
-        With ``log_mel=False``; applied to the magnitude.
-
-    Returns
-    -------
-    SpectralFeatures
-        STFT, ``log1p|STFT|`` and ``log1p(Mel(|STFT|))``.
-    """
-    stft = compute_stft(wavs)  # [batch, frames, freq, 2]
-    real, imaginary = stft.unbind(dim=-1)
-    # sqrt(re^2 + im^2) in two passes: 2-4x faster on the CPU than the complex abs, equal within float32 rounding.
-    magnitude = torch.addcmul(real.square(), imaginary, imaginary).sqrt_()  # [batch, frames, freq]
-    log_mag = torch.log1p(magnitude)
-    # Through log_mag, as masked inputs are: an all-ones mask then gives the classifier its input bit for bit.
-    return SpectralFeatures(stft=stft, log_mag=log_mag, mel_input=mel_input_from_log_magnitude(log_mag, compute_fbank))
-
-
-def mel_input_from_log_magnitude(log_mag, compute_fbank):
-    """Classifier input ``log1p(Mel(expm1(L)))`` of a (masked) ``log1p`` magnitude ``[batch, frames, freq]``.
-
-    Returns ``[batch, frames, n_mels]``; differentiable with respect to ``log_mag``.
-    """
-    return torch.log1p(compute_fbank(torch.expm1(log_mag)))
 
 
 def set_weight_layout(module, forward_only):
@@ -497,28 +450,112 @@ def localization_ratio(mask, box):
     return torch.where(box_share > 0, mass_inside / box_share.clamp_min(torch.finfo(mask.dtype).tiny), 0.0)
 
 
-def _scores_as_given(scores):
-    return scores
+def to_device(tensor, device):
+    """``tensor`` on ``device``; a copy to a GPU goes through pinned memory and does not wait for queued work."""
+    if torch.device(device).type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
+def with_pinned_memory(loader_kwargs, device_type):
+    """DataLoader options with ``pin_memory=True`` on CUDA, unless the caller chose; other options unchanged.
+
+    Example
+    -------
+    >>> with_pinned_memory({"batch_size": 4}, "cuda"), with_pinned_memory({"batch_size": 4}, "cpu")
+    ({'batch_size': 4, 'pin_memory': True}, {'batch_size': 4})
+    """
+    if device_type != "cuda":
+        return dict(loader_kwargs)
+    return {**loader_kwargs, "pin_memory": loader_kwargs.get("pin_memory", True)}
+
+
+def optimizer_class_for(opt_class, device_type):
+    """``opt_class`` with ``fused=True`` on CUDA where the optimiser has a fused kernel (Adam, AdamW, SGD).
+
+    One kernel launch per step for all weights instead of several per
+    tensor group; on the CPU the optimiser is left as configured.
+
+    Example
+    -------
+    >>> import functools
+    >>> optimizer_class_for(functools.partial(torch.optim.Adam, lr=0.1), "cuda").keywords
+    {'lr': 0.1, 'fused': True}
+    """
+    if opt_class is None or device_type != "cuda":
+        return opt_class
+    if "fused" not in inspect.signature(getattr(opt_class, "func", opt_class)).parameters:
+        return opt_class
+    return functools.partial(opt_class, fused=True)
 
 
 class InterpreterBrain(sb.Brain):
     """Base class of interpreters of a frozen classifier.
 
-    Expects these modules: ``classifier`` (a ``FrozenClassifier``) and the
-    interpreter's own; these hparams: ``compute_stft``, ``compute_istft``,
-    ``compute_fbank``, ``epoch_counter``, ``lr_annealing``, ``train_logger``,
-    ``interpret_period``, ``interpretations_per_stage``, ``output_folder``
-    and ``sample_rate``. Subclasses implement ``compute_forward`` and
-    ``compute_objectives`` and call ``record_scores`` in VALID and TEST.
+    Expects these modules: ``classifier`` (a ``FrozenClassifier``),
+    ``compute_stft``, ``compute_istft`` and ``compute_fbank`` (the
+    ``features`` module's, so that their constants live on the device) and
+    the interpreter's own; these hparams: ``epoch_counter``,
+    ``lr_annealing``, ``train_logger``, ``interpret_period``,
+    ``interpretations_per_stage``, ``output_folder`` and ``sample_rate``.
+    Subclasses implement ``compute_forward`` and ``compute_objectives`` and
+    call ``record_scores`` in VALID and TEST.
+
+    On a GPU a step reads nothing back from the device but its loss (once,
+    at its end, where SpeechBrain's ``fit_batch`` returns it): the scores stay
+    on the device until the stage ends, batches come from pinned memory, the
+    optimiser is fused and cuDNN picks its fastest algorithms for the fixed
+    clip shape.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.device_type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every training clip has the same shape
+
+    def init_optimizers(self):
+        """SpeechBrain's optimiser set-up, with a fused optimiser on CUDA (``optimizer_class_for``)."""
+        self.opt_class = optimizer_class_for(self.opt_class, self.device_type)
+        super().init_optimizers()
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """SpeechBrain's loader, with batches in pinned memory on CUDA (``with_pinned_memory``)."""
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **with_pinned_memory(loader_kwargs, self.device_type))
+
+    def fit_batch(self, batch):
+        """SpeechBrain's training step; its loss, read on the host there, stops the run when not finite."""
+        loss = super().fit_batch(batch)
+        self.stop_if_not_finite(loss, batch, sb.Stage.TRAIN)
+        return loss
+
+    def evaluate_batch(self, batch, stage):
+        """SpeechBrain's evaluation step; its loss, read on the host there, stops the run when not finite."""
+        loss = super().evaluate_batch(batch, stage)
+        self.stop_if_not_finite(loss, batch, stage)
+        return loss
+
+    def check_loss_isfinite(self, loss):
+        """Left to ``stop_if_not_finite``: SpeechBrain's check here would read the loss mid-step, a second sync."""
+
+    def stop_if_not_finite(self, loss, batch, stage):
+        """Raises ``FloatingPointError`` naming the batch's clips when the host-side ``loss`` is not finite.
+
+        It runs as soon as the step returns, before SpeechBrain can save a
+        checkpoint, so no checkpoint ever holds the weights of that step.
+        """
+        if not math.isfinite(float(loss)):
+            raise FloatingPointError(
+                f"The {stage.name} loss is {float(loss)} on the batch of clips {list(batch.id)}; stopping before "
+                "a checkpoint is saved. Check those clips, or lower --lr."
+            )
 
     def compute_features(self, wavs):
         """STFT, ``log1p`` magnitude and ``log1p``-mel classifier input of ``wavs`` ``[batch, samples]``."""
-        return spectral_features(wavs, self.hparams.compute_stft, self.hparams.compute_fbank)
+        return spectral_features(wavs, self.modules.compute_stft, self.modules.compute_fbank)
 
     def mel_input_from_log_mag(self, log_mag):
         """Classifier input ``log1p(Mel(expm1(L)))`` for a (masked) ``log1p`` magnitude ``[batch, frames, freq]``."""
-        return mel_input_from_log_magnitude(log_mag, self.hparams.compute_fbank)
+        return mel_input_from_log_magnitude(log_mag, self.modules.compute_fbank)
 
     def classify(self, mel_input):
         """Logits ``[batch, n_classes]`` and feature maps of the frozen classifier."""
@@ -548,26 +585,26 @@ class InterpreterBrain(sb.Brain):
         spectrum = torch.stack([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=-1)
         missing = features.stft.shape[1] - mask.shape[1]
         spectrum = torch.nn.functional.pad(spectrum, (0, 0, 0, 0, 0, missing))  # [batch, frames, freq, 2]
-        return self.hparams.compute_istft(spectrum, sig_length=num_samples)
+        return self.modules.compute_istft(spectrum, sig_length=num_samples)
 
     def on_stage_start(self, stage, epoch=None):
-        """Starts one score accumulator per statistic for VALID and TEST."""
+        """Starts this stage's per-example scores (VALID and TEST)."""
         self.stage_scores = {}
         self.interpretations_saved = 0
 
-    def record_scores(self, ids, scores):
-        """Adds per-example ``scores`` (dict of ``[batch]`` tensors) to this stage's statistics."""
+    def record_scores(self, scores):
+        """Keeps per-example ``scores`` (dict of ``[batch]`` tensors) where they are, on the device, until the stage ends."""
         for name, values in scores.items():
-            if name not in self.stage_scores:
-                self.stage_scores[name] = MetricStats(metric=_scores_as_given)
-            self.stage_scores[name].append(ids, values.detach().float().cpu())
+            self.stage_scores.setdefault(name, []).append(values.detach().float())
 
     def stage_statistics(self, stage_loss):
-        """The statistics of a VALID or TEST stage: loss and every recorded score, as plain floats."""
-        stats = {BEST_CHECKPOINT_KEY: float(stage_loss)}
-        for name, accumulator in self.stage_scores.items():
-            stats[name] = float(accumulator.summarize("average"))
-        return stats
+        """The statistics of a VALID or TEST stage: loss and the mean of every recorded score, as plain floats.
+
+        The means reach the host together, in one copy.
+        """
+        names = list(self.stage_scores)
+        means = torch.stack([torch.cat(self.stage_scores[name]).mean() for name in names]).tolist() if names else []
+        return {BEST_CHECKPOINT_KEY: float(stage_loss), **dict(zip(names, means))}
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs the stage, anneals the learning rate and keeps the best checkpoint."""

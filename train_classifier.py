@@ -27,7 +27,8 @@ from matplotlib.figure import Figure
 from speechbrain.utils.distributed import if_main_process
 
 from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets
-from interpreter_brain import end_distributed_run, spectral_features
+from features import spectral_features
+from interpreter_brain import end_distributed_run, optimizer_class_for, with_pinned_memory
 from wham_prepare import make_noise_stream
 
 logger = logging.getLogger(__name__)
@@ -54,13 +55,22 @@ class ClassifierBrain(sb.Brain):
         self.noise_stream = noise_stream
         self.class_names = list(class_names)
 
+    def init_optimizers(self):
+        """SpeechBrain's optimiser set-up, with a fused optimiser on CUDA."""
+        self.opt_class = optimizer_class_for(self.opt_class, self.device_type)
+        super().init_optimizers()
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """SpeechBrain's loader, with batches in pinned memory on CUDA."""
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **with_pinned_memory(loader_kwargs, self.device_type))
+
     def compute_forward(self, batch, stage):
         """Logits ``[batch, n_classes]`` of the (noisy, in training) input."""
-        batch = batch.to(self.device)
+        batch = batch.to(self.device, non_blocking=True)  # from pinned memory on CUDA: no wait
         wavs, _ = batch.sig  # [batch, samples]
         if stage == sb.Stage.TRAIN and self.noise_stream is not None:
             wavs = self.noise_stream.mix_into(wavs)
-        features = spectral_features(wavs, self.hparams.compute_stft, self.hparams.compute_fbank)
+        features = spectral_features(wavs, self.modules.compute_stft, self.modules.compute_fbank)
         embedding, _ = self.modules.embedding_model(features.mel_input)
         return self.modules.classifier(embedding).squeeze(1)
 
@@ -68,8 +78,8 @@ class ClassifierBrain(sb.Brain):
         """Cross-entropy against the labels; records predictions outside training."""
         labels = batch.class_string_encoded.data.squeeze(1)
         if stage != sb.Stage.TRAIN:
-            self.predictions.append(logits.argmax(dim=1).cpu())
-            self.labels.append(labels.cpu())
+            self.predictions.append(logits.argmax(dim=1))  # on the device until the stage ends
+            self.labels.append(labels)
         return F.cross_entropy(logits, labels)
 
     def on_stage_start(self, stage, epoch=None):
@@ -78,8 +88,7 @@ class ClassifierBrain(sb.Brain):
 
     def stage_accuracy(self):
         """Accuracy over the predictions recorded in this stage, a plain float."""
-        predictions, labels = torch.cat(self.predictions), torch.cat(self.labels)
-        return float((predictions == labels).float().mean())
+        return float((torch.cat(self.predictions) == torch.cat(self.labels)).float().mean())
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs, anneals the learning rate, keeps the most accurate checkpoint; draws the test confusion matrix."""
@@ -99,7 +108,8 @@ class ClassifierBrain(sb.Brain):
         )
         self.test_stats = stats
         if if_main_process():
-            matrix = confusion_matrix(torch.cat(self.predictions), torch.cat(self.labels), self.hparams.n_classes)
+            predictions, labels = torch.cat(self.predictions).cpu(), torch.cat(self.labels).cpu()
+            matrix = confusion_matrix(predictions, labels, self.hparams.n_classes)
             path = os.path.join(self.hparams.output_folder, "confusion_matrix.png")
             save_confusion_matrix(matrix, self.class_names, path)
 

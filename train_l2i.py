@@ -37,7 +37,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from cnn14_family import fit_feature_maps
 from esc50_prepare import prepare_datasets
-from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, set_weight_layout
+from interpreter_brain import BEST_CHECKPOINT_KEY, FEATURE_MODULES, end_distributed_run, set_weight_layout
 from train_lmac import LMAC, LMACOutput, check_class_count, load_classifier, validate_hparams
 from wham_prepare import make_noise_stream
 
@@ -204,8 +204,6 @@ class L2I(LMAC):
         reconstruction = self.modules.nmf_decoder(output.activations).transpose(1, 2)  # [batch, frames, freq]
         rec = (reconstruction - output.features.log_mag[:, : reconstruction.shape[1]]).pow(2).mean()
         loss = fidelity + self.hparams.l2i_rec_w * rec + self.hparams.l2i_l1_w * output.activations.mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"The L2I {stage.name} loss is {loss.item()} on the clips {list(batch.id)}.")
         if stage != sb.Stage.TRAIN:
             self.record_stage_outputs(output, batch, stage, keep=None)
         return loss
@@ -245,6 +243,7 @@ def l2i_modules(hparams):
         "psi": hparams["l2i_psi"],
         "theta": hparams["l2i_theta"],
         "nmf_decoder": decoder,
+        **{name: hparams["modules"][name] for name in FEATURE_MODULES},
         "classifier": hparams["modules"]["classifier"],
     }
 

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from esc50_prepare import prepare_datasets
-from interpreter_brain import spectral_features
+from features import spectral_features
 
 logger = logging.getLogger(__name__)
 

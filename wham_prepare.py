@@ -192,6 +192,10 @@ class WhamNoiseStream:
     num_workers : int
         DataLoader worker processes; 0 loads in the calling process.
 
+    The workers start at the first batch asked for; batches mixed into clips
+    on a CUDA device are loaded into pinned memory, so that their copy to the
+    GPU does not wait for the work already queued there.
+
     Example
     -------
     >>> import tempfile
@@ -204,28 +208,43 @@ class WhamNoiseStream:
     """
 
     def __init__(self, noise, batch_size, num_workers):
-        self.loader = torch.utils.data.DataLoader(
-            noise,
-            batch_size=batch_size,
-            sampler=itertools.count(),
-            num_workers=num_workers,
-            persistent_workers=num_workers > 0,
-        )
-        self._batches = iter(self.loader)
+        self.noise = noise
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self._batches = None  # the loader's iterator, from the first batch on
         self._buffer = torch.empty(0, noise.num_samples)
 
     def mix_into(self, clean):
         """``clean`` ``[batch, samples]`` mixed at 0 dB with the next noise excerpts (cropped or padded to fit)."""
-        noise = self.next_batch(clean.shape[0]).to(clean.device)
+        noise = self.next_batch(clean.shape[0], pin_memory=clean.device.type == "cuda")
+        noise = noise.to(clean.device, non_blocking=True)
         return combine_batches(clean, fit_length(noise, clean.shape[1]))
 
-    def next_batch(self, batch_size):
-        """Returns the next ``batch_size`` noise excerpts, shape ``[batch_size, samples]``."""
+    def next_batch(self, batch_size, pin_memory=False):
+        """Returns the next ``batch_size`` noise excerpts, shape ``[batch_size, samples]``.
+
+        ``pin_memory`` (read at the first call, which starts the loader):
+        the batches are in pinned memory, for copies to a GPU that do not wait.
+        """
+        if self._batches is None:
+            self._batches = iter(self._loader(pin_memory))
         while self._buffer.shape[0] < batch_size:
             loaded = next(self._batches)
             self._buffer = torch.cat([self._buffer, loaded]) if self._buffer.shape[0] else loaded
         batch, self._buffer = self._buffer[:batch_size], self._buffer[batch_size:]
+        if pin_memory and not batch.is_pinned():  # put together from two loaded batches
+            batch = batch.pin_memory()
         return batch
+
+    def _loader(self, pin_memory):
+        return torch.utils.data.DataLoader(
+            self.noise,
+            batch_size=self.batch_size,
+            sampler=itertools.count(),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=pin_memory,
+        )
 
 
 def make_noise_stream(hparams):

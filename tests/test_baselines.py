@@ -5,7 +5,7 @@ import torch
 from speechbrain.processing.features import Filterbank
 
 from baselines import GRADIENT_METHODS, GradientMask, attribution_mask, filterbank_matrix, mel_to_linear
-from interpreter_brain import SpectralFeatures
+from features import SpectralFeatures
 
 N_FFT, N_MELS, FRAMES = 256, 32, 24
 BAND = slice(10, 14)  # the mel bands the toy classifier reads

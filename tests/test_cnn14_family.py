@@ -3,9 +3,10 @@
 import pytest
 import torch
 from speechbrain.lobes.models.Cnn14 import CNN14PSI_stft, Cnn14
-from speechbrain.processing.features import ISTFT, STFT, Filterbank
+from speechbrain.processing.features import STFT
 
 from cnn14_family import ScaledCnn14, cnn14_embedding_model, decode_any_length
+from features import DeviceFilterbank, DeviceISTFT, DeviceSTFT
 from interpreter_brain import InterpreterBrain, set_weight_layout
 
 HOP_MS, WIN_MS = 11.6099, 23.2199
@@ -71,12 +72,12 @@ def test_padding_leaves_the_published_frames_alone(tiny_models):
 @pytest.mark.parametrize("seconds", [0.5, 1.0, 2.7, 5.0, 8.1, 12.0])
 def test_interpretations_keep_the_input_length(tiny_models, seconds):
     model, decoder = tiny_models
-    hparams = {
-        "compute_stft": STFT(sample_rate=16000, hop_length=HOP_MS, win_length=WIN_MS, n_fft=1024),
-        "compute_istft": ISTFT(sample_rate=16000, hop_length=HOP_MS, win_length=WIN_MS, n_fft=1024),
-        "compute_fbank": Filterbank(n_mels=80, n_fft=1024, sample_rate=16000, log_mel=False),
+    feature_modules = {
+        "compute_stft": DeviceSTFT(sample_rate=16000, hop_length=HOP_MS, win_length=WIN_MS, n_fft=1024),
+        "compute_istft": DeviceISTFT(sample_rate=16000, hop_length=HOP_MS, win_length=WIN_MS, n_fft=1024),
+        "compute_fbank": DeviceFilterbank(n_mels=80, n_fft=1024, sample_rate=16000, log_mel=False),
     }
-    brain = InterpreterBrain(modules={}, hparams=hparams, run_opts={"device": "cpu"})
+    brain = InterpreterBrain(modules=feature_modules, run_opts={"device": "cpu"})
     wavs = torch.randn(2, int(seconds * 16000))
     features = brain.compute_features(wavs)
     with torch.no_grad():

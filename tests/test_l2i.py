@@ -14,7 +14,7 @@ import train_lmac
 import train_nmf
 from conftest import tiny_run_flags
 from esc50_prepare import peak_normalize, read_audio_mono
-from interpreter_brain import spectral_features
+from features import spectral_features
 from make_synthetic_data import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

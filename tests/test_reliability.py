@@ -18,7 +18,8 @@ from hyperpyyaml import load_hyperpyyaml
 
 import esc50_prepare
 import train_lmac
-from interpreter_brain import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer, SpectralFeatures
+from features import SpectralFeatures
+from interpreter_brain import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer
 from make_synthetic_data import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,7 +162,7 @@ def test_degenerate_clips_give_finite_losses_and_metrics(tiny_brain, kind):
         id=["a", "b"],
         sig=(waveform, torch.ones(2)),
         class_string_encoded=types.SimpleNamespace(data=torch.zeros(2, 1, dtype=torch.long)),
-        to=lambda device: batch,
+        to=lambda *args, **kwargs: batch,
     )
     tiny_brain.on_stage_start(sb.Stage.TEST)
     tiny_brain.hparams.interpretations_per_stage = 0
@@ -195,22 +196,30 @@ def test_all_zero_and_all_one_masks_with_a_certain_classifier_are_finite(tiny_br
     assert all(math.isfinite(value) for value in tiny_brain.stage_statistics(loss.item()).values())
 
 
-def test_a_non_finite_loss_stops_with_the_batch_ids(tiny_brain):
-    log_mag = torch.rand(2, 10, 6)
-    wavs = torch.zeros(2, 100)
-    output = train_lmac.LMACOutput(
-        wavs=wavs,
-        clean_wavs=wavs,
-        features=SpectralFeatures(stft=torch.zeros(2, 10, 6, 2), log_mag=log_mag, mel_input=torch.zeros(2, 10, 80)),
-        logits=torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
-        mask=torch.full((2, 10, 6), 0.5),
-        log_mag_masked_in=0.5 * log_mag,
-        logits_masked_in=torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]),
-        logits_masked_out=torch.zeros(2, 2),
-    )
-    batch = types.SimpleNamespace(id=["1-100-A-0", "2-200-A-1"])
-    with pytest.raises(FloatingPointError, match=r"TRAIN loss is nan on the batch of clips \['1-100-A-0', '2-200-A-1'\]"):
-        tiny_brain.compute_objectives(output, batch, sb.Stage.TRAIN)
+def test_a_non_finite_loss_stops_with_the_batch_ids_before_any_checkpoint_of_it(tiny_data, tmp_path, monkeypatch):
+    # A checkpoint after every step; the loss of the third training batch is NaN.
+    flags = [*run_flags(tiny_data, tmp_path / "run", 1)[1:], "--ckpt_interval_steps", "1", "--ckpt_interval_minutes", "0"]
+    batches, weights_before = [], {}
+    finite_objectives = train_lmac.LMAC.compute_objectives
+
+    def nan_on_the_third_batch(brain, output, batch, stage):
+        loss = finite_objectives(brain, output, batch, stage)
+        if stage == sb.Stage.TRAIN:
+            batches.append(list(batch.id))
+            if len(batches) == 3:
+                weights_before.update({name: value.clone() for name, value in brain.modules.psi.state_dict().items()})
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(train_lmac.LMAC, "compute_objectives", nan_on_the_third_batch)
+    with pytest.raises(FloatingPointError, match=r"TRAIN loss is nan on the batch of clips (\[.*\]); stopping") as error:
+        train_lmac.main([HPARAMS, *flags])
+    assert len(batches) == 3 and str(batches[2]) in str(error.value)
+    # SpeechBrain keeps the latest intra-epoch checkpoint: the one after the second step, the last finite one.
+    (checkpoint,) = CompleteCheckpointer(str(tmp_path / "run" / "save")).list_checkpoints()
+    saved = torch.load(checkpoint.path / "psi_model.ckpt")
+    assert saved.keys() == weights_before.keys()
+    assert all(torch.equal(saved[name], weights_before[name]) for name in saved)
 
 
 def test_bf16_training_keeps_losses_finite_and_other_files_alone(tiny_data, tmp_path):

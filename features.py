@@ -1,0 +1,170 @@
+"""The features of every model here, with their constants kept on the model's device.
+
+SpeechBrain's ``STFT`` and ``ISTFT`` copy their window to the input's device
+at every call, and its ``Filterbank`` rebuilds its matrix on the CPU at every
+call and copies it over: on a GPU each copy from pageable host memory waits
+for the work already queued. The ``Device*`` classes here are SpeechBrain's
+modules with those constants built once and registered as buffers, so that
+``.to(device)`` (the Brain does it for its ``modules``) moves them once; the
+numbers are SpeechBrain's. The buffers are not persistent: they are
+constants of the settings, so checkpoints neither hold nor need them.
+
+``spectral_features`` computes the features every model here reads: the
+STFT, ``L = log1p|STFT|`` and the classifier input ``log1p(Mel(expm1(L)))``.
+"""
+
+import dataclasses
+
+import torch
+from speechbrain.processing.features import ISTFT, STFT, Filterbank
+
+
+class _WindowOnDevice:
+    """Makes SpeechBrain's ``self.window`` a buffer; its ``forward`` then finds it on the input's device."""
+
+    def _register_window(self):
+        window = self.window
+        del self.window
+        self.register_buffer("window", window, persistent=False)
+
+
+class DeviceSTFT(_WindowOnDevice, STFT):
+    """SpeechBrain's ``STFT`` with its window as a buffer that follows ``.to(device)``.
+
+    Arguments
+    ---------
+    **kwargs
+        As for ``speechbrain.processing.features.STFT``.
+
+    Example
+    -------
+    >>> compute_stft = DeviceSTFT(sample_rate=16000, n_fft=400)
+    >>> compute_stft(torch.randn(2, 16000)).shape, "window" in dict(compute_stft.named_buffers())
+    (torch.Size([2, 101, 201, 2]), True)
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._register_window()
+
+
+class DeviceISTFT(_WindowOnDevice, ISTFT):
+    """SpeechBrain's ``ISTFT`` with its window as a buffer that follows ``.to(device)``.
+
+    Arguments
+    ---------
+    **kwargs
+        As for ``speechbrain.processing.features.ISTFT``.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._register_window()
+
+
+class DeviceFilterbank(Filterbank):
+    """SpeechBrain's ``Filterbank`` with its matrix built once, a buffer that follows ``.to(device)``.
+
+    The matrix is what SpeechBrain's ``forward`` applies: that ``forward``
+    run once on the identity (exact: each output is one weight times 1).
+    Only fixed filters are supported (``freeze=True``, ``param_rand_factor=0``).
+
+    Arguments
+    ---------
+    **kwargs
+        As for ``speechbrain.processing.features.Filterbank``.
+
+    Example
+    -------
+    >>> compute_fbank = DeviceFilterbank(n_mels=40, n_fft=400, log_mel=False)
+    >>> compute_fbank.fbank_matrix.shape, compute_fbank(torch.rand(2, 101, 201)).shape
+    (torch.Size([201, 40]), torch.Size([2, 101, 40]))
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if not self.freeze or self.param_rand_factor != 0:
+            raise ValueError(
+                f"DeviceFilterbank keeps one fixed matrix, but freeze={self.freeze} and "
+                f"param_rand_factor={self.param_rand_factor}; use speechbrain.processing.features.Filterbank "
+                "for learnable or randomised filters."
+            )
+        self.register_buffer("fbank_matrix", self._speechbrain_matrix(), persistent=False)
+
+    def _speechbrain_matrix(self):
+        """``[n_fft // 2 + 1, n_mels]``: SpeechBrain's linear filterbank applied to the identity."""
+        log_mel, self.log_mel = self.log_mel, False
+        try:
+            return super().forward(torch.eye(self.n_stft))
+        finally:
+            self.log_mel = log_mel
+
+    def forward(self, spectrogram):
+        """Filterbank energies of ``spectrogram``, as SpeechBrain's ``Filterbank`` computes them.
+
+        Arguments
+        ---------
+        spectrogram : torch.Tensor
+            ``[batch, frames, freq]``, or ``[batch, frames, freq, channels]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, n_mels]`` (``[batch, frames, n_mels, channels]``).
+        """
+        if spectrogram.dim() == 4:
+            return self.forward(spectrogram.movedim(-1, 1)).movedim(1, -1)
+        # A no-op on the module's device; elsewhere (a caller that did not move it) one copy, as SpeechBrain does.
+        fbanks = torch.matmul(spectrogram, self.fbank_matrix.to(spectrogram.device))
+        return self._amplitude_to_DB(fbanks) if self.log_mel else fbanks
+
+
+@dataclasses.dataclass
+class SpectralFeatures:
+    """Features of one batch, computed once and reused by losses, metrics and outputs.
+
+    ``stft``: ``[batch, frames, freq, 2]``; ``log_mag``: ``log1p|STFT|``,
+    ``[batch, frames, freq]``; ``mel_input``: ``log1p(Mel(|STFT|))``,
+    ``[batch, frames, n_mels]``.
+    """
+
+    stft: torch.Tensor
+    log_mag: torch.Tensor
+    mel_input: torch.Tensor
+
+
+@torch.no_grad()
+def spectral_features(wavs, compute_stft, compute_fbank):
+    """The features of the method, shared by the classifier and interpreter recipes.
+
+    They are the fixed input of every model here, so no gradient flows back
+    to ``wavs`` through them.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``[batch, samples]``.
+    compute_stft : speechbrain.processing.features.STFT
+    compute_fbank : speechbrain.processing.features.Filterbank
+        With ``log_mel=False``; applied to the magnitude.
+
+    Returns
+    -------
+    SpectralFeatures
+        STFT, ``log1p|STFT|`` and ``log1p(Mel(|STFT|))``.
+    """
+    stft = compute_stft(wavs)  # [batch, frames, freq, 2]
+    real, imaginary = stft.unbind(dim=-1)
+    # sqrt(re^2 + im^2) in two passes: 2-4x faster on the CPU than the complex abs, equal within float32 rounding.
+    magnitude = torch.addcmul(real.square(), imaginary, imaginary).sqrt_()  # [batch, frames, freq]
+    log_mag = torch.log1p(magnitude)
+    # Through log_mag, as masked inputs are: an all-ones mask then gives the classifier its input bit for bit.
+    return SpectralFeatures(stft=stft, log_mag=log_mag, mel_input=mel_input_from_log_magnitude(log_mag, compute_fbank))
+
+
+def mel_input_from_log_magnitude(log_mag, compute_fbank):
+    """Classifier input ``log1p(Mel(expm1(L)))`` of a (masked) ``log1p`` magnitude ``[batch, frames, freq]``.
+
+    Returns ``[batch, frames, n_mels]``; differentiable with respect to ``log_mag``.
+    """
+    return torch.log1p(compute_fbank(torch.expm1(log_mag)))
