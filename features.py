@@ -112,8 +112,10 @@ class DeviceFilterbank(Filterbank):
         torch.Tensor
             ``[batch, frames, n_mels]`` (``[batch, frames, n_mels, channels]``).
         """
-        if spectrogram.dim() == 4:
-            return self.forward(spectrogram.movedim(-1, 1)).movedim(1, -1)
+        if spectrogram.dim() == 4:  # channels as examples, as SpeechBrain does (its dB floor is per channel)
+            batch, frames, _, channels = spectrogram.shape
+            merged = spectrogram.permute(0, 3, 1, 2).reshape(batch * channels, frames, -1)
+            return self.forward(merged).reshape(batch, channels, frames, -1).permute(0, 2, 3, 1)
         # A no-op on the module's device; elsewhere (a caller that did not move it) one copy, as SpeechBrain does.
         fbanks = torch.matmul(spectrogram, self.fbank_matrix.to(spectrogram.device))
         return self._amplitude_to_DB(fbanks) if self.log_mel else fbanks

@@ -1,0 +1,103 @@
+"""A step reads one value back on the host: its loss. On a GPU each such read waits for all queued work."""
+
+import os
+
+import pytest
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from torch.overrides import TorchFunctionMode
+
+import interpreter_brain
+import train_lmac
+from esc50_prepare import prepare_datasets
+from interpreter_brain import load_event_table
+from wham_prepare import make_noise_stream
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
+HOST_READS = {"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__"}
+
+
+class HostReads(TorchFunctionMode):
+    """Records the tensor calls that hand values to Python or to host memory, except on ``ignored`` tensors."""
+
+    def __init__(self, ignored=()):
+        super().__init__()
+        self.ignored = {id(tensor) for tensor in ignored}
+        self.reads = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in HOST_READS and not (args and id(args[0]) in self.ignored):
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def counting_host_reads(function, ignored=()):
+    """``function`` wrapped to append the host reads of each call to the returned list."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        with HostReads(ignored) as mode:
+            result = function(*args, **kwargs)
+        calls.append(mode.reads)
+        return result
+
+    return counted, calls
+
+
+@pytest.fixture(params=[False, True], ids=["base", "finetuning"])
+def noisy_lmac(request, synthetic_data, tmp_path):
+    """An L-MAC brain (width 1/32) with WHAM! noise, events for localisation, its optimiser and a batch."""
+    overrides = {
+        "data_folder": synthetic_data["esc50_folder"], "output_folder": str(tmp_path), "use_pretrained": False,
+        "width": 0.03125, "n_classes": 3, "interpretations_per_stage": 0, "finetuning": request.param,
+        "add_wham_noise": True, "wham_folder": synthetic_data["wham_folder"], "noise_num_workers": 0,
+        "batch_size": 2,
+    }  # fmt: skip
+    with open(HPARAMS, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    datasets, _ = prepare_datasets(hparams)
+    brain = train_lmac.LMAC(
+        modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"},
+        noise_stream=make_noise_stream(hparams),
+    )  # fmt: skip
+    brain.init_optimizers()
+    brain.events = load_event_table(synthetic_data["esc50_folder"])
+    batch = next(iter(sb.dataio.dataloader.make_dataloader(datasets["train"], batch_size=2)))
+    return brain, batch
+
+
+def test_a_training_step_reads_only_its_loss_on_the_host(noisy_lmac, monkeypatch):
+    brain, batch = noisy_lmac
+    brain.modules.train()
+    brain.fit_batch(batch)  # creates the optimiser's state
+    # Adam's step counters live on the host on a GPU as well (or on the device, fused): not a device read.
+    step_counters = [state["step"] for state in brain.optimizer.state.values()]
+    counted, calls = counting_host_reads(sb.Brain.fit_batch, ignored=step_counters)
+    monkeypatch.setattr(sb.Brain, "fit_batch", counted)
+    for _ in range(2):
+        brain.fit_batch(batch)
+    assert calls == [["cpu"], ["cpu"]], "SpeechBrain's loss.detach().cpu() and nothing else"
+
+
+def test_an_evaluation_step_keeps_its_scores_on_the_device(noisy_lmac, monkeypatch):
+    brain, batch = noisy_lmac
+    # As on a GPU: the rows of the Gini index are sorted on the device (on the CPU NumPy sorts them).
+    monkeypatch.setattr(interpreter_brain, "_sorted_rows", lambda values: torch.sort(values, dim=1).values)
+    brain.modules.eval()
+    brain.on_stage_start(sb.Stage.TEST)
+    brain.evaluate_batch(batch, sb.Stage.TEST)  # starts the noise loader (its seed is drawn on the host, once)
+    counted, calls = counting_host_reads(sb.Brain.evaluate_batch)
+    monkeypatch.setattr(sb.Brain, "evaluate_batch", counted)
+    brain.on_stage_start(sb.Stage.TEST)
+    losses = [brain.evaluate_batch(batch, sb.Stage.TEST) for _ in range(2)]
+    assert calls == [["cpu"], ["cpu"]]
+    assert "localization" in brain.stage_scores and all(
+        isinstance(value, torch.Tensor) for values in brain.stage_scores.values() for value in values
+    )
+    with HostReads() as mode:
+        stats = brain.stage_statistics(sum(losses) / 2)
+    assert mode.reads.count("tolist") == 1, "every mean reaches the host in one copy"
+    assert stats["AD"] == pytest.approx(torch.cat(brain.stage_scores["AD"]).mean().item())
