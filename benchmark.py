@@ -17,8 +17,9 @@ It prints a table and writes JSON::
     python benchmark.py --config published --iterations 2
     python benchmark.py --config published --device cuda --precision bf16
 
-On a GPU it also reports clips per second and the peak GPU memory; the
-floor's passes run under the same autocast as the steps.
+On a GPU it also reports clips per second, the peak GPU memory and the
+host-device synchronisations of one train and one eval step (PyTorch's CUDA
+sync debug mode); the floor's passes run under the same autocast as the steps.
 """
 
 import argparse
@@ -30,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 
 import soundfile as sf
 import speechbrain as sb
@@ -49,6 +51,8 @@ logger = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = {"published": {"width": 1}, "demo": {"width": 0.0625}}
 PRECISIONS = ("fp32", "bf16", "fp16")
+# What PyTorch's CUDA sync debug mode warns at each operation that makes the host wait for the GPU.
+SYNC_WARNING = "called a synchronizing CUDA operation"
 
 
 def time_noise_waits(stream):
@@ -91,9 +95,10 @@ def build(config, data, output_folder, batch_size, num_workers, device="cpu", pr
     run_opts = {"device": device, "precision": precision, "eval_precision": precision}
     brain = LMAC(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts, noise_stream=noise)
     brain.init_optimizers()
-    loader = sb.dataio.dataloader.make_dataloader(
-        datasets["train"], shuffle=True, batch_size=batch_size, num_workers=num_workers, drop_last=True
-    )
+    loader = brain.make_dataloader(  # the recipe's loader: pinned batches on CUDA
+        datasets["train"], sb.Stage.TRAIN, ckpt_prefix=None, shuffle=True, batch_size=batch_size,
+        num_workers=num_workers, drop_last=True,
+    )  # fmt: skip
     return brain, noise, loader
 
 
@@ -150,6 +155,23 @@ def _floor_times(brain, batch, train):
     return seconds + decoder_seconds + masked_seconds
 
 
+def count_synchronisations(function):
+    """How many times ``function()`` made the host wait for the GPU (CUDA sync debug mode, ``warn``).
+
+    Each such operation (a copy to the host, ``.item()``, a copy from
+    pageable host memory, an explicit synchronisation) warns once.
+    """
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            function()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    return sum(SYNC_WARNING in str(warning.message) for warning in caught)
+
+
 def _forever(loader):
     """The loader's batches, epoch after epoch."""
     while True:
@@ -162,7 +184,11 @@ def _no_grad(function, *args):
 
 
 def measure_steps(brain, noise, loader, iterations, train):
-    """Median step seconds, median floor seconds and the data-wait share over ``iterations`` batches."""
+    """Median step seconds, median floor seconds, the data-wait share over ``iterations`` batches, and syncs per step.
+
+    The synchronisations are counted on one more step, untimed, on CUDA
+    only (None elsewhere).
+    """
     steps, floors, waits = [], [], []
     batches = _forever(loader)
     brain.modules.train() if train else brain.modules.eval()
@@ -178,7 +204,13 @@ def measure_steps(brain, noise, loader, iterations, train):
         waits.append(loader_wait + noise.waited)
         floors.append(floor_times(brain, batch, train))
     steps, floors, waits = steps[1:], floors[1:], waits[1:]
-    return statistics.median(steps), statistics.median(floors), sum(waits) / sum(steps)
+    syncs = None
+    if torch.device(brain.device).type == "cuda":
+        batch = next(batches)
+        syncs = count_synchronisations(
+            (lambda: brain.fit_batch(batch)) if train else (lambda: brain.evaluate_batch(batch, sb.Stage.TEST))
+        )
+    return statistics.median(steps), statistics.median(floors), sum(waits) / sum(steps), syncs
 
 
 def interpretation_latency(brain, folder):
@@ -219,9 +251,9 @@ def run(config, iterations, batch_size, num_workers, data_folder, clips_per_clas
     data = generate(data_folder, n_classes=10, clips_per_class=clips_per_class, noise_files=(10, 2, 2), seed=11)
     with tempfile.TemporaryDirectory() as scratch:
         brain, noise, loader = build(config, data, scratch, batch_size, num_workers, device, precision)
-        train_step, train_floor, train_wait = measure_steps(brain, noise, loader, iterations, train=True)
+        train_step, train_floor, train_wait, train_syncs = measure_steps(brain, noise, loader, iterations, train=True)
         set_weight_layout(brain.modules, forward_only=True)  # as eval.py and the test after training run
-        eval_step, eval_floor, eval_wait = measure_steps(brain, noise, loader, iterations, train=False)
+        eval_step, eval_floor, eval_wait, eval_syncs = measure_steps(brain, noise, loader, iterations, train=False)
         latency, latency_with_outputs = interpretation_latency(brain, scratch)
     return {
         "config": config,
@@ -242,6 +274,7 @@ def run(config, iterations, batch_size, num_workers, data_folder, clips_per_clas
         "interpret_5s_with_outputs_s": latency_with_outputs,
         "peak_memory_mb": peak_memory_mb(),
         **gpu_measures(device, train_step, eval_step, batch_size),
+        **({} if train_syncs is None else {"train_syncs_per_step": train_syncs, "eval_syncs_per_step": eval_syncs}),
     }
 
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ def test_the_benchmark_reports_every_measure(tmp_path):
     written = json.loads(output.read_text())
     assert written == results and written["config"] == "demo" and written["batch_size"] == 2
     assert (written["device"], written["precision"]) == ("cpu", "fp32") and "train_clips_per_s" not in written
+    assert "train_syncs_per_step" not in written, "synchronisations are counted on CUDA only"
     for key in KEYS:
         assert math.isfinite(written[key]) and written[key] >= 0, key
     assert written["train_step_s_per_clip"] > 0 and written["train_floor_s_per_clip"] > 0
@@ -58,3 +60,18 @@ def test_a_cuda_device_without_a_gpu_is_refused_before_any_work(tmp_path, capsys
         benchmark.main(["--device", "cuda", "--data_folder", str(tmp_path / "data")])
     assert "--device cuda: no CUDA GPU is visible" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
+
+
+def test_synchronisations_are_counted_from_the_sync_debug_warnings_and_the_mode_is_restored(monkeypatch):
+    modes = ["default"]
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: modes[-1])
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def step_with_two_syncs():
+        assert modes[-1] == "warn"
+        for _ in range(2):
+            warnings.warn(benchmark.SYNC_WARNING)  # one line warning twice, as in a loop: counted twice
+        warnings.warn("an unrelated warning")
+
+    assert benchmark.count_synchronisations(step_with_two_syncs) == 2
+    assert modes == ["default", "warn", "default"]

@@ -1,5 +1,7 @@
 """Reliability: resume after SIGKILL, incomplete checkpoints, two-process training, numeric safety, bf16."""
 
+import copy
+import functools
 import math
 import os
 import re
@@ -15,11 +17,12 @@ import pytest
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.checkpoints import Checkpointer
 
 import esc50_prepare
 import train_lmac
 from features import SpectralFeatures
-from interpreter_brain import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer
+from interpreter_brain import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer, optimizer_class_for
 from make_synthetic_data import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -276,3 +279,32 @@ def test_a_classifier_checkpoint_with_other_outputs_is_refused(tiny_data, tmp_pa
     flags += ["--embedding_model_path", str(tmp_path / "embedding_model.ckpt"), "--classifier_model_path", str(tmp_path / "classifier.ckpt")]
     with pytest.raises(ValueError, match=r"classifier.ckpt' has 3 outputs, but n_classes=2; pass --n_classes 3"):
         train_lmac.main(flags)
+
+
+def adam_steps(optimizer, model, inputs, count):
+    for _ in range(count):
+        optimizer.zero_grad()
+        model(inputs).pow(2).mean().backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("first, then", [("fused", "unfused"), ("unfused", "fused")])
+def test_fused_and_unfused_adam_resume_each_others_checkpoints(tmp_path, first, then):
+    # CUDA runs use the fused Adam (one kernel per step); a run may resume on another machine with the other one.
+    configured = functools.partial(torch.optim.Adam, lr=0.01, weight_decay=1e-6)
+    kinds = {"unfused": configured, "fused": optimizer_class_for(configured, "cuda")}
+    assert kinds["fused"].keywords["fused"] is True and optimizer_class_for(configured, "cpu") is configured
+    torch.manual_seed(0)
+    start, inputs = torch.nn.Linear(4, 3), torch.randn(8, 4)
+    reference = copy.deepcopy(start)
+    adam_steps(configured(reference.parameters()), reference, inputs, 4)
+    before = copy.deepcopy(start)
+    optimizer = kinds[first](before.parameters())
+    adam_steps(optimizer, before, inputs, 2)
+    Checkpointer(str(tmp_path), recoverables={"model": before, "optimizer": optimizer}).save_checkpoint()
+    after = copy.deepcopy(start)
+    optimizer = kinds[then](after.parameters())
+    Checkpointer(str(tmp_path), recoverables={"model": after, "optimizer": optimizer}).recover_if_possible()
+    adam_steps(optimizer, after, inputs, 2)
+    assert torch.allclose(after.weight, reference.weight, atol=1e-6) and torch.allclose(after.bias, reference.bias, atol=1e-6)
+    assert not torch.allclose(after.weight, start.weight, atol=1e-3)
