@@ -32,7 +32,7 @@ import train_classifier
 import train_l2i
 import train_lmac
 import train_nmf
-from interpreter_brain import event_boxes, fidelity_scores, load_event_table, localization_ratio, sparseness
+from interpretation_metrics import event_boxes, fidelity_scores, load_event_table, localization_ratio, sparseness
 from make_synthetic_data import generate
 
 logger = logging.getLogger(__name__)

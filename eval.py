@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Evaluates a trained L-MAC interpreter, or interprets your own sound files.
 
-The test fold, clean, in-domain (WHAM! noise) or out-of-domain (``LMAC_SPEC.md``)::
+The test fold, clean, in-domain (WHAM! noise) or out-of-domain (``docs/method.md``)::
 
     python eval.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 \
         --pretrained_interpreter path/psi_model.ckpt \
@@ -36,33 +36,19 @@ import numpy as np
 import soundfile as sf
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
-from baselines import GRADIENT_METHODS, GradientMask
 from esc50_prepare import LABEL_ENCODER_FILE, peak_normalize, prepare_datasets, read_audio_mono
-from interpreter_brain import (
-    BEST_CHECKPOINT_KEY,
-    end_distributed_run,
-    load_event_table,
-    save_spectrogram_figure,
-    set_weight_layout,
-)
+from interpretation_metrics import load_event_table
+from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, save_spectrogram_figure, set_weight_layout
 from listening_report import write_report
-from train_l2i import L2IMask, l2i_modules
-from train_lmac import OVERLAP_TYPES, LMAC, check_class_count, load_classifier, load_interpreter
+from mask_methods import MASK_METHODS
+from recipe_setup import OVERLAP_TYPES, check_class_count, load_classifier, load_interpreter, start_recipe
+from train_lmac import LMAC
 from wham_prepare import combine_batches, fit_length, make_noise_stream
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("lmac", *GRADIENT_METHODS, "l2i")
-METHOD_TITLES = {
-    "lmac": "L-MAC",
-    "saliency": "Saliency",
-    "smoothgrad": "SmoothGrad",
-    "integrated_gradients": "Integrated Gradients",
-    "gradcam": "Grad-CAM",
-    "l2i": "L2I",
-}
+METHODS = tuple(MASK_METHODS)
 COMPARISON_COLUMNS = ("AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "localization", "seconds_per_clip")
 AUDIO_EXTENSIONS = tuple(sorted({".wav", ".flac", ".ogg", *(f".{kind.lower()}" for kind in sf.available_formats())}))
 
@@ -238,53 +224,46 @@ def write_metrics(stats, folder, condition):
     return json_path, markdown_path
 
 
-def evaluate_test_fold(brain, hparams, datasets, method="lmac"):
+def evaluate_test_fold(hparams, run_opts, datasets, method="lmac", events=None):
     """Runs TEST with one method; writes metrics, interpretations and the report; returns the stats.
 
     L-MAC's results go to ``<eval_folder>/<condition>``, another method's to
     ``<eval_folder>/<method>/<condition>``. The stats include
-    ``seconds_per_clip`` and, where ``brain.events`` is set (from
-    ``meta/events.csv``), ``localization``.
+    ``seconds_per_clip`` and, with ``events`` (``meta/events.csv``),
+    ``localization``. Every method sees the same contamination (a fresh
+    stream of the same seed).
     """
     condition = evaluation_condition(hparams)
-    parts = [condition] if method == "lmac" else [method, condition]
-    folder = os.path.join(hparams["eval_folder"], *parts)
-    brain.hparams.interpretations_folder = folder
-    brain.mask_method = build_mask_method(hparams, method, brain)
-    set_weight_layout(brain.modules, forward_only=method not in GRADIENT_METHODS)
-    brain.noise_stream = make_overlap(hparams, datasets["test"])  # the same contamination for every method
+    folder = os.path.join(hparams["eval_folder"], *([condition] if method == "lmac" else [method, condition]))
+    brain = make_brain(
+        {**hparams, "interpretations_folder": folder}, run_opts, method,
+        noise_stream=make_overlap(hparams, datasets["test"]), events=events,
+    )  # fmt: skip
     start = time.perf_counter()
     brain.evaluate(datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
     stats = dict(brain.last_stage_stats)
     stats["seconds_per_clip"] = (time.perf_counter() - start) / max(1, len(datasets["test"]))
     write_metrics(stats, folder, condition)
-    report_test_interpretations(folder, stats, title=f"{METHOD_TITLES[method]} on the test fold ({condition})")
+    title = f"{MASK_METHODS[method].title} on the test fold ({condition})"
+    report_test_interpretations(folder, stats, title=title)
     return stats
 
 
-def build_mask_method(hparams, method, brain):
-    """The mask method of ``method`` for ``LMAC.compute_mask``: None for L-MAC's own decoder."""
-    if method == "lmac":
-        return None
-    if method == "l2i":
-        return load_l2i_mask(hparams, brain.device)
-    return GradientMask(
-        method, brain.modules.classifier, hparams["compute_fbank"], gradcam_layer=hparams["gradcam_layer"],
-        smoothgrad_samples=hparams["smoothgrad_samples"], smoothgrad_noise=hparams["smoothgrad_noise"],
-        ig_steps=hparams["ig_steps"],
+def make_brain(hparams, run_opts, method, noise_stream=None, events=None):
+    """An ``LMAC`` brain whose masks are ``method``'s (``mask_methods.MASK_METHODS``), its weights laid out for it.
+
+    The models are the configuration's, already loaded (``load_models``).
+    """
+    mask_method = None if method == "lmac" else MASK_METHODS[method].from_hparams(hparams, hparams["modules"])
+    brain = LMAC(
+        modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
+        mask_method=mask_method, noise_stream=noise_stream, events=events,
     )  # fmt: skip
+    set_weight_layout(brain.modules, forward_only=MASK_METHODS[method].forward_only)
+    return brain
 
 
-def load_l2i_mask(hparams, device):
-    """L2I's mask method with the NMF dictionary and the best L2I checkpoint of the run, in eval mode."""
-    modules = l2i_modules(hparams)
-    hparams["l2i_checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
-    names = ("psi", "theta", "nmf_decoder")
-    psi, theta, decoder = (set_weight_layout(modules[name].to(device).eval(), forward_only=True) for name in names)
-    return L2IMask(psi, theta, decoder, hparams["l2i_relevance_th"])
-
-
-def compare_methods(brain, hparams, datasets, methods):
+def compare_methods(hparams, run_opts, datasets, methods, events=None):
     """Evaluates every method on the same test clips; writes and logs the comparison table.
 
     Returns
@@ -295,7 +274,7 @@ def compare_methods(brain, hparams, datasets, methods):
     table = {}
     for method in methods:
         logger.info("Comparison: evaluating %s.", method)
-        stats = evaluate_test_fold(brain, hparams, datasets, method)
+        stats = evaluate_test_fold(hparams, run_opts, datasets, method, events)
         table[method] = {column: stats[column] for column in COMPARISON_COLUMNS if column in stats}
     condition = evaluation_condition(hparams)
     markdown = write_comparison(table, hparams["eval_folder"], condition)
@@ -509,7 +488,7 @@ def class_names_of(hparams):
     return names
 
 
-def interpret_files(brain, hparams, paths, method="lmac"):
+def interpret_files(hparams, run_opts, paths, method="lmac"):
     """Interprets every file, skipping (and naming) the ones that fail; writes the report.
 
     Outputs go to ``<eval_folder>/files`` for L-MAC and
@@ -522,10 +501,10 @@ def interpret_files(brain, hparams, paths, method="lmac"):
     """
     folder = os.path.join(hparams["eval_folder"], *([] if method == "lmac" else [method]), "files")
     os.makedirs(folder, exist_ok=True)
+    brain = make_brain(hparams, run_opts, method)
+    brain.modules.eval()
     interpreter = FileInterpreter(brain, class_names_of(hparams), folder)
     rows, failed = [], []
-    brain.modules.eval()
-    set_weight_layout(brain.modules, forward_only=method not in GRADIENT_METHODS)
     for path in paths:
         try:
             name, record = interpreter.interpret(path)
@@ -543,40 +522,25 @@ def interpret_files(brain, hparams, paths, method="lmac"):
                 "prediction": f"{best['class']} ({best['probability']:.2f})",
             }
         )
-    write_report(folder, rows, None, title=f"{METHOD_TITLES[method]} interpretations")
+    write_report(folder, rows, None, title=f"{MASK_METHODS[method].title} interpretations")
     logger.info("Interpreted %d files into %s; %d failed.", len(rows), folder, len(failed))
     return failed
 
 
-def load_brain(hparams, run_opts):
-    """An LMAC brain with the classifier loaded, and L-MAC's decoder when L-MAC is evaluated.
-
-    The decoder comes from ``pretrained_interpreter`` (then there is no
-    checkpointer) or the run's best checkpoint. The contamination is set
-    per evaluation (``evaluate_test_fold``).
-    """
+def load_models(hparams):
+    """Loads the classifier and, when L-MAC is evaluated, its decoder: ``pretrained_interpreter`` or the best checkpoint."""
     load_classifier(hparams)
-    interpreter = hparams["pretrained_interpreter"]
-    brain = LMAC(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=None if interpreter or "lmac" not in methods_of(hparams) else hparams["checkpointer"],
-    )
-    if interpreter:
-        load_interpreter(brain.modules.psi, interpreter, brain.device)
-    elif brain.checkpointer is not None:
-        brain.checkpointer.recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
-    return brain
+    if "lmac" not in methods_of(hparams):
+        return
+    if hparams["pretrained_interpreter"]:
+        load_interpreter(hparams["psi_model"], hparams["pretrained_interpreter"], "cpu")
+    else:
+        hparams["checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
 
 
 def main(argv):
     """Evaluates on the test fold (one method, or a comparison), or interprets files; returns the files that failed."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as file:
-        hparams = load_hyperpyyaml(file, overrides)
+    hparams_file, hparams, run_opts, overrides = start_recipe(argv)
     validate_eval_hparams(hparams)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
@@ -584,17 +548,16 @@ def main(argv):
     methods = methods_of(hparams)
     if hparams["single_sample"] is not None or hparams["interpret_folder"] is not None:
         paths = [hparams["single_sample"]] if hparams["single_sample"] else audio_files(hparams["interpret_folder"])
-        brain = load_brain(hparams, run_opts)
-        brain.mask_method = build_mask_method(hparams, methods[0], brain)
-        return interpret_files(brain, hparams, paths, methods[0])
+        load_models(hparams)
+        return interpret_files(hparams, run_opts, paths, methods[0])
     datasets, label_encoder = prepare_datasets(hparams)
     check_class_count(hparams, label_encoder)
-    brain = load_brain(hparams, run_opts)
-    brain.events = load_event_table(hparams["data_folder"])  # read once, used by every method
+    load_models(hparams)
+    events = load_event_table(hparams["data_folder"])  # read once, used by every method
     if hparams["compare"]:
-        compare_methods(brain, hparams, datasets, methods)
+        compare_methods(hparams, run_opts, datasets, methods, events)
     else:
-        evaluate_test_fold(brain, hparams, datasets, methods[0])
+        evaluate_test_fold(hparams, run_opts, datasets, methods[0], events)
     end_distributed_run()
     return []
 

@@ -170,3 +170,15 @@ def mel_input_from_log_magnitude(log_mag, compute_fbank):
     Returns ``[batch, frames, n_mels]``; differentiable with respect to ``log_mag``.
     """
     return torch.log1p(compute_fbank(torch.expm1(log_mag)))
+
+
+def stft_frame_count(signal_length_s, sample_rate, hop_length_ms):
+    """Frames of SpeechBrain's centred STFT of a clip: ``samples // hop + 1``.
+
+    Example
+    -------
+    >>> stft_frame_count(5, 16000, 11.6099)
+    431
+    """
+    hop = int(round(sample_rate / 1000.0 * hop_length_ms))
+    return int(round(signal_length_s * sample_rate)) // hop + 1

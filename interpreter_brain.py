@@ -4,7 +4,7 @@ It owns everything an interpreter shares with any other: the features
 (STFT, ``log1p`` magnitude, ``log1p``-mel classifier input), the frozen
 classifier, the inversion of a masked spectrogram to a waveform with the
 input's phase, listenable outputs, the evaluation metrics of
-``LMAC_SPEC.md``, stage logging, learning-rate annealing and checkpoints.
+``docs/method.md``, stage logging, learning-rate annealing and checkpoints.
 Subclasses (``train_lmac.LMAC``) add the decoder's forward pass and loss.
 """
 
@@ -14,17 +14,16 @@ import inspect
 import logging
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-import pandas as pd
 import soundfile as sf
 import speechbrain as sb
 import torch
 from matplotlib.figure import Figure
 from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.distributed import if_main_process
 
 from features import SpectralFeatures, mel_input_from_log_magnitude, spectral_features
+from interpretation_metrics import event_boxes, interpretation_scores, localization_ratio
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +31,6 @@ logger = logging.getLogger(__name__)
 COMPLETE_MARKER = "COMPLETE"
 # The validation statistic that selects the best checkpoint (lower is better).
 BEST_CHECKPOINT_KEY = "loss"
-INTERPRETATION_METRICS = ("fid_in", "FF", "AI", "AD", "AG", "SPS", "COMP")
 # The feature modules (``features.Device*``) every interpreter brain holds next to its models.
 FEATURE_MODULES = ("compute_stft", "compute_istft", "compute_fbank")
 
@@ -186,270 +184,6 @@ def masked_log_magnitudes(mask, log_mag):
     return mask * cropped, (1 - mask) * cropped
 
 
-def probabilities_of_decision(logits, logits_masked_in, logits_masked_out):
-    """Softmax probabilities of the classifier's own decision ``c = argmax logits``.
-
-    Each probability goes through exactly one softmax.
-
-    Arguments
-    ---------
-    logits, logits_masked_in, logits_masked_out : torch.Tensor
-        ``[batch, n_classes]``.
-
-    Returns
-    -------
-    decision : torch.Tensor
-        ``c``, ``[batch]``.
-    p, q_in, q_out : torch.Tensor
-        ``p_c``, ``q_in_c``, ``q_out_c``, each ``[batch]``.
-    """
-    decision = logits.argmax(dim=1, keepdim=True)
-    p, q_in, q_out = (
-        torch.softmax(values.float(), dim=1).gather(1, decision).squeeze(1)
-        for values in (logits, logits_masked_in, logits_masked_out)
-    )
-    return decision.squeeze(1), p, q_in, q_out
-
-
-def fidelity_scores(logits, logits_masked_in, logits_masked_out):
-    """Per-example Fid-In, FF, AI, AD and AG of ``LMAC_SPEC.md``.
-
-    Arguments
-    ---------
-    logits, logits_masked_in, logits_masked_out : torch.Tensor
-        ``[batch, n_classes]``: the classifier on the input, the masked-in
-        and the masked-out input.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        ``fid_in``, ``FF``, ``AI``, ``AD``, ``AG``, each ``[batch]``.
-
-    Example
-    -------
-    >>> logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
-    >>> masked_in = torch.log(torch.tensor([[0.25, 0.5, 0.25]]))
-    >>> scores = fidelity_scores(logits, masked_in, masked_in)
-    >>> {name: round(value.item(), 3) for name, value in scores.items()}
-    {'fid_in': 0.0, 'FF': 0.25, 'AI': 0.0, 'AD': 50.0, 'AG': 0.0}
-    """
-    decision, p, q_in, q_out = probabilities_of_decision(logits, logits_masked_in, logits_masked_out)
-    masked_in_decision = logits_masked_in.argmax(dim=1)
-    tiny = torch.finfo(p.dtype).tiny
-    return {
-        "fid_in": (masked_in_decision == decision).float(),
-        "FF": p - q_out,
-        "AI": 100.0 * (q_in > p).float(),
-        "AD": 100.0 * torch.clamp(p - q_in, min=0) / p.clamp_min(tiny),
-        "AG": 100.0 * torch.clamp(q_in - p, min=0) / (1 - p).clamp_min(tiny),
-    }
-
-
-def sparseness(mask):
-    """Gini index of ``|mask|`` per example, as ``quantus.Sparseness`` computes it.
-
-    Like quantus, ``1e-7`` is added to every value, so an all-zero mask has
-    sparseness 0 (all values equal).
-
-    Arguments
-    ---------
-    mask : torch.Tensor
-        ``[batch, ...]``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[batch]``, in ``[0, 1)``; higher is sparser.
-
-    Example
-    -------
-    >>> sparseness(torch.tensor([[0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]]))
-    tensor([0.7500, 0.0000])
-    """
-    values = _sorted_rows(mask.detach().abs().flatten(1).float())  # [batch, n], ascending
-    n = values.shape[1]
-    # The Gini weights 2i - n - 1 sum to zero, so quantus' offset only enters the denominator.
-    # float32 products, pairwise-summed: within 1e-6 of a float64 computation, without a float64 copy.
-    numerator = torch.linalg.vecdot(values, _gini_weights(n, values.device)).double()
-    return (numerator / (n * (values.sum(dim=1).double() + n * 1e-7))).float()
-
-
-@functools.lru_cache(maxsize=4)
-def _gini_weights(n, device):
-    """``2 i - n - 1`` for ranks ``i = 1..n``, float32, ``[n]``."""
-    return (2 * torch.arange(1, n + 1, dtype=torch.float64, device=device) - n - 1).float()
-
-
-@functools.lru_cache(maxsize=1)
-def _sorting_pool():
-    return ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()))
-
-
-def _sorted_rows(values):
-    """Each row of a float32 ``[batch, n]`` tensor sorted ascending, on its device.
-
-    On the CPU, NumPy's vectorised float32 sort, rows in parallel threads (it
-    frees the GIL), is several times faster than ``torch.sort``; on a GPU,
-    ``torch.sort`` stays there. Sorting the float32 mask before the quantus
-    offset is added in float64 gives the same order, so the same Gini index.
-    """
-    if values.device.type != "cpu":
-        return torch.sort(values, dim=1).values
-    return torch.from_numpy(np.stack(list(_sorting_pool().map(np.sort, values.numpy()))))
-
-
-def complexity(mask):
-    """Entropy of ``|mask| / sum|mask|`` per example, as ``quantus.Complexity`` computes it.
-
-    An all-zero mask, where quantus gives NaN, is treated as uniform: ``log(n)``.
-
-    Arguments
-    ---------
-    mask : torch.Tensor
-        ``[batch, ...]``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[batch]``, in ``[0, log(n)]``; lower is simpler.
-
-    Example
-    -------
-    >>> complexity(torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 0.0, 0.0]]))
-    tensor([0.6931, 1.3863])
-    """
-    values = mask.detach().abs().flatten(1).float()
-    # With shares v / T: -sum (v/T) log(v/T) = log T - sum(v log v) / T. Both sums are float32
-    # pairwise sums (relative error ~1e-7); 0 log 0 = 0 through the clamp to the smallest normal.
-    # quantus' 1e-12 inside the log changes the result by less than n * 1e-11.
-    logs = values.clamp_min(torch.finfo(values.dtype).tiny).log_()
-    v_log_v = torch.linalg.vecdot(values, logs).double()
-    total = values.sum(dim=1).double()  # [batch]
-    entropy = torch.log(total.clamp_min(1e-300)) - v_log_v / total.clamp_min(1e-300)
-    return torch.where(total > 0, entropy, math.log(values.shape[1])).float()
-
-
-def interpretation_scores(logits, logits_masked_in, logits_masked_out, mask):
-    """All per-example interpretation metrics: fidelity scores, SPS and COMP.
-
-    Arguments
-    ---------
-    logits, logits_masked_in, logits_masked_out : torch.Tensor
-        ``[batch, n_classes]``.
-    mask : torch.Tensor
-        ``[batch, frames, freq]``.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        Keys ``INTERPRETATION_METRICS``, each ``[batch]``.
-    """
-    scores = fidelity_scores(logits, logits_masked_in, logits_masked_out)
-    scores["SPS"] = sparseness(mask)
-    scores["COMP"] = complexity(mask)
-    return scores
-
-
-def event_box(num_frames, num_bins, event, hop_samples, sample_rate, n_fft):
-    """Boolean ``[num_frames, num_bins]`` map of the STFT cells inside an event's box.
-
-    Frame ``t`` is centred at ``t * hop_samples`` samples (SpeechBrain's
-    centred STFT); bin ``f`` is at ``f * sample_rate / n_fft`` Hz.
-
-    Arguments
-    ---------
-    num_frames, num_bins : int
-    event : mapping
-        ``onset_s``, ``offset_s``, ``fmin_hz``, ``fmax_hz`` (a row of ``events.csv``).
-    hop_samples, sample_rate, n_fft : int
-
-    Example
-    -------
-    >>> box = event_box(5, 4, {"onset_s": 0.1, "offset_s": 0.2, "fmin_hz": 10.0, "fmax_hz": 40.0}, 5, 100, 6)
-    >>> box.int()  # frames at 0, 0.05, ..., 0.2 s; bins at 0, 16.7, 33.3, 50 Hz
-    tensor([[0, 0, 0, 0],
-            [0, 0, 0, 0],
-            [0, 1, 1, 0],
-            [0, 1, 1, 0],
-            [0, 1, 1, 0]], dtype=torch.int32)
-    """
-    times = torch.arange(num_frames) * hop_samples / sample_rate
-    frequencies = torch.arange(num_bins) * sample_rate / n_fft
-    in_span = (times >= event["onset_s"]) & (times <= event["offset_s"])
-    in_band = (frequencies >= event["fmin_hz"]) & (frequencies <= event["fmax_hz"])
-    return in_span[:, None] & in_band[None, :]
-
-
-def event_boxes(events, shape, hop_samples, sample_rate, n_fft):
-    """Stacked ``event_box`` maps of several clips: boolean ``[len(events), *shape]``.
-
-    Arguments
-    ---------
-    events : list of mapping
-        One ``events.csv`` row per clip.
-    shape : tuple of int
-        ``(frames, freq)`` of the masks.
-    hop_samples, sample_rate, n_fft : int
-    """
-    return torch.stack([event_box(*shape, event, hop_samples, sample_rate, n_fft) for event in events])
-
-
-def load_event_table(data_folder):
-    """``<data_folder>/meta/events.csv`` indexed by clip id (file name without ``.wav``), or None when absent.
-
-    Only the synthetic data sets of ``make_synthetic_data.py`` have it: it
-    says where each clip's event is, so masks can be checked against it.
-    """
-    path = os.path.join(data_folder, "meta", "events.csv")
-    if not os.path.isfile(path):
-        return None
-    events = pd.read_csv(path)
-    events.index = events["filename"].str.removesuffix(".wav")
-    return events
-
-
-def stft_frame_count(signal_length_s, sample_rate, hop_length_ms):
-    """Frames of SpeechBrain's centred STFT of a clip: ``samples // hop + 1``.
-
-    Example
-    -------
-    >>> stft_frame_count(5, 16000, 11.6099)
-    431
-    """
-    hop = int(round(sample_rate / 1000.0 * hop_length_ms))
-    return int(round(signal_length_s * sample_rate)) // hop + 1
-
-
-def localization_ratio(mask, box):
-    """Share of the mask's mass inside the box, divided by the box's share of the cells.
-
-    1 is chance (a uniform mask); ``1 / box share`` is a mask exactly on the box.
-
-    Arguments
-    ---------
-    mask : torch.Tensor
-        ``[batch, frames, freq]``, non-negative.
-    box : torch.Tensor
-        ``[batch, frames, freq]``, boolean.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[batch]``; 0 for an all-zero mask or an empty box.
-
-    Example
-    -------
-    >>> box = torch.zeros(1, 4, 5, dtype=torch.bool)
-    >>> box[0, :2, :2] = True
-    >>> localization_ratio(torch.ones(1, 4, 5), box), localization_ratio(box.float(), box)
-    (tensor([1.]), tensor([5.]))
-    """
-    box = box.to(mask.dtype)
-    mass_inside = (mask * box).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(torch.finfo(mask.dtype).tiny)
-    box_share = box.mean(dim=(1, 2))
-    return torch.where(box_share > 0, mass_inside / box_share.clamp_min(torch.finfo(mask.dtype).tiny), 0.0)
-
-
 def to_device(tensor, device):
     """``tensor`` on ``device``; a copy to a GPU goes through pinned memory and does not wait for queued work."""
     if torch.device(device).type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
@@ -489,6 +223,26 @@ def optimizer_class_for(opt_class, device_type):
     return functools.partial(opt_class, fused=True)
 
 
+@dataclasses.dataclass
+class MaskedOutput:
+    """What an interpreter's ``compute_forward`` computes once per batch, with a mask.
+
+    Shapes: ``wavs`` ``[batch, samples]`` (the interpreted input) and
+    ``clean_wavs`` (before any noise; the same tensor without it),
+    ``logits*`` ``[batch, n_classes]``, ``mask`` and ``log_mag_masked_in``
+    (``M * L``) ``[batch, frames', freq]``.
+    """
+
+    wavs: torch.Tensor
+    clean_wavs: torch.Tensor
+    features: SpectralFeatures
+    logits: torch.Tensor
+    mask: torch.Tensor
+    log_mag_masked_in: torch.Tensor
+    logits_masked_in: torch.Tensor
+    logits_masked_out: torch.Tensor
+
+
 class InterpreterBrain(sb.Brain):
     """Base class of interpreters of a frozen classifier.
 
@@ -497,19 +251,36 @@ class InterpreterBrain(sb.Brain):
     ``features`` module's, so that their constants live on the device) and
     the interpreter's own; these hparams: ``epoch_counter``,
     ``lr_annealing``, ``train_logger``, ``interpret_period``,
-    ``interpretations_per_stage``, ``output_folder`` and ``sample_rate``.
-    Subclasses implement ``compute_forward`` and ``compute_objectives`` and
-    call ``record_scores`` in VALID and TEST.
+    ``interpretations_per_stage``, ``interpretations_folder``, ``n_fft`` and
+    ``sample_rate``. Subclasses implement ``compute_forward``,
+    ``compute_objectives`` and ``own_mask_method``, and call
+    ``record_stage_outputs`` in VALID and TEST.
 
     On a GPU a step reads nothing back from the device but its loss (once,
     at its end, where SpeechBrain's ``fit_batch`` returns it): the scores stay
     on the device until the stage ends, batches come from pinned memory, the
     optimiser is fused and cuDNN picks its fastest algorithms for the fixed
     clip shape.
+
+    Arguments
+    ---------
+    *args, **kwargs
+        As for ``speechbrain.Brain``.
+    mask_method : mask_methods.MaskMethod or None
+        Computes the masks that are scored and saved; None: the interpreter's own (``own_mask_method``).
+    noise_stream : object with ``mix_into(clean)`` or None
+        Mixed into every batch when given: WHAM! noise (``add_wham_noise``)
+        or an evaluation contamination.
+    events : pandas.DataFrame or None
+        ``meta/events.csv`` indexed by clip id (``load_event_table``): adds
+        the ``localization`` score in VALID and TEST.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, mask_method=None, noise_stream=None, events=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.mask_method = mask_method
+        self.noise_stream = noise_stream
+        self.events = events
         if self.device_type == "cuda":
             torch.backends.cudnn.benchmark = True  # every training clip has the same shape
 
@@ -560,6 +331,76 @@ class InterpreterBrain(sb.Brain):
     def classify(self, mel_input):
         """Logits ``[batch, n_classes]`` and feature maps of the frozen classifier."""
         return self.modules.classifier(mel_input)
+
+    def classify_batch(self, batch):
+        """The interpreted input, its features and the frozen classifier's answer on it.
+
+        Returns
+        -------
+        wavs, clean : torch.Tensor
+            ``[batch, samples]``: with noise added, and before.
+        features : SpectralFeatures
+        logits : torch.Tensor
+            ``[batch, n_classes]``.
+        feature_maps : tuple of torch.Tensor
+        """
+        batch = batch.to(self.device, non_blocking=True)  # from pinned memory on CUDA: no wait
+        clean, _ = batch.sig  # [batch, samples]
+        wavs = self.add_noise(clean)
+        features = self.compute_features(wavs)
+        with torch.no_grad():
+            logits, feature_maps = self.classify(features.mel_input)
+        return wavs, clean, features, logits, feature_maps
+
+    def add_noise(self, clean):
+        """The clean batch mixed by the noise stream, or ``clean`` itself when there is none."""
+        if self.noise_stream is None:
+            return clean
+        return self.noise_stream.mix_into(clean)
+
+    def own_mask_method(self):
+        """The ``mask_methods.MaskMethod`` of this interpreter's own modules."""
+        raise NotImplementedError(f"{type(self).__name__} does not define its own mask method.")
+
+    def compute_mask(self, features, logits, feature_maps):
+        """The mask ``[batch, frames, freq]`` of ``mask_method``, or of the interpreter's own method."""
+        method = self.mask_method if self.mask_method is not None else self.own_mask_method()
+        return method.mask(features, logits, feature_maps)
+
+    def masked_output(self, wavs, clean, features, logits, mask):
+        """Classifies the masked-in ``M * L`` and masked-out ``(1 - M) * L``; returns a ``MaskedOutput``."""
+        masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag)
+        logits_masked_in, _ = self.classify(self.mel_input_from_log_mag(masked_in))
+        logits_masked_out, _ = self.classify(self.mel_input_from_log_mag(masked_out))
+        return MaskedOutput(wavs, clean, features, logits, mask, masked_in, logits_masked_in, logits_masked_out)
+
+    def record_stage_outputs(self, output, batch, stage, extra_scores):
+        """Records the scores of a ``MaskedOutput`` and saves interpretations when it is time.
+
+        The scores: the interpretation metrics, ``acc``, ``localization``
+        (with ``events``) and ``extra_scores``, more per-example ``[batch]``
+        scores (``in_masks`` of fine-tuning).
+        """
+        scores = interpretation_scores(output.logits, output.logits_masked_in, output.logits_masked_out, output.mask)
+        labels = batch.class_string_encoded.data.squeeze(1)
+        scores["acc"] = (output.logits.argmax(dim=1) == labels).float()
+        scores.update(extra_scores)
+        if self.events is not None:
+            scores["localization"] = self.localization(batch.id, output.mask)
+        self.record_scores(scores)
+        epoch = self.hparams.epoch_counter.current
+        if if_main_process() and self.should_save_interpretations(stage, epoch):
+            folder_name = "test" if stage == sb.Stage.TEST else f"valid_epoch{epoch}"
+            folder = os.path.join(self.hparams.interpretations_folder, folder_name)
+            self.save_interpretations(batch.id, output.wavs, output.mask, output.features, folder)
+
+    def localization(self, ids, mask):
+        """Localisation ratio ``[batch]`` of ``mask`` against each clip's event box in ``self.events``."""
+        boxes = event_boxes(
+            [self.events.loc[clip_id] for clip_id in ids], mask.shape[1:], self.modules.compute_stft.hop_length,
+            self.hparams.sample_rate, self.hparams.n_fft,
+        )  # fmt: skip
+        return localization_ratio(mask.detach().float(), to_device(boxes, mask.device))
 
     def interpretation_waveform(self, mask, features, num_samples):
         """Listenable interpretation: ``expm1(M * L)`` with the input's phase, inverted.
@@ -631,7 +472,9 @@ class InterpreterBrain(sb.Brain):
         self.last_stage_stats = stats
 
     def test_log_meta(self):
-        """What the TEST line of the training log starts with: the epoch of the loaded checkpoint."""
+        """What the TEST line of the training log starts with: the loaded epoch, or the name of ``mask_method``."""
+        if self.mask_method is not None:
+            return {"method": self.mask_method.name}
         return {"Epoch loaded": self.hparams.epoch_counter.current}
 
     def should_save_interpretations(self, stage, epoch):

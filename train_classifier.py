@@ -22,13 +22,13 @@ import sys
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
-from hyperpyyaml import load_hyperpyyaml
 from matplotlib.figure import Figure
 from speechbrain.utils.distributed import if_main_process
 
 from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets
 from features import spectral_features
 from interpreter_brain import end_distributed_run, optimizer_class_for, with_pinned_memory
+from recipe_setup import check_class_count, start_recipe
 from wham_prepare import make_noise_stream
 
 logger = logging.getLogger(__name__)
@@ -178,19 +178,12 @@ def export_classifier(checkpointer, save_folder, export_folder):
 
 def main(argv):
     """Prepares data, trains, tests the best checkpoint and exports it; returns the brain."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as file:
-        hparams = load_hyperpyyaml(file, overrides)
+    hparams_file, hparams, run_opts, overrides = start_recipe(argv)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
     datasets, label_encoder = prepare_datasets(hparams)
-    if len(label_encoder) > hparams["n_classes"]:
-        raise ValueError(
-            f"n_classes={hparams['n_classes']}, but the data has {len(label_encoder)} classes; "
-            f"pass --n_classes {len(label_encoder)}."
-        )
+    check_class_count(hparams, label_encoder)
     brain = ClassifierBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],

@@ -33,93 +33,21 @@ import sys
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
-from hyperpyyaml import load_hyperpyyaml
 
-from cnn14_family import fit_feature_maps
 from esc50_prepare import prepare_datasets
-from interpreter_brain import BEST_CHECKPOINT_KEY, FEATURE_MODULES, end_distributed_run, set_weight_layout
-from train_lmac import LMAC, LMACOutput, check_class_count, load_classifier, validate_hparams
+from features import SpectralFeatures
+from interpreter_brain import (
+    BEST_CHECKPOINT_KEY,
+    InterpreterBrain,
+    MaskedOutput,
+    end_distributed_run,
+    set_weight_layout,
+)
+from mask_methods import L2IMask, fit_time, nmf_activations
+from recipe_setup import check_class_count, l2i_modules, load_classifier, start_recipe, validate_data_hparams
 from wham_prepare import make_noise_stream
 
 logger = logging.getLogger(__name__)
-
-
-def fit_time(activations, steps):
-    """``[batch, K, time]`` cropped or zero-padded to ``steps`` time steps."""
-    missing = steps - activations.shape[2]
-    if missing <= 0:
-        return activations[:, :, :steps]
-    return F.pad(activations, (0, missing))
-
-
-def nmf_activations(psi, feature_maps, num_frames):
-    """L2I's activations ``H`` ``[batch, K, num_frames]`` (non-negative) from CNN14 feature maps."""
-    return psi(fit_feature_maps(feature_maps, num_frames))[:, :, :num_frames]
-
-
-def component_relevance(theta, activations, decision):
-    """``r_k = theta_ck * pool(H)_k``: each component's contribution to ``theta``'s score of ``c``.
-
-    Arguments
-    ---------
-    theta : speechbrain.lobes.models.L2I.Theta
-    activations : torch.Tensor
-        ``[batch, K, frames]``.
-    decision : torch.Tensor
-        ``[batch]`` class indices.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[batch, K]``.
-    """
-    pooled = theta.hard_att(fit_time(activations, theta.hard_att.in_features)).squeeze(2)  # [batch, K]
-    return pooled * theta.classifier[0].weight[decision]
-
-
-def relevant_reconstruction(dictionary, activations, relevance, threshold):
-    """``X = sum_k W_k H_k`` over the components with ``r_k > 0`` and ``r_k >= threshold * max r``.
-
-    Arguments
-    ---------
-    dictionary : torch.Tensor
-        ``W``, ``[freq, K]``.
-    activations : torch.Tensor
-        ``H``, ``[batch, K, frames]``.
-    relevance : torch.Tensor
-        ``[batch, K]``.
-    threshold : float
-
-    Returns
-    -------
-    torch.Tensor
-        ``[batch, frames, freq]``.
-
-    Example
-    -------
-    >>> W = torch.eye(2)
-    >>> H = torch.ones(1, 2, 3)
-    >>> relevant_reconstruction(W, H, torch.tensor([[1.0, 0.2]]), 0.5)[0, 0]
-    tensor([1., 0.])
-    """
-    top = relevance.amax(dim=1, keepdim=True)
-    chosen = ((relevance > 0) & (relevance >= threshold * top)).to(activations.dtype)  # [batch, K]
-    return torch.einsum("fk,bkt->btf", dictionary, activations * chosen[:, :, None])
-
-
-def reconstruction_mask(relevant, full):
-    """``X_rel / X_all`` (0 where ``X_all`` is 0), ``[batch, frames, freq]``: L2I's interpretation as a mask.
-
-    The share of each cell's NMF reconstruction that the relevant components
-    explain, a soft (Wiener-like) mask in ``[0, 1]``.
-
-    Example
-    -------
-    >>> reconstruction_mask(torch.tensor([[[1.0, 3.0, 1.0]]]), torch.tensor([[[2.0, 3.0, 0.0]]]))
-    tensor([[[0.5000, 1.0000, 0.0000]]])
-    """
-    ratio = relevant / full.clamp_min(torch.finfo(full.dtype).tiny)
-    return torch.where(full > 0, ratio.clamp(0, 1), torch.zeros_like(ratio))
 
 
 def _unwrapped(module):
@@ -127,53 +55,29 @@ def _unwrapped(module):
     return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
 
 
-class L2IMask:
-    """L2I's interpretation as a mask method of ``LMAC`` (``eval.py``): ``mask(features, logits, feature_maps)``.
+@dataclasses.dataclass
+class L2IOutput:
+    """What ``L2I.compute_forward`` computes once per batch.
 
-    Arguments
-    ---------
-    psi : L2I.CNN14PSI_stft
-    theta : L2I.Theta
-    nmf_decoder : L2I.NMFDecoderAudio
-        Holds the dictionary.
-    relevance_threshold : float
+    ``features`` and ``logits`` ``[batch, n_classes]`` of the interpreted
+    input, the activations ``H`` ``[batch, K, frames]`` and ``theta``'s
+    probabilities ``[batch, n_classes]``; outside TRAIN also ``masked``,
+    the ``MaskedOutput`` of L2I's mask (None in TRAIN, where nothing reads it).
     """
 
-    name = "l2i"
-
-    def __init__(self, psi, theta, nmf_decoder, relevance_threshold):
-        self.psi = psi
-        self.theta = theta
-        self.nmf_decoder = nmf_decoder
-        self.relevance_threshold = relevance_threshold
-
-    def __call__(self, features, logits, feature_maps):
-        """The mask ``[batch, frames, freq]`` of the classifier's decision."""
-        activations = nmf_activations(self.psi, feature_maps, features.log_mag.shape[1])
-        return self.mask_of(activations, logits.argmax(dim=1))
-
-    def mask_of(self, activations, decision):
-        """The mask ``[batch, frames, freq]`` for activations ``[batch, K, frames]`` and decisions ``[batch]``."""
-        dictionary = self.nmf_decoder.return_W()
-        relevance = component_relevance(self.theta, activations, decision)
-        relevant = relevant_reconstruction(dictionary, activations, relevance, self.relevance_threshold)
-        full = torch.einsum("fk,bkt->btf", dictionary, activations)
-        return reconstruction_mask(relevant, full)
-
-
-@dataclasses.dataclass
-class L2IOutput(LMACOutput):
-    """``LMACOutput`` plus L2I's activations ``[batch, K, frames]`` and ``theta``'s probabilities."""
-
+    features: SpectralFeatures
+    logits: torch.Tensor
     activations: torch.Tensor
     theta_probabilities: torch.Tensor
+    masked: MaskedOutput | None
 
 
-class L2I(LMAC):
+class L2I(InterpreterBrain):
     """Trains ``psi`` and ``theta`` of L2I on a frozen classifier and NMF dictionary.
 
-    Modules: ``psi``, ``theta``, ``nmf_decoder`` (frozen) and ``classifier``.
-    The VALID and TEST stages record the metrics of L-MAC on L2I's masks.
+    Modules: ``psi``, ``theta``, ``nmf_decoder`` (frozen), ``classifier`` and
+    the feature modules. The VALID and TEST stages record the metrics of
+    L-MAC on L2I's masks.
     """
 
     def compute_forward(self, batch, stage):
@@ -181,21 +85,16 @@ class L2I(LMAC):
         wavs, clean, features, logits, feature_maps = self.classify_batch(batch)
         activations = nmf_activations(self.modules.psi, feature_maps, features.log_mag.shape[1])
         probabilities = self.modules.theta(fit_time(activations, self.hparams.num_frames))
-        if stage == sb.Stage.TRAIN:
-            base = LMACOutput(wavs, clean, features, logits, None, None, None, None)
-        else:
-            mask = self.l2i_mask().mask_of(activations, logits.argmax(dim=1))
-            base = self.masked_output(wavs, clean, features, logits, mask)
-        return L2IOutput(**vars(base), activations=activations, theta_probabilities=probabilities)
+        masked = None
+        if stage != sb.Stage.TRAIN:
+            mask = self.own_mask_method().mask_of(activations, logits.argmax(dim=1))
+            masked = self.masked_output(wavs, clean, features, logits, mask)
+        return L2IOutput(features, logits, activations, probabilities, masked)
 
-    def l2i_mask(self):
+    def own_mask_method(self):
         """The ``L2IMask`` of the brain's current modules (unwrapped from DDP)."""
         psi, theta, decoder = (_unwrapped(getattr(self.modules, name)) for name in ("psi", "theta", "nmf_decoder"))
         return L2IMask(psi, theta, decoder, self.hparams.l2i_relevance_th)
-
-    def compute_mask(self, features, logits, feature_maps):
-        """L2I's mask ``[batch, frames, freq]`` (used by ``eval.FileInterpreter``)."""
-        return self.l2i_mask()(features, logits, feature_maps)
 
     def compute_objectives(self, output, batch, stage):
         """L2I's loss; in VALID and TEST also the interpretation metrics of its masks."""
@@ -205,7 +104,7 @@ class L2I(LMAC):
         rec = (reconstruction - output.features.log_mag[:, : reconstruction.shape[1]]).pow(2).mean()
         loss = fidelity + self.hparams.l2i_rec_w * rec + self.hparams.l2i_l1_w * output.activations.mean()
         if stage != sb.Stage.TRAIN:
-            self.record_stage_outputs(output, batch, stage, keep=None)
+            self.record_stage_outputs(output.masked, batch, stage, {})
         return loss
 
 
@@ -217,34 +116,6 @@ def l2i_hparams(hparams):
         "lr_annealing": hparams["l2i_lr_annealing"],
         "train_logger": hparams["l2i_train_logger"],
         "interpretations_folder": os.path.join(hparams["l2i_folder"], "interpretations"),
-        "finetuning": False,
-    }
-
-
-def l2i_modules(hparams):
-    """The modules of an L2I brain, with the NMF dictionary loaded from ``nmf_dictionary`` and frozen."""
-    path = hparams["nmf_dictionary"]
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"nmf_dictionary={path!r} does not exist; run `python train_nmf.py <hparams> ...` with the same "
-            "--output_folder first, or pass --nmf_dictionary."
-        )
-    state = torch.load(path, map_location="cpu")
-    components = state["W"].shape[1]
-    if components != hparams["nmf_components"]:
-        raise ValueError(
-            f"nmf_dictionary={path!r} has {components} components, but nmf_components={hparams['nmf_components']}; "
-            f"pass --nmf_components {components}."
-        )
-    decoder = hparams["nmf_decoder"]
-    decoder.load_state_dict(state)
-    decoder.requires_grad_(False)
-    return {
-        "psi": hparams["l2i_psi"],
-        "theta": hparams["l2i_theta"],
-        "nmf_decoder": decoder,
-        **{name: hparams["modules"][name] for name in FEATURE_MODULES},
-        "classifier": hparams["modules"]["classifier"],
     }
 
 
@@ -262,11 +133,8 @@ def make_l2i_brain(hparams, run_opts, noise_stream=None):
 
 def main(argv):
     """Trains L2I and tests its best checkpoint; returns the brain (``last_stage_stats`` of TEST)."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as file:
-        hparams = load_hyperpyyaml(file, overrides)
-    validate_hparams(hparams)
+    hparams_file, hparams, run_opts, overrides = start_recipe(argv)
+    validate_data_hparams(hparams)
     noise_stream = make_noise_stream(hparams)
     sb.create_experiment_directory(
         experiment_directory=hparams["l2i_folder"], hyperparams_to_save=hparams_file, overrides=overrides

@@ -19,12 +19,12 @@ import sys
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from esc50_prepare import prepare_datasets
 from features import spectral_features
+from recipe_setup import start_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +138,7 @@ def learn_dictionary(hparams, datasets, device):
 
 def main(argv):
     """Prepares the data and learns the dictionary; returns the report."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as file:
-        hparams = load_hyperpyyaml(file, overrides)
+    hparams_file, hparams, run_opts, overrides = start_recipe(argv)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )

@@ -4,7 +4,7 @@ The WHAM! noise archive unpacks to ``wham_noise/{tr,cv,tt}/*.wav``; training
 draws from ``tr/``. ``prepare_wham`` finds (or downloads) the files,
 ``WhamNoiseStream`` hands out batches of random noise excerpts loaded by
 DataLoader workers, and ``combine_batches`` mixes clean clips and noise at
-0 dB as ``LMAC_SPEC.md`` states.
+0 dB as ``docs/method.md`` (WHAM! noise) states.
 """
 
 import argparse

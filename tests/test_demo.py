@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import demo
-from interpreter_brain import event_box, localization_ratio
+from interpretation_metrics import event_box, localization_ratio
 
 REQUIRED_KEYS = (
     "classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP",

@@ -8,10 +8,10 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from torch.overrides import TorchFunctionMode
 
-import interpreter_brain
+import interpretation_metrics
 import train_lmac
 from esc50_prepare import prepare_datasets
-from interpreter_brain import load_event_table
+from interpretation_metrics import load_event_table
 from wham_prepare import make_noise_stream
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +85,7 @@ def test_a_training_step_reads_only_its_loss_on_the_host(noisy_lmac, monkeypatch
 def test_an_evaluation_step_keeps_its_scores_on_the_device(noisy_lmac, monkeypatch):
     brain, batch = noisy_lmac
     # As on a GPU: the rows of the Gini index are sorted on the device (on the CPU NumPy sorts them).
-    monkeypatch.setattr(interpreter_brain, "_sorted_rows", lambda values: torch.sort(values, dim=1).values)
+    monkeypatch.setattr(interpretation_metrics, "_sorted_rows", lambda values: torch.sort(values, dim=1).values)
     brain.modules.eval()
     brain.on_stage_start(sb.Stage.TEST)
     brain.evaluate_batch(batch, sb.Stage.TEST)  # starts the noise loader (its seed is drawn on the host, once)

@@ -9,6 +9,7 @@ import torch
 from speechbrain.lobes.models.L2I import NMFDecoderAudio, Theta
 
 import eval as lmac_eval
+import mask_methods
 import train_l2i
 import train_lmac
 import train_nmf
@@ -68,7 +69,7 @@ def test_relevance_is_theta_weight_times_pooled_activation():
     theta = Theta(n_comp=3, T=4, num_classes=2)
     activations = torch.rand(2, 3, 4)
     decision = torch.tensor([1, 0])
-    relevance = train_l2i.component_relevance(theta, activations, decision)
+    relevance = mask_methods.component_relevance(theta, activations, decision)
     pooling = theta.hard_att.weight[0]  # [T]
     weights = theta.classifier[0].weight  # [classes, K]
     for example in range(2):
@@ -88,10 +89,10 @@ def test_l2i_training_wrote_checkpoints_and_finite_scores(run):
 
 def test_l2i_mask_is_the_share_of_the_reconstruction_the_relevant_components_explain(run):
     hparams = run["l2i"].hparams
-    mask_method = run["l2i"].l2i_mask()
+    mask_method = run["l2i"].own_mask_method()
     activations = torch.rand(1, COMPONENTS, 20)
     mask = mask_method.mask_of(activations, torch.tensor([0]))
-    relevance = train_l2i.component_relevance(mask_method.theta, activations, torch.tensor([0]))
+    relevance = mask_methods.component_relevance(mask_method.theta, activations, torch.tensor([0]))
     chosen = (relevance > 0) & (relevance >= hparams.l2i_relevance_th * relevance.max())
     dictionary = mask_method.nmf_decoder.return_W()
     relevant = (dictionary[:, chosen[0]] @ activations[0, chosen[0]]).T  # [frames, freq]
@@ -119,7 +120,7 @@ def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
         table = json.load(file)["methods"]
     assert list(table) == methods
     # Forward-only methods run with channels-last weights, the gradient baselines in the default order.
-    assert channels_last_during_evaluation == [method not in lmac_eval.GRADIENT_METHODS for method in methods]
+    assert channels_last_during_evaluation == [mask_methods.MASK_METHODS[method].forward_only for method in methods]
     for method, row in table.items():
         assert set(row) == set(lmac_eval.COMPARISON_COLUMNS), method
         assert all(math.isfinite(value) for value in row.values()), method
@@ -178,7 +179,7 @@ def test_l2i_mask_keeps_the_band_of_the_component_that_drives_the_decision():
         theta.hard_att.weight.fill_(1 / 6)  # time average
         theta.classifier[0].weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
     activations = torch.ones(1, 2, 6)
-    mask = train_l2i.L2IMask(None, theta, decoder, relevance_threshold=0.5).mask_of(activations, torch.tensor([0]))
+    mask = mask_methods.L2IMask(None, theta, decoder, relevance_threshold=0.5).mask_of(activations, torch.tensor([0]))
     expected = torch.zeros(1, 6, 20)
     expected[:, :, :10] = 1.0
     torch.testing.assert_close(mask, expected)

@@ -8,15 +8,10 @@ import pytest
 import speechbrain as sb
 import torch
 
-from interpreter_brain import (
-    INTERPRETATION_METRICS,
-    SpectralFeatures,
-    complexity,
-    fidelity_scores,
-    interpretation_scores,
-    sparseness,
-)
-from train_lmac import LMAC, LMACOutput, crosscor, guidance_per_example, tv_loss
+from features import SpectralFeatures
+from interpretation_metrics import INTERPRETATION_METRICS, complexity, fidelity_scores, interpretation_scores, sparseness
+from interpreter_brain import MaskedOutput
+from train_lmac import LMAC, crosscor, guidance_per_example, tv_loss
 
 
 def random_spectrograms(batch=3, frames=7, freq=5, seed=0):
@@ -156,7 +151,7 @@ def hand_made_output(seed=9, batch=3, classes=4):
     clean[1] = 0.0
     clean[1, 0, 0] = 1.0  # ... example 1 does not
     mask = torch.rand(batch, 7, 5, generator=generator).clamp(0.6, 1.0)
-    output = LMACOutput(
+    output = MaskedOutput(
         wavs=torch.zeros(batch, 16),
         clean_wavs=torch.zeros(batch, 16),  # noise was added: the clean log-magnitude is ``clean``
         features=SpectralFeatures(stft=torch.zeros(batch, 8, 5, 2), log_mag=log_mag, mel_input=torch.zeros(batch, 8, 3)),
@@ -170,7 +165,7 @@ def hand_made_output(seed=9, batch=3, classes=4):
 
 
 def direct_loss(output, clean_log_mag, hparams, finetuning):
-    """The objective of LMAC_SPEC.md written out with explicit loops."""
+    """The objective of docs/method.md written out with explicit loops."""
     decision = output.logits.argmax(dim=1)
     batch = decision.shape[0]
     cross_entropy = lambda logits: -torch.log_softmax(logits, dim=1)[torch.arange(batch), decision]  # noqa: E731
@@ -207,7 +202,8 @@ def test_features_match_their_definition_and_an_all_ones_mask_gives_the_input_ba
     from speechbrain.lobes.models.Cnn14 import Cnn14
     from speechbrain.processing.features import STFT, Filterbank
 
-    from interpreter_brain import FrozenClassifier, mel_input_from_log_magnitude, spectral_features
+    from features import mel_input_from_log_magnitude, spectral_features
+    from interpreter_brain import FrozenClassifier
 
     torch.manual_seed(0)
     compute_stft = STFT(sample_rate=16000, n_fft=1024, hop_length=11.6099, win_length=23.2199)

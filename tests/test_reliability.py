@@ -22,7 +22,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 import esc50_prepare
 import train_lmac
 from features import SpectralFeatures
-from interpreter_brain import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer, optimizer_class_for
+from interpreter_brain import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer, MaskedOutput, optimizer_class_for
 from make_synthetic_data import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -182,7 +182,7 @@ def test_all_zero_and_all_one_masks_with_a_certain_classifier_are_finite(tiny_br
     log_mag = torch.zeros(2, 10, 6)
     certain = torch.tensor([[100.0, 0.0], [0.0, 100.0]])
     wavs = torch.zeros(2, 100)
-    output = train_lmac.LMACOutput(
+    output = MaskedOutput(
         wavs=wavs,
         clean_wavs=wavs,
         features=SpectralFeatures(stft=torch.zeros(2, 10, 6, 2), log_mag=log_mag, mel_input=torch.zeros(2, 10, 80)),

@@ -7,7 +7,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 import train_classifier
-import train_lmac
+import recipe_setup
 from conftest import SMALL_DATA
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +63,7 @@ def test_the_export_loads_unchanged_into_the_interpreter_recipe(trained_classifi
     }
     with open(os.path.join(REPO, "hparams", "lmac_cnn14.yaml"), encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
-    train_lmac.load_classifier(hparams)
+    recipe_setup.load_classifier(hparams)
     for name in ("embedding_model", "classifier"):
         saved = torch.load(export / f"{name}.ckpt")
         loaded = hparams[name].state_dict()
@@ -71,14 +71,15 @@ def test_the_export_loads_unchanged_into_the_interpreter_recipe(trained_classifi
         assert all(torch.equal(saved[key], loaded[key]) for key in saved), name
 
 
-def test_too_few_classifier_outputs_is_an_error(synthetic_data, tmp_path):
-    with pytest.raises(ValueError, match=r"n_classes=2, but the data has 3 classes; pass --n_classes 3"):
+@pytest.mark.parametrize("n_classes", [2, 5])
+def test_a_class_count_other_than_the_datas_is_an_error_as_in_every_recipe(synthetic_data, tmp_path, n_classes):
+    with pytest.raises(ValueError, match=rf"n_classes={n_classes}, but the data in .* has 3 classes; pass --n_classes 3"):
         train_classifier.main([
             os.path.join(REPO, "hparams", "cnn14_classifier.yaml"),
             "--data_folder", synthetic_data["esc50_folder"],
             "--output_folder", str(tmp_path),
             "--width", "0.03125",
-            "--n_classes", "2",
+            "--n_classes", str(n_classes),
         ])  # fmt: skip
 
 

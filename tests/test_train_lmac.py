@@ -14,9 +14,11 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.checkpoints import Checkpointer
 
+import recipe_setup
 import train_lmac
 from esc50_prepare import prepare_datasets
-from interpreter_brain import BEST_CHECKPOINT_KEY, INTERPRETATION_METRICS
+from interpretation_metrics import INTERPRETATION_METRICS
+from interpreter_brain import BEST_CHECKPOINT_KEY
 from make_synthetic_data import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,7 +202,7 @@ def test_local_classifier_checkpoints_load_through_the_pretrainer(tmp_path):
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     assert not torch.equal(hparams["classifier"].w.weight, trained_head.w.weight)
-    train_lmac.load_classifier(hparams)
+    recipe_setup.load_classifier(hparams)
     for loaded, saved in ((hparams["embedding_model"], trained_embedding), (hparams["classifier"], trained_head)):
         saved_state = saved.state_dict()
         assert all(torch.equal(value, saved_state[key]) for key, value in loaded.state_dict().items())

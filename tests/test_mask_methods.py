@@ -1,10 +1,22 @@
-"""Gradient baselines: each must find the one frequency band a toy classifier looks at."""
+"""Mask methods: the gradient methods each find the one band a toy classifier reads; the registry; the interface."""
 
 import pytest
 import torch
 from speechbrain.processing.features import Filterbank
 
-from baselines import GRADIENT_METHODS, GradientMask, attribution_mask, filterbank_matrix, mel_to_linear
+import eval as lmac_eval
+from mask_methods import (
+    MASK_METHODS,
+    CaptumMask,
+    GradCAMMask,
+    IntegratedGradientsMask,
+    MaskMethod,
+    SaliencyMask,
+    SmoothGradMask,
+    attribution_mask,
+    filterbank_matrix,
+    mel_to_linear,
+)
 from features import SpectralFeatures
 
 N_FFT, N_MELS, FRAMES = 256, 32, 24
@@ -52,11 +64,17 @@ def bins_reached_by(mels, fbank):
     return filterbank_matrix(fbank, N_FFT // 2 + 1)[:, mels].sum(dim=1) > 0
 
 
+GRADIENT_METHODS = {
+    "saliency": lambda classifier, fbank: SaliencyMask(classifier, fbank),
+    "smoothgrad": lambda classifier, fbank: SmoothGradMask(classifier, fbank, samples=8, noise=0.15),
+    "integrated_gradients": lambda classifier, fbank: IntegratedGradientsMask(classifier, fbank, steps=8),
+    "gradcam": lambda classifier, fbank: GradCAMMask(classifier, fbank, layer="conv"),
+}
+
+
 @pytest.mark.parametrize("method", GRADIENT_METHODS)
 def test_mask_concentrates_on_the_band_the_classifier_reads(toy, method):
-    mask = GradientMask(method, toy["classifier"], toy["fbank"], gradcam_layer="conv", ig_steps=8)(
-        toy["features"], toy["logits"]
-    )
+    mask = GRADIENT_METHODS[method](toy["classifier"], toy["fbank"]).mask(toy["features"], toy["logits"], None)
     assert mask.shape == toy["features"].log_mag.shape
     assert mask.min() >= 0 and torch.allclose(mask.flatten(1).amax(dim=1), torch.ones(2))
     # Grad-CAM's map may spread one band on each side (its 3x3 convolution); gradients may not.
@@ -91,9 +109,34 @@ def test_attribution_mask_keeps_the_positive_part_scaled_to_one():
 
 def test_an_unknown_gradcam_layer_is_named(toy):
     with pytest.raises(ValueError, match="gradcam_layer='conv_block9'"):
-        GradientMask("gradcam", toy["classifier"], toy["fbank"], gradcam_layer="conv_block9")
+        GradCAMMask(toy["classifier"], toy["fbank"], layer="conv_block9")
 
 
-def test_an_unknown_method_is_named(toy):
-    with pytest.raises(ValueError, match="int_method='lime'"):
-        GradientMask("lime", toy["classifier"], toy["fbank"])
+def test_an_unknown_method_is_named_with_the_registry():
+    with pytest.raises(ValueError, match=r"int_method='lime': unknown method\(s\) \['lime'\]; accepted: lmac, saliency, "):
+        lmac_eval.methods_of({"compare": None, "int_method": "lime"})
+
+
+def test_the_registry_holds_one_class_per_method_under_its_name():
+    assert list(MASK_METHODS) == ["lmac", "saliency", "smoothgrad", "integrated_gradients", "gradcam", "l2i"]
+    assert list(lmac_eval.METHODS) == list(MASK_METHODS)
+    for name, method in MASK_METHODS.items():
+        assert issubclass(method, MaskMethod) and method.name == name and method.title
+        assert method.forward_only == (not issubclass(method, CaptumMask)), name
+
+
+def test_a_new_method_is_one_class_with_the_interface(toy):
+    class TopBinsMask(MaskMethod):
+        name, title = "top_bins", "Top bins"
+
+        @classmethod
+        def from_hparams(cls, hparams, modules):
+            return cls()
+
+        def mask(self, features, logits, feature_maps):
+            return (features.log_mag >= features.log_mag.amax(dim=2, keepdim=True)).float()
+
+    mask = TopBinsMask.from_hparams({}, {}).mask(toy["features"], toy["logits"], None)
+    assert mask.shape == toy["features"].log_mag.shape and set(mask.unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(TypeError, match="abstract"):
+        type("NoMask", (MaskMethod,), {"name": "none"})()

@@ -1,0 +1,393 @@
+"""Interpretation methods: one interface, one class per method, one registry.
+
+Every method computes a mask over the linear STFT of the interpreted input
+from what the frozen classifier gives (``features``, ``logits``,
+``feature_maps``): ``mask(features, logits, feature_maps)`` returns
+``[batch, frames, freq]`` in ``[0, 1]``. The mask multiplies ``log1p|STFT|``
+exactly as L-MAC's does, so every method gets the same metrics and a
+listenable interpretation (``docs/method.md``).
+
+- ``lmac``: the trained L-MAC decoder, ``sigmoid(psi(feature_maps))``.
+- Gradient methods (captum), attributing the decision ``c = argmax logits``
+  to the ``log1p``-mel input ``[batch, frames, n_mels]``:
+  ``saliency``, ``|d logit_c / d x|``; ``smoothgrad``, the saliency averaged
+  over ``smoothgrad_samples`` noisy copies (Gaussian noise,
+  ``smoothgrad_noise`` times the batch's input range);
+  ``integrated_gradients``, from a silent input in ``ig_steps`` steps;
+  ``gradcam``, Grad-CAM on ``gradcam_layer`` (CNN14's last convolutional
+  block by default), upsampled bilinearly. Each attribution becomes a mask
+  the same way: mel to linear (each STFT bin takes the filterbank-weighted
+  mean of the bands covering it, ``A_lin[t, f] = sum_m A[t, m] W[f, m] /
+  sum_m W[f, m]``), then its positive part divided by its largest value per
+  clip (no positive value: a zero mask).
+- ``l2i``: Listen to Interpret (Parekh et al., NeurIPS 2022), trained by
+  ``train_l2i.py``: the share ``X_rel / X_all`` of the NMF reconstruction of
+  the input that the components relevant to the decision explain.
+
+A new method is one ``MaskMethod`` subclass and one line in ``MASK_METHODS``;
+``eval.py --int_method`` and ``--compare`` read the registry.
+"""
+
+import abc
+
+import torch
+import torch.nn.functional as F
+from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
+
+from cnn14_family import decode_any_length, fit_feature_maps
+from interpreter_brain import BEST_CHECKPOINT_KEY, set_weight_layout
+from recipe_setup import l2i_modules
+
+
+class MaskMethod(abc.ABC):
+    """A way to compute a mask over the linear STFT from the frozen classifier's outputs.
+
+    Class attributes: ``name`` (the ``--int_method`` value), ``title`` (for
+    tables and reports) and ``forward_only`` (True when nothing is
+    differentiated through the models, so they run with channels-last weights).
+    """
+
+    name = None
+    title = None
+    forward_only = True
+
+    @classmethod
+    @abc.abstractmethod
+    def from_hparams(cls, hparams, modules):
+        """The method built from the recipe's ``hparams`` and its ``modules`` (the classifier, features and decoder)."""
+
+    @abc.abstractmethod
+    def mask(self, features, logits, feature_maps):
+        """The mask ``[batch, frames, freq]`` in ``[0, 1]``.
+
+        Arguments
+        ---------
+        features : features.SpectralFeatures
+            Of the interpreted input (``log_mag`` ``[batch, frames, freq]``,
+            ``mel_input`` ``[batch, frames, n_mels]``).
+        logits : torch.Tensor
+            ``[batch, n_classes]``: the classifier's answer; its argmax is the interpreted decision.
+        feature_maps : tuple of torch.Tensor
+            CNN14's four feature maps, deepest first.
+        """
+
+
+def decoder_mask(decoder, feature_maps, num_frames):
+    """L-MAC's mask ``sigmoid(psi(feature_maps))``, ``[batch, num_frames, freq]``, for any clip length."""
+    return torch.sigmoid(decode_any_length(decoder, feature_maps, num_frames))
+
+
+class LMACMask(MaskMethod):
+    """The trained L-MAC decoder ``psi`` (the ``psi`` module of the Brain)."""
+
+    name = "lmac"
+    title = "L-MAC"
+
+    def __init__(self, decoder):
+        self.decoder = decoder
+
+    @classmethod
+    def from_hparams(cls, hparams, modules):
+        return cls(modules["psi"])
+
+    def mask(self, features, logits, feature_maps):
+        return decoder_mask(self.decoder, feature_maps, features.log_mag.shape[1])
+
+
+def filterbank_matrix(compute_fbank, num_bins, device=None):
+    """The ``[num_bins, n_mels]`` weights of a linear SpeechBrain ``Filterbank`` (``log_mel=False``).
+
+    Read off by filtering the identity, so it is the matrix the features use.
+
+    Example
+    -------
+    >>> from speechbrain.processing.features import Filterbank
+    >>> filterbank_matrix(Filterbank(n_mels=8, n_fft=64, log_mel=False), 33).shape
+    torch.Size([33, 8])
+    """
+    identity = torch.eye(num_bins, device=device)[None]  # [1, num_bins, num_bins]: one "frame" per bin
+    return compute_fbank(identity)[0]
+
+
+def mel_to_linear(attribution, fbank_matrix):
+    """Maps ``[batch, frames, n_mels]`` to ``[batch, frames, freq]``: the filterbank-weighted mean per bin.
+
+    A bin no mel band covers gets 0.
+
+    Example
+    -------
+    >>> weights = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])
+    >>> mel_to_linear(torch.tensor([[[2.0, 4.0]]]), weights)
+    tensor([[[2., 3., 0.]]])
+    """
+    coverage = fbank_matrix.sum(dim=1)  # [freq]
+    share = fbank_matrix / coverage.clamp_min(torch.finfo(fbank_matrix.dtype).tiny)[:, None]
+    return attribution @ share.T
+
+
+def attribution_mask(attribution):
+    """The positive part of ``[batch, ...]`` divided by its per-example maximum: a mask in ``[0, 1]``.
+
+    Example
+    -------
+    >>> attribution_mask(torch.tensor([[-1.0, 1.0, 4.0], [-2.0, -1.0, 0.0]]))
+    tensor([[0.0000, 0.2500, 1.0000],
+            [0.0000, 0.0000, 0.0000]])
+    """
+    positive = attribution.clamp_min(0)
+    peak = positive.flatten(1).amax(dim=1).view(-1, *([1] * (attribution.dim() - 1)))
+    return positive / peak.clamp_min(torch.finfo(positive.dtype).tiny)
+
+
+def submodule(model, dotted_name):
+    """The submodule of ``model`` at ``dotted_name`` (e.g. ``embedding_model.conv_block6``), with a clear error."""
+    try:
+        return model.get_submodule(dotted_name)
+    except AttributeError as error:
+        names = [name for name, _ in model.named_modules() if name]
+        raise ValueError(
+            f"gradcam_layer={dotted_name!r} is not a layer of the classifier; some of its layers: {names[-8:]}."
+        ) from error
+
+
+class CaptumMask(MaskMethod):
+    """A gradient method: a captum attribution over the mel input, made a mask over the linear STFT.
+
+    Arguments
+    ---------
+    classifier : torch.nn.Module
+        Maps ``[batch, frames, n_mels]`` to ``(logits, ...)`` (a ``FrozenClassifier``).
+    compute_fbank : speechbrain.processing.features.Filterbank
+        The linear filterbank of the features.
+    """
+
+    forward_only = False
+
+    def __init__(self, classifier, compute_fbank):
+        self.classifier = classifier
+        self.compute_fbank = compute_fbank
+        self._weights = None  # the filterbank matrix, read once
+
+    @classmethod
+    def from_hparams(cls, hparams, modules):
+        return cls(modules["classifier"], modules["compute_fbank"])
+
+    def logits(self, mel_input):
+        """The classifier's logits ``[batch, n_classes]`` alone, as captum expects."""
+        return self.classifier(mel_input)[0]
+
+    @abc.abstractmethod
+    def mel_attribution(self, mel_input, decision):
+        """Attribution of ``decision`` ``[batch]`` over ``mel_input`` ``[batch, frames, n_mels]``, same shape."""
+
+    def mask(self, features, logits, feature_maps=None):
+        decision = logits.argmax(dim=1)
+        mel_input = features.mel_input.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            attribution = self.mel_attribution(mel_input, decision).detach()
+        if self._weights is None or self._weights.device != attribution.device:
+            self._weights = filterbank_matrix(self.compute_fbank, features.log_mag.shape[2], attribution.device)
+        return attribution_mask(mel_to_linear(attribution, self._weights))
+
+
+class SaliencyMask(CaptumMask):
+    """``|d logit_c / d x|``."""
+
+    name = "saliency"
+    title = "Saliency"
+
+    def mel_attribution(self, mel_input, decision):
+        return Saliency(self.logits).attribute(mel_input, target=decision, abs=True)
+
+
+class SmoothGradMask(CaptumMask):
+    """The saliency averaged over ``samples`` copies of the input with Gaussian noise (``noise`` times its range)."""
+
+    name = "smoothgrad"
+    title = "SmoothGrad"
+
+    def __init__(self, classifier, compute_fbank, samples=8, noise=0.15):
+        super().__init__(classifier, compute_fbank)
+        self.samples = samples
+        self.noise = noise
+
+    @classmethod
+    def from_hparams(cls, hparams, modules):
+        return cls(modules["classifier"], modules["compute_fbank"], hparams["smoothgrad_samples"], hparams["smoothgrad_noise"])
+
+    def mel_attribution(self, mel_input, decision):
+        spread = (mel_input.max() - mel_input.min()).item()
+        return NoiseTunnel(Saliency(self.logits)).attribute(
+            mel_input, nt_type="smoothgrad", nt_samples=self.samples, nt_samples_batch_size=mel_input.shape[0],
+            stdevs=self.noise * max(spread, 1e-6), target=decision, abs=True,
+        )  # fmt: skip
+
+
+class IntegratedGradientsMask(CaptumMask):
+    """Integrated gradients from a silent (all-zero) input in ``steps`` steps."""
+
+    name = "integrated_gradients"
+    title = "Integrated Gradients"
+
+    def __init__(self, classifier, compute_fbank, steps=32):
+        super().__init__(classifier, compute_fbank)
+        self.steps = steps
+
+    @classmethod
+    def from_hparams(cls, hparams, modules):
+        return cls(modules["classifier"], modules["compute_fbank"], hparams["ig_steps"])
+
+    def mel_attribution(self, mel_input, decision):
+        return IntegratedGradients(self.logits).attribute(
+            mel_input, baselines=0.0, target=decision, n_steps=self.steps, internal_batch_size=mel_input.shape[0]
+        )
+
+
+class GradCAMMask(CaptumMask):
+    """Grad-CAM on the output of ``layer`` (a dotted name inside ``classifier``), upsampled bilinearly."""
+
+    name = "gradcam"
+    title = "Grad-CAM"
+
+    def __init__(self, classifier, compute_fbank, layer="embedding_model.conv_block6"):
+        super().__init__(classifier, compute_fbank)
+        self.layer = submodule(classifier, layer)
+
+    @classmethod
+    def from_hparams(cls, hparams, modules):
+        return cls(modules["classifier"], modules["compute_fbank"], hparams["gradcam_layer"])
+
+    def mel_attribution(self, mel_input, decision):
+        cam = LayerGradCam(self.logits, self.layer).attribute(mel_input, target=decision, relu_attributions=True)
+        return LayerAttribution.interpolate(cam, tuple(mel_input.shape[1:]), interpolate_mode="bilinear")[:, 0]
+
+
+def fit_time(activations, steps):
+    """``[batch, K, time]`` cropped or zero-padded to ``steps`` time steps."""
+    missing = steps - activations.shape[2]
+    if missing <= 0:
+        return activations[:, :, :steps]
+    return F.pad(activations, (0, missing))
+
+
+def nmf_activations(psi, feature_maps, num_frames):
+    """L2I's activations ``H`` ``[batch, K, num_frames]`` (non-negative) from CNN14 feature maps."""
+    return psi(fit_feature_maps(feature_maps, num_frames))[:, :, :num_frames]
+
+
+def component_relevance(theta, activations, decision):
+    """``r_k = theta_ck * pool(H)_k``: each component's contribution to ``theta``'s score of ``c``.
+
+    Arguments
+    ---------
+    theta : speechbrain.lobes.models.L2I.Theta
+    activations : torch.Tensor
+        ``[batch, K, frames]``.
+    decision : torch.Tensor
+        ``[batch]`` class indices.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, K]``.
+    """
+    pooled = theta.hard_att(fit_time(activations, theta.hard_att.in_features)).squeeze(2)  # [batch, K]
+    return pooled * theta.classifier[0].weight[decision]
+
+
+def relevant_reconstruction(dictionary, activations, relevance, threshold):
+    """``X = sum_k W_k H_k`` over the components with ``r_k > 0`` and ``r_k >= threshold * max r``.
+
+    Arguments
+    ---------
+    dictionary : torch.Tensor
+        ``W``, ``[freq, K]``.
+    activations : torch.Tensor
+        ``H``, ``[batch, K, frames]``.
+    relevance : torch.Tensor
+        ``[batch, K]``.
+    threshold : float
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, frames, freq]``.
+
+    Example
+    -------
+    >>> W = torch.eye(2)
+    >>> H = torch.ones(1, 2, 3)
+    >>> relevant_reconstruction(W, H, torch.tensor([[1.0, 0.2]]), 0.5)[0, 0]
+    tensor([1., 0.])
+    """
+    top = relevance.amax(dim=1, keepdim=True)
+    chosen = ((relevance > 0) & (relevance >= threshold * top)).to(activations.dtype)  # [batch, K]
+    return torch.einsum("fk,bkt->btf", dictionary, activations * chosen[:, :, None])
+
+
+def reconstruction_mask(relevant, full):
+    """``X_rel / X_all`` (0 where ``X_all`` is 0), ``[batch, frames, freq]``: L2I's interpretation as a mask.
+
+    The share of each cell's NMF reconstruction that the relevant components
+    explain, a soft (Wiener-like) mask in ``[0, 1]``.
+
+    Example
+    -------
+    >>> reconstruction_mask(torch.tensor([[[1.0, 3.0, 1.0]]]), torch.tensor([[[2.0, 3.0, 0.0]]]))
+    tensor([[[0.5000, 1.0000, 0.0000]]])
+    """
+    ratio = relevant / full.clamp_min(torch.finfo(full.dtype).tiny)
+    return torch.where(full > 0, ratio.clamp(0, 1), torch.zeros_like(ratio))
+
+
+class L2IMask(MaskMethod):
+    """L2I's interpretation of the decision as a mask: ``X_rel / X_all``.
+
+    Arguments
+    ---------
+    psi : speechbrain.lobes.models.L2I.CNN14PSI_stft
+    theta : speechbrain.lobes.models.L2I.Theta
+    nmf_decoder : speechbrain.lobes.models.L2I.NMFDecoderAudio
+        Holds the dictionary.
+    relevance_threshold : float
+    """
+
+    name = "l2i"
+    title = "L2I"
+
+    def __init__(self, psi, theta, nmf_decoder, relevance_threshold):
+        self.psi = psi
+        self.theta = theta
+        self.nmf_decoder = nmf_decoder
+        self.relevance_threshold = relevance_threshold
+
+    @classmethod
+    def from_hparams(cls, hparams, modules):
+        """The NMF dictionary and the best checkpoint of the run's L2I, in eval mode (they follow the input's device)."""
+        loaded = l2i_modules(hparams)
+        hparams["l2i_checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
+        psi, theta, decoder = (
+            set_weight_layout(loaded[name].eval(), forward_only=True) for name in ("psi", "theta", "nmf_decoder")
+        )
+        return cls(psi, theta, decoder, hparams["l2i_relevance_th"])
+
+    def mask(self, features, logits, feature_maps):
+        for module in (self.psi, self.theta, self.nmf_decoder):
+            module.to(features.log_mag.device)  # a no-op once there
+        activations = nmf_activations(self.psi, feature_maps, features.log_mag.shape[1])
+        return self.mask_of(activations, logits.argmax(dim=1))
+
+    def mask_of(self, activations, decision):
+        """The mask ``[batch, frames, freq]`` for activations ``[batch, K, frames]`` and decisions ``[batch]``."""
+        dictionary = self.nmf_decoder.return_W()
+        relevance = component_relevance(self.theta, activations, decision)
+        relevant = relevant_reconstruction(dictionary, activations, relevance, self.relevance_threshold)
+        full = torch.einsum("fk,bkt->btf", dictionary, activations)
+        return reconstruction_mask(relevant, full)
+
+
+# The registry of ``--int_method`` and ``--compare``: one line per method.
+MASK_METHODS = {
+    method.name: method
+    for method in (LMACMask, SaliencyMask, SmoothGradMask, IntegratedGradientsMask, GradCAMMask, L2IMask)
+}

@@ -1,0 +1,204 @@
+"""What every recipe does before its work starts: command line, checks, and loading weights.
+
+``start_recipe`` is the shared start of the recipes' ``main`` functions
+(SpeechBrain's command line, DDP set-up, the YAML with its overrides); the
+rest checks settings and data before any work and loads the classifier, an
+L-MAC decoder or L2I's modules. Library code: no training script imported.
+"""
+
+import logging
+import os
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import run_on_main
+
+from esc50_prepare import validate_fold_lists
+from interpreter_brain import FEATURE_MODULES
+
+logger = logging.getLogger(__name__)
+
+OVERLAP_TYPES = ("mixtures", "white_noise", "speech")
+
+
+def start_recipe(argv):
+    """Parses SpeechBrain's command line, joins DDP when launched so, and loads the YAML with the overrides.
+
+    ``--test_only [True|False]`` is read as an ordinary hyperparameter
+    (``take_test_only_flag``) where the YAML has that key.
+
+    Arguments
+    ---------
+    argv : list of str
+        ``[hparams.yaml, --key value, ...]``.
+
+    Returns
+    -------
+    hparams_file : str
+    hparams : dict
+    run_opts : dict
+        SpeechBrain's run options (``--device``, ``--precision``, ...).
+    overrides : str
+        The YAML overrides, as saved in the experiment folder.
+    """
+    argv, test_only = take_test_only_flag(argv)
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    if test_only is not None:
+        overrides = f"{overrides}\ntest_only: {test_only}"
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    return hparams_file, hparams, run_opts, overrides
+
+
+def validate_data_hparams(hparams):
+    """Checks the settings every interpreter recipe shares, before any work starts.
+
+    Raises
+    ------
+    ValueError
+        WHAM! noise without ``wham_folder``, an unknown ``overlap_type``, bad fold lists.
+    FileNotFoundError
+        A local classifier weight file that does not exist (with ``use_pretrained``).
+    """
+    if hparams["use_pretrained"]:
+        for key in ("embedding_model_path", "classifier_model_path"):
+            if _looks_local(hparams[key]) and not os.path.isfile(hparams[key]):
+                raise FileNotFoundError(
+                    f"{key}={hparams[key]!r} does not exist; give a local .ckpt file, a HuggingFace path "
+                    "such as speechbrain/cnn14-esc50/embedding_model.ckpt, or --use_pretrained False (tests only)."
+                )
+    if hparams["add_wham_noise"] and not hparams["wham_folder"]:
+        raise ValueError("add_wham_noise=True needs --wham_folder (a folder holding tr/*.wav).")
+    if hparams["overlap_type"] is not None and hparams["overlap_type"] not in OVERLAP_TYPES:
+        raise ValueError(
+            f"overlap_type={hparams['overlap_type']!r}; accepted values are {OVERLAP_TYPES} (or null for none)."
+        )
+    validate_fold_lists(**{key: hparams[key] for key in ("train_fold_nums", "valid_fold_nums", "test_fold_nums")})
+
+
+def _looks_local(path):
+    """True for paths meant as local files: absolute, relative to ``.``/``~``, or under an existing folder."""
+    return os.path.isabs(path) or path.startswith((".", "~")) or os.path.isdir(path.split("/")[0])
+
+
+def load_classifier(hparams):
+    """Loads the classifier weights through the Pretrainer, unless ``use_pretrained`` is False.
+
+    Raises
+    ------
+    FileNotFoundError
+        A weight file is neither a local file nor fetchable; the message names the setting.
+    """
+    if not hparams["use_pretrained"]:
+        logger.warning("use_pretrained=False: the classifier keeps random weights (for tests only).")
+        return
+    pretrainer = hparams["pretrainer"]
+    try:
+        run_on_main(pretrainer.collect_files)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise FileNotFoundError(
+            "Could not get the classifier weights "
+            f"(embedding_model_path={hparams['embedding_model_path']!r}, "
+            f"classifier_model_path={hparams['classifier_model_path']!r}): {error}. "
+            "Give local .ckpt files or a reachable HuggingFace path."
+        ) from error
+    check_classifier_outputs(hparams, os.path.join(str(pretrainer.collect_in), "classifier.ckpt"))
+    pretrainer.load_collected()
+
+
+def check_classifier_outputs(hparams, classifier_file):
+    """Raises when the classifier checkpoint's number of outputs is not ``n_classes``."""
+    weight = torch.load(classifier_file, map_location="cpu").get("w.weight")
+    if weight is not None and weight.shape[0] != hparams["n_classes"]:
+        raise ValueError(
+            f"classifier_model_path={hparams['classifier_model_path']!r} has {weight.shape[0]} outputs, "
+            f"but n_classes={hparams['n_classes']}; pass --n_classes {weight.shape[0]} (and the data it was trained on)."
+        )
+
+
+def check_class_count(hparams, label_encoder):
+    """Raises when the data's number of classes is not ``n_classes`` (the classifier's outputs), in every recipe."""
+    if len(label_encoder) != hparams["n_classes"]:
+        raise ValueError(
+            f"n_classes={hparams['n_classes']}, but the data in {hparams['data_folder']!r} has "
+            f"{len(label_encoder)} classes; pass --n_classes {len(label_encoder)} (and, to interpret, "
+            "a classifier trained on these classes)."
+        )
+
+
+def load_interpreter(psi_model, path, device):
+    """Loads decoder weights (a state dict, e.g. ``psi_model.ckpt``) into ``psi_model``."""
+    psi_model.load_state_dict(torch.load(path, map_location=device))
+    logger.info("Loaded the interpreter from %s.", path)
+
+
+def take_test_only_flag(argv):
+    """Takes ``--test_only [True|False]`` (or ``--test_only=VALUE``) out of the command line.
+
+    SpeechBrain parses ``--test_only`` as a bare flag, so ``--test_only True``
+    would hand ``True`` to the previous override. The recipe reads the value
+    as an ordinary hyperparameter instead, which ``Brain`` also picks up.
+
+    Arguments
+    ---------
+    argv : list of str
+
+    Returns
+    -------
+    argv : list of str
+        Without the flag.
+    value : str or None
+        ``"True"``, ``"False"``, or None when the flag is absent.
+
+    Example
+    -------
+    >>> take_test_only_flag(["h.yaml", "--test_only", "True", "--lr", "1"])
+    (['h.yaml', '--lr', '1'], 'True')
+    >>> take_test_only_flag(["h.yaml", "--test_only"])
+    (['h.yaml'], 'True')
+    """
+    remaining, value, index = [], None, 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg.startswith("--test_only="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--test_only":
+            following = argv[index + 1] if index + 1 < len(argv) else None
+            if following in ("True", "False"):
+                value = following
+                index += 1
+            else:
+                value = "True"
+        else:
+            remaining.append(arg)
+        index += 1
+    return remaining, value
+
+
+def l2i_modules(hparams):
+    """The modules of an L2I brain, with the NMF dictionary loaded from ``nmf_dictionary`` and frozen."""
+    path = hparams["nmf_dictionary"]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"nmf_dictionary={path!r} does not exist; run `python train_nmf.py <hparams> ...` with the same "
+            "--output_folder first, or pass --nmf_dictionary."
+        )
+    state = torch.load(path, map_location="cpu")
+    components = state["W"].shape[1]
+    if components != hparams["nmf_components"]:
+        raise ValueError(
+            f"nmf_dictionary={path!r} has {components} components, but nmf_components={hparams['nmf_components']}; "
+            f"pass --nmf_components {components}."
+        )
+    decoder = hparams["nmf_decoder"]
+    decoder.load_state_dict(state)
+    decoder.requires_grad_(False)
+    return {
+        "psi": hparams["l2i_psi"],
+        "theta": hparams["l2i_theta"],
+        "nmf_decoder": decoder,
+        **{name: hparams["modules"][name] for name in FEATURE_MODULES},
+        "classifier": hparams["modules"]["classifier"],
+    }
