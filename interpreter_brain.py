@@ -1,11 +1,13 @@
 """InterpreterBrain: the base of interpreters of a frozen audio classifier.
 
-It owns everything an interpreter shares with any other: the features
-(STFT, ``log1p`` magnitude, ``log1p``-mel classifier input), the frozen
-classifier, the inversion of a masked spectrogram to a waveform with the
-input's phase, listenable outputs, the evaluation metrics of
-``docs/method.md``, stage logging, learning-rate annealing and checkpoints.
-Subclasses (``train_lmac.LMAC``) add the decoder's forward pass and loss.
+It owns everything an interpreter shares with any other: the frozen
+classifier and its input (``features``), the noise mixed into the clips, the
+masked-in and masked-out classifications of a mask, the inversion of a
+masked spectrogram to a waveform with the input's phase, listenable outputs,
+the scores of ``interpretation_metrics`` (kept on the device until the stage
+ends), stage logging, learning-rate annealing and complete-only checkpoints.
+Subclasses (``train_lmac.LMAC``, ``train_l2i.L2I``) add their own forward
+pass, loss and mask method.
 """
 
 import dataclasses

@@ -29,8 +29,6 @@ def test_the_benchmark_reports_every_measure(tmp_path):
     for key in KEYS:
         assert math.isfinite(written[key]) and written[key] >= 0, key
     assert written["train_step_s_per_clip"] > 0 and written["train_floor_s_per_clip"] > 0
-    ratio = written["train_step_s_per_clip"] / written["train_floor_s_per_clip"]
-    assert math.isclose(written["train_step_over_floor"], ratio, rel_tol=1e-6)
     assert 0 <= written["train_data_wait_share"] < 1 and 0 <= written["eval_data_wait_share"] < 1
     assert written["interpret_5s_with_outputs_s"] >= written["interpret_5s_latency_s"]
 

@@ -105,6 +105,26 @@ def test_overlaps_mix_with_the_weights_of_the_spec(tmp_path):
     assert torch.allclose(mixing_weights(white, clean, noise), torch.full((3,), 2.0), rtol=1e-3)
 
 
+def test_a_contamination_reaches_the_evaluated_inputs_and_changes_the_metrics(trained, tmp_path):
+    flags = [HPARAMS, *trained["flags"], "--eval_folder", str(tmp_path)]
+    lmac_eval.main(flags)
+    lmac_eval.main([*flags, "--overlap_type", "white_noise"])
+    clean_folder, noisy_folder = tmp_path / "clean", tmp_path / "white_noise"
+    clips = sorted(path.name for path in (clean_folder / "test").iterdir())
+    assert clips == sorted(path.name for path in (noisy_folder / "test").iterdir()) and len(clips) == 2
+    # The one test batch (2 clips) got white noise from a generator seeded with the run's seed (1234).
+    noise = torch.randn(2, 80000, generator=torch.Generator().manual_seed(1234))
+    for clip in clips:
+        clean = torch.from_numpy(sf.read(clean_folder / "test" / clip / "original.wav", dtype="float32")[0])[None]
+        evaluated = torch.from_numpy(sf.read(noisy_folder / "test" / clip / "original.wav", dtype="float32")[0])[None]
+        assert not torch.allclose(evaluated, clean, atol=1e-2)
+        ratios = [mixing_weights(evaluated, clean, row[None]) for row in noise]  # the clip's row fits, 1 : 0.5
+        assert min(abs(ratio.item() - 2.0) for ratio in ratios) < 0.02
+    clean_metrics = read_json(clean_folder / "metrics_clean.json")
+    noisy_metrics = read_json(noisy_folder / "metrics_white_noise.json")
+    assert any(clean_metrics[name] != noisy_metrics[name] for name in ("FF", "AD", "SPS", "COMP"))
+
+
 @pytest.mark.parametrize(
     "extra, error, message",
     [

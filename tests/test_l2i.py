@@ -92,10 +92,12 @@ def test_l2i_mask_is_the_share_of_the_reconstruction_the_relevant_components_exp
     mask_method = run["l2i"].own_mask_method()
     activations = torch.rand(1, COMPONENTS, 20)
     mask = mask_method.mask_of(activations, torch.tensor([0]))
-    relevance = mask_methods.component_relevance(mask_method.theta, activations, torch.tensor([0]))
+    # The relevance written out: theta's weight of class 0 times the attention-pooled activation.
+    pooling = mask_method.theta.hard_att.weight[0, : activations.shape[2]]  # the frames past 20 are zero-padded
+    relevance = mask_method.theta.classifier[0].weight[0] * (activations[0] * pooling).sum(dim=1)
     chosen = (relevance > 0) & (relevance >= hparams.l2i_relevance_th * relevance.max())
     dictionary = mask_method.nmf_decoder.return_W()
-    relevant = (dictionary[:, chosen[0]] @ activations[0, chosen[0]]).T  # [frames, freq]
+    relevant = (dictionary[:, chosen] @ activations[0, chosen]).T  # [frames, freq]
     full = (dictionary @ activations[0]).T
     assert chosen.any() and mask.min() >= 0 and mask.max() <= 1
     torch.testing.assert_close(mask[0], torch.where(full > 0, relevant / full, torch.zeros_like(full)))
