@@ -388,6 +388,10 @@ class L2IMask(MaskMethod):
 
 # The registry of ``--int_method`` and ``--compare``: one line per method.
 MASK_METHODS = {
-    method.name: method
-    for method in (LMACMask, SaliencyMask, SmoothGradMask, IntegratedGradientsMask, GradCAMMask, L2IMask)
+    LMACMask.name: LMACMask,
+    SaliencyMask.name: SaliencyMask,
+    SmoothGradMask.name: SmoothGradMask,
+    IntegratedGradientsMask.name: IntegratedGradientsMask,
+    GradCAMMask.name: GradCAMMask,
+    L2IMask.name: L2IMask,
 }
