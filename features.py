@@ -164,6 +164,17 @@ def spectral_features(wavs, compute_stft, compute_fbank):
     return SpectralFeatures(stft=stft, log_mag=log_mag, mel_input=mel_input_from_log_magnitude(log_mag, compute_fbank))
 
 
+def stft_phase(stft):
+    """The phase ``atan2(im, re)`` of an STFT ``[batch, frames, freq, 2]``, ``[batch, frames, freq]``.
+
+    Example
+    -------
+    >>> stft_phase(torch.tensor([[[[0.0, 1.0], [-1.0, 0.0]]]]))
+    tensor([[[1.5708, 3.1416]]])
+    """
+    return torch.atan2(stft[..., 1], stft[..., 0])
+
+
 def mel_input_from_log_magnitude(log_mag, compute_fbank):
     """Classifier input ``log1p(Mel(expm1(L)))`` of a (masked) ``log1p`` magnitude ``[batch, frames, freq]``.
 

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import if_main_process
 
-from features import SpectralFeatures, mel_input_from_log_magnitude, spectral_features
+from features import SpectralFeatures, mel_input_from_log_magnitude, spectral_features, stft_phase
 from interpretation_metrics import event_boxes, interpretation_scores, localization_ratio
 
 logger = logging.getLogger(__name__)
@@ -424,7 +424,7 @@ class InterpreterBrain(sb.Brain):
         masked_in, _ = masked_log_magnitudes(mask, features.log_mag)
         magnitude = torch.expm1(masked_in)  # [batch, frames', freq]
         stft = crop_frames(features.stft, mask.shape[1])
-        phase = torch.atan2(stft[..., 1], stft[..., 0])
+        phase = stft_phase(stft)
         spectrum = torch.stack([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=-1)
         missing = features.stft.shape[1] - mask.shape[1]
         spectrum = torch.nn.functional.pad(spectrum, (0, 0, 0, 0, 0, missing))  # [batch, frames, freq, 2]

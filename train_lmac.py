@@ -25,7 +25,15 @@ import torch
 import torch.nn.functional as F
 
 from esc50_prepare import prepare_datasets
-from interpreter_brain import BEST_CHECKPOINT_KEY, InterpreterBrain, crop_frames, end_distributed_run, set_weight_layout
+from features import stft_phase
+from interpreter_brain import (
+    BEST_CHECKPOINT_KEY,
+    InterpreterBrain,
+    crop_frames,
+    end_distributed_run,
+    masked_log_magnitudes,
+    set_weight_layout,
+)
 from mask_methods import LMACMask
 from recipe_setup import (
     check_class_count,
@@ -164,6 +172,41 @@ class LMAC(InterpreterBrain):
     def own_mask_method(self):
         """The decoder of this Brain's modules (wrapped for DDP when training is distributed)."""
         return LMACMask(self.modules.psi)
+
+    @torch.no_grad()
+    def interpret_computation_steps(self, wavs):
+        """The steps of an interpretation, as SpeechBrain's L-MAC recipe returns them.
+
+        The modules run as they are (``brain.modules.eval()`` for
+        inference), under SpeechBrain's ``eval_precision``; no noise is added.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+
+        Returns
+        -------
+        interpretation : torch.Tensor
+            ``M * L``, the ``log1p`` magnitude of the interpretation, ``[batch, freq, frames']``
+            (frequency-major, as upstream).
+        mask : torch.Tensor
+            ``M``, ``[batch, freq, frames']``.
+        phase : torch.Tensor
+            The input's STFT phase, ``[batch, frames, freq]`` (time-major, as upstream).
+        log_mag : torch.Tensor
+            ``L = log1p|STFT|`` of the input, ``[batch, frames, freq]``.
+        """
+        with self.evaluation_ctx:
+            features = self.compute_features(wavs.to(self.device))
+            logits, feature_maps = self.classify(features.mel_input)
+            mask = self.compute_mask(features, logits, feature_maps)
+        masked_in, _ = masked_log_magnitudes(mask, features.log_mag)
+        return masked_in.transpose(1, 2), mask.transpose(1, 2), stft_phase(features.stft), features.log_mag
+
+    def crosscor(self, spectrogram, template):
+        """``crosscor`` of two ``[batch, frames, freq]`` spectrograms with the configured ``crosscortype``: ``[batch]``."""
+        return crosscor(spectrogram, template, self.hparams.crosscortype)
 
     def compute_objectives(self, output, batch, stage):
         """The L-MAC loss; in VALID and TEST also records every metric and saves interpretations."""

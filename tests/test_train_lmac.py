@@ -206,3 +206,31 @@ def test_local_classifier_checkpoints_load_through_the_pretrainer(tmp_path):
     for loaded, saved in ((hparams["embedding_model"], trained_embedding), (hparams["classifier"], trained_head)):
         saved_state = saved.state_dict()
         assert all(torch.equal(value, saved_state[key]) for key, value in loaded.state_dict().items())
+
+
+@pytest.mark.parametrize("crosscortype", ["dotp", "conv"])
+def test_the_interpretation_steps_of_speechbrains_recipe_equal_the_forward_pass(tiny_data, tmp_path, crosscortype):
+    overrides = {
+        "data_folder": tiny_data["esc50_folder"], "output_folder": str(tmp_path), "use_pretrained": False,
+        "width": 0.0625, "n_classes": 2, "crosscortype": crosscortype,
+    }  # fmt: skip
+    with open(HPARAMS, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    datasets, _ = prepare_datasets(hparams)
+    brain = train_lmac.LMAC(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
+    brain.modules.eval()
+    batch = next(iter(sb.dataio.dataloader.make_dataloader(datasets["test"], batch_size=2)))
+    with torch.no_grad():
+        output = brain.compute_forward(batch, sb.Stage.TEST)
+    interpretation, mask, phase, log_mag = brain.interpret_computation_steps(batch.sig[0])
+    frames, freq = output.mask.shape[1:]
+    assert interpretation.shape == mask.shape == (2, freq, frames) and phase.shape == log_mag.shape == (2, frames, freq)
+    assert torch.equal(mask, output.mask.transpose(1, 2))
+    assert torch.equal(interpretation, output.log_mag_masked_in.transpose(1, 2))
+    assert torch.equal(log_mag, output.features.log_mag)
+    stft = output.features.stft
+    assert torch.allclose(torch.polar(stft.norm(dim=-1), phase), torch.view_as_complex(stft.contiguous()), atol=1e-5)
+    clean = output.features.log_mag
+    expected = train_lmac.crosscor(clean, output.log_mag_masked_in, crosscortype)
+    assert torch.equal(brain.crosscor(clean, output.log_mag_masked_in), expected)
+    assert torch.allclose(brain.crosscor(clean, clean), torch.ones(2), atol=1e-3)  # float32 sums of 220k cells
