@@ -7,7 +7,7 @@ The test fold, clean, in-domain (WHAM! noise) or out-of-domain (``docs/method.md
         --pretrained_interpreter path/psi_model.ckpt \
         [--add_wham_noise True --wham_folder W | --overlap_type mixtures|white_noise|speech [--speech_folder S]]
 
-Your own files (wav, flac, ogg; any rate, channels and length)::
+Your own files (anything libsndfile opens, whatever its name; any rate, channels and length)::
 
     python eval.py hparams/lmac_cnn14.yaml --pretrained_interpreter path/psi_model.ckpt \
         --single_sample my.wav | --interpret_folder my_sounds/
@@ -105,15 +105,27 @@ class WhiteNoiseOverlap:
 
 
 def audio_files(folder):
-    """Sorted paths of the files in ``folder`` (recursively) whose extension soundfile reads.
+    """Sorted paths of the audio files in ``folder`` (recursively): those libsndfile opens, whatever
+    their extension (``.oga``, ``.opus``, ...), and those named as audio (``.wav``, ``.flac``, ...).
 
-    Other files are named in a warning and left alone.
+    A file named as audio that does not open stays in the list, so that it is
+    reported as failed; other files are named in a warning and left alone.
     """
     paths = sorted(path for path in glob.glob(os.path.join(glob.escape(folder), "**", "*"), recursive=True) if os.path.isfile(path))
-    others = [path for path in paths if not path.lower().endswith(AUDIO_EXTENSIONS)]
+    audio = [path for path in paths if path.lower().endswith(AUDIO_EXTENSIONS) or opens_as_audio(path)]
+    others = sorted(set(paths) - set(audio))
     if others:
         logger.warning("Not audio files, left alone: %s", ", ".join(others))
-    return [path for path in paths if path.lower().endswith(AUDIO_EXTENSIONS)]
+    return audio
+
+
+def opens_as_audio(path):
+    """True when libsndfile recognises the content of ``path`` as audio."""
+    try:
+        sf.info(path)
+    except (RuntimeError, OSError):  # soundfile's LibsndfileError is a RuntimeError
+        return False
+    return True
 
 
 def make_overlap(hparams, test_set):
@@ -426,9 +438,10 @@ class FileInterpreter:
         probabilities : torch.Tensor
             Class probabilities averaged over the windows, ``[n_classes]``.
         """
-        waveform = peak_normalize(read_audio_mono(path, self.sample_rate))  # [samples]
+        waveform = read_audio_mono(path, self.sample_rate)  # [samples]
         if waveform.shape[0] == 0:
             raise ValueError("it holds no audio samples")
+        waveform = peak_normalize(waveform)
         windows, padded_length = analysis_windows(waveform, self.window, self.hop_frames * self.stft_hop)
         with torch.no_grad():
             masks, probabilities = self.masks_of_windows(windows)

@@ -170,8 +170,10 @@ def interpreted(trained):
     sf.write(folder / "stereo48k.wav", tone(3.0, 48000, channels=2), 48000)
     sf.write(folder / "short.wav", tone(0.3, 16000), 16000)
     sf.write(folder / "long.wav", tone(40.0, 8000, 300.0), 8000)
+    sf.write(folder / "vorbis.oga", tone(1.0, 22050, 500.0), 22050, format="OGG", subtype="VORBIS")
     (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00 not really audio")
     (folder / "empty.wav").write_bytes(b"")
+    sf.write(folder / "no_samples.wav", np.zeros(0, dtype="float32"), 16000)  # a valid WAV header, no samples
     (folder / "README.txt").write_text("not audio")
     before = folder_digest(folder)
     failed = lmac_eval.main([HPARAMS, *trained["flags"], "--interpret_folder", str(folder)])
@@ -180,7 +182,7 @@ def interpreted(trained):
 
 @pytest.mark.parametrize(
     "name, seconds",
-    [("tone", 2.0), ("tone_ogg", 1.5), ("stereo48k", 3.0), ("short", 0.3), ("long", 40.0)],
+    [("tone", 2.0), ("tone_ogg", 1.5), ("stereo48k", 3.0), ("short", 0.3), ("long", 40.0), ("vorbis", 1.0)],
 )
 def test_each_file_gets_an_interpretation_of_its_own_duration(interpreted, name, seconds):
     interpretation, rate = sf.read(interpreted["out"] / f"{name}_interpretation.wav")
@@ -196,7 +198,7 @@ def test_each_file_gets_an_interpretation_of_its_own_duration(interpreted, name,
 
 
 def test_bad_files_are_reported_and_the_rest_interpreted(interpreted):
-    assert sorted(os.path.basename(path) for path in interpreted["failed"]) == ["corrupt.wav", "empty.wav"]
+    assert sorted(os.path.basename(path) for path in interpreted["failed"]) == ["corrupt.wav", "empty.wav", "no_samples.wav"]
     assert folder_digest(interpreted["folder"]) == interpreted["before"], "the input folder must not change"
 
 
