@@ -471,7 +471,10 @@ class FileInterpreter:
         sf.write(f"{prefix}_input.wav", waveform.cpu().numpy(), self.sample_rate)
         sf.write(f"{prefix}_interpretation.wav", interpretation.cpu().numpy(), self.sample_rate)
         num_frames = waveform.shape[0] // self.stft_hop + 1  # frames of the unpadded file (centred STFT)
-        save_spectrogram_figure(features.log_mag[0, :num_frames], mask[:num_frames], f"{prefix}_spectrogram.png", name)
+        save_spectrogram_figure(
+            features.log_mag[0, :num_frames], mask[:num_frames], f"{prefix}_spectrogram.png", name,
+            self.stft_hop, self.sample_rate,
+        )  # fmt: skip
         top = torch.topk(probabilities, k=min(5, probabilities.shape[0]))
         record = {
             "file": os.path.abspath(path),

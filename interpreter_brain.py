@@ -511,8 +511,9 @@ class InterpreterBrain(sb.Brain):
             sf.write(os.path.join(clip_folder, "original.wav"), wavs[index].detach().cpu().float().numpy(), rate)
             sf.write(os.path.join(clip_folder, "interpretation.wav"), interpretations[index].cpu().float().numpy(), rate)
             save_spectrogram_figure(
-                features.log_mag[index], mask[index], os.path.join(clip_folder, "spectrogram.png"), str(ids[index])
-            )
+                features.log_mag[index], mask[index], os.path.join(clip_folder, "spectrogram.png"), str(ids[index]),
+                self.modules.compute_stft.hop_length, rate,
+            )  # fmt: skip
         self.interpretations_saved += count
 
 
@@ -520,8 +521,32 @@ def _first(features, count):
     return SpectralFeatures(*(getattr(features, field.name)[:count] for field in dataclasses.fields(features)))
 
 
-def save_spectrogram_figure(log_mag, mask, path, title):
-    """Saves a PNG with the input ``log1p`` spectrogram, the mask and the masked spectrogram.
+def spectrogram_extent(num_frames, num_bins, hop_length, sample_rate):
+    """``imshow`` extent ``(left, right, bottom, top)`` of a centred one-sided STFT, in seconds and kHz.
+
+    Each cell is centred on its frame's time (``t * hop``) and its bin's
+    frequency (``f * sample_rate / n_fft``).
+
+    Example
+    -------
+    >>> spectrogram_extent(3, 5, 8000, 16000)  # frames at 0, 0.5 and 1 s; bins at 0, 2, ..., 8 kHz
+    (-0.25, 1.25, -1.0, 9.0)
+    """
+    frame_s = hop_length / sample_rate
+    bin_khz = sample_rate / 2 / (num_bins - 1) / 1000
+    return (-frame_s / 2, (num_frames - 0.5) * frame_s, -bin_khz / 2, (num_bins - 0.5) * bin_khz)
+
+
+def save_spectrogram_figure(log_mag, mask, path, title, hop_length, sample_rate):
+    """Saves ``spectrogram_figure`` as a PNG at ``path``."""
+    spectrogram_figure(log_mag, mask, title, hop_length, sample_rate).savefig(path, dpi=80)
+
+
+def spectrogram_figure(log_mag, mask, title, hop_length, sample_rate):
+    """A figure of the input ``log1p`` spectrogram, the mask and the masked spectrogram.
+
+    Time in seconds, frequency in kHz; the input and the interpretation
+    share one colour scale, so what the mask removed shows as darker.
 
     Arguments
     ---------
@@ -529,8 +554,14 @@ def save_spectrogram_figure(log_mag, mask, path, title):
         ``[frames, freq]``.
     mask : torch.Tensor
         ``[frames', freq]``.
-    path : str
     title : str
+    hop_length : int
+        STFT hop in samples.
+    sample_rate : int
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     log_mag = log_mag.detach().float().cpu()
     mask = mask.detach().float().cpu()
@@ -543,11 +574,12 @@ def save_spectrogram_figure(log_mag, mask, path, title):
     figure = Figure(figsize=(15, 4))
     axes = figure.subplots(1, 3)
     for axis, (name, image, vmax) in zip(axes, panels):
-        shown = axis.imshow(image.T.numpy(), origin="lower", aspect="auto", vmin=0, vmax=vmax)
+        extent = spectrogram_extent(image.shape[0], image.shape[1], hop_length, sample_rate)
+        shown = axis.imshow(image.T.numpy(), origin="lower", aspect="auto", vmin=0, vmax=vmax, extent=extent)
         axis.set_title(name)
-        axis.set_xlabel("frame")
+        axis.set_xlabel("time (s)")
         figure.colorbar(shown, ax=axis)
-    axes[0].set_ylabel("frequency bin")
+    axes[0].set_ylabel("frequency (kHz)")
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=80)
+    return figure

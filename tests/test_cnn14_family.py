@@ -107,3 +107,18 @@ def test_channels_last_weights_give_the_same_masks_and_can_be_undone():
     assert torch.allclose(masks(), default, atol=1e-5)
     set_weight_layout(pair, forward_only=False)
     assert decoder.convt8.weight.is_contiguous() and model.conv_block1.conv1.weight.is_contiguous()
+
+
+def test_pictures_show_seconds_and_kilohertz_and_one_colour_scale_for_input_and_interpretation():
+    from interpreter_brain import spectrogram_figure
+
+    log_mag = torch.rand(431, 513) * 3
+    mask = torch.rand(431, 513)
+    figure = spectrogram_figure(log_mag, mask, "clip", hop_length=186, sample_rate=16000)
+    axes = figure.axes[:3]  # then the colour bars
+    assert [axis.get_xlabel() for axis in axes] == ["time (s)"] * 3 and axes[0].get_ylabel() == "frequency (kHz)"
+    left, right, bottom, top = axes[0].images[0].get_extent()
+    assert right - left == pytest.approx(431 * 186 / 16000) and top - bottom == pytest.approx(8 + 8 / 512)
+    assert left == pytest.approx(-186 / 16000 / 2) and bottom == pytest.approx(-8 / 512 / 2)
+    input_scale, mask_scale, interpretation_scale = (axis.images[0].get_clim() for axis in axes)
+    assert input_scale == interpretation_scale == (0, pytest.approx(log_mag.max().item())) and mask_scale == (0, 1)
