@@ -40,8 +40,8 @@ from hyperpyyaml import load_hyperpyyaml
 
 from cnn14_family import decode_any_length
 from esc50_prepare import prepare_datasets
-from eval import FileInterpreter
 from interpreter_brain import masked_log_magnitudes, set_weight_layout
+from lmac_interpreter import LMACInterpreter
 from make_synthetic_data import generate
 from train_lmac import LMAC
 from wham_prepare import make_noise_stream
@@ -217,13 +217,13 @@ def interpretation_latency(brain, folder):
     """Seconds to interpret a 5 s file, without and with writing its outputs (median of 3)."""
     path = os.path.join(folder, "five_seconds.wav")
     sf.write(path, torch.randn(80000).numpy() * 0.1, 16000)
-    interpreter = FileInterpreter(brain, [f"class_{index}" for index in range(10)], folder)
-    brain.modules.eval()
+    run_opts = {"device": str(brain.device), "precision": brain.eval_precision}  # the brain's models, as eval.py uses them
+    interpreter = LMACInterpreter(modules=brain.modules, hparams=vars(brain.hparams), run_opts=run_opts)
     compute = []
     for _ in range(3):
-        seconds, _ = timed(lambda: interpreter.compute(path))
+        seconds, _ = timed(lambda: interpreter.interpret_file(path))
         compute.append(seconds)
-    with_outputs, _ = timed(lambda: interpreter.interpret(path))
+    with_outputs, _ = timed(lambda: interpreter.interpret_file(path, savedir=folder))
     return statistics.median(compute), with_outputs
 
 

@@ -37,10 +37,11 @@ import soundfile as sf
 import speechbrain as sb
 import torch
 
-from esc50_prepare import LABEL_ENCODER_FILE, peak_normalize, prepare_datasets, read_audio_mono
+from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets, read_audio_mono
 from interpretation_metrics import load_event_table
-from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, save_spectrogram_figure, set_weight_layout
+from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, set_weight_layout
 from listening_report import write_report
+from lmac_interpreter import LMACInterpreter
 from mask_methods import MASK_METHODS
 from recipe_setup import OVERLAP_TYPES, check_class_count, load_classifier, load_interpreter, start_recipe
 from train_lmac import LMAC
@@ -337,158 +338,6 @@ def report_test_interpretations(folder, stats, title):
     return write_report(folder, rows, stats, title=title)
 
 
-def analysis_windows(waveform, window, hop):
-    """Splits ``waveform`` ``[samples]`` into windows of ``window`` samples every ``hop`` samples.
-
-    The waveform is zero-padded at the end so that the windows cover it.
-
-    Returns
-    -------
-    windows : torch.Tensor
-        ``[count, window]``.
-    padded_length : int
-    """
-    count = 1 + max(0, -(-(waveform.shape[0] - window) // hop))
-    padded_length = window + (count - 1) * hop
-    padded = fit_length(waveform, padded_length)
-    return padded.unfold(0, window, hop), padded_length
-
-
-def stitch_masks(masks, hop_frames, num_frames):
-    """Cross-fades window masks ``[count, frames, freq]`` placed every ``hop_frames`` into ``[num_frames, freq]``.
-
-    Each window's frames are weighted by a raised-sine (never zero) and the
-    sum is divided by the summed weights, so overlapping windows blend
-    smoothly and a lone window is returned unchanged.
-
-    Example
-    -------
-    >>> stitch_masks(torch.stack([torch.zeros(4, 1), torch.ones(4, 1)]), 2, 6).flatten()
-    tensor([0.0000, 0.0000, 0.1534, 0.8466, 1.0000, 1.0000])
-    """
-    count, frames, freq = masks.shape
-    weights = 0.01 + torch.sin(torch.pi * (torch.arange(frames) + 0.5) / frames) ** 2  # [frames]
-    weights = weights.to(masks.dtype).to(masks.device)
-    total = torch.zeros(num_frames, freq, dtype=masks.dtype, device=masks.device)
-    norm = torch.zeros(num_frames, 1, dtype=masks.dtype, device=masks.device)
-    for index in range(count):
-        start = index * hop_frames
-        stop = min(start + frames, num_frames)
-        total[start:stop] += weights[: stop - start, None] * masks[index, : stop - start]
-        norm[start:stop] += weights[: stop - start, None]
-    return total / norm.clamp_min(1e-12)
-
-
-class FileInterpreter:
-    """Interprets sound files of any length with a trained L-MAC brain.
-
-    Files are cut into windows of the training clip length every half clip
-    (a whole number of STFT hops, so window frames line up with the file's),
-    the window masks are cross-faded into one mask over the whole file, and
-    one inverse STFT gives an interpretation without seams.
-
-    Arguments
-    ---------
-    brain : LMAC
-        With classifier and decoder loaded.
-    class_names : list of str
-        Name of each class index.
-    output_folder : str
-    """
-
-    def __init__(self, brain, class_names, output_folder):
-        self.brain = brain
-        self.class_names = class_names
-        self.output_folder = output_folder
-        hparams = brain.hparams
-        self.sample_rate = hparams.sample_rate
-        self.stft_hop = hparams.compute_stft.hop_length
-        self.window = int(round(hparams.signal_length_s * self.sample_rate))
-        self.hop_frames = self.window // 2 // self.stft_hop
-        self.used_names = set()
-
-    def masks_of_windows(self, windows):
-        """Sigmoid masks ``[count, frames, freq]`` and class probabilities ``[count, n_classes]`` of windows.
-
-        The models run under SpeechBrain's ``eval_precision`` autocast; the
-        results are float32.
-        """
-        masks, probabilities = [], []
-        for chunk in windows.split(self.brain.hparams.batch_size):
-            with self.brain.evaluation_ctx:
-                features = self.brain.compute_features(chunk.to(self.brain.device))
-                logits, feature_maps = self.brain.classify(features.mel_input)
-                masks.append(self.brain.compute_mask(features, logits, feature_maps).float())
-            probabilities.append(torch.softmax(logits.float(), dim=1))
-        return torch.cat(masks), torch.cat(probabilities)
-
-    def compute(self, path):
-        """Reads and interprets one file, writing nothing.
-
-        Returns
-        -------
-        waveform : torch.Tensor
-            The 16 kHz mono peak-normalised input, ``[samples]``.
-        interpretation : torch.Tensor
-            ``[samples]``.
-        mask : torch.Tensor
-            ``[frames of the padded file, freq]``.
-        features : SpectralFeatures
-            Of the padded file.
-        probabilities : torch.Tensor
-            Class probabilities averaged over the windows, ``[n_classes]``.
-        """
-        waveform = read_audio_mono(path, self.sample_rate)  # [samples]
-        if waveform.shape[0] == 0:
-            raise ValueError("it holds no audio samples")
-        waveform = peak_normalize(waveform)
-        windows, padded_length = analysis_windows(waveform, self.window, self.hop_frames * self.stft_hop)
-        with torch.no_grad():
-            masks, probabilities = self.masks_of_windows(windows)
-            padded = fit_length(waveform, padded_length)[None].to(self.brain.device)
-            features = self.brain.compute_features(padded)
-            mask = stitch_masks(masks, self.hop_frames, features.log_mag.shape[1])
-            interpretation = self.brain.interpretation_waveform(mask[None], features, padded_length)[0]
-        return waveform, interpretation[: waveform.shape[0]], mask, features, probabilities.mean(dim=0)
-
-    def interpret(self, path):
-        """Interprets one file and writes its outputs; returns its output name and JSON record."""
-        return self.write_outputs(path, *self.compute(path))
-
-    def output_name(self, path):
-        """A name for the outputs of ``path``, unique within this run."""
-        stem, extension = os.path.splitext(os.path.basename(path))
-        name = stem if stem not in self.used_names else f"{stem}_{extension.lstrip('.')}"
-        while name in self.used_names:
-            name += "_"
-        self.used_names.add(name)
-        return name
-
-    def write_outputs(self, path, waveform, interpretation, mask, features, probabilities):
-        """Writes the input copy, interpretation, picture and top-5 JSON of one file."""
-        name = self.output_name(path)
-        prefix = os.path.join(self.output_folder, name)
-        sf.write(f"{prefix}_input.wav", waveform.cpu().numpy(), self.sample_rate)
-        sf.write(f"{prefix}_interpretation.wav", interpretation.cpu().numpy(), self.sample_rate)
-        num_frames = waveform.shape[0] // self.stft_hop + 1  # frames of the unpadded file (centred STFT)
-        save_spectrogram_figure(
-            features.log_mag[0, :num_frames], mask[:num_frames], f"{prefix}_spectrogram.png", name,
-            self.stft_hop, self.sample_rate,
-        )  # fmt: skip
-        top = torch.topk(probabilities, k=min(5, probabilities.shape[0]))
-        record = {
-            "file": os.path.abspath(path),
-            "duration_s": waveform.shape[0] / self.sample_rate,
-            "top5": [
-                {"class": self.class_names[index], "probability": float(probability)}
-                for probability, index in zip(top.values.tolist(), top.indices.tolist())
-            ],
-        }
-        with open(f"{prefix}.json", "w", encoding="utf-8") as file:
-            json.dump(record, file, indent=2)
-        return name, record
-
-
 def class_names_of(hparams):
     """Class names by index from the run's label encoder, or ``class_<i>`` when there is none."""
     names = [f"class_{index}" for index in range(hparams["n_classes"])]
@@ -517,13 +366,12 @@ def interpret_files(hparams, run_opts, paths, method="lmac"):
     """
     folder = os.path.join(hparams["eval_folder"], *([] if method == "lmac" else [method]), "files")
     os.makedirs(folder, exist_ok=True)
-    brain = make_brain(hparams, run_opts, method)
-    brain.modules.eval()
-    interpreter = FileInterpreter(brain, class_names_of(hparams), folder)
+    interpreter = make_file_interpreter(hparams, run_opts, method)
     rows, failed = [], []
     for path in paths:
         try:
-            name, record = interpreter.interpret(path)
+            result, waveform, log_mag = interpreter.analyse_file(path)
+            name, record = interpreter.write_outputs(path, waveform, log_mag, result, folder)
         except (RuntimeError, OSError, ValueError) as error:
             logger.error("Could not interpret %s: %s", path, error)
             failed.append(path)
@@ -541,6 +389,17 @@ def interpret_files(hparams, run_opts, paths, method="lmac"):
     write_report(folder, rows, None, title=f"{MASK_METHODS[method].title} interpretations")
     logger.info("Interpreted %d files into %s; %d failed.", len(rows), folder, len(failed))
     return failed
+
+
+def make_file_interpreter(hparams, run_opts, method="lmac"):
+    """The ``LMACInterpreter`` of the run's (loaded) models, with ``method``'s masks, its weights laid out for it."""
+    mask_method = None if method == "lmac" else MASK_METHODS[method].from_hparams(hparams, hparams["modules"])
+    interpreter = LMACInterpreter(
+        modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
+        mask_method=mask_method, class_names=class_names_of(hparams),
+    )  # fmt: skip
+    set_weight_layout(interpreter.mods, forward_only=MASK_METHODS[method].forward_only)
+    return interpreter
 
 
 def load_models(hparams):

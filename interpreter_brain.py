@@ -225,6 +225,33 @@ def optimizer_class_for(opt_class, device_type):
     return functools.partial(opt_class, fused=True)
 
 
+def inverted_interpretation(mask, features, num_samples, compute_istft):
+    """Listenable interpretation: ``expm1(M * L)`` with the input's phase, inverted.
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        ``[batch, frames', freq]``.
+    features : SpectralFeatures
+        Of the interpreted input (``frames >= frames'``).
+    num_samples : int
+        Length of the input; frames past ``frames'`` are silent.
+    compute_istft : speechbrain.processing.features.ISTFT
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, num_samples]``.
+    """
+    masked_in, _ = masked_log_magnitudes(mask, features.log_mag)
+    magnitude = torch.expm1(masked_in)  # [batch, frames', freq]
+    phase = stft_phase(crop_frames(features.stft, mask.shape[1]))
+    spectrum = torch.stack([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=-1)
+    missing = features.stft.shape[1] - mask.shape[1]
+    spectrum = torch.nn.functional.pad(spectrum, (0, 0, 0, 0, 0, missing))  # [batch, frames, freq, 2]
+    return compute_istft(spectrum, sig_length=num_samples)
+
+
 @dataclasses.dataclass
 class MaskedOutput:
     """What an interpreter's ``compute_forward`` computes once per batch, with a mask.
@@ -405,30 +432,8 @@ class InterpreterBrain(sb.Brain):
         return localization_ratio(mask.detach().float(), to_device(boxes, mask.device))
 
     def interpretation_waveform(self, mask, features, num_samples):
-        """Listenable interpretation: ``expm1(M * L)`` with the input's phase, inverted.
-
-        Arguments
-        ---------
-        mask : torch.Tensor
-            ``[batch, frames', freq]``.
-        features : SpectralFeatures
-            Of the interpreted input (``frames >= frames'``).
-        num_samples : int
-            Length of the input; frames past ``frames'`` are silent.
-
-        Returns
-        -------
-        torch.Tensor
-            ``[batch, num_samples]``.
-        """
-        masked_in, _ = masked_log_magnitudes(mask, features.log_mag)
-        magnitude = torch.expm1(masked_in)  # [batch, frames', freq]
-        stft = crop_frames(features.stft, mask.shape[1])
-        phase = stft_phase(stft)
-        spectrum = torch.stack([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=-1)
-        missing = features.stft.shape[1] - mask.shape[1]
-        spectrum = torch.nn.functional.pad(spectrum, (0, 0, 0, 0, 0, missing))  # [batch, frames, freq, 2]
-        return self.modules.compute_istft(spectrum, sig_length=num_samples)
+        """``inverted_interpretation`` with this Brain's ISTFT: ``[batch, num_samples]``."""
+        return inverted_interpretation(mask, features, num_samples, self.modules.compute_istft)
 
     def on_stage_start(self, stage, epoch=None):
         """Starts this stage's per-example scores (VALID and TEST)."""
