@@ -12,10 +12,15 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import speechbrain as sb
 import torch
+from hyperpyyaml import load_hyperpyyaml
 
 import eval as lmac_eval
+import export_interpreter
 import train_lmac
+from esc50_prepare import prepare_datasets
+from lmac_interpreter import LMACInterpreter
 from conftest import tiny_run_flags
 from make_synthetic_data import generate, synthesize_noise
 
@@ -280,3 +285,54 @@ def test_the_report_loads_in_a_headless_browser(interpreted, tmp_path):
     screenshot = tmp_path / "report.png"
     subprocess.run([*flags, f"--screenshot={screenshot}", "--window-size=1400,2000", (moved / "report.html").as_uri()], capture_output=True, timeout=120)
     assert screenshot.stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """The tiny run exported, and loaded back with LMACInterpreter.from_hparams from the folder."""
+    folder = export_interpreter.main([HPARAMS, *trained["flags"], "--export_folder", str(trained["root"] / "export")])
+    interpreter = LMACInterpreter.from_hparams(source=folder, savedir=str(tmp_path_factory.mktemp("savedir")))
+    return {"folder": folder, "interpreter": interpreter}
+
+
+def test_the_export_is_a_model_card_folder(exported):
+    names = sorted(os.listdir(exported["folder"]))
+    assert names == ["classifier.ckpt", "embedding_model.ckpt", "hyperparams.yaml", "label_encoder.ckpt", "psi.ckpt"]
+    with open(os.path.join(exported["folder"], "hyperparams.yaml"), encoding="utf-8") as file:
+        text = file.read()
+    assert "width: 0.03125" in text and "n_classes: 2" in text
+
+
+def test_the_exported_interpreter_gives_the_runs_masks_and_probabilities(trained, exported):
+    overrides = "\n".join(f"{key.lstrip('-')}: {value}" for key, value in zip(trained["flags"][::2], trained["flags"][1::2]))
+    with open(HPARAMS, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    datasets, label_encoder = prepare_datasets(hparams)
+    lmac_eval.load_models(hparams)
+    brain = lmac_eval.make_brain(hparams, {"device": "cpu"}, "lmac")
+    brain.modules.eval()
+    batch = next(iter(sb.dataio.dataloader.make_dataloader(datasets["test"], batch_size=2)))
+    with torch.no_grad():
+        output = brain.compute_forward(batch, sb.Stage.TEST)
+    result = exported["interpreter"].interpret_batch(batch.sig[0])
+    assert result.interpretation.shape == batch.sig[0].shape and result.mask.shape == output.mask.shape
+    assert torch.allclose(result.mask, output.mask, atol=1e-6)
+    assert torch.allclose(result.probabilities, torch.softmax(output.logits, dim=1), atol=1e-6)
+    assert result.labels == [label_encoder.ind2lab[index] for index in output.logits.argmax(dim=1).tolist()]
+    halves = exported["interpreter"].interpret_batch(batch.sig[0], wav_lens=torch.tensor([1.0, 0.5]))
+    assert halves.interpretation[1, 40000:].abs().max() == 0 and halves.interpretation[1, :40000].abs().max() > 0
+    assert halves.mask[1, 40000 // 186 + 1 :].max() == 0 and torch.equal(halves.mask[0], result.mask[0])
+
+
+def test_an_exported_interpreter_interprets_a_file_as_eval_does(interpreted, exported, tmp_path):
+    result = exported["interpreter"].interpret_file(str(interpreted["folder"] / "tone.flac"), savedir=str(tmp_path))
+    assert result.interpretation.shape == (1, 32000) and result.probabilities.shape == (1, 2)
+    written, _ = sf.read(tmp_path / "tone_interpretation.wav")
+    by_eval, _ = sf.read(interpreted["out"] / "tone_interpretation.wav")
+    assert np.allclose(written, by_eval, atol=1e-4)
+    record, eval_record = read_json(tmp_path / "tone.json"), read_json(interpreted["out"] / "tone.json")
+    assert [entry["class"] for entry in record["top5"]] == [entry["class"] for entry in eval_record["top5"]]
+    assert result.labels == [record["top5"][0]["class"]]
+    for name, message in (("corrupt.wav", r"Cannot read .*corrupt\.wav"), ("no_samples.wav", r"no_samples\.wav holds no audio samples")):
+        with pytest.raises(ValueError, match=message):
+            exported["interpreter"].interpret_file(str(interpreted["folder"] / name))

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Exports a trained L-MAC interpreter as a self-contained folder for ``LMACInterpreter.from_hparams``.
+
+    python export_interpreter.py hparams/lmac_cnn14.yaml --output_folder RUN \
+        [--pretrained_interpreter path/psi_model.ckpt] [--export_folder DIR]
+
+It takes the flags ``eval.py`` takes (``--width``, ``--n_classes``, the
+classifier paths, ...). The folder (``export_folder``, by default
+``<output_folder>/export``) has the layout of a SpeechBrain model card:
+``hyperparams.yaml`` (``hparams/lmac_interpreter.yaml`` with the run's
+settings), ``embedding_model.ckpt`` and ``classifier.ckpt`` (the classifier),
+``psi.ckpt`` (the run's best decoder, or ``--pretrained_interpreter``) and
+``label_encoder.ckpt`` (the run's class names). Then, from Python::
+
+    from lmac_interpreter import LMACInterpreter
+    interpreter = LMACInterpreter.from_hparams(source="RUN/export", savedir="pretrained/lmac")
+    result = interpreter.interpret_file("my_sound.wav", savedir="interpretations")
+"""
+
+import logging
+import os
+import re
+import shutil
+import sys
+
+import torch
+
+from esc50_prepare import LABEL_ENCODER_FILE
+from interpreter_brain import BEST_CHECKPOINT_KEY
+from recipe_setup import load_classifier, load_interpreter, start_recipe
+
+logger = logging.getLogger(__name__)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INTERPRETER_HPARAMS = os.path.join(HERE, "hparams", "lmac_interpreter.yaml")
+# The settings of the run that the exported hyperparams.yaml carries.
+RUN_SETTINGS = ("sample_rate", "signal_length_s", "n_fft", "hop_length", "win_length", "n_mels", "width", "n_classes", "batch_size")
+EXPORTED_WEIGHTS = {"embedding_model": "embedding_model", "classifier": "classifier", "psi": "psi_model"}
+
+
+def inference_hparams_text(hparams):
+    """``hparams/lmac_interpreter.yaml`` with each of ``RUN_SETTINGS`` set to its value in ``hparams``.
+
+    Example
+    -------
+    >>> text = inference_hparams_text({key: 7 for key in RUN_SETTINGS} | {"width": 0.0625})
+    >>> "width: 0.0625" in text and "n_classes: 7" in text
+    True
+    """
+    with open(INTERPRETER_HPARAMS, encoding="utf-8") as file:
+        text = file.read()
+    for key in RUN_SETTINGS:
+        text, count = re.subn(rf"^{key}: .*$", f"{key}: {hparams[key]}", text, flags=re.MULTILINE)
+        if count != 1:
+            raise ValueError(f"{INTERPRETER_HPARAMS} must set {key} once at the top level; it does {count} times.")
+    return text
+
+
+def check_exportable(hparams):
+    """Raises, before anything is written, when the run has no decoder or no label encoder to export."""
+    interpreter = hparams["pretrained_interpreter"]
+    if interpreter and not os.path.isfile(interpreter):
+        raise FileNotFoundError(f"pretrained_interpreter={interpreter!r} does not exist; give a psi_model.ckpt file.")
+    if not interpreter and hparams["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None:
+        raise FileNotFoundError(
+            f"No interpreter to export: {hparams['save_folder']} holds no checkpoint; pass "
+            "--output_folder of a trained run or --pretrained_interpreter path/psi_model.ckpt."
+        )
+    if not os.path.isfile(os.path.join(hparams["save_folder"], LABEL_ENCODER_FILE)):
+        raise FileNotFoundError(
+            f"No class names to export: {os.path.join(hparams['save_folder'], LABEL_ENCODER_FILE)} does not exist; "
+            "train_lmac.py writes it, so pass the --output_folder of a run that prepared its data."
+        )
+
+
+def export(hparams):
+    """Loads the run's classifier and decoder and writes the export folder; returns its path."""
+    check_exportable(hparams)
+    load_classifier(hparams)
+    if hparams["pretrained_interpreter"]:
+        load_interpreter(hparams["psi_model"], hparams["pretrained_interpreter"], "cpu")
+    else:
+        hparams["checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
+    folder = hparams["export_folder"]
+    os.makedirs(folder, exist_ok=True)
+    for name, key in EXPORTED_WEIGHTS.items():
+        torch.save(hparams[key].state_dict(), os.path.join(folder, f"{name}.ckpt"))
+    shutil.copyfile(os.path.join(hparams["save_folder"], LABEL_ENCODER_FILE), os.path.join(folder, "label_encoder.ckpt"))
+    with open(os.path.join(folder, "hyperparams.yaml"), "w", encoding="utf-8") as file:
+        file.write(inference_hparams_text(hparams))
+    logger.info("Exported the interpreter to %s: LMACInterpreter.from_hparams(source=%r, savedir=...).", folder, folder)
+    return folder
+
+
+def main(argv):
+    """Command-line entry point; returns the export folder."""
+    _, hparams, _, _ = start_recipe(argv)
+    return export(hparams)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main(sys.argv[1:])
