@@ -5,7 +5,8 @@
 2. trains a small (width 1/16) CNN14 classifier with WHAM! augmentation;
 3. trains L-MAC on it with WHAM! augmentation;
 4. evaluates on the clean test fold, writing listenable interpretations and
-   ``report.html`` to listen to them;
+   ``report.html`` to listen to them, and exports the interpreter for Python
+   (``lmac/export/``, ``lmac_interpreter.LMACInterpreter.from_hparams``);
 5. compares with trivial masks (uniform random, all ones) and measures how
    well the masks find each clip's event (``meta/events.csv``);
 6. writes ``<output_folder>/summary.json``;
@@ -28,6 +29,7 @@ import speechbrain as sb
 import torch
 
 import eval as lmac_eval
+import export_interpreter
 import train_classifier
 import train_l2i
 import train_lmac
@@ -200,6 +202,7 @@ def main(argv=None):
         "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
     ])  # fmt: skip
     brain, datasets = train_lmac.main([LMAC_HPARAMS, *flags, "--test_only", "True"])
+    export_folder = export_interpreter.main([LMAC_HPARAMS, *flags])
     events = load_event_table(data["esc50_folder"])
     references = reference_scores(brain, datasets["test"], events, args.batch_size, args.seed)
     summary = {"classifier_acc": classifier_acc}
@@ -215,6 +218,7 @@ def main(argv=None):
     with open(os.path.join(args.output_folder, "summary.json"), "w", encoding="utf-8") as file:
         json.dump(summary, file, indent=2)
     logger.info("Listen to the interpretations: %s", report)
+    logger.info("The interpreter for Python: LMACInterpreter.from_hparams(source=%r, savedir=...)", export_folder)
     logger.info("Demo summary (clean test fold), also in %s:\n%s", os.path.join(args.output_folder, "summary.json"), summary_table(summary))
     logger.info("Interpretation methods on the clean test fold, also in %s:\n%s", comparison_path, lmac_eval.comparison_markdown(table))
     return summary

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import pandas as pd
 import pytest
@@ -66,6 +67,8 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
     assert written["localization_ratio_all_ones_mask"] == pytest.approx(1.0, rel=1e-4)
     interpretations = list((tmp_path / "demo" / "lmac" / "interpretations" / "test").glob("*/interpretation.wav"))
     assert len(interpretations) == 2
+    export = sorted(os.listdir(tmp_path / "demo" / "lmac" / "export"))
+    assert export == ["classifier.ckpt", "embedding_model.ckpt", "hyperparams.yaml", "label_encoder.ckpt", "psi.ckpt"]
     report = (tmp_path / "demo" / "lmac" / "interpretations" / "report.html").read_text()
     assert report.count("<audio") == 4 and "localization_ratio" in report
     with open(tmp_path / "demo" / "lmac" / "eval" / "comparison_clean.json", encoding="utf-8") as file:
