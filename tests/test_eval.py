@@ -291,7 +291,12 @@ def test_the_report_loads_in_a_headless_browser(interpreted, tmp_path):
 def exported(trained, tmp_path_factory):
     """The tiny run exported, and loaded back with LMACInterpreter.from_hparams from the folder."""
     folder = export_interpreter.main([HPARAMS, *trained["flags"], "--export_folder", str(trained["root"] / "export")])
-    interpreter = LMACInterpreter.from_hparams(source=folder, savedir=str(tmp_path_factory.mktemp("savedir")))
+    elsewhere, working_directory = tmp_path_factory.mktemp("elsewhere"), os.getcwd()
+    os.chdir(elsewhere)  # loaded from another working directory, as on another machine
+    try:
+        interpreter = LMACInterpreter.from_hparams(source=os.path.abspath(folder), savedir="pretrained")
+    finally:
+        os.chdir(working_directory)
     return {"folder": folder, "interpreter": interpreter}
 
 
@@ -336,3 +341,34 @@ def test_an_exported_interpreter_interprets_a_file_as_eval_does(interpreted, exp
     for name, message in (("corrupt.wav", r"Cannot read .*corrupt\.wav"), ("no_samples.wav", r"no_samples\.wav holds no audio samples")):
         with pytest.raises(ValueError, match=message):
             exported["interpreter"].interpret_file(str(interpreted["folder"] / name))
+
+
+def test_a_batch_gives_what_each_file_gives_alone(exported, tmp_path):
+    clips = [tone(5.0, 16000, 300.0), tone(5.0, 16000, 1200.0) * np.linspace(0, 1, 80000, dtype="float32")]
+    for index, clip in enumerate(clips):
+        sf.write(tmp_path / f"clip{index}.wav", clip, 16000, subtype="FLOAT")
+    batch = exported["interpreter"].interpret_batch(torch.from_numpy(np.stack(clips)))
+    for index in range(2):
+        alone = exported["interpreter"].interpret_file(str(tmp_path / f"clip{index}.wav"))
+        assert torch.allclose(batch.mask[index], alone.mask[0], atol=1e-5)
+        assert torch.allclose(batch.probabilities[index], alone.probabilities[0], atol=1e-5)
+        assert torch.allclose(batch.interpretation[index], alone.interpretation[0], atol=1e-4)
+        assert batch.labels[index] == alone.labels[0]
+
+
+def test_an_exported_interpreter_gives_the_mask_of_the_runs_own(trained, interpreted, exported):
+    overrides = "\n".join(f"{key.lstrip('-')}: {value}" for key, value in zip(trained["flags"][::2], trained["flags"][1::2]))
+    with open(HPARAMS, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    lmac_eval.load_models(hparams)
+    runs_own = lmac_eval.make_file_interpreter(hparams, {"device": "cpu"})
+    path = str(interpreted["folder"] / "stereo48k.wav")
+    assert torch.allclose(exported["interpreter"].interpret_file(path).mask, runs_own.interpret_file(path).mask, atol=1e-5)
+
+
+def test_a_truncated_file_raises_an_error_that_names_it(exported, tmp_path):
+    sf.write(tmp_path / "whole.flac", tone(2.0, 16000), 16000)
+    content = (tmp_path / "whole.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(content[: len(content) // 2])
+    with pytest.raises(ValueError, match=r"Cannot read .*cut\.flac"):
+        exported["interpreter"].interpret_file(str(tmp_path / "cut.flac"))
