@@ -209,7 +209,7 @@ def main(argv=None):
     summary.update({key: brain.last_stage_stats[key] for key in SUMMARY_KEYS[1:]})
     summary.update(references)
     report = lmac_eval.report_test_interpretations(
-        brain.hparams.interpretations_folder, summary, title="L-MAC demo: clean test fold"
+        brain.hparams.interpretations_folder, summary, "L-MAC demo: clean test fold", lmac_eval.class_names_of(vars(brain.hparams))
     )
     table, comparison_path = compare_interpreters(args, data, flags)
     summary["wall_time_s"] = time.time() - start

@@ -258,7 +258,7 @@ def evaluate_test_fold(hparams, run_opts, datasets, method="lmac", events=None):
     stats["seconds_per_clip"] = (time.perf_counter() - start) / max(1, len(datasets["test"]))
     write_metrics(stats, folder, condition)
     title = f"{MASK_METHODS[method].title} on the test fold ({condition})"
-    report_test_interpretations(folder, stats, title=title)
+    report_test_interpretations(folder, stats, title, class_names_of(hparams))
     return stats
 
 
@@ -324,17 +324,26 @@ def write_comparison(table, folder, condition):
     return markdown
 
 
-def report_test_interpretations(folder, stats, title):
-    """Writes ``<folder>/report.html`` for the clips saved under ``<folder>/test/<clip>/``; returns its path."""
-    rows = [
-        {
-            "name": clip,
-            "input": f"test/{clip}/original.wav",
-            "interpretation": f"test/{clip}/interpretation.wav",
-            "image": f"test/{clip}/spectrogram.png",
-        }
-        for clip in sorted(os.listdir(os.path.join(folder, "test")))
-    ]
+def report_test_interpretations(folder, stats, title, class_names):
+    """Writes ``<folder>/report.html`` for the clips saved under ``<folder>/test/<clip>/``; returns its path.
+
+    Each row names the clip's true class and the classifier's prediction with
+    its probability (from the clip's ``clip.json``), by ``class_names``.
+    """
+    rows = []
+    for clip in sorted(os.listdir(os.path.join(folder, "test"))):
+        with open(os.path.join(folder, "test", clip, "clip.json"), encoding="utf-8") as file:
+            record = json.load(file)
+        rows.append(
+            {
+                "name": clip,
+                "label": class_names[record["label"]],
+                "prediction": f"{class_names[record['prediction']]} ({record['probability']:.2f})",
+                "input": f"test/{clip}/original.wav",
+                "interpretation": f"test/{clip}/interpretation.wav",
+                "image": f"test/{clip}/spectrogram.png",
+            }
+        )
     return write_report(folder, rows, stats, title=title)
 
 

@@ -13,6 +13,7 @@ pass, loss and mask method.
 import dataclasses
 import functools
 import inspect
+import json
 import logging
 import math
 import os
@@ -421,7 +422,7 @@ class InterpreterBrain(sb.Brain):
         if if_main_process() and self.should_save_interpretations(stage, epoch):
             folder_name = "test" if stage == sb.Stage.TEST else f"valid_epoch{epoch}"
             folder = os.path.join(self.hparams.interpretations_folder, folder_name)
-            self.save_interpretations(batch.id, output.wavs, output.mask, output.features, folder)
+            self.save_interpretations(batch.id, output, labels, folder)
 
     def localization(self, ids, mask):
         """Localisation ratio ``[batch]`` of ``mask`` against each clip's event box in ``self.events``."""
@@ -492,23 +493,32 @@ class InterpreterBrain(sb.Brain):
             return True
         return stage == sb.Stage.VALID and epoch is not None and epoch % self.hparams.interpret_period == 0
 
-    def save_interpretations(self, ids, wavs, mask, features, folder):
-        """Writes ``original.wav``, ``interpretation.wav`` and ``spectrogram.png`` per clip under ``folder/<id>/``.
+    def save_interpretations(self, ids, output, labels, folder):
+        """Writes ``original.wav``, ``interpretation.wav``, ``spectrogram.png`` and ``clip.json`` per clip under
+        ``folder/<id>/``.
+
+        ``clip.json`` holds the class indices of the true ``label`` and of the
+        classifier's ``prediction``, and the ``probability`` of the prediction.
 
         Arguments
         ---------
         ids : list of str
-        wavs : torch.Tensor
-            The interpreted input, ``[batch, samples]``.
-        mask : torch.Tensor
-            ``[batch, frames', freq]``.
-        features : SpectralFeatures
-            Of ``wavs``.
+        output : MaskedOutput
+            Of the batch: the interpreted input ``wavs`` ``[batch, samples]``,
+            its ``features``, ``logits`` and ``mask``.
+        labels : torch.Tensor
+            ``[batch]`` true class indices.
         folder : str
         """
+        wavs, mask, features = output.wavs, output.mask, output.features
         count = min(len(ids), self.hparams.interpretations_per_stage - self.interpretations_saved)
         with torch.no_grad():
             interpretations = self.interpretation_waveform(mask[:count], _first(features, count), wavs.shape[1])
+        probabilities, predictions = torch.softmax(output.logits[:count].float(), dim=1).max(dim=1)
+        records = [
+            {"label": label, "prediction": prediction, "probability": probability}
+            for label, prediction, probability in zip(labels[:count].tolist(), predictions.tolist(), probabilities.tolist())
+        ]
         for index in range(count):
             clip_folder = os.path.join(folder, str(ids[index]))
             os.makedirs(clip_folder, exist_ok=True)
@@ -519,6 +529,8 @@ class InterpreterBrain(sb.Brain):
                 features.log_mag[index], mask[index], os.path.join(clip_folder, "spectrogram.png"), str(ids[index]),
                 self.modules.compute_stft.hop_length, rate,
             )  # fmt: skip
+            with open(os.path.join(clip_folder, "clip.json"), "w", encoding="utf-8") as file:
+                json.dump(records[index], file)
         self.interpretations_saved += count
 
 

@@ -7,23 +7,43 @@ or zipped elsewhere and opened offline.
 import html
 import os
 
+# What each metric says, and which way is better: (meaning, "higher" | "lower" | "").
+METRIC_DESCRIPTIONS = {
+    "loss": ("the interpreter's training objective", "lower"),
+    "fid_in": ("Fid-In: share of clips whose masked-in input keeps the classifier's decision", "higher"),
+    "FF": ("faithfulness: drop of the decision's probability when the mask is removed", "higher"),
+    "AI": ("average increase: % of clips whose masked-in input raises the decision's probability", "higher"),
+    "AD": ("average drop (%) of the decision's probability on the masked-in input", "lower"),
+    "AG": ("average gain (%) of the decision's probability on the masked-in input", "higher"),
+    "SPS": ("sparseness: Gini index of the mask (1 = a single cell)", "higher"),
+    "COMP": ("complexity: entropy of the mask", "lower"),
+    "acc": ("classifier accuracy against the true labels", ""),
+    "classifier_acc": ("classifier accuracy against the true labels", ""),
+    "in_masks": ("fine-tuning: share of clips whose masked-in input correlates with the clean clip", ""),
+    "localization": ("mask mass inside the event's box / the box's share (1 = chance)", "higher"),
+    "localization_ratio": ("mask mass inside the event's box / the box's share (1 = chance)", "higher"),
+    "seconds_per_clip": ("seconds per clip of the whole evaluation pass", "lower"),
+}
+
 PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>{title}</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em; }}
+body {{ font-family: sans-serif; margin: 2em; max-width: 1400px; }}
 table {{ border-collapse: collapse; margin-bottom: 2em; }}
-td, th {{ border: 1px solid #ccc; padding: 0.4em; vertical-align: middle; }}
-img {{ width: 720px; }}
+table.clips {{ width: 100%; }}
+td, th {{ border: 1px solid #ccc; padding: 0.4em; vertical-align: middle; text-align: left; }}
+td.picture img {{ width: 100%; max-width: 1200px; height: auto; display: block; }}
+audio {{ width: 100%; min-width: 12em; }}
 </style>
 </head>
 <body>
 <h1>{title}</h1>
 {metrics}
 <table class="clips">
-<tr><th>clip</th><th>prediction</th><th>input</th><th>interpretation</th><th>spectrogram, mask, interpretation</th></tr>
+<tr><th>clip</th><th>true class</th><th>prediction (probability)</th><th>input</th><th>interpretation</th></tr>
 {rows}
 </table>
 </body>
@@ -31,11 +51,35 @@ img {{ width: 720px; }}
 """
 
 
+def metric_description(name):
+    """What metric ``name`` means and which way is better; a ``<name>_<mask>`` key (``AD_random_mask``) is
+    described as its metric, for that mask.
+
+    Example
+    -------
+    >>> metric_description("AD_random_mask")[1], metric_description("AD_random_mask")[0].endswith("(random mask)")
+    ('lower', True)
+    """
+    if name in METRIC_DESCRIPTIONS:
+        return METRIC_DESCRIPTIONS[name]
+    for metric, (meaning, better) in METRIC_DESCRIPTIONS.items():
+        if name.startswith(f"{metric}_"):
+            return f"{meaning} ({name[len(metric) + 1:].replace('_', ' ')})", better
+    return "", ""
+
+
 def _metrics_table(stats):
     if not stats:
         return ""
-    cells = "".join(f"<tr><td>{html.escape(name)}</td><td>{value:.4g}</td></tr>" for name, value in stats.items())
-    return f'<table class="metrics"><tr><th>metric</th><th>value</th></tr>{cells}</table>'
+    cells = []
+    for name, value in stats.items():
+        meaning, better = metric_description(name)
+        cells.append(
+            f"<tr><td>{html.escape(name)}</td><td>{value:.4g}</td><td>{html.escape(meaning)}</td>"
+            f"<td>{html.escape(better)}</td></tr>"
+        )
+    header = "<tr><th>metric</th><th>value</th><th>what it says</th><th>better</th></tr>"
+    return f'<table class="metrics">{header}{"".join(cells)}</table>'
 
 
 def _row(row):
@@ -43,10 +87,12 @@ def _row(row):
         return html.escape(row[key], quote=True)
 
     return (
-        f"<tr><td>{html.escape(row['name'])}</td><td>{html.escape(row.get('prediction', ''))}</td>"
+        f"<tr><td>{html.escape(row['name'])}</td><td>{html.escape(row.get('label', ''))}</td>"
+        f"<td>{html.escape(row.get('prediction', ''))}</td>"
         f'<td><audio controls preload="metadata" src="{link("input")}"></audio></td>'
-        f'<td><audio controls preload="metadata" src="{link("interpretation")}"></audio></td>'
-        f'<td><img src="{link("image")}" alt="spectrogram of {html.escape(row["name"])}"></td></tr>'
+        f'<td><audio controls preload="metadata" src="{link("interpretation")}"></audio></td></tr>\n'
+        f'<tr><td class="picture" colspan="5"><img src="{link("image")}" alt="spectrogram of {html.escape(row["name"])}">'
+        "</td></tr>"
     )
 
 
@@ -59,7 +105,7 @@ def write_report(folder, rows, stats, title):
         Where the report goes; every path in ``rows`` is relative to it.
     rows : list of dict
         Per clip: ``name``, ``input``, ``interpretation`` (wav paths), ``image``
-        (PNG path) and optionally ``prediction`` (text).
+        (PNG path) and optionally ``label`` (the true class) and ``prediction`` (text).
     stats : dict of str to float or None
         Metrics shown in a table above the clips.
     title : str

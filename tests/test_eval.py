@@ -76,6 +76,21 @@ def test_every_condition_reports_every_metric(trained, condition, extra):
     assert (folder / "report.html").is_file()
 
 
+def test_the_test_fold_report_names_true_and_predicted_classes_and_explains_the_metrics(trained):
+    lmac_eval.main([HPARAMS, *trained["flags"]])
+    report = (trained["root"] / "run" / "eval" / "clean" / "report.html").read_text()
+    with open(os.path.join(trained["data"]["esc50_folder"], "meta", "esc50.csv"), encoding="utf-8") as file:
+        categories = dict(line.split(",")[0:4:3] for line in file.read().splitlines()[1:])  # filename -> category
+    clips = sorted(path.name for path in (trained["root"] / "run" / "eval" / "clean" / "test").iterdir())
+    assert len(clips) == 2
+    for clip in clips:
+        row = re.search(rf"<tr><td>{re.escape(clip)}</td><td>([^<]*)</td><td>([^<]*)</td>", report)
+        assert row is not None, clip
+        assert row.group(1) == categories[f"{clip}.wav"]
+        assert re.fullmatch(r"\S+ \((0|1)\.\d\d\)", row.group(2)), row.group(2)
+    assert "<td>AD</td>" in report and "average drop" in report and "<td>lower</td>" in report
+
+
 def test_out_of_domain_evaluation_is_reproducible(trained):
     folder = trained["root"] / "run" / "eval" / "mixtures"
     flags = [HPARAMS, *trained["flags"], "--overlap_type", "mixtures"]
@@ -251,7 +266,8 @@ window.addEventListener('load', () => {
     const ready = audios.filter(a => a.readyState >= 1 && a.duration > 0).length;
     const shown = images.filter(i => i.complete && i.naturalWidth > 0).length;
     const errors = audios.filter(a => a.error).length;
-    document.body.setAttribute('data-check', `audio ${ready}/${audios.length} errors ${errors} images ${shown}/${images.length}`);
+    const fits = images.every(i => i.getBoundingClientRect().right <= document.documentElement.clientWidth);
+    document.body.setAttribute('data-check', `audio ${ready}/${audios.length} errors ${errors} images ${shown}/${images.length} fit ${fits}`);
     if (ready + errors < audios.length) setTimeout(check, 100);
   };
   audios.forEach(a => a.load());
@@ -275,15 +291,15 @@ def test_the_report_loads_in_a_headless_browser(interpreted, tmp_path):
         browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--allow-file-access-from-files",
         "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=15000",
+        "--virtual-time-budget=15000", "--window-size=1400,2000",
     ]  # fmt: skip
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     status = re.search(r'data-check="([^"]+)"', dom)
     assert status is not None, dom[-2000:]
     files = len(INTERPRETABLE)
-    assert status.group(1) == f"audio {2 * files}/{2 * files} errors 0 images {files}/{files}"
+    assert status.group(1) == f"audio {2 * files}/{2 * files} errors 0 images {files}/{files} fit true"
     screenshot = tmp_path / "report.png"
-    subprocess.run([*flags, f"--screenshot={screenshot}", "--window-size=1400,2000", (moved / "report.html").as_uri()], capture_output=True, timeout=120)
+    subprocess.run([*flags, f"--screenshot={screenshot}", (moved / "report.html").as_uri()], capture_output=True, timeout=120)
     assert screenshot.stat().st_size > 10_000
 
 
