@@ -393,6 +393,7 @@ def interpret_files(hparams, run_opts, paths, method="lmac"):
                 "interpretation": f"{name}_interpretation.wav",
                 "image": f"{name}_spectrogram.png",
                 "prediction": f"{best['class']} ({best['probability']:.2f})",
+                "timeline": result.timeline,
             }
         )
     write_report(folder, rows, None, title=f"{MASK_METHODS[method].title} interpretations")

@@ -92,8 +92,19 @@ def _row(row):
         f'<td><audio controls preload="metadata" src="{link("input")}"></audio></td>'
         f'<td><audio controls preload="metadata" src="{link("interpretation")}"></audio></td></tr>\n'
         f'<tr><td class="picture" colspan="5"><img src="{link("image")}" alt="spectrogram of {html.escape(row["name"])}">'
-        "</td></tr>"
+        f'{_timeline_strip(row.get("timeline"))}</td></tr>'
     )
+
+
+def _timeline_strip(timeline):
+    """A line of ``start-end s: class (probability)`` per analysis window, or nothing."""
+    if not timeline:
+        return ""
+    spans = (
+        f"{entry['start_s']:.1f}-{entry['end_s']:.1f} s: {html.escape(entry['class'])} ({entry['probability']:.2f})"
+        for entry in timeline
+    )
+    return f'<p class="timeline">{" | ".join(spans)}</p>'
 
 
 def write_report(folder, rows, stats, title):
@@ -105,7 +116,8 @@ def write_report(folder, rows, stats, title):
         Where the report goes; every path in ``rows`` is relative to it.
     rows : list of dict
         Per clip: ``name``, ``input``, ``interpretation`` (wav paths), ``image``
-        (PNG path) and optionally ``label`` (the true class) and ``prediction`` (text).
+        (PNG path) and optionally ``label`` (the true class), ``prediction``
+        (text) and ``timeline`` (``LMACInterpreter.timeline``'s entries, shown under the picture).
     stats : dict of str to float or None
         Metrics shown in a table above the clips.
     title : str

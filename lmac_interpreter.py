@@ -11,6 +11,7 @@ card; this repository's modules must be importable). ``eval.py`` interprets
 files through the same class, built from a training run's configuration.
 """
 
+import csv
 import dataclasses
 import json
 import os
@@ -33,13 +34,16 @@ class Interpretation:
     ``interpretation``: the listenable interpretation, ``[batch, samples]``
     at ``sample_rate``; ``mask``: ``[batch, frames, freq]`` in ``[0, 1]``;
     ``probabilities``: the classifier's, ``[batch, n_classes]``;
-    ``labels``: the predicted class names, one per example.
+    ``labels``: the predicted class names, one per example; for a file,
+    ``timeline``: per analysis window its ``start_s``, ``end_s``, top ``class``
+    and its ``probability`` (None for a batch).
     """
 
     interpretation: torch.Tensor
     mask: torch.Tensor
     probabilities: torch.Tensor
     labels: list
+    timeline: list = None
 
 
 def analysis_windows(waveform, window, hop):
@@ -215,11 +219,38 @@ class LMACInterpreter(Pretrained):
             mask = stitch_masks(torch.cat(masks), self.hop_frames, features.log_mag.shape[1])
             interpretation = inverted_interpretation(mask[None], features, padded_length, self.mods.compute_istft)[0]
         num_frames = waveform.shape[0] // self.stft_hop + 1  # frames of the unpadded file (centred STFT)
-        probability = torch.cat(probabilities).mean(dim=0, keepdim=True)
+        window_probabilities = torch.cat(probabilities)  # [windows, n_classes]
+        probability = window_probabilities.mean(dim=0, keepdim=True)
         result = Interpretation(
-            interpretation[None, : waveform.shape[0]], mask[None, :num_frames], probability, self.labels_of(probability)
+            interpretation[None, : waveform.shape[0]], mask[None, :num_frames], probability, self.labels_of(probability),
+            self.timeline(window_probabilities, waveform.shape[0]),
         )
         return result, waveform, features.log_mag[0, :num_frames]
+
+    def timeline(self, window_probabilities, num_samples):
+        """Per analysis window of a file of ``num_samples``: start and end (s), top class and its probability.
+
+        Arguments
+        ---------
+        window_probabilities : torch.Tensor
+            ``[windows, n_classes]``, in the order of ``analysis_windows``.
+        num_samples : int
+
+        Returns
+        -------
+        list of dict
+        """
+        rate, hop = self.hparams.sample_rate, self.hop_frames * self.stft_hop
+        top, classes = window_probabilities.max(dim=1)
+        return [
+            {
+                "start_s": index * hop / rate,
+                "end_s": min(index * hop + self.window, num_samples) / rate,
+                "class": self.class_names[class_index],
+                "probability": probability,
+            }
+            for index, (probability, class_index) in enumerate(zip(top.tolist(), classes.tolist()))
+        ]
 
     def output_name(self, path):
         """A name for the outputs of ``path``, unique among the files this interpreter wrote."""
@@ -250,4 +281,15 @@ class LMACInterpreter(Pretrained):
         }
         with open(f"{prefix}.json", "w", encoding="utf-8") as file:
             json.dump(record, file, indent=2)
+        write_timeline(result.timeline, prefix)
         return name, record
+
+
+def write_timeline(timeline, prefix):
+    """Writes ``<prefix>_timeline.csv`` and ``<prefix>_timeline.json``: what the classifier heard when."""
+    with open(f"{prefix}_timeline.json", "w", encoding="utf-8") as file:
+        json.dump(timeline, file, indent=2)
+    with open(f"{prefix}_timeline.csv", "w", encoding="utf-8", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["start_s", "end_s", "class", "probability"])
+        writer.writeheader()
+        writer.writerows(timeline)
