@@ -43,7 +43,14 @@ from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, set_weig
 from listening_report import write_report
 from lmac_interpreter import LMACInterpreter
 from mask_methods import MASK_METHODS
-from recipe_setup import OVERLAP_TYPES, check_class_count, load_classifier, load_interpreter, start_recipe
+from recipe_setup import (
+    OVERLAP_TYPES,
+    check_class_count,
+    check_lmac_decoder,
+    load_classifier,
+    load_lmac_decoder,
+    start_recipe,
+)
 from train_lmac import LMAC
 from wham_prepare import combine_batches, fit_length, make_noise_stream
 
@@ -172,7 +179,7 @@ def validate_eval_hparams(hparams):
         raise FileNotFoundError(f"interpret_folder={hparams['interpret_folder']!r} is not a folder.")
     methods = methods_of(hparams)
     if "lmac" in methods:
-        check_lmac_interpreter(hparams)
+        check_lmac_decoder(hparams, "evaluate")
     if "l2i" in methods:
         check_l2i_interpreter(hparams)
 
@@ -196,18 +203,6 @@ def methods_of(hparams):
         setting = "compare" if compare else "int_method"
         raise ValueError(f"{setting}={hparams[setting]!r}: unknown method(s) {unknown}; accepted: {', '.join(METHODS)}.")
     return list(dict.fromkeys(methods))
-
-
-def check_lmac_interpreter(hparams):
-    """Raises when there is no L-MAC decoder to evaluate."""
-    interpreter = hparams["pretrained_interpreter"]
-    if interpreter and not os.path.isfile(interpreter):
-        raise FileNotFoundError(f"pretrained_interpreter={interpreter!r} does not exist; give a psi_model.ckpt file.")
-    if not interpreter and hparams["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None:
-        raise FileNotFoundError(
-            f"No interpreter to evaluate: {hparams['save_folder']} holds no checkpoint; "
-            "pass --pretrained_interpreter path/psi_model.ckpt or --output_folder of a trained run."
-        )
 
 
 def check_l2i_interpreter(hparams):
@@ -415,12 +410,8 @@ def make_file_interpreter(hparams, run_opts, method="lmac"):
 def load_models(hparams):
     """Loads the classifier and, when L-MAC is evaluated, its decoder: ``pretrained_interpreter`` or the best checkpoint."""
     load_classifier(hparams)
-    if "lmac" not in methods_of(hparams):
-        return
-    if hparams["pretrained_interpreter"]:
-        load_interpreter(hparams["psi_model"], hparams["pretrained_interpreter"], "cpu")
-    else:
-        hparams["checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
+    if "lmac" in methods_of(hparams):
+        load_lmac_decoder(hparams)
 
 
 def main(argv):

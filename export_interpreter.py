@@ -26,8 +26,7 @@ import sys
 import torch
 
 from esc50_prepare import LABEL_ENCODER_FILE
-from interpreter_brain import BEST_CHECKPOINT_KEY
-from recipe_setup import load_classifier, load_interpreter, start_recipe
+from recipe_setup import check_lmac_decoder, load_classifier, load_lmac_decoder, start_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +57,7 @@ def inference_hparams_text(hparams):
 
 def check_exportable(hparams):
     """Raises, before anything is written, when the run has no decoder or no label encoder to export."""
-    interpreter = hparams["pretrained_interpreter"]
-    if interpreter and not os.path.isfile(interpreter):
-        raise FileNotFoundError(f"pretrained_interpreter={interpreter!r} does not exist; give a psi_model.ckpt file.")
-    if not interpreter and hparams["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None:
-        raise FileNotFoundError(
-            f"No interpreter to export: {hparams['save_folder']} holds no checkpoint; pass "
-            "--output_folder of a trained run or --pretrained_interpreter path/psi_model.ckpt."
-        )
+    check_lmac_decoder(hparams, "export")
     if not os.path.isfile(os.path.join(hparams["save_folder"], LABEL_ENCODER_FILE)):
         raise FileNotFoundError(
             f"No class names to export: {os.path.join(hparams['save_folder'], LABEL_ENCODER_FILE)} does not exist; "
@@ -77,10 +69,7 @@ def export(hparams):
     """Loads the run's classifier and decoder and writes the export folder; returns its path."""
     check_exportable(hparams)
     load_classifier(hparams)
-    if hparams["pretrained_interpreter"]:
-        load_interpreter(hparams["psi_model"], hparams["pretrained_interpreter"], "cpu")
-    else:
-        hparams["checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
+    load_lmac_decoder(hparams)
     folder = hparams["export_folder"]
     os.makedirs(folder, exist_ok=True)
     for name, key in EXPORTED_WEIGHTS.items():

@@ -15,7 +15,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from esc50_prepare import validate_fold_lists
-from interpreter_brain import FEATURE_MODULES
+from interpreter_brain import BEST_CHECKPOINT_KEY, FEATURE_MODULES
 
 logger = logging.getLogger(__name__)
 
@@ -202,3 +202,24 @@ def l2i_modules(hparams):
         **{name: hparams["modules"][name] for name in FEATURE_MODULES},
         "classifier": hparams["modules"]["classifier"],
     }
+
+
+def check_lmac_decoder(hparams, purpose):
+    """Raises when there is no L-MAC decoder to ``purpose`` (evaluate, export): neither
+    ``pretrained_interpreter`` nor a checkpoint of the run."""
+    interpreter = hparams["pretrained_interpreter"]
+    if interpreter and not os.path.isfile(interpreter):
+        raise FileNotFoundError(f"pretrained_interpreter={interpreter!r} does not exist; give a psi_model.ckpt file.")
+    if not interpreter and hparams["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None:
+        raise FileNotFoundError(
+            f"No interpreter to {purpose}: {hparams['save_folder']} holds no checkpoint; "
+            "pass --pretrained_interpreter path/psi_model.ckpt or --output_folder of a trained run."
+        )
+
+
+def load_lmac_decoder(hparams):
+    """Loads ``pretrained_interpreter``, or the run's best checkpoint, into ``hparams["psi_model"]``."""
+    if hparams["pretrained_interpreter"]:
+        load_interpreter(hparams["psi_model"], hparams["pretrained_interpreter"], "cpu")
+    else:
+        hparams["checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
