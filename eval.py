@@ -13,7 +13,7 @@ Your own files (anything libsndfile opens, whatever its name; any rate, channels
         --single_sample my.wav | --interpret_folder my_sounds/
 
 Another interpretation method, or all of them compared on the same clips
-(``baselines.py``; ``l2i`` needs ``train_nmf.py`` and ``train_l2i.py`` run first)::
+(``mask_methods.py``; ``l2i`` needs ``train_nmf.py`` and ``train_l2i.py`` run first)::
 
     python eval.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 --int_method gradcam
     python eval.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 \
