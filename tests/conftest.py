@@ -11,12 +11,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from make_synthetic_data import generate  # noqa: E402
 
 SMALL_DATA = {"n_classes": 3, "clips_per_class": 5, "noise_files": (4, 2, 2), "seed": 7}
+TINY_DATA = {"n_classes": 2, "clips_per_class": 5, "noise_files": (3, 1, 1), "seed": 3}
 
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory):
     """A read-only synthetic ESC-50 + WHAM! folder: 3 classes, 5 clips each, 8 noise files."""
     return generate(str(tmp_path_factory.mktemp("synthetic") / "data"), **SMALL_DATA)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A read-only synthetic ESC-50 + WHAM! folder: 2 classes, 5 clips each (6 train, 2 valid, 2 test), 5 noise files."""
+    return generate(str(tmp_path_factory.mktemp("tiny") / "data"), **TINY_DATA)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import train_lmac
 from esc50_prepare import prepare_datasets
 from lmac_interpreter import LMACInterpreter
 from conftest import tiny_run_flags
-from make_synthetic_data import generate, synthesize_noise
+from make_synthetic_data import synthesize_noise
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
@@ -30,10 +30,10 @@ METRICS = ("loss", "fid_in", "FF", "AI", "AD", "AG", "SPS", "COMP", "acc")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tiny_data, tmp_path_factory):
     """A tiny L-MAC run (width 1/32, one epoch) and the flags that evaluate it."""
     root = tmp_path_factory.mktemp("eval")
-    data = generate(str(root / "data"), n_classes=2, clips_per_class=5, noise_files=(3, 1, 1), seed=5)
+    data = tiny_data
     flags = tiny_run_flags(data["esc50_folder"], root / "run")
     train_lmac.main([HPARAMS, *flags, "--number_of_epochs", "1"])
     speech = root / "LJSpeech" / "wavs"

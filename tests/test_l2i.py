@@ -16,7 +16,6 @@ import train_nmf
 from conftest import tiny_run_flags
 from esc50_prepare import peak_normalize, read_audio_mono
 from features import spectral_features
-from make_synthetic_data import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
@@ -24,10 +23,10 @@ COMPONENTS = 12
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tiny_data, tmp_path_factory):
     """One tiny run folder holding L-MAC (1 epoch), an NMF dictionary and L2I (2 epochs)."""
     root = tmp_path_factory.mktemp("l2i")
-    data = generate(str(root / "data"), n_classes=2, clips_per_class=5, noise_files=(3, 1, 1), seed=11)
+    data = tiny_data
     flags = [*tiny_run_flags(data["esc50_folder"], root / "run"), "--nmf_components", str(COMPONENTS), "--device", "cpu"]
     train_lmac.main([HPARAMS, *flags, "--number_of_epochs", "1"])
     report = train_nmf.main([HPARAMS, *flags, "--nmf_iterations", "100"])

@@ -23,16 +23,10 @@ import esc50_prepare
 import train_lmac
 from features import SpectralFeatures
 from interpreter_brain import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer, MaskedOutput, optimizer_class_for
-from make_synthetic_data import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
 INTRA_EPOCH_FLAG = "brain_intra_epoch_ckpt"  # SpeechBrain's meta key of intra-epoch checkpoints
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return generate(str(tmp_path_factory.mktemp("tiny") / "data"), n_classes=2, clips_per_class=5, noise_files=(3, 1, 1), seed=9)
 
 
 def run_flags(data, output_folder, epochs):

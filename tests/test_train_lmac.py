@@ -19,17 +19,9 @@ import train_lmac
 from esc50_prepare import prepare_datasets
 from interpretation_metrics import INTERPRETATION_METRICS
 from interpreter_brain import BEST_CHECKPOINT_KEY
-from make_synthetic_data import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
-TINY_DATA = {"n_classes": 2, "clips_per_class": 5, "noise_files": (3, 1, 1), "seed": 3}
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """10 clips (train 6, valid 2, test 2) and 3 training noise files."""
-    return generate(str(tmp_path_factory.mktemp("tiny") / "data"), **TINY_DATA)
 
 
 def small_run_flags(data, output_folder):
