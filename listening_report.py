@@ -59,11 +59,14 @@ def metric_description(name):
     -------
     >>> metric_description("AD_random_mask")[1], metric_description("AD_random_mask")[0].endswith("(random mask)")
     ('lower', True)
+    >>> metric_description("localization_ratio_all_ones_mask")[0].endswith("(1 = chance) (all ones mask)")
+    True
     """
     if name in METRIC_DESCRIPTIONS:
         return METRIC_DESCRIPTIONS[name]
-    for metric, (meaning, better) in METRIC_DESCRIPTIONS.items():
+    for metric in sorted(METRIC_DESCRIPTIONS, key=len, reverse=True):  # the longest metric name that fits
         if name.startswith(f"{metric}_"):
+            meaning, better = METRIC_DESCRIPTIONS[metric]
             return f"{meaning} ({name[len(metric) + 1:].replace('_', ' ')})", better
     return "", ""
 
