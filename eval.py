@@ -41,7 +41,7 @@ from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets, read_audio_mono
 from interpretation_metrics import load_event_table
 from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, set_weight_layout
 from listening_report import write_report
-from lmac_interpreter import LMACInterpreter
+from lmac_interpreter import LMACInterpreter, class_names_from_encoder
 from mask_methods import MASK_METHODS
 from recipe_setup import (
     OVERLAP_TYPES,
@@ -257,15 +257,19 @@ def evaluate_test_fold(hparams, run_opts, datasets, method="lmac", events=None):
     return stats
 
 
+def mask_method_of(hparams, method):
+    """``method``'s ``MaskMethod`` on the configuration's models; None for L-MAC, whose decoder is the models' own."""
+    return None if method == "lmac" else MASK_METHODS[method].from_hparams(hparams, hparams["modules"])
+
+
 def make_brain(hparams, run_opts, method, noise_stream=None, events=None):
     """An ``LMAC`` brain whose masks are ``method``'s (``mask_methods.MASK_METHODS``), its weights laid out for it.
 
     The models are the configuration's, already loaded (``load_models``).
     """
-    mask_method = None if method == "lmac" else MASK_METHODS[method].from_hparams(hparams, hparams["modules"])
     brain = LMAC(
         modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
-        mask_method=mask_method, noise_stream=noise_stream, events=events,
+        mask_method=mask_method_of(hparams, method), noise_stream=noise_stream, events=events,
     )  # fmt: skip
     set_weight_layout(brain.modules, forward_only=MASK_METHODS[method].forward_only)
     return brain
@@ -344,17 +348,13 @@ def report_test_interpretations(folder, stats, title, class_names):
 
 def class_names_of(hparams):
     """Class names by index from the run's label encoder, or ``class_<i>`` when there is none."""
-    names = [f"class_{index}" for index in range(hparams["n_classes"])]
     path = os.path.join(hparams["save_folder"], LABEL_ENCODER_FILE)
     if not os.path.isfile(path):
         logger.warning("No %s: classes are reported by index.", path)
-        return names
+        return class_names_from_encoder(None, hparams["n_classes"])
     encoder = sb.dataio.encoder.CategoricalEncoder()
     encoder.load(path)
-    for index, label in encoder.ind2lab.items():
-        if index < len(names):
-            names[index] = label
-    return names
+    return class_names_from_encoder(encoder, hparams["n_classes"])
 
 
 def interpret_files(hparams, run_opts, paths, method="lmac"):
@@ -398,10 +398,9 @@ def interpret_files(hparams, run_opts, paths, method="lmac"):
 
 def make_file_interpreter(hparams, run_opts, method="lmac"):
     """The ``LMACInterpreter`` of the run's (loaded) models, with ``method``'s masks, its weights laid out for it."""
-    mask_method = None if method == "lmac" else MASK_METHODS[method].from_hparams(hparams, hparams["modules"])
     interpreter = LMACInterpreter(
         modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
-        mask_method=mask_method, class_names=class_names_of(hparams),
+        mask_method=mask_method_of(hparams, method), class_names=class_names_of(hparams),
     )  # fmt: skip
     set_weight_layout(interpreter.mods, forward_only=MASK_METHODS[method].forward_only)
     return interpreter

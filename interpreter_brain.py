@@ -273,7 +273,24 @@ class MaskedOutput:
     logits_masked_out: torch.Tensor
 
 
-class InterpreterBrain(sb.Brain):
+class CudaFedBrain(sb.Brain):
+    """SpeechBrain's ``Brain`` with batches in pinned memory and a fused optimiser on CUDA.
+
+    The base of the classifier's and the interpreters' brains; on the CPU it
+    is SpeechBrain's ``Brain`` as configured.
+    """
+
+    def init_optimizers(self):
+        """SpeechBrain's optimiser set-up, with a fused optimiser on CUDA (``optimizer_class_for``)."""
+        self.opt_class = optimizer_class_for(self.opt_class, self.device_type)
+        super().init_optimizers()
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """SpeechBrain's loader, with batches in pinned memory on CUDA (``with_pinned_memory``)."""
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **with_pinned_memory(loader_kwargs, self.device_type))
+
+
+class InterpreterBrain(CudaFedBrain):
     """Base class of interpreters of a frozen classifier.
 
     Expects these modules: ``classifier`` (a ``FrozenClassifier``),
@@ -313,15 +330,6 @@ class InterpreterBrain(sb.Brain):
         self.events = events
         if self.device_type == "cuda":
             torch.backends.cudnn.benchmark = True  # every training clip has the same shape
-
-    def init_optimizers(self):
-        """SpeechBrain's optimiser set-up, with a fused optimiser on CUDA (``optimizer_class_for``)."""
-        self.opt_class = optimizer_class_for(self.opt_class, self.device_type)
-        super().init_optimizers()
-
-    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
-        """SpeechBrain's loader, with batches in pinned memory on CUDA (``with_pinned_memory``)."""
-        return super().make_dataloader(dataset, stage, ckpt_prefix, **with_pinned_memory(loader_kwargs, self.device_type))
 
     def fit_batch(self, batch):
         """SpeechBrain's training step; its loss, read on the host there, stops the run when not finite."""

@@ -23,8 +23,26 @@ from speechbrain.inference.interfaces import Pretrained
 from esc50_prepare import peak_normalize, read_audio_mono
 from features import spectral_features
 from interpreter_brain import inverted_interpretation, save_spectrogram_figure
-from mask_methods import decoder_mask
+from mask_methods import LMACMask
 from wham_prepare import fit_length
+
+
+def class_names_from_encoder(encoder, n_classes):
+    """Name of each class index: the label of a ``CategoricalEncoder``, or ``class_<i>`` where it has none.
+
+    Example
+    -------
+    >>> from speechbrain.dataio.encoder import CategoricalEncoder
+    >>> encoder = CategoricalEncoder()
+    >>> encoder.update_from_iterable(["dog"])
+    >>> class_names_from_encoder(encoder, 2), class_names_from_encoder(None, 2)
+    (['dog', 'class_1'], ['class_0', 'class_1'])
+    """
+    names = [f"class_{index}" for index in range(n_classes)]
+    for index, label in (encoder.ind2lab.items() if encoder is not None else ()):
+        if index < n_classes:
+            names[index] = label
+    return names
 
 
 @dataclasses.dataclass
@@ -121,26 +139,21 @@ class LMACInterpreter(Pretrained):
         self.used_names = set()
 
     def _encoder_class_names(self):
-        encoder = getattr(self.hparams, "label_encoder", None)
-        names = [f"class_{index}" for index in range(self.hparams.n_classes)]
-        for index, label in (encoder.ind2lab.items() if encoder is not None else ()):
-            if index < len(names):
-                names[index] = label
-        return names
+        return class_names_from_encoder(getattr(self.hparams, "label_encoder", None), self.hparams.n_classes)
 
-    def masks_and_probabilities(self, wavs):
-        """Masks ``[batch, frames, freq]`` and class probabilities ``[batch, n_classes]`` of ``wavs`` ``[batch, samples]``.
+    def analyse_batch(self, wavs):
+        """``wavs`` ``[batch, samples]``'s features, masks ``[batch, frames, freq]`` and class probabilities
+        ``[batch, n_classes]``.
 
-        The models run under SpeechBrain's inference precision; the results are float32.
+        The models run under SpeechBrain's inference precision; the mask and
+        probabilities are float32. The mask is ``mask_method``'s, or the decoder's.
         """
+        method = self.mask_method if self.mask_method is not None else LMACMask(self.mods.psi)
         with torch.no_grad(), self.inference_ctx:
             features = spectral_features(wavs.to(self.device), self.mods.compute_stft, self.mods.compute_fbank)
             logits, feature_maps = self.mods.classifier(features.mel_input)
-            if self.mask_method is not None:
-                mask = self.mask_method.mask(features, logits, feature_maps)
-            else:
-                mask = decoder_mask(self.mods.psi, feature_maps, features.log_mag.shape[1])
-        return mask.float(), torch.softmax(logits.float(), dim=1)
+            mask = method.mask(features, logits, feature_maps)
+        return features, mask.float(), torch.softmax(logits.float(), dim=1)
 
     def interpret_batch(self, wavs, wav_lens=None):
         """Interprets a batch of clips at ``sample_rate`` (each peak-normalised, as in training).
@@ -158,9 +171,8 @@ class LMACInterpreter(Pretrained):
         Interpretation
         """
         wavs = peak_normalize(wavs.float()).to(self.device)
-        mask, probabilities = self.masks_and_probabilities(wavs)
+        features, mask, probabilities = self.analyse_batch(wavs)
         with torch.no_grad():
-            features = spectral_features(wavs, self.mods.compute_stft, self.mods.compute_fbank)
             interpretation = inverted_interpretation(mask, features, wavs.shape[1], self.mods.compute_istft)
         if wav_lens is not None:
             samples = (wav_lens.to(self.device) * wavs.shape[1]).round()  # [batch]
@@ -212,7 +224,7 @@ class LMACInterpreter(Pretrained):
             raise ValueError(f"{path} holds no audio samples.")
         waveform = peak_normalize(waveform)
         windows, padded_length = analysis_windows(waveform, self.window, self.hop_frames * self.stft_hop)
-        masks, probabilities = zip(*(self.masks_and_probabilities(chunk) for chunk in windows.split(self.hparams.batch_size)))
+        _, masks, probabilities = zip(*(self.analyse_batch(chunk) for chunk in windows.split(self.hparams.batch_size)))
         padded = fit_length(waveform, padded_length)[None].to(self.device)
         with torch.no_grad():
             features = spectral_features(padded, self.mods.compute_stft, self.mods.compute_fbank)

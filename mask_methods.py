@@ -72,11 +72,6 @@ class MaskMethod(abc.ABC):
         """
 
 
-def decoder_mask(decoder, feature_maps, num_frames):
-    """L-MAC's mask ``sigmoid(psi(feature_maps))``, ``[batch, num_frames, freq]``, for any clip length."""
-    return torch.sigmoid(decode_any_length(decoder, feature_maps, num_frames))
-
-
 class LMACMask(MaskMethod):
     """The trained L-MAC decoder ``psi`` (the ``psi`` module of the Brain)."""
 
@@ -91,7 +86,7 @@ class LMACMask(MaskMethod):
         return cls(modules["psi"])
 
     def mask(self, features, logits, feature_maps):
-        return decoder_mask(self.decoder, feature_maps, features.log_mag.shape[1])
+        return torch.sigmoid(decode_any_length(self.decoder, feature_maps, features.log_mag.shape[1]))
 
 
 def filterbank_matrix(compute_fbank, num_bins, device=None):

@@ -27,7 +27,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets
 from features import spectral_features
-from interpreter_brain import end_distributed_run, optimizer_class_for, with_pinned_memory
+from interpreter_brain import CudaFedBrain, end_distributed_run
 from recipe_setup import check_class_count, start_recipe
 from wham_prepare import make_noise_stream
 
@@ -37,7 +37,7 @@ BEST_CLASSIFIER_KEY = "acc"
 EXPORTED_MODULES = ("embedding_model", "classifier")
 
 
-class ClassifierBrain(sb.Brain):
+class ClassifierBrain(CudaFedBrain):
     """CNN14 embedding + linear head trained with cross-entropy on the ESC-50 labels.
 
     Arguments
@@ -54,15 +54,6 @@ class ClassifierBrain(sb.Brain):
         super().__init__(*args, **kwargs)
         self.noise_stream = noise_stream
         self.class_names = list(class_names)
-
-    def init_optimizers(self):
-        """SpeechBrain's optimiser set-up, with a fused optimiser on CUDA."""
-        self.opt_class = optimizer_class_for(self.opt_class, self.device_type)
-        super().init_optimizers()
-
-    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
-        """SpeechBrain's loader, with batches in pinned memory on CUDA."""
-        return super().make_dataloader(dataset, stage, ckpt_prefix, **with_pinned_memory(loader_kwargs, self.device_type))
 
     def compute_forward(self, batch, stage):
         """Logits ``[batch, n_classes]`` of the (noisy, in training) input."""
