@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLASSIFIER_HPARAMS = os.path.join(HERE, "hparams", "cnn14_classifier.yaml")
 LMAC_HPARAMS = os.path.join(HERE, "hparams", "lmac_cnn14.yaml")
+L2I_HPARAMS = os.path.join(HERE, "hparams", "l2i_cnn14.yaml")
 SUMMARY_KEYS = ("classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP")
 
 
@@ -88,11 +89,11 @@ def train_the_classifier(args, data):
     return brain.test_stats["acc"], export
 
 
-def lmac_flags(args, data, export):
-    """Command-line flags shared by the L-MAC training and evaluation runs."""
+def interpreter_flags(args, data, export, recipe):
+    """Command-line flags of an interpreter recipe (``lmac`` or ``l2i``) on the demo's classifier."""
     return [
         "--data_folder", data["esc50_folder"],
-        "--output_folder", os.path.join(args.output_folder, "lmac"),
+        "--output_folder", os.path.join(args.output_folder, recipe),
         "--width", str(args.width),
         "--n_classes", str(args.n_classes),
         "--embedding_model_path", os.path.join(export, "embedding_model.ckpt"),
@@ -100,15 +101,30 @@ def lmac_flags(args, data, export):
         "--batch_size", str(args.batch_size),
         "--num_workers", str(args.num_workers),
         "--noise_num_workers", str(args.num_workers),
-        "--lr", str(args.lmac_lr),
-        "--l2i_lr", str(args.l2i_lr),
-        "--nmf_components", str(args.nmf_components),
-        "--nmf_max_frames", str(args.nmf_max_frames),
         "--seed", str(args.seed),
     ]  # fmt: skip
 
 
-def compare_interpreters(args, data, flags):
+def lmac_flags(args, data, export):
+    """Command-line flags shared by the L-MAC training and evaluation runs."""
+    return [
+        *interpreter_flags(args, data, export, "lmac"),
+        "--lr", str(args.lmac_lr),
+        "--l2i_folder", os.path.join(args.output_folder, "l2i"),
+    ]  # fmt: skip
+
+
+def l2i_flags(args, data, export):
+    """Command-line flags of the NMF and L2I runs."""
+    return [
+        *interpreter_flags(args, data, export, "l2i"),
+        "--lr", str(args.l2i_lr),
+        "--nmf_components", str(args.nmf_components),
+        "--nmf_max_frames", str(args.nmf_max_frames),
+    ]  # fmt: skip
+
+
+def compare_interpreters(args, data, export, flags):
     """Learns the NMF dictionary, trains L2I as L-MAC was trained, and compares every method on the test fold.
 
     Returns
@@ -117,9 +133,9 @@ def compare_interpreters(args, data, flags):
         ``eval.compare_methods``' table, one row per method of ``eval.METHODS``.
     markdown_path : str
     """
-    train_nmf.main([LMAC_HPARAMS, *flags])
+    train_nmf.main([L2I_HPARAMS, *l2i_flags(args, data, export)])
     train_l2i.main([
-        LMAC_HPARAMS, *flags, "--l2i_epochs", str(args.l2i_epochs),
+        L2I_HPARAMS, *l2i_flags(args, data, export), "--number_of_epochs", str(args.l2i_epochs),
         "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
     ])  # fmt: skip
     lmac_eval.main([LMAC_HPARAMS, *flags, "--compare", ",".join(lmac_eval.METHODS)])
@@ -211,7 +227,7 @@ def main(argv=None):
     report = lmac_eval.report_test_interpretations(
         brain.hparams.interpretations_folder, summary, "L-MAC demo: clean test fold", lmac_eval.class_names_of(vars(brain.hparams))
     )
-    table, comparison_path = compare_interpreters(args, data, flags)
+    table, comparison_path = compare_interpreters(args, data, export, flags)
     summary["wall_time_s"] = time.time() - start
     summary["peak_memory_mb"] = peak_memory_mb()
     os.makedirs(args.output_folder, exist_ok=True)

@@ -44,12 +44,14 @@ from listening_report import write_report
 from lmac_interpreter import LMACInterpreter, class_names_from_encoder
 from mask_methods import MASK_METHODS
 from recipe_setup import (
-    OVERLAP_TYPES,
     check_class_count,
     check_lmac_decoder,
+    check_overlap_type,
     load_classifier,
+    load_l2i_run,
     load_lmac_decoder,
     start_recipe,
+    validate_data_hparams,
 )
 from train_lmac import LMAC
 from wham_prepare import combine_batches, fit_length, make_noise_stream
@@ -159,11 +161,11 @@ def evaluation_condition(hparams):
 
 def validate_eval_hparams(hparams):
     """Raises before any work for settings that cannot work, naming the setting and the fix."""
+    check_overlap_type(hparams)
     overlap_type = hparams["overlap_type"]
-    if overlap_type is not None and overlap_type not in OVERLAP_TYPES:
-        raise ValueError(f"overlap_type={overlap_type!r}; accepted values are {OVERLAP_TYPES} (or null for none).")
     if overlap_type is not None and hparams["add_wham_noise"]:
         raise ValueError("Choose one contamination: --add_wham_noise True or --overlap_type, not both.")
+    validate_data_hparams(hparams)
     if overlap_type == "speech":
         folder = hparams["speech_folder"]
         if not folder or not audio_files(folder):
@@ -181,7 +183,7 @@ def validate_eval_hparams(hparams):
     if "lmac" in methods:
         check_lmac_decoder(hparams, "evaluate")
     if "l2i" in methods:
-        check_l2i_interpreter(hparams)
+        load_l2i_run(hparams["l2i_folder"], hparams)  # raises for a missing or mismatched L2I run
 
 
 def methods_of(hparams):
@@ -203,20 +205,6 @@ def methods_of(hparams):
         setting = "compare" if compare else "int_method"
         raise ValueError(f"{setting}={hparams[setting]!r}: unknown method(s) {unknown}; accepted: {', '.join(METHODS)}.")
     return list(dict.fromkeys(methods))
-
-
-def check_l2i_interpreter(hparams):
-    """Raises when the NMF dictionary or the trained L2I interpreter is missing."""
-    if not os.path.isfile(hparams["nmf_dictionary"]):
-        raise FileNotFoundError(
-            f"l2i needs nmf_dictionary={hparams['nmf_dictionary']!r}, which does not exist; "
-            "run train_nmf.py and train_l2i.py with the same --output_folder first."
-        )
-    if hparams["l2i_checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None:
-        raise FileNotFoundError(
-            f"l2i needs a trained L2I interpreter in {hparams['l2i_folder']}/save; "
-            "run train_l2i.py with the same --output_folder first."
-        )
 
 
 def write_metrics(stats, folder, condition):

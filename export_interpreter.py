@@ -7,8 +7,8 @@
 It takes the flags ``eval.py`` takes (``--width``, ``--n_classes``, the
 classifier paths, ...). The folder (``export_folder``, by default
 ``<output_folder>/export``) has the layout of a SpeechBrain model card:
-``hyperparams.yaml`` (``hparams/lmac_interpreter.yaml`` with the run's
-settings), ``embedding_model.ckpt`` and ``classifier.ckpt`` (the classifier),
+``hyperparams.yaml`` (``hparams/lmac_interpreter.yaml`` resolved with the
+run's settings), ``embedding_model.ckpt`` and ``classifier.ckpt`` (the classifier),
 ``psi.ckpt`` (the run's best decoder, or ``--pretrained_interpreter``) and
 ``label_encoder.ckpt`` (the run's class names). Then, from Python::
 
@@ -19,11 +19,11 @@ settings), ``embedding_model.ckpt`` and ``classifier.ckpt`` (the classifier),
 
 import logging
 import os
-import re
 import shutil
 import sys
 
 import torch
+from hyperpyyaml import resolve_references
 
 from esc50_prepare import LABEL_ENCODER_FILE
 from recipe_setup import check_lmac_decoder, load_classifier, load_lmac_decoder, start_recipe
@@ -35,24 +35,30 @@ INTERPRETER_HPARAMS = os.path.join(HERE, "hparams", "lmac_interpreter.yaml")
 # The settings of the run that the exported hyperparams.yaml carries.
 RUN_SETTINGS = ("sample_rate", "signal_length_s", "n_fft", "hop_length", "win_length", "n_mels", "width", "n_classes", "batch_size")
 EXPORTED_WEIGHTS = {"embedding_model": "embedding_model", "classifier": "classifier", "psi": "psi_model"}
+EXPORT_HEADER = (
+    "# An exported L-MAC interpreter: LMACInterpreter.from_hparams(source=<this folder>, savedir=...).\n"
+    "# hparams/lmac_interpreter.yaml of the recipe, resolved with the run's settings.\n"
+)
 
 
 def inference_hparams_text(hparams):
-    """``hparams/lmac_interpreter.yaml`` with each of ``RUN_SETTINGS`` set to its value in ``hparams``.
+    """``hparams/lmac_interpreter.yaml`` resolved with each of ``RUN_SETTINGS`` set to its value in ``hparams``.
+
+    Resolved as SpeechBrain saves an experiment's ``hyperparams.yaml``: the
+    shared block it includes is written out, so the text stands alone. Its
+    whole-line comments are left out (resolving moves them out of place).
 
     Example
     -------
     >>> text = inference_hparams_text({key: 7 for key in RUN_SETTINGS} | {"width": 0.0625})
-    >>> "width: 0.0625" in text and "n_classes: 7" in text
+    >>> "width: 0.0625" in text and "n_classes: 7" in text and "!include" not in text
     True
     """
+    settings = {key: hparams[key] for key in RUN_SETTINGS}
     with open(INTERPRETER_HPARAMS, encoding="utf-8") as file:
-        text = file.read()
-    for key in RUN_SETTINGS:
-        text, count = re.subn(rf"^{key}: .*$", f"{key}: {hparams[key]}", text, flags=re.MULTILINE)
-        if count != 1:
-            raise ValueError(f"{INTERPRETER_HPARAMS} must set {key} once at the top level; it does {count} times.")
-    return text
+        resolved = resolve_references(file, settings, overrides_must_match=True).getvalue()
+    lines = [line for line in resolved.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return EXPORT_HEADER + "\n".join(lines) + "\n"
 
 
 def check_exportable(hparams):

@@ -36,7 +36,7 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Noi
 
 from cnn14_family import decode_any_length, fit_feature_maps
 from interpreter_brain import BEST_CHECKPOINT_KEY, set_weight_layout
-from recipe_setup import l2i_modules
+from recipe_setup import load_l2i_run
 
 
 class MaskMethod(abc.ABC):
@@ -358,13 +358,14 @@ class L2IMask(MaskMethod):
 
     @classmethod
     def from_hparams(cls, hparams, modules):
-        """The NMF dictionary and the best checkpoint of the run's L2I, in eval mode (they follow the input's device)."""
-        loaded = l2i_modules(hparams)
-        hparams["l2i_checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
+        """The NMF dictionary and best checkpoint of the L2I run in ``l2i_folder``, in eval mode (they follow
+        the input's device)."""
+        l2i = load_l2i_run(hparams["l2i_folder"], hparams)
+        l2i["checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)
         psi, theta, decoder = (
-            set_weight_layout(loaded[name].eval(), forward_only=True) for name in ("psi", "theta", "nmf_decoder")
+            set_weight_layout(l2i[name].eval(), forward_only=True) for name in ("psi", "theta", "nmf_decoder")
         )
-        return cls(psi, theta, decoder, hparams["l2i_relevance_th"])
+        return cls(psi, theta, decoder, l2i["relevance_th"])
 
     def mask(self, features, logits, feature_maps):
         for module in (self.psi, self.theta, self.nmf_decoder):

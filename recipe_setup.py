@@ -3,19 +3,22 @@
 ``start_recipe`` is the shared start of the recipes' ``main`` functions
 (SpeechBrain's command line, DDP set-up, the YAML with its overrides); the
 rest checks settings and data before any work and loads the classifier, an
-L-MAC decoder or L2I's modules. Library code: no training script imported.
+L-MAC decoder, an NMF dictionary or a trained L2I run. Library code: no training script imported.
 """
 
+import contextlib
 import logging
 import os
+import random
 
+import numpy as np
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from esc50_prepare import validate_fold_lists
-from interpreter_brain import BEST_CHECKPOINT_KEY, FEATURE_MODULES
+from interpreter_brain import BEST_CHECKPOINT_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def validate_data_hparams(hparams):
     Raises
     ------
     ValueError
-        WHAM! noise without ``wham_folder``, an unknown ``overlap_type``, bad fold lists.
+        WHAM! noise without ``wham_folder``, bad fold lists.
     FileNotFoundError
         A local classifier weight file that does not exist (with ``use_pretrained``).
     """
@@ -71,11 +74,15 @@ def validate_data_hparams(hparams):
                 )
     if hparams["add_wham_noise"] and not hparams["wham_folder"]:
         raise ValueError("add_wham_noise=True needs --wham_folder (a folder holding tr/*.wav).")
+    validate_fold_lists(**{key: hparams[key] for key in ("train_fold_nums", "valid_fold_nums", "test_fold_nums")})
+
+
+def check_overlap_type(hparams):
+    """Raises for an ``overlap_type`` (``eval.py``'s contamination of the test clips) that is not one of ``OVERLAP_TYPES``."""
     if hparams["overlap_type"] is not None and hparams["overlap_type"] not in OVERLAP_TYPES:
         raise ValueError(
             f"overlap_type={hparams['overlap_type']!r}; accepted values are {OVERLAP_TYPES} (or null for none)."
         )
-    validate_fold_lists(**{key: hparams[key] for key in ("train_fold_nums", "valid_fold_nums", "test_fold_nums")})
 
 
 def _looks_local(path):
@@ -177,13 +184,21 @@ def take_test_only_flag(argv):
     return remaining, value
 
 
-def l2i_modules(hparams):
-    """The modules of an L2I brain, with the NMF dictionary loaded from ``nmf_dictionary`` and frozen."""
+def load_nmf_dictionary(hparams):
+    """Loads the NMF dictionary of ``train_nmf.py`` (``nmf_dictionary``) into ``nmf_decoder`` and freezes it.
+
+    Raises
+    ------
+    FileNotFoundError
+        No dictionary at ``nmf_dictionary``.
+    ValueError
+        A dictionary of another size than ``nmf_components``.
+    """
     path = hparams["nmf_dictionary"]
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"nmf_dictionary={path!r} does not exist; run `python train_nmf.py <hparams> ...` with the same "
-            "--output_folder first, or pass --nmf_dictionary."
+            f"nmf_dictionary={path!r} does not exist; run `python train_nmf.py hparams/l2i_cnn14.yaml ...` with the "
+            "same --output_folder first, or pass --nmf_dictionary."
         )
     state = torch.load(path, map_location="cpu")
     components = state["W"].shape[1]
@@ -192,16 +207,55 @@ def l2i_modules(hparams):
             f"nmf_dictionary={path!r} has {components} components, but nmf_components={hparams['nmf_components']}; "
             f"pass --nmf_components {components}."
         )
-    decoder = hparams["nmf_decoder"]
-    decoder.load_state_dict(state)
-    decoder.requires_grad_(False)
-    return {
-        "psi": hparams["l2i_psi"],
-        "theta": hparams["l2i_theta"],
-        "nmf_decoder": decoder,
-        **{name: hparams["modules"][name] for name in FEATURE_MODULES},
-        "classifier": hparams["modules"]["classifier"],
-    }
+    hparams["nmf_decoder"].load_state_dict(state)
+    hparams["nmf_decoder"].requires_grad_(False)
+
+
+def load_l2i_run(folder, hparams):
+    """The configuration of the ``train_l2i.py`` run in ``folder``, to compare with the run of ``hparams``.
+
+    It is the ``hyperparams.yaml`` that SpeechBrain saved there, loaded with
+    the global random state left as it was (loading it seeds and initialises
+    models), and with the NMF dictionary loaded.
+
+    Raises
+    ------
+    FileNotFoundError
+        No L2I run, or no trained checkpoint, in ``folder``.
+    ValueError
+        The L2I run interprets a classifier of another width or class count.
+    """
+    path = os.path.join(folder, "hyperparams.yaml")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"l2i_folder={folder!r} holds no L2I run ({path} does not exist); run `python train_nmf.py "
+            "hparams/l2i_cnn14.yaml` and `python train_l2i.py hparams/l2i_cnn14.yaml` with --output_folder "
+            f"{folder} and the same classifier first, or pass --l2i_folder."
+        )
+    with keep_random_state(), open(path, encoding="utf-8") as file:
+        l2i = load_hyperpyyaml(file)
+    for key in ("width", "n_classes"):
+        if l2i[key] != hparams[key]:
+            raise ValueError(
+                f"The L2I run in {folder!r} has {key}={l2i[key]}, but this run has {key}={hparams[key]}; "
+                "pass the --l2i_folder of an L2I run on the same classifier."
+            )
+    if l2i["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None:
+        raise FileNotFoundError(f"l2i_folder={folder!r} holds no trained L2I checkpoint; run train_l2i.py to the end first.")
+    load_nmf_dictionary(l2i)
+    return l2i
+
+
+@contextlib.contextmanager
+def keep_random_state():
+    """Restores the random states of Python, NumPy and PyTorch (CPU and CUDA) on exit."""
+    states = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng():
+        try:
+            yield
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
 
 
 def check_lmac_decoder(hparams, purpose):

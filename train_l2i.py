@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Trains an L2I (Listen to Interpret) interpreter: the NMF-based baseline L-MAC is compared with.
 
-    python train_nmf.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50
-    python train_l2i.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50
+    python train_nmf.py hparams/l2i_cnn14.yaml --data_folder /data/ESC50
+    python train_l2i.py hparams/l2i_cnn14.yaml --data_folder /data/ESC50
 
 L2I (Parekh et al., NeurIPS 2022) explains a classifier with a dictionary
 ``W`` ``[freq, K]`` of NMF spectral components (``train_nmf.py``, frozen
@@ -11,23 +11,22 @@ classifier's feature maps to activations ``H`` ``[K, frames]`` and a linear
 classifier ``theta`` (``L2I.Theta``, attention pooling over time then a
 linear layer) must reproduce the classifier's decision from ``H``:
 
-    loss = CE(theta(H), c) + l2i_rec_w * mean((W H - L)^2) + l2i_l1_w * mean(H)
+    loss = CE(theta(H), c) + rec_w * mean((W H - L)^2) + l1_w * mean(H)
 
 with ``L = log1p|STFT|`` and ``c`` the classifier's decision. The
 interpretation of ``c`` keeps the components whose relevance
 ``r_k = theta_ck * pool(H)_k`` is positive and at least
-``l2i_relevance_th`` times the largest: ``X_rel = sum_k W_k H_k`` over them.
+``relevance_th`` times the largest: ``X_rel = sum_k W_k H_k`` over them.
 As a mask over the STFT (for the metrics and the listenable output, as for
 L-MAC) it is the share of the whole reconstruction ``X_all = W H`` that they
 explain: ``M = X_rel / X_all``.
 
-The run lives under ``l2i_folder`` (``<output_folder>/l2i``) of the same
-configuration as L-MAC, so ``eval.py --compare ...,l2i`` finds it.
+Its run folder is what ``eval.py hparams/lmac_cnn14.yaml --compare ...,l2i``
+reads as ``--l2i_folder``, with the same classifier.
 """
 
 import dataclasses
 import logging
-import os
 import sys
 
 import speechbrain as sb
@@ -44,7 +43,7 @@ from interpreter_brain import (
     set_weight_layout,
 )
 from mask_methods import L2IMask, fit_time, nmf_activations
-from recipe_setup import check_class_count, l2i_modules, load_classifier, start_recipe, validate_data_hparams
+from recipe_setup import check_class_count, load_classifier, load_nmf_dictionary, start_recipe, validate_data_hparams
 from wham_prepare import make_noise_stream
 
 logger = logging.getLogger(__name__)
@@ -94,7 +93,7 @@ class L2I(InterpreterBrain):
     def own_mask_method(self):
         """The ``L2IMask`` of the brain's current modules (unwrapped from DDP)."""
         psi, theta, decoder = (_unwrapped(getattr(self.modules, name)) for name in ("psi", "theta", "nmf_decoder"))
-        return L2IMask(psi, theta, decoder, self.hparams.l2i_relevance_th)
+        return L2IMask(psi, theta, decoder, self.hparams.relevance_th)
 
     def compute_objectives(self, output, batch, stage):
         """L2I's loss; in VALID and TEST also the interpretation metrics of its masks."""
@@ -102,47 +101,28 @@ class L2I(InterpreterBrain):
         fidelity = F.nll_loss(torch.log(output.theta_probabilities.clamp_min(1e-8)), decision)
         reconstruction = self.modules.nmf_decoder(output.activations).transpose(1, 2)  # [batch, frames, freq]
         rec = (reconstruction - output.features.log_mag[:, : reconstruction.shape[1]]).pow(2).mean()
-        loss = fidelity + self.hparams.l2i_rec_w * rec + self.hparams.l2i_l1_w * output.activations.mean()
+        loss = fidelity + self.hparams.rec_w * rec + self.hparams.l1_w * output.activations.mean()
         if stage != sb.Stage.TRAIN:
             self.record_stage_outputs(output.masked, batch, stage, {})
         return loss
-
-
-def l2i_hparams(hparams):
-    """The configuration with L2I's epoch counter, annealing, logger and output folders in L-MAC's places."""
-    return {
-        **hparams,
-        "epoch_counter": hparams["l2i_epoch_counter"],
-        "lr_annealing": hparams["l2i_lr_annealing"],
-        "train_logger": hparams["l2i_train_logger"],
-        "interpretations_folder": os.path.join(hparams["l2i_folder"], "interpretations"),
-    }
-
-
-def make_l2i_brain(hparams, run_opts, noise_stream=None):
-    """An ``L2I`` brain over the configuration's L2I modules and checkpointer."""
-    return L2I(
-        modules=l2i_modules(hparams),
-        opt_class=hparams["l2i_opt_class"],
-        hparams=l2i_hparams(hparams),
-        run_opts=run_opts,
-        checkpointer=hparams["l2i_checkpointer"],
-        noise_stream=noise_stream,
-    )
 
 
 def main(argv):
     """Trains L2I and tests its best checkpoint; returns the brain (``last_stage_stats`` of TEST)."""
     hparams_file, hparams, run_opts, overrides = start_recipe(argv)
     validate_data_hparams(hparams)
+    load_nmf_dictionary(hparams)
     noise_stream = make_noise_stream(hparams)
     sb.create_experiment_directory(
-        experiment_directory=hparams["l2i_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
     datasets, label_encoder = prepare_datasets(hparams)
     check_class_count(hparams, label_encoder)
     load_classifier(hparams)
-    brain = make_l2i_brain(hparams, run_opts, noise_stream)
+    brain = L2I(
+        modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
+        checkpointer=hparams["checkpointer"], noise_stream=noise_stream,
+    )  # fmt: skip
     brain.fit(
         brain.hparams.epoch_counter,
         train_set=datasets["train"],

@@ -37,6 +37,7 @@ from interpreter_brain import (
 from mask_methods import LMACMask
 from recipe_setup import (
     check_class_count,
+    check_overlap_type,
     load_classifier,
     load_interpreter,
     start_recipe,
@@ -257,7 +258,8 @@ def validate_hparams(hparams):
     ------
     ValueError
         An unknown ``crosscortype`` or ``guidelosstype``, fine-tuning without
-        ``pretrained_interpreter``, or what ``recipe_setup.validate_data_hparams`` refuses.
+        ``pretrained_interpreter``, an unknown ``overlap_type``, or what
+        ``recipe_setup.validate_data_hparams`` refuses.
     FileNotFoundError
         A checkpoint path that does not exist, or ``test_only`` with nothing to test.
     """
@@ -273,6 +275,7 @@ def validate_hparams(hparams):
     if path and not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained_interpreter={path!r} does not exist; give the path of a psi_model.ckpt file.")
     validate_data_hparams(hparams)
+    check_overlap_type(hparams)
     no_checkpoint = hparams["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None
     if hparams["test_only"] and no_checkpoint and not hparams["pretrained_interpreter"]:
         raise FileNotFoundError(

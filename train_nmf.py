@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Learns the NMF dictionary of the L2I baseline on the training clips.
 
-    python train_nmf.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 [--nmf_components 100]
+    python train_nmf.py hparams/l2i_cnn14.yaml --data_folder /data/ESC50 [--nmf_components 100]
 
 The ``log1p`` magnitude spectrograms of the training folds (clean, the
 spectrogram L-MAC masks) are cut into frames, at most ``nmf_max_frames`` of

@@ -4,12 +4,15 @@ import json
 import math
 import os
 
+import random
+
 import pytest
 import torch
 from speechbrain.lobes.models.L2I import NMFDecoderAudio, Theta
 
 import eval as lmac_eval
 import mask_methods
+import recipe_setup
 import train_l2i
 import train_lmac
 import train_nmf
@@ -19,23 +22,25 @@ from features import spectral_features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
+L2I_HPARAMS = os.path.join(REPO, "hparams", "l2i_cnn14.yaml")
 COMPONENTS = 12
 
 
 @pytest.fixture(scope="module")
 def run(tiny_data, tmp_path_factory):
-    """One tiny run folder holding L-MAC (1 epoch), an NMF dictionary and L2I (2 epochs)."""
+    """An L-MAC run (1 epoch) and, in its own folder, an NMF dictionary and L2I (2 epochs) on the same classifier."""
     root = tmp_path_factory.mktemp("l2i")
     data = tiny_data
-    flags = [*tiny_run_flags(data["esc50_folder"], root / "run"), "--nmf_components", str(COMPONENTS), "--device", "cpu"]
+    l2i_flags = [*tiny_run_flags(data["esc50_folder"], root / "l2i"), "--nmf_components", str(COMPONENTS), "--device", "cpu"]
+    flags = [*tiny_run_flags(data["esc50_folder"], root / "run"), "--l2i_folder", str(root / "l2i"), "--device", "cpu"]
     train_lmac.main([HPARAMS, *flags, "--number_of_epochs", "1"])
-    report = train_nmf.main([HPARAMS, *flags, "--nmf_iterations", "100"])
-    brain = train_l2i.main([HPARAMS, *flags, "--l2i_epochs", "2"])
-    return {"root": root, "data": data, "flags": flags, "report": report, "l2i": brain}
+    report = train_nmf.main([L2I_HPARAMS, *l2i_flags, "--nmf_iterations", "100"])
+    brain = train_l2i.main([L2I_HPARAMS, *l2i_flags, "--number_of_epochs", "2"])
+    return {"root": root, "data": data, "flags": flags, "l2i_flags": l2i_flags, "report": report, "l2i": brain}
 
 
 def test_dictionary_is_non_negative_and_reconstructs_training_spectrograms(run):
-    dictionary = torch.load(run["root"] / "run" / "nmf" / "nmf_decoder.ckpt")["W"]
+    dictionary = torch.load(run["root"] / "l2i" / "nmf" / "nmf_decoder.ckpt")["W"]
     assert dictionary.shape == (513, COMPONENTS)
     assert dictionary.min() >= 0
     # Reconstruct one training clip independently: non-negative least squares by projected gradient.
@@ -81,8 +86,8 @@ def test_l2i_training_wrote_checkpoints_and_finite_scores(run):
     stats = run["l2i"].last_stage_stats
     assert all(math.isfinite(value) for value in stats.values())
     assert 0 <= stats["SPS"] < 1
-    assert os.path.isfile(run["root"] / "run" / "l2i" / "train_log.txt")
-    checkpoints = os.listdir(run["root"] / "run" / "l2i" / "save")
+    assert os.path.isfile(run["root"] / "l2i" / "train_log.txt")
+    checkpoints = os.listdir(run["root"] / "l2i" / "save")
     assert any(name.startswith("CKPT") for name in checkpoints)
 
 
@@ -94,7 +99,7 @@ def test_l2i_mask_is_the_share_of_the_reconstruction_the_relevant_components_exp
     # The relevance written out: theta's weight of class 0 times the attention-pooled activation.
     pooling = mask_method.theta.hard_att.weight[0, : activations.shape[2]]  # the frames past 20 are zero-padded
     relevance = mask_method.theta.classifier[0].weight[0] * (activations[0] * pooling).sum(dim=1)
-    chosen = (relevance > 0) & (relevance >= hparams.l2i_relevance_th * relevance.max())
+    chosen = (relevance > 0) & (relevance >= hparams.relevance_th * relevance.max())
     dictionary = mask_method.nmf_decoder.return_W()
     relevant = (dictionary[:, chosen] @ activations[0, chosen]).T  # [frames, freq]
     full = (dictionary @ activations[0]).T
@@ -154,19 +159,39 @@ def test_compare_all_is_every_method():
     [
         (["--int_method", "lime"], ValueError, "int_method='lime': unknown method"),
         (["--compare", "lmac,shap"], ValueError, "compare='lmac,shap': unknown method"),
-        (["--compare", "l2i", "--nmf_dictionary", "/nowhere/nmf.ckpt"], FileNotFoundError, "run train_nmf.py"),
+        (["--compare", "l2i", "--l2i_folder", "/nowhere/l2i"], FileNotFoundError, r"l2i_folder='/nowhere/l2i' holds no L2I run .* run `python train_nmf.py hparams/l2i_cnn14.yaml`"),
+        (["--compare", "l2i", "--width", "0.0625"], ValueError, r"has width=0.03125, but this run has width=0.0625; pass the --l2i_folder of an L2I run on the same classifier"),
     ],
 )
 def test_bad_methods_are_refused_before_work(run, override, error, message):
     with pytest.raises(error, match=message):
-        lmac_eval.main([HPARAMS, *run["flags"], *override])
+        lmac_eval.main([HPARAMS, *with_flags(run["flags"], override)])
+
+
+def with_flags(flags, override):
+    """``flags`` with the ``--key value`` pairs of ``override`` replacing or following theirs."""
+    merged = dict(zip(flags[::2], flags[1::2])) | dict(zip(override[::2], override[1::2]))
+    return [item for pair in merged.items() for item in pair]
+
+
+def test_the_l2i_run_loads_with_its_dictionary_and_leaves_the_random_state_alone(run):
+    random.seed(5)
+    torch.manual_seed(5)
+    expected = random.random(), torch.rand(3)
+    random.seed(5)
+    torch.manual_seed(5)
+    l2i = recipe_setup.load_l2i_run(str(run["root"] / "l2i"), {"width": 0.03125, "n_classes": 2})
+    assert (random.random(), torch.rand(3)) == (expected[0], pytest.approx(expected[1]))
+    saved = torch.load(run["root"] / "l2i" / "nmf" / "nmf_decoder.ckpt")["W"]
+    assert l2i["nmf_components"] == COMPONENTS and torch.equal(l2i["nmf_decoder"].W, saved)
+    assert not l2i["nmf_decoder"].W.requires_grad
 
 
 def test_l2i_refuses_a_dictionary_of_another_size(run):
     with pytest.raises(ValueError, match=f"pass --nmf_components {COMPONENTS}"):
-        flags = list(run["flags"])
+        flags = list(run["l2i_flags"])
         flags[flags.index("--nmf_components") + 1] = "5"
-        train_l2i.main([HPARAMS, *flags, "--l2i_epochs", "1"])
+        train_l2i.main([L2I_HPARAMS, *flags, "--number_of_epochs", "1"])
 
 
 def test_l2i_mask_keeps_the_band_of_the_component_that_drives_the_decision():

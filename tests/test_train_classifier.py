@@ -83,15 +83,30 @@ def test_a_class_count_other_than_the_datas_is_an_error_as_in_every_recipe(synth
         ])  # fmt: skip
 
 
-def test_classifier_and_interpreter_use_the_same_features(tmp_path):
-    def load(name):
-        with open(os.path.join(REPO, "hparams", name), encoding="utf-8") as file:
-            return load_hyperpyyaml(file, {"output_folder": str(tmp_path / name)})
+RECIPES = ("cnn14_classifier.yaml", "lmac_cnn14.yaml", "l2i_cnn14.yaml")
 
-    classifier, interpreter = load("cnn14_classifier.yaml"), load("lmac_cnn14.yaml")
-    for key in ("sample_rate", "signal_length_s", "n_fft", "hop_length", "win_length", "n_mels", "width"):
-        assert classifier[key] == interpreter[key], key
+
+def load_recipe(name, overrides):
+    with open(os.path.join(REPO, "hparams", name), encoding="utf-8") as file:
+        return load_hyperpyyaml(file, overrides)
+
+
+def test_classifier_and_interpreters_use_the_same_features(tmp_path):
+    classifier, *interpreters = (load_recipe(name, {"output_folder": str(tmp_path / name)}) for name in RECIPES)
     waveform = torch.randn(1, 16000)
-    assert torch.equal(classifier["compute_stft"](waveform), interpreter["compute_stft"](waveform))
     magnitude = torch.rand(1, 87, 513)
-    assert torch.equal(classifier["compute_fbank"](magnitude), interpreter["compute_fbank"](magnitude))
+    for interpreter in interpreters:
+        for key in ("sample_rate", "signal_length_s", "n_fft", "hop_length", "win_length", "n_mels", "width", "n_classes"):
+            assert classifier[key] == interpreter[key], key
+        assert torch.equal(classifier["compute_stft"](waveform), interpreter["compute_stft"](waveform))
+        assert torch.equal(classifier["compute_fbank"](magnitude), interpreter["compute_fbank"](magnitude))
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_a_feature_or_width_flag_reaches_the_shared_block(tmp_path, name):
+    hparams = load_recipe(name, {"output_folder": str(tmp_path), "n_mels": 64, "n_fft": 512, "width": 0.0625, "n_classes": 3})
+    assert hparams["compute_fbank"].fbank_matrix.shape == (257, 64)
+    assert hparams["compute_stft"].n_fft == 512
+    assert hparams["embedding_model"].norm0.num_features == 64  # CNN14 normalises each mel band
+    assert hparams["classifier"].w.weight.shape == (3, 128)  # 2048 / 16 channels
+    assert hparams["modules"]["compute_fbank"] is hparams["compute_fbank"]
