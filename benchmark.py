@@ -20,6 +20,13 @@ It prints a table and writes JSON::
 On a GPU it also reports clips per second, the peak GPU memory and the
 host-device synchronisations of one train and one eval step (PyTorch's CUDA
 sync debug mode); the floor's passes run under the same autocast as the steps.
+
+``--long_file_minutes M`` measures instead the interpretation of one long
+recording (a 44.1 kHz stereo FLAC of M minutes that it writes), as
+``eval.py --interpret_folder`` runs it: seconds, and the peak memory of the
+process, which streaming bounds by a piece of the file, not the file::
+
+    python benchmark.py --config demo --long_file_minutes 120
 """
 
 import argparse
@@ -33,6 +40,7 @@ import tempfile
 import time
 import warnings
 
+import numpy as np
 import soundfile as sf
 import speechbrain as sb
 import torch
@@ -278,6 +286,42 @@ def run(config, iterations, batch_size, num_workers, data_folder, clips_per_clas
     }
 
 
+def write_long_recording(path, minutes, rate=44100, block_s=60):
+    """Writes a stereo FLAC of ``minutes``: a tone gliding between 200 Hz and 4 kHz over noise, a minute at a time."""
+    generator = np.random.default_rng(0)
+    with sf.SoundFile(path, "w", rate, 2, subtype="PCM_16") as file:
+        for block in range(int(np.ceil(minutes * 60 / block_s))):
+            seconds = min(block_s, minutes * 60 - block * block_s)
+            times = block * block_s + np.arange(int(seconds * rate)) / rate
+            frequency = 200 * 20 ** (0.5 + 0.5 * np.sin(2 * np.pi * times / 47))
+            tone = 0.3 * np.sin(2 * np.pi * np.cumsum(frequency) / rate)
+            file.write(np.stack([tone, tone], axis=1) + 0.02 * generator.standard_normal((times.shape[0], 2)))
+
+
+def long_file_measures(config, minutes, device, scratch):
+    """Interprets a long recording with outputs, as ``eval.py --interpret_folder`` does; returns the measures."""
+    path = os.path.join(scratch, f"recording_{minutes}min.flac")
+    write_long_recording(path, minutes)
+    overrides = {"output_folder": scratch, "use_pretrained": False, "width": CONFIGS[config]["width"], "n_classes": 10}
+    with open(os.path.join(HERE, "hparams", "lmac_cnn14.yaml"), encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, overrides)
+    interpreter = LMACInterpreter(modules=hparams["modules"], hparams=hparams, run_opts={"device": device})
+    set_weight_layout(interpreter.mods, forward_only=True)
+    before = peak_memory_mb()
+    seconds, result = timed(lambda: interpreter.interpret_file(path, savedir=os.path.join(scratch, "out"), keep_tensors=False))
+    return {
+        "config": config,
+        "device": device,
+        "recording_minutes": minutes,
+        "interpret_s": seconds,
+        "real_time_factor": seconds / (minutes * 60),
+        "windows": len(result.timeline),
+        "peak_memory_mb_before": before,
+        "peak_memory_mb": peak_memory_mb(),
+        "interpretation_mb": os.path.getsize(result.outputs["interpretation"]) / 2**20,
+    }
+
+
 def table(results):
     """The results as a two-column markdown table."""
     rows = [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |" for key, value in results.items()]
@@ -308,16 +352,23 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast dtype of train and eval steps")
     parser.add_argument("--output", default=None, help="JSON file (default results/bench/<config>[_<device>_<precision>].json)")
+    parser.add_argument("--long_file_minutes", type=float, default=None, help="measure one long recording instead")
     args = parser.parse_args(argv)
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA GPU is visible to PyTorch here; use --device cpu.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     data_folder = args.data_folder or os.path.join("data", f"bench_{args.clips_per_class}")
-    results = run(
-        args.config, args.iterations, args.batch_size, args.num_workers, data_folder, args.clips_per_class,
-        args.device, args.precision,
-    )  # fmt: skip
-    output = args.output or default_output(args.config, args.device, args.precision)
+    if args.long_file_minutes is not None:
+        with tempfile.TemporaryDirectory() as scratch:
+            results = long_file_measures(args.config, args.long_file_minutes, args.device, scratch)
+        default = os.path.join("results", "bench", f"{args.config}_long_file_{args.long_file_minutes:g}min.json")
+    else:
+        results = run(
+            args.config, args.iterations, args.batch_size, args.num_workers, data_folder, args.clips_per_class,
+            args.device, args.precision,
+        )  # fmt: skip
+        default = default_output(args.config, args.device, args.precision)
+    output = args.output or default
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2)

@@ -362,20 +362,16 @@ def interpret_files(hparams, run_opts, paths, method="lmac"):
     rows, failed = [], []
     for path in paths:
         try:
-            result, waveform, log_mag = interpreter.analyse_file(path)
-            name, record = interpreter.write_outputs(path, waveform, log_mag, result, folder)
+            result = interpreter.interpret_file(path, savedir=folder, keep_tensors=False)
         except (RuntimeError, OSError, ValueError) as error:
             logger.error("Could not interpret %s: %s", path, error)
             failed.append(path)
             continue
-        best = record["top5"][0]
         rows.append(
             {
                 "name": os.path.basename(path),
-                "input": f"{name}_input.wav",
-                "interpretation": f"{name}_interpretation.wav",
-                "image": f"{name}_spectrogram.png",
-                "prediction": f"{best['class']} ({best['probability']:.2f})",
+                **{kind: os.path.basename(result.outputs[kind]) for kind in ("input", "interpretation", "image")},
+                "prediction": f"{result.labels[0]} ({result.probabilities.max().item():.2f})",
                 "timeline": result.timeline,
             }
         )

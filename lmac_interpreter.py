@@ -20,11 +20,19 @@ import soundfile as sf
 import torch
 from speechbrain.inference.interfaces import Pretrained
 
-from esc50_prepare import peak_normalize, read_audio_mono
+from tqdm import tqdm
+
+from audio_stream import ResampledAudio
+from esc50_prepare import peak_normalize
 from features import spectral_features
 from interpreter_brain import inverted_interpretation, save_spectrogram_figure
 from mask_methods import LMACMask
-from wham_prepare import fit_length
+
+
+# Analysis-window hops interpreted at a time in a file (80 s of 5 s windows): what bounds the memory.
+PIECE_WINDOWS = 32
+# Frames of the longest picture drawn at full resolution; longer files are averaged down to it.
+MAX_PICTURE_FRAMES = 1024
 
 
 def class_names_from_encoder(encoder, n_classes):
@@ -54,7 +62,9 @@ class Interpretation:
     ``probabilities``: the classifier's, ``[batch, n_classes]``;
     ``labels``: the predicted class names, one per example; for a file,
     ``timeline``: per analysis window its ``start_s``, ``end_s``, top ``class``
-    and its ``probability`` (None for a batch).
+    and its ``probability`` (None for a batch); ``outputs``: the files
+    written for a file, by kind (``input``, ``interpretation``, ``image``,
+    ``record``, ``timeline_csv``, ``timeline_json``), or None.
     """
 
     interpretation: torch.Tensor
@@ -62,23 +72,24 @@ class Interpretation:
     probabilities: torch.Tensor
     labels: list
     timeline: list = None
+    outputs: dict = None
 
 
-def analysis_windows(waveform, window, hop):
-    """Splits ``waveform`` ``[samples]`` into windows of ``window`` samples every ``hop`` samples.
+@dataclasses.dataclass
+class FilePiece:
+    """One piece of a file's interpretation, in order (``LMACInterpreter.file_pieces``).
 
-    The waveform is zero-padded at the end so that the windows cover it.
-
-    Returns
-    -------
-    windows : torch.Tensor
-        ``[count, window]``.
-    padded_length : int
+    ``waveform`` and ``interpretation``: ``[samples]`` of the piece (the
+    peak-normalised input and its interpretation); ``log_mag`` and ``mask``:
+    ``[frames, freq]`` of its frames; ``window_probabilities``:
+    ``[windows, n_classes]`` of the analysis windows that start in it.
     """
-    count = 1 + max(0, -(-(waveform.shape[0] - window) // hop))
-    padded_length = window + (count - 1) * hop
-    padded = fit_length(waveform, padded_length)
-    return padded.unfold(0, window, hop), padded_length
+
+    waveform: torch.Tensor
+    interpretation: torch.Tensor
+    log_mag: torch.Tensor
+    mask: torch.Tensor
+    window_probabilities: torch.Tensor
 
 
 def stitch_masks(masks, hop_frames, num_frames):
@@ -137,6 +148,7 @@ class LMACInterpreter(Pretrained):
         self.window = int(round(self.hparams.signal_length_s * self.hparams.sample_rate))
         self.hop_frames = self.window // 2 // self.stft_hop
         self.used_names = set()
+        self.piece_windows = PIECE_WINDOWS
 
     def _encoder_class_names(self):
         return class_names_from_encoder(getattr(self.hparams, "label_encoder", None), self.hparams.n_classes)
@@ -185,59 +197,107 @@ class LMACInterpreter(Pretrained):
         """The names of the most probable classes of ``probabilities`` ``[batch, n_classes]``."""
         return [self.class_names[index] for index in probabilities.argmax(dim=1).tolist()]
 
-    def interpret_file(self, path, savedir=None):
-        """Interprets one file; with ``savedir``, writes what ``eval.py`` writes for it there.
+    def interpret_file(self, path, savedir=None, keep_tensors=True):
+        """Interprets one file piece by piece; with ``savedir``, writes what ``eval.py`` writes for it there.
+
+        Arguments
+        ---------
+        path : str
+            Any file libsndfile reads, any rate, channels and length.
+        savedir : str or None
+        keep_tensors : bool
+            False for long recordings: the result then holds no
+            ``interpretation`` or ``mask`` (None; with ``savedir`` they are in
+            the files), and memory is bounded by a piece, not the file.
 
         Returns
         -------
         Interpretation
             A batch of one: the interpretation has the file's duration at
             ``sample_rate``, the mask its frames; the probabilities are
-            averaged over the windows.
+            averaged over the windows; with ``savedir``, ``outputs`` names the files.
 
         Raises
         ------
         ValueError
             The file cannot be read, or holds no samples; the message names it.
         """
-        result, waveform, log_mag = self.analyse_file(path)
-        if savedir is not None:
-            self.write_outputs(path, waveform, log_mag, result, savedir)
-        return result
-
-    def analyse_file(self, path):
-        """``interpret_file``'s work, writing nothing.
-
-        Returns
-        -------
-        result : Interpretation
-        waveform : torch.Tensor
-            The peak-normalised mono input at ``sample_rate``, ``[samples]``.
-        log_mag : torch.Tensor
-            Its ``log1p|STFT|``, ``[frames, freq]``.
-        """
-        try:
-            waveform = read_audio_mono(path, self.hparams.sample_rate)  # [samples]
-        except (RuntimeError, OSError) as error:  # soundfile's LibsndfileError is a RuntimeError
-            raise ValueError(f"Cannot read {path}: {error}") from error
-        if waveform.shape[0] == 0:
-            raise ValueError(f"{path} holds no audio samples.")
-        waveform = peak_normalize(waveform)
-        windows, padded_length = analysis_windows(waveform, self.window, self.hop_frames * self.stft_hop)
-        _, masks, probabilities = zip(*(self.analyse_batch(chunk) for chunk in windows.split(self.hparams.batch_size)))
-        padded = fit_length(waveform, padded_length)[None].to(self.device)
-        with torch.no_grad():
-            features = spectral_features(padded, self.mods.compute_stft, self.mods.compute_fbank)
-            mask = stitch_masks(torch.cat(masks), self.hop_frames, features.log_mag.shape[1])
-            interpretation = inverted_interpretation(mask[None], features, padded_length, self.mods.compute_istft)[0]
-        num_frames = waveform.shape[0] // self.stft_hop + 1  # frames of the unpadded file (centred STFT)
+        with ResampledAudio(path, self.hparams.sample_rate) as audio:
+            peak = audio.peak()
+            scale = 1.0 / peak if peak > torch.finfo(torch.float32).eps else 0.0  # as peak_normalize
+            outputs = FileOutputs(self, path, audio.num_samples, savedir) if savedir is not None else None
+            kept, probabilities = [], []
+            pieces = self.file_pieces(audio, scale)
+            for piece in tqdm(pieces, desc=os.path.basename(path), disable=self.piece_count(audio.num_samples) < 4):
+                probabilities.append(piece.window_probabilities)
+                if keep_tensors:
+                    kept.append((piece.interpretation, piece.mask))
+                if outputs is not None:
+                    outputs.add(piece)
         window_probabilities = torch.cat(probabilities)  # [windows, n_classes]
         probability = window_probabilities.mean(dim=0, keepdim=True)
+        interpretation, mask = (torch.cat(parts)[None] for parts in zip(*kept)) if keep_tensors else (None, None)
         result = Interpretation(
-            interpretation[None, : waveform.shape[0]], mask[None, :num_frames], probability, self.labels_of(probability),
-            self.timeline(window_probabilities, waveform.shape[0]),
-        )
-        return result, waveform, features.log_mag[0, :num_frames]
+            interpretation, mask, probability, self.labels_of(probability),
+            self.timeline(window_probabilities, audio.num_samples),
+        )  # fmt: skip
+        if outputs is not None:
+            result.outputs = outputs.finish(result)
+        return result
+
+    def piece_count(self, num_samples):
+        """How many pieces ``file_pieces`` cuts a file of ``num_samples`` into."""
+        return -(-(num_samples // self.stft_hop + 1) // (self.piece_windows * self.hop_frames))
+
+    def file_pieces(self, audio, scale):
+        """Interprets ``audio`` (``ResampledAudio``, times ``scale``) a piece of ``piece_windows`` window hops at a time.
+
+        The pieces join into what interpreting the whole file at once gives
+        (to float rounding): each piece masks the windows that reach its
+        frames or their ``margin`` (the frames its samples' inverse STFT
+        reads), cross-fades them as ``stitch_masks`` does, and inverts a span
+        wide enough that its own edges fall outside the piece.
+
+        Yields
+        ------
+        FilePiece
+            In order; together they cover the file's samples and frames once.
+        """
+        hop, hop_frames, window = self.stft_hop, self.hop_frames, self.window
+        window_hop, window_frames = hop_frames * hop, window // hop + 1
+        count = 1 + max(0, -(-(audio.num_samples - window) // window_hop))  # windows every window_hop cover the file
+        padded_length = window + (count - 1) * window_hop
+        total_frames = padded_length // hop + 1  # frames of the zero-padded file
+        num_frames = audio.num_samples // hop + 1
+        margin = -(-self.mods.compute_stft.n_fft // (2 * hop)) + 1
+        piece_frames = self.piece_windows * hop_frames
+        for first in range(0, num_frames, piece_frames):
+            last = min(first + piece_frames, num_frames)
+            need = max(0, first - margin), min(total_frames, last + margin)  # frames whose mask the piece reads
+            span = max(0, first - 2 * margin), min(total_frames, last + 2 * margin)  # frames whose STFT it takes
+            windows = range(max(0, -(-(need[0] - window_frames + 1) // hop_frames)), min(count, (need[1] - 1) // hop_frames + 1))
+            segment_stop = padded_length if span[1] == total_frames else (span[1] - 1) * hop
+            start = min(windows[0] * window_hop, span[0] * hop)
+            samples = audio.read(start, max(windows[-1] * window_hop + window, segment_stop)) * scale
+            clips = torch.stack([samples[index * window_hop - start :][:window] for index in windows])
+            _, masks, probabilities = zip(*(self.analyse_batch(chunk) for chunk in clips.split(self.hparams.batch_size)))
+            with torch.no_grad():
+                stitched = stitch_masks(torch.cat(masks), hop_frames, (len(windows) - 1) * hop_frames + window_frames)
+                offset = windows[0] * hop_frames
+                segment = samples[span[0] * hop - start : segment_stop - start][None].to(self.device)
+                features = spectral_features(segment, self.mods.compute_stft, self.mods.compute_fbank)
+                mask = torch.zeros_like(features.log_mag[0])  # [span frames, freq]
+                mask[need[0] - span[0] : need[1] - span[0]] = stitched[need[0] - offset : need[1] - offset]
+                interpretation = inverted_interpretation(mask[None], features, segment.shape[1], self.mods.compute_istft)[0]
+            samples_of_piece = slice(first * hop, min(last * hop, audio.num_samples))
+            owned = [position for position, index in enumerate(windows) if first <= index * hop_frames < last]
+            yield FilePiece(
+                waveform=samples[samples_of_piece.start - start : samples_of_piece.stop - start],
+                interpretation=interpretation[samples_of_piece.start - span[0] * hop : samples_of_piece.stop - span[0] * hop],
+                log_mag=features.log_mag[0, first - span[0] : last - span[0]],
+                mask=mask[first - span[0] : last - span[0]],
+                window_probabilities=torch.cat(probabilities)[owned],
+            )
 
     def timeline(self, window_probabilities, num_samples):
         """Per analysis window of a file of ``num_samples``: start and end (s), top class and its probability.
@@ -245,7 +305,7 @@ class LMACInterpreter(Pretrained):
         Arguments
         ---------
         window_probabilities : torch.Tensor
-            ``[windows, n_classes]``, in the order of ``analysis_windows``.
+            ``[windows, n_classes]``: windows of ``window`` samples every ``hop_frames`` STFT hops.
         num_samples : int
 
         Returns
@@ -273,29 +333,6 @@ class LMACInterpreter(Pretrained):
         self.used_names.add(name)
         return name
 
-    def write_outputs(self, path, waveform, log_mag, result, savedir):
-        """Writes the input copy, interpretation, picture and top-5 JSON of one file; returns its name and record."""
-        os.makedirs(savedir, exist_ok=True)
-        name = self.output_name(path)
-        prefix = os.path.join(savedir, name)
-        rate = self.hparams.sample_rate
-        sf.write(f"{prefix}_input.wav", waveform.cpu().numpy(), rate)
-        sf.write(f"{prefix}_interpretation.wav", result.interpretation[0].cpu().numpy(), rate)
-        save_spectrogram_figure(log_mag, result.mask[0], f"{prefix}_spectrogram.png", name, self.stft_hop, rate)
-        top = torch.topk(result.probabilities[0], k=min(5, result.probabilities.shape[1]))
-        record = {
-            "file": os.path.abspath(path),
-            "duration_s": waveform.shape[0] / rate,
-            "top5": [
-                {"class": self.class_names[index], "probability": float(probability)}
-                for probability, index in zip(top.values.tolist(), top.indices.tolist())
-            ],
-        }
-        with open(f"{prefix}.json", "w", encoding="utf-8") as file:
-            json.dump(record, file, indent=2)
-        write_timeline(result.timeline, prefix)
-        return name, record
-
 
 def write_timeline(timeline, prefix):
     """Writes ``<prefix>_timeline.csv`` and ``<prefix>_timeline.json``: what the classifier heard when."""
@@ -305,3 +342,98 @@ def write_timeline(timeline, prefix):
         writer = csv.DictWriter(file, fieldnames=["start_s", "end_s", "class", "probability"])
         writer.writeheader()
         writer.writerows(timeline)
+
+
+class FileOutputs:
+    """The files ``eval.py`` writes for one interpreted file, written piece by piece.
+
+    ``<name>_input.wav`` (the peak-normalised mono input) and
+    ``<name>_interpretation.wav`` grow with each piece; the picture (at most
+    ``MAX_PICTURE_FRAMES`` columns, frames averaged in groups for long files),
+    ``<name>.json`` (top 5) and the timeline are written by ``finish``.
+
+    Arguments
+    ---------
+    interpreter : LMACInterpreter
+    path : str
+        The interpreted file.
+    num_samples : int
+        Its length at ``sample_rate``.
+    savedir : str
+    """
+
+    def __init__(self, interpreter, path, num_samples, savedir):
+        os.makedirs(savedir, exist_ok=True)
+        self.interpreter, self.path, self.num_samples = interpreter, path, num_samples
+        self.name = interpreter.output_name(path)
+        self.prefix = os.path.join(savedir, self.name)
+        rate = interpreter.hparams.sample_rate
+        self.sounds = [sf.SoundFile(f"{self.prefix}_{kind}.wav", "w", rate, 1) for kind in ("input", "interpretation")]
+        frames = num_samples // interpreter.stft_hop + 1
+        self.group = -(-frames // MAX_PICTURE_FRAMES)
+        self.columns = ColumnAverages(self.group), ColumnAverages(self.group)
+
+    def add(self, piece):
+        """Appends a ``FilePiece``."""
+        for sound, samples in zip(self.sounds, (piece.waveform, piece.interpretation)):
+            sound.write(samples.cpu().numpy())
+        for columns, frames in zip(self.columns, (piece.log_mag, piece.mask)):
+            columns.add(frames)
+
+    def finish(self, result):
+        """Closes the sound files, writes the picture, top 5 and timeline of ``result``; returns the paths."""
+        for sound in self.sounds:
+            sound.close()
+        interpreter, rate = self.interpreter, self.interpreter.hparams.sample_rate
+        log_mag, mask = (columns.result() for columns in self.columns)
+        image = f"{self.prefix}_spectrogram.png"
+        save_spectrogram_figure(log_mag, mask, image, self.name, interpreter.stft_hop * self.group, rate)
+        top = torch.topk(result.probabilities[0], k=min(5, result.probabilities.shape[1]))
+        record = {
+            "file": os.path.abspath(self.path),
+            "duration_s": self.num_samples / rate,
+            "top5": [
+                {"class": interpreter.class_names[index], "probability": float(probability)}
+                for probability, index in zip(top.values.tolist(), top.indices.tolist())
+            ],
+        }
+        with open(f"{self.prefix}.json", "w", encoding="utf-8") as file:
+            json.dump(record, file, indent=2)
+        write_timeline(result.timeline, self.prefix)
+        return {
+            "input": f"{self.prefix}_input.wav",
+            "interpretation": f"{self.prefix}_interpretation.wav",
+            "image": image,
+            "record": f"{self.prefix}.json",
+            "timeline_csv": f"{self.prefix}_timeline.csv",
+            "timeline_json": f"{self.prefix}_timeline.json",
+        }
+
+
+class ColumnAverages:
+    """Frames ``[frames, freq]`` added in order, averaged in consecutive groups of ``group`` (the last may be shorter).
+
+    Example
+    -------
+    >>> columns = ColumnAverages(2)
+    >>> columns.add(torch.tensor([[1.0], [3.0], [5.0]]))
+    >>> columns.add(torch.tensor([[7.0], [9.0]]))
+    >>> columns.result().flatten()
+    tensor([2., 6., 9.])
+    """
+
+    def __init__(self, group):
+        self.group, self.done, self.pending = group, [], None
+
+    def add(self, frames):
+        """Adds ``frames`` ``[frames, freq]``."""
+        frames = frames.detach().float().cpu()
+        pending = frames if self.pending is None else torch.cat([self.pending, frames])
+        whole = pending.shape[0] // self.group * self.group
+        self.done.append(pending[:whole].reshape(-1, self.group, pending.shape[1]).mean(dim=1))
+        self.pending = pending[whole:]
+
+    def result(self):
+        """The averages, ``[ceil(frames / group), freq]``."""
+        tail = [self.pending.mean(dim=0, keepdim=True)] if self.pending.shape[0] else []
+        return torch.cat(self.done + tail)
