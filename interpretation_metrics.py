@@ -241,6 +241,55 @@ def load_event_table(data_folder):
     return events
 
 
+def clean_energy_region(clean_log_mag, threshold):
+    """The cells where the clean input is loud: ``Lc >= threshold * max(Lc)`` per example.
+
+    Arguments
+    ---------
+    clean_log_mag : torch.Tensor
+        ``[batch, frames, freq]``, the clean input's ``log1p|STFT|``.
+    threshold : float
+        Share of the example's largest value (``bin_th``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, frames, freq]``, boolean.
+    """
+    return clean_log_mag >= threshold * clean_log_mag.amax(dim=(1, 2), keepdim=True)
+
+
+def clean_energy_share(mask, clean_log_mag, threshold):
+    """Share of the mask's mass on the clean input's loud cells, divided by their share of the cells.
+
+    For an input with noise mixed in: how much the mask listens to the
+    clean sound rather than to the noise. 1 is chance (a uniform mask);
+    ``1 / share`` is a mask exactly on the loud cells
+    (``clean_energy_region``).
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        ``[batch, frames, freq]``, non-negative.
+    clean_log_mag : torch.Tensor
+        ``[batch, frames, freq]``, the clean input's ``log1p|STFT|``.
+    threshold : float
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``.
+
+    Example
+    -------
+    >>> clean = torch.zeros(1, 2, 4)
+    >>> clean[0, :, 0] = 3.0  # one loud bin in every frame: a quarter of the cells
+    >>> clean_energy_share(torch.ones(1, 2, 4), clean, 0.35), clean_energy_share(clean / 3, clean, 0.35)
+    (tensor([1.]), tensor([4.]))
+    """
+    return localization_ratio(mask, clean_energy_region(clean_log_mag, threshold))
+
+
 def localization_ratio(mask, box):
     """Share of the mask's mass inside the box, divided by the box's share of the cells.
 

@@ -22,6 +22,7 @@ METRIC_DESCRIPTIONS = {
     "in_masks": ("fine-tuning: share of clips whose masked-in input correlates with the clean clip", ""),
     "localization": ("mask mass inside the event's box / the box's share (1 = chance)", "higher"),
     "localization_ratio": ("mask mass inside the event's box / the box's share (1 = chance)", "higher"),
+    "clean_energy_share": ("noisy input: mask mass on the clean sound's loud cells / their share (1 = chance)", "higher"),
     "seconds_per_clip": ("seconds per clip of the whole evaluation pass", "lower"),
 }
 

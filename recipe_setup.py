@@ -16,6 +16,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.train_logger import TensorboardLogger, TrainLogger
 
 from esc50_prepare import validate_fold_lists
 from interpreter_brain import BEST_CHECKPOINT_KEY
@@ -53,6 +54,40 @@ def start_recipe(argv):
     with open(hparams_file, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     return hparams_file, hparams, run_opts, overrides
+
+
+class TrainLoggers(TrainLogger):
+    """SpeechBrain train loggers used as one: each ``log_stats`` goes to every one of them, in order."""
+
+    def __init__(self, *loggers):
+        self.loggers = loggers
+
+    def log_stats(self, *args, **kwargs):
+        """``log_stats`` of every logger, with the same arguments."""
+        for logger_ in self.loggers:
+            logger_.log_stats(*args, **kwargs)
+
+
+def add_tensorboard_logger(hparams):
+    """With ``use_tensorboard``, makes ``train_logger`` also log to SpeechBrain's ``TensorboardLogger``.
+
+    Its logs go to ``tensorboard_logs_folder`` (``tensorboard --logdir`` reads them).
+
+    Raises
+    ------
+    ImportError
+        TensorBoard is not installed; the message says how to install it or turn it off.
+    """
+    if not hparams["use_tensorboard"]:
+        return
+    try:
+        tensorboard = TensorboardLogger(hparams["tensorboard_logs_folder"])
+    except ImportError as error:
+        raise ImportError(
+            f"use_tensorboard=True needs TensorBoard, which is not installed ({error}); "
+            "run `pip install tensorboard`, or pass --use_tensorboard False."
+        ) from error
+    hparams["train_logger"] = TrainLoggers(hparams["train_logger"], tensorboard)
 
 
 def validate_data_hparams(hparams):

@@ -28,7 +28,8 @@ from speechbrain.utils.distributed import if_main_process
 from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets
 from features import spectral_features
 from interpreter_brain import CudaFedBrain, end_distributed_run
-from recipe_setup import check_class_count, start_recipe
+from recipe_setup import add_tensorboard_logger, check_class_count, start_recipe
+from training_curves import curves_path, save_training_curves
 from wham_prepare import make_noise_stream
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,9 @@ class ClassifierBrain(CudaFedBrain):
                 stats_meta={"epoch": epoch, "lr": old_lr}, train_stats=self.train_stats, valid_stats=stats
             )
             self.checkpointer.save_and_keep_only(meta=stats, max_keys=[BEST_CLASSIFIER_KEY])
+            if if_main_process():
+                log = self.hparams.train_log
+                save_training_curves(log, curves_path(log), "Classifier training")
             return
         self.hparams.train_logger.log_stats(
             stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
@@ -170,6 +174,7 @@ def export_classifier(checkpointer, save_folder, export_folder):
 def main(argv):
     """Prepares data, trains, tests the best checkpoint and exports it; returns the brain."""
     hparams_file, hparams, run_opts, overrides = start_recipe(argv)
+    add_tensorboard_logger(hparams)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )

@@ -43,7 +43,14 @@ from interpreter_brain import (
     set_weight_layout,
 )
 from mask_methods import L2IMask, fit_time, nmf_activations
-from recipe_setup import check_class_count, load_classifier, load_nmf_dictionary, start_recipe, validate_data_hparams
+from recipe_setup import (
+    add_tensorboard_logger,
+    check_class_count,
+    load_classifier,
+    load_nmf_dictionary,
+    start_recipe,
+    validate_data_hparams,
+)
 from wham_prepare import make_noise_stream
 
 logger = logging.getLogger(__name__)
@@ -112,6 +119,7 @@ def main(argv):
     hparams_file, hparams, run_opts, overrides = start_recipe(argv)
     validate_data_hparams(hparams)
     load_nmf_dictionary(hparams)
+    add_tensorboard_logger(hparams)
     noise_stream = make_noise_stream(hparams)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides

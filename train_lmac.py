@@ -34,8 +34,10 @@ from interpreter_brain import (
     masked_log_magnitudes,
     set_weight_layout,
 )
+from interpretation_metrics import clean_energy_region, clean_energy_share
 from mask_methods import LMACMask
 from recipe_setup import (
+    add_tensorboard_logger,
     check_class_count,
     check_overlap_type,
     load_classifier,
@@ -121,12 +123,6 @@ def tv_loss(mask):
     return (along_freq + along_time) / 2
 
 
-def oracle_mask(clean_log_mag, bin_th):
-    """Binary oracle ``Lc >= bin_th * max(Lc)`` per example, ``[batch, frames, freq]`` as float."""
-    peak = clean_log_mag.amax(dim=(1, 2), keepdim=True)
-    return (clean_log_mag >= bin_th * peak).float()
-
-
 def guidance_per_example(mask, masked_in, clean_log_mag, kind, bin_th):
     """Per-example fine-tuning guidance before ``keep`` and ``g_w`` weigh it.
 
@@ -147,7 +143,7 @@ def guidance_per_example(mask, masked_in, clean_log_mag, kind, bin_th):
         ``[batch]``.
     """
     if kind == "binary":
-        target = oracle_mask(clean_log_mag, bin_th)
+        target = clean_energy_region(clean_log_mag, bin_th).float()
         return F.binary_cross_entropy(mask, target, reduction="none").mean(dim=(1, 2))
     if kind == "reconstruction":
         return (masked_in - clean_log_mag).pow(2).mean(dim=(1, 2))
@@ -214,7 +210,10 @@ class LMAC(InterpreterBrain):
         decision = output.logits.argmax(dim=1)
         loss_in = F.cross_entropy(output.logits_masked_in, decision)
         loss_out = -F.cross_entropy(output.logits_masked_out, decision)
-        keep, guidance = self.guidance(output)
+        noisy = output.clean_wavs is not output.wavs
+        needs_clean = self.hparams.finetuning or (noisy and stage != sb.Stage.TRAIN)
+        clean = crop_frames(self.clean_log_magnitude(output), output.mask.shape[1]) if needs_clean else None
+        keep, guidance = self.guidance(output, clean)
         regulariser_weight = 1.0 - keep
         loss = (
             self.hparams.l_in_w * loss_in
@@ -225,19 +224,22 @@ class LMAC(InterpreterBrain):
         if self.hparams.reg_w_tv:  # 0 by default: then neither TV nor its backward is computed
             loss = loss + self.hparams.reg_w_tv * (regulariser_weight * tv_loss(output.mask)).mean()
         if stage != sb.Stage.TRAIN:
-            self.record_stage_outputs(output, batch, stage, {"in_masks": keep} if self.hparams.finetuning else {})
+            extra = {"in_masks": keep} if self.hparams.finetuning else {}
+            if noisy:
+                extra["clean_energy_share"] = clean_energy_share(output.mask.detach().float(), clean, self.hparams.bin_th)
+            self.record_stage_outputs(output, batch, stage, extra)
         return loss
 
-    def guidance(self, output):
+    def guidance(self, output, clean):
         """``keep`` (``[batch]``, 1 where the guidance applies) and the guidance loss (scalar).
 
+        ``clean`` is the clean input's ``log1p|STFT|`` over the mask's frames.
         Without fine-tuning no sample is kept and the guidance is 0.
         """
         if not self.hparams.finetuning:
             zeros = torch.zeros(output.mask.shape[0], device=output.mask.device)
             return zeros, zeros.sum()
         masked_in = output.log_mag_masked_in
-        clean = crop_frames(self.clean_log_magnitude(output), output.mask.shape[1])
         keep = (crosscor(clean, masked_in, self.hparams.crosscortype) >= self.hparams.crosscor_th).float()
         per_example = guidance_per_example(
             output.mask, masked_in, clean, self.hparams.guidelosstype, self.hparams.bin_th
@@ -295,6 +297,7 @@ def main(argv):
     """
     hparams_file, hparams, run_opts, overrides = start_recipe(argv)
     validate_hparams(hparams)
+    add_tensorboard_logger(hparams)
     noise_stream = make_noise_stream(hparams)  # finds (or fails on) the WHAM! files before any work
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides

@@ -70,6 +70,9 @@ def test_every_condition_reports_every_metric(trained, condition, extra):
     assert metrics["condition"] == condition
     for name in METRICS:
         assert math.isfinite(metrics[name]), name
+    # How much the mask listens to the clean clip rather than to what was mixed in: only with something mixed in.
+    assert ("clean_energy_share" in metrics) == (condition != "clean")
+    assert metrics.get("clean_energy_share", 0.0) >= 0
     table = (folder / f"metrics_{condition}.md").read_text()
     assert all(f"| {name} |" in table for name in METRICS)
     assert len(list((folder / "test").glob("*/interpretation.wav"))) == 2

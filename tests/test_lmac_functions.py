@@ -9,7 +9,14 @@ import speechbrain as sb
 import torch
 
 from features import SpectralFeatures
-from interpretation_metrics import INTERPRETATION_METRICS, complexity, fidelity_scores, interpretation_scores, sparseness
+from interpretation_metrics import (
+    INTERPRETATION_METRICS,
+    clean_energy_share,
+    complexity,
+    fidelity_scores,
+    interpretation_scores,
+    sparseness,
+)
 from interpreter_brain import MaskedOutput
 from train_lmac import LMAC, crosscor, guidance_per_example, tv_loss
 
@@ -194,7 +201,7 @@ def test_the_objective_equals_a_direct_computation(finetuning):
     loss = brain.compute_objectives(output, batch=None, stage=sb.Stage.TRAIN)
     assert loss.item() == pytest.approx(direct_loss(output, clean_log_mag, hparams, finetuning).item(), rel=1e-5)
     if finetuning:
-        keep, _ = brain.guidance(output)
+        keep, _ = brain.guidance(output, clean_log_mag[:, : output.mask.shape[1]])
         assert keep.tolist() == [1.0, 0.0, 1.0]
 
 
@@ -222,3 +229,19 @@ def test_features_match_their_definition_and_an_all_ones_mask_gives_the_input_ba
     assert torch.equal(logits, logits_all_ones)
     scores = fidelity_scores(logits, logits_all_ones, logits)
     assert scores["AD"].eq(0).all() and scores["AI"].eq(0).all()
+
+
+def test_clean_energy_share_on_hand_made_masks():
+    clean = torch.zeros(2, 10, 8)
+    clean[:, 2:5, 1:3] = 4.0  # the clean event: 6 of 80 cells
+    clean[:, 6, 6] = 1.0  # below bin_th of the peak: not part of it
+    on_the_event = (clean >= 0.35 * 4.0).float()
+    on_the_noise = 1.0 - on_the_event
+    half_and_half = on_the_event + 0.5 * on_the_noise * (torch.arange(8) < 4)
+    masks = torch.stack([on_the_event[0], on_the_noise[0]])
+    share = clean_energy_share(masks, clean, 0.35)
+    assert share.tolist() == pytest.approx([80 / 6, 0.0])
+    uniform = clean_energy_share(torch.full((2, 10, 8), 0.3), clean, 0.35)
+    assert uniform.tolist() == pytest.approx([1.0, 1.0])
+    mass_on_event = 6 / (6 + 0.5 * (40 - 6))  # 40 cells in the lower half of the bins, 6 of them the event's
+    assert clean_energy_share(half_and_half, clean, 0.35).tolist() == pytest.approx([mass_on_event * 80 / 6] * 2)

@@ -7,18 +7,21 @@ import re
 import subprocess
 import sys
 
+import matplotlib.pyplot as plt
 import pytest
 import soundfile as sf
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.checkpoints import Checkpointer
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import recipe_setup
 import train_lmac
 from esc50_prepare import prepare_datasets
 from interpretation_metrics import INTERPRETATION_METRICS
 from interpreter_brain import BEST_CHECKPOINT_KEY
+from training_curves import read_train_log
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
@@ -62,7 +65,7 @@ def logged_stats(line):
 @pytest.fixture(scope="module")
 def trained_run(tiny_data, tmp_path_factory):
     output_folder = tmp_path_factory.mktemp("run")
-    log = run_cli(small_run_flags(tiny_data, output_folder))
+    log = run_cli([*small_run_flags(tiny_data, output_folder), "--use_tensorboard", "True"])
     return output_folder, log
 
 
@@ -78,6 +81,31 @@ def test_a_short_run_logs_finite_losses_and_every_metric(trained_run):
             assert math.isfinite(stats[f"{stage} {name}"]), (stage, name)
     assert math.isfinite(valid["train loss"])
     assert 0 <= valid["valid fid_in"] <= 1 and 0 <= valid["valid SPS"] <= 1
+    assert valid["valid clean_energy_share"] >= 0  # WHAM! is mixed in
+
+
+def test_training_curves_and_tensorboard_logs_follow_the_training_log(trained_run):
+    output_folder, _ = trained_run
+    rows = read_train_log(output_folder / "train_log.txt")
+    assert [row["epoch"] for row in rows] == [1.0]
+    image = plt.imread(output_folder / "training_curves.png")
+    assert image.shape[0] > 200 and image.shape[1] > 800  # a loss panel and three metric panels a line
+    events = EventAccumulator(str(output_folder / "tb_logs"))
+    events.Reload()
+    logged = {tag: [event.value for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    assert logged["loss/train"] == pytest.approx([rows[0]["train loss"]], rel=1e-2)
+    assert logged["fid_in/valid"] == pytest.approx([rows[0]["valid fid_in"]], rel=1e-2, abs=1e-3)
+    assert len(logged["AD/test"]) == 1 and logged["epoch"] == [1.0]
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tiny_data, tmp_path, monkeypatch):
+    def not_installed(save_dir):
+        raise ImportError("No module named 'tensorboard'")
+
+    monkeypatch.setattr(recipe_setup, "TensorboardLogger", not_installed)
+    with pytest.raises(ImportError, match=r"use_tensorboard=True needs TensorBoard.*pip install tensorboard.*--use_tensorboard False"):
+        train_lmac.main([HPARAMS, *small_run_flags(tiny_data, tmp_path / "run"), "--use_tensorboard", "True"])
+    assert not (tmp_path / "run" / "train_log.txt").exists()
 
 
 def test_the_best_checkpoint_is_kept_by_a_logged_key_as_a_plain_float(trained_run):
