@@ -1,23 +1,30 @@
 #!/usr/bin/env python3
 """The whole L-MAC pipeline on synthetic data, on a CPU, in minutes (``make demo``).
 
-1. writes synthetic ESC-50-format data and WHAM!-format noise;
+1. writes synthetic ESC-50-format data (events over a pink background loud
+   enough that the classifier errs on some clips) and WHAM!-format noise;
 2. trains a small (width 1/16) CNN14 classifier with WHAM! augmentation;
 3. trains L-MAC on it with WHAM! augmentation;
-4. evaluates on the clean test fold, writing listenable interpretations and
-   ``report.html`` to listen to them, and exports the interpreter for Python
-   (``lmac/export/``, ``lmac_interpreter.LMACInterpreter.from_hparams``);
+4. evaluates on the clean test fold, writing listenable interpretations, and
+   exports the interpreter for Python (``lmac/export/``,
+   ``lmac_interpreter.LMACInterpreter.from_hparams``);
 5. compares with trivial masks (uniform random, all ones) and measures how
    well the masks find each clip's event (``meta/events.csv``);
-6. writes ``<output_folder>/summary.json``;
-7. learns an NMF dictionary, trains the L2I baseline and compares L-MAC with
-   L2I and the gradient baselines on the test fold (``eval.py --compare``),
-   ending with that table (``lmac/eval/comparison_clean.md``).
+6. fine-tunes the decoder with the cross-correlation guidance under WHAM!
+   (``lmac_finetuned/``) and evaluates base and fine-tuned on the test fold
+   with WHAM!'s held-out noise (in domain) and with mixtures (out of domain);
+7. learns an NMF dictionary, trains the L2I baseline (``l2i/``) and compares
+   L-MAC with L2I and the gradient baselines on the clean test fold
+   (``eval.py --compare``, ``lmac/eval/comparison_clean.md``);
+8. writes ``report.html`` (the clean test fold, linking every model's
+   training curves) and ``<output_folder>/summary.json``, with the seconds
+   of each step.
 
     python demo.py [--output_folder results/demo] [--lmac_epochs 12] ...
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +42,7 @@ import train_l2i
 import train_lmac
 import train_nmf
 from interpretation_metrics import event_boxes, fidelity_scores, load_event_table, localization_ratio, sparseness
+from interpreter_brain import BEST_CHECKPOINT_KEY
 from make_synthetic_data import generate
 
 logger = logging.getLogger(__name__)
@@ -44,6 +52,10 @@ CLASSIFIER_HPARAMS = os.path.join(HERE, "hparams", "cnn14_classifier.yaml")
 LMAC_HPARAMS = os.path.join(HERE, "hparams", "lmac_cnn14.yaml")
 L2I_HPARAMS = os.path.join(HERE, "hparams", "l2i_cnn14.yaml")
 SUMMARY_KEYS = ("classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP")
+# What the fine-tuning is judged on, with noise mixed in (summary.json's in_domain and out_of_domain).
+NOISY_KEYS = ("AD", "AI", "fid_in", "SPS", "localization_ratio", "clean_energy_share")
+# The synthetic clips' background: loud enough that the classifier errs on some test clips.
+DEMO_BACKGROUND_RMS = 0.1
 
 
 def parse_args(argv):
@@ -58,6 +70,8 @@ def parse_args(argv):
     parser.add_argument("--classifier_epochs", type=int, default=10)
     parser.add_argument("--lmac_epochs", type=int, default=12)
     parser.add_argument("--lmac_lr", type=float, default=0.001)
+    parser.add_argument("--finetuning_epochs", type=int, default=4)
+    parser.add_argument("--finetuning_lr", type=float, default=0.0002)
     parser.add_argument("--l2i_epochs", type=int, default=12)
     parser.add_argument("--l2i_lr", type=float, default=0.001)
     parser.add_argument("--nmf_components", type=int, default=100)
@@ -65,6 +79,7 @@ def parse_args(argv):
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--background_rms", type=float, default=DEMO_BACKGROUND_RMS, help="events at a lower SNR")
     return parser.parse_args(argv)
 
 
@@ -122,6 +137,77 @@ def l2i_flags(args, data, export):
         "--nmf_components", str(args.nmf_components),
         "--nmf_max_frames", str(args.nmf_max_frames),
     ]  # fmt: skip
+
+
+def finetuning_flags(args, data, export):
+    """Command-line flags of the fine-tuned L-MAC run (``lmac_finetuned/``) and of its evaluations."""
+    return [*interpreter_flags(args, data, export, "lmac_finetuned"), "--lr", str(args.finetuning_lr)]
+
+
+def finetune(args, data, flags, base_decoder):
+    """Fine-tunes the trained decoder ``base_decoder`` with the cross-correlation guidance under WHAM!.
+
+    The recipe's own guidance settings (``crosscortype``, ``guidelosstype``,
+    ``g_w``, ``crosscor_th``, ``bin_th``) apply.
+    """
+    train_lmac.main([
+        LMAC_HPARAMS, *flags, "--finetuning", "True", "--pretrained_interpreter", base_decoder,
+        "--number_of_epochs", str(args.finetuning_epochs),
+        "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
+    ])  # fmt: skip
+
+
+def noisy_evaluations(data, runs):
+    """Each run's decoder on the test fold with WHAM!'s held-out noise (in domain) and with mixtures (out of domain).
+
+    Arguments
+    ---------
+    data : dict
+        ``generate``'s paths.
+    runs : dict of str to list
+        Name (``base``, ``finetuned``) to the run's flags.
+
+    Returns
+    -------
+    dict
+        ``{"in_domain": {name: {key: value}}, "out_of_domain": {...}}`` with the ``NOISY_KEYS``.
+    """
+    conditions = {
+        "in_domain": ("wham", ["--add_wham_noise", "True", "--wham_folder", data["wham_folder"]]),
+        "out_of_domain": ("mixtures", ["--overlap_type", "mixtures"]),
+    }
+    results = {domain: {} for domain in conditions}
+    for name, flags in runs.items():
+        output_folder = flags[flags.index("--output_folder") + 1]
+        for domain, (condition, extra) in conditions.items():
+            lmac_eval.main([LMAC_HPARAMS, *flags, *extra])
+            with open(os.path.join(output_folder, "eval", condition, f"metrics_{condition}.json"), encoding="utf-8") as file:
+                metrics = json.load(file)
+            metrics["localization_ratio"] = metrics.pop("localization")
+            results[domain][name] = {key: metrics[key] for key in NOISY_KEYS}
+    return results
+
+
+def training_curve_links(args, report_folder):
+    """``(text, path)`` of each trained model's ``training_curves.png``, relative to ``report_folder``."""
+    runs = {"classifier": "classifier", "L-MAC": "lmac", "fine-tuned L-MAC": "lmac_finetuned", "L2I": "l2i"}
+    return [
+        (f"training curves: {text}", os.path.relpath(os.path.join(args.output_folder, run, "training_curves.png"), report_folder))
+        for text, run in runs.items()
+    ]
+
+
+class StepTimer:
+    """Wall seconds of the demo's steps, by name: ``with timer("classifier"): ...``."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        start = time.time()
+        yield
+        self.seconds[name] = time.time() - start
 
 
 def compare_interpreters(args, data, export, flags):
@@ -198,36 +284,65 @@ def peak_memory_mb():
 
 
 def summary_table(summary):
-    """The summary as a two-column markdown table."""
+    """The summary's numbers as a two-column markdown table (the nested tables apart)."""
     lines = ["| metric | value |", "|---|---|"]
     for key, value in summary.items():
-        lines.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
+        if isinstance(value, float):
+            lines.append(f"| {key} | {value:.4g} |")
+        elif not isinstance(value, dict):
+            lines.append(f"| {key} | {value} |")
+    return "\n".join(lines)
+
+
+def finetuning_table(noisy):
+    """``noisy_evaluations``' results as a markdown table: a row per domain and run, a column per ``NOISY_KEYS``."""
+    lines = ["| test fold | L-MAC | " + " | ".join(NOISY_KEYS) + " |", "|---|---|" + "---|" * len(NOISY_KEYS)]
+    for domain, runs in noisy.items():
+        for name, values in runs.items():
+            lines.append(f"| {domain.replace('_', ' ')} | {name} | " + " | ".join(f"{values[key]:.3g}" for key in NOISY_KEYS) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None):
     """Runs the demo and returns the summary dict."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    start = time.time()
+    start, timer = time.time(), StepTimer()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    data = generate(args.data_folder, args.n_classes, args.clips_per_class, tuple(args.noise_files), args.seed)
-    classifier_acc, export = train_the_classifier(args, data)
+    with timer("data"):
+        data = generate(
+            args.data_folder, args.n_classes, args.clips_per_class, tuple(args.noise_files), args.seed, args.background_rms
+        )
+    with timer("classifier"):
+        classifier_acc, export = train_the_classifier(args, data)
     flags = lmac_flags(args, data, export)
-    train_lmac.main([
-        LMAC_HPARAMS, *flags, "--number_of_epochs", str(args.lmac_epochs),
-        "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
-    ])  # fmt: skip
-    brain, datasets = train_lmac.main([LMAC_HPARAMS, *flags, "--test_only", "True"])
-    export_folder = export_interpreter.main([LMAC_HPARAMS, *flags])
-    events = load_event_table(data["esc50_folder"])
-    references = reference_scores(brain, datasets["test"], events, args.batch_size, args.seed)
+    with timer("lmac"):
+        train_lmac.main([
+            LMAC_HPARAMS, *flags, "--number_of_epochs", str(args.lmac_epochs),
+            "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
+        ])  # fmt: skip
+    with timer("lmac_test_and_export"):
+        brain, datasets = train_lmac.main([LMAC_HPARAMS, *flags, "--test_only", "True"])
+        export_folder = export_interpreter.main([LMAC_HPARAMS, *flags])
+        events = load_event_table(data["esc50_folder"])
+        references = reference_scores(brain, datasets["test"], events, args.batch_size, args.seed)
     summary = {"classifier_acc": classifier_acc}
     summary.update({key: brain.last_stage_stats[key] for key in SUMMARY_KEYS[1:]})
     summary.update(references)
+    finetuned = finetuning_flags(args, data, export)
+    with timer("finetuning"):
+        base_decoder = brain.checkpointer.find_checkpoint(min_key=BEST_CHECKPOINT_KEY).paramfiles["psi_model"]
+        finetune(args, data, finetuned, str(base_decoder))
+    with timer("noisy_evaluations"):
+        noisy = noisy_evaluations(data, {"base": flags, "finetuned": finetuned})
+    with timer("l2i_and_comparison"):
+        table, comparison_path = compare_interpreters(args, data, export, flags)
+    folder = brain.hparams.interpretations_folder
     report = lmac_eval.report_test_interpretations(
-        brain.hparams.interpretations_folder, summary, "L-MAC demo: clean test fold", lmac_eval.class_names_of(vars(brain.hparams))
-    )
-    table, comparison_path = compare_interpreters(args, data, export, flags)
+        folder, summary, "L-MAC demo: clean test fold", lmac_eval.class_names_of(vars(brain.hparams)),
+        links=training_curve_links(args, folder),
+    )  # fmt: skip
+    summary.update(noisy)
+    summary["step_seconds"] = timer.seconds
     summary["wall_time_s"] = time.time() - start
     summary["peak_memory_mb"] = peak_memory_mb()
     os.makedirs(args.output_folder, exist_ok=True)
@@ -236,6 +351,7 @@ def main(argv=None):
     logger.info("Listen to the interpretations: %s", report)
     logger.info("The interpreter for Python: LMACInterpreter.from_hparams(source=%r, savedir=...)", export_folder)
     logger.info("Demo summary (clean test fold), also in %s:\n%s", os.path.join(args.output_folder, "summary.json"), summary_table(summary))
+    logger.info("Base and fine-tuned L-MAC with noise mixed in:\n%s", finetuning_table(noisy))
     logger.info("Interpretation methods on the clean test fold, also in %s:\n%s", comparison_path, lmac_eval.comparison_markdown(table))
     return summary
 

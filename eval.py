@@ -139,10 +139,10 @@ def opens_as_audio(path):
 
 
 def make_overlap(hparams, test_set):
-    """The contamination of the evaluation: WHAM!, an out-of-domain overlap, or None."""
+    """The contamination of the evaluation: WHAM!'s held-out ``tt`` noise, an out-of-domain overlap, or None."""
     overlap_type = hparams["overlap_type"]
     if overlap_type is None:
-        return make_noise_stream(hparams)
+        return make_noise_stream(hparams, split="tt")
     if overlap_type == "white_noise":
         return WhiteNoiseOverlap(hparams["seed"])
     if overlap_type == "mixtures":
@@ -311,11 +311,12 @@ def write_comparison(table, folder, condition):
     return markdown
 
 
-def report_test_interpretations(folder, stats, title, class_names):
+def report_test_interpretations(folder, stats, title, class_names, links=()):
     """Writes ``<folder>/report.html`` for the clips saved under ``<folder>/test/<clip>/``; returns its path.
 
     Each row names the clip's true class and the classifier's prediction with
-    its probability (from the clip's ``clip.json``), by ``class_names``.
+    its probability (from the clip's ``clip.json``), by ``class_names``;
+    ``links`` are ``write_report``'s.
     """
     rows = []
     for clip in sorted(os.listdir(os.path.join(folder, "test"))):
@@ -331,7 +332,7 @@ def report_test_interpretations(folder, stats, title, class_names):
                 "image": f"test/{clip}/spectrogram.png",
             }
         )
-    return write_report(folder, rows, stats, title=title)
+    return write_report(folder, rows, stats, title=title, links=links)
 
 
 def class_names_of(hparams):

@@ -42,6 +42,7 @@ audio {{ width: 100%; min-width: 12em; }}
 </head>
 <body>
 <h1>{title}</h1>
+{links}
 {metrics}
 <table class="clips">
 <tr><th>clip</th><th>true class</th><th>prediction (probability)</th><th>input</th><th>interpretation</th></tr>
@@ -111,7 +112,14 @@ def _timeline_strip(timeline):
     return f'<p class="timeline">{" | ".join(spans)}</p>'
 
 
-def write_report(folder, rows, stats, title):
+def _links(links):
+    if not links:
+        return ""
+    items = "".join(f'<li><a href="{html.escape(path)}">{html.escape(text)}</a></li>' for text, path in links)
+    return f"<ul class=\"links\">{items}</ul>"
+
+
+def write_report(folder, rows, stats, title, links=()):
     """Writes ``<folder>/report.html``.
 
     Arguments
@@ -125,6 +133,8 @@ def write_report(folder, rows, stats, title):
     stats : dict of str to float or None
         Metrics shown in a table above the clips.
     title : str
+    links : sequence of (str, str)
+        Text and relative path of pages shown above the metrics (the training curves).
 
     Returns
     -------
@@ -134,15 +144,16 @@ def write_report(folder, rows, stats, title):
     Raises
     ------
     ValueError
-        A row's file is missing or its path is absolute (the report would not travel).
+        A row's or a link's file is missing or its path is absolute (the report would not travel).
     """
-    for row in rows:
-        for key in ("input", "interpretation", "image"):
-            if os.path.isabs(row[key]) or not os.path.isfile(os.path.join(folder, row[key])):
-                raise ValueError(f"report row {row['name']!r}: {key} {row[key]!r} is not a file relative to {folder}.")
+    named_files = [(f"report row {row['name']!r}: {key}", row[key]) for row in rows for key in ("input", "interpretation", "image")]
+    for what, path in [*named_files, *((f"link {text!r}", path) for text, path in links)]:
+        if os.path.isabs(path) or not os.path.isfile(os.path.join(folder, path)):
+            raise ValueError(f"{what} {path!r} is not a file relative to {folder}.")
     page = PAGE.format(
-        title=html.escape(title), metrics=_metrics_table(stats), rows="\n".join(_row(row) for row in rows)
-    )
+        title=html.escape(title), links=_links(links), metrics=_metrics_table(stats),
+        rows="\n".join(_row(row) for row in rows),
+    )  # fmt: skip
     path = os.path.join(folder, "report.html")
     with open(path, "w", encoding="utf-8") as file:
         file.write(page)

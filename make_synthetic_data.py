@@ -10,7 +10,9 @@ Writes, under ``--output_folder``::
 
 Each class is one kind of synthetic sound event (tone, chirp, harmonic stack,
 band-limited noise burst, click train, ...) in its own frequency band, placed
-at a random time and level over a quiet pink-noise background. ``events.csv``
+at a random time and level over a pink-noise background (quiet by default;
+``--background_rms`` raises it, and events then sit at a lower SNR, a harder
+task with the same event boxes). ``events.csv``
 gives the time span and frequency band that hold the event, for localisation
 checks. Every fold holds the same number of clips of every class.
 
@@ -265,8 +267,8 @@ def colored_noise(rng, num_samples, exponent):
     return noise / max(np.sqrt(np.mean(noise**2)), 1e-12)
 
 
-def synthesize_clip(event_class, rng):
-    """Renders a 5 s 44.1 kHz clip: one event over a quiet pink background.
+def synthesize_clip(event_class, rng, background_rms=BACKGROUND_RMS):
+    """Renders a 5 s 44.1 kHz clip: one event over a pink background of RMS ``background_rms``.
 
     Returns
     -------
@@ -275,7 +277,7 @@ def synthesize_clip(event_class, rng):
     event : SyntheticEvent
     """
     event = synthesize_event(event_class, rng)
-    background = BACKGROUND_RMS * colored_noise(rng, event.waveform.size, exponent=1.0)
+    background = background_rms * colored_noise(rng, event.waveform.size, exponent=1.0)
     clip = event.waveform + background
     return (clip / max(1.0, 1.01 * np.abs(clip).max())).astype(np.float32), event
 
@@ -332,7 +334,7 @@ def synthesize_noise(kind, rng, num_samples, sample_rate=WHAM_SAMPLE_RATE):
     return noise / max(np.sqrt(np.mean(noise**2)), 1e-12)
 
 
-def write_esc50(folder, n_classes, clips_per_class, seed):
+def write_esc50(folder, n_classes, clips_per_class, seed, background_rms=BACKGROUND_RMS):
     """Writes the synthetic ESC-50-format folder (``meta/`` and ``audio/``).
 
     Clip ``i`` of a class goes to fold ``i % 5 + 1``. Clip ``j`` (over all
@@ -352,7 +354,7 @@ def write_esc50(folder, n_classes, clips_per_class, seed):
         fold = i % N_FOLDS + 1
         src_file = 100000 + clip_index
         filename = f"{fold}-{src_file}-A-{target}.wav"
-        clip, event = synthesize_clip(classes[target], np.random.default_rng([seed, 0, clip_index]))
+        clip, event = synthesize_clip(classes[target], np.random.default_rng([seed, 0, clip_index]), background_rms)
         sf.write(os.path.join(folder, "audio", filename), clip, ESC50_SAMPLE_RATE, subtype="PCM_16")
         rows.append((filename, fold, target, classes[target].name, target < 10, src_file, "A"))
         events.append((filename, event.onset_s, event.offset_s, event.fmin_hz, event.fmax_hz))
@@ -384,7 +386,7 @@ def write_wham(folder, files_per_split, seed):
             sf.write(os.path.join(folder, split, name), stereo.astype(np.float32), WHAM_SAMPLE_RATE, subtype="PCM_16")
 
 
-def generate(output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 10, 10), seed=1234):
+def generate(output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 10, 10), seed=1234, background_rms=BACKGROUND_RMS):
     """Writes the whole synthetic data set, or reuses it when the settings match.
 
     Arguments
@@ -399,6 +401,8 @@ def generate(output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 1
         Number of noise files in ``tr``, ``cv`` and ``tt``.
     seed : int
         Everything written is a function of the settings and this seed.
+    background_rms : float
+        RMS of the pink-noise background of every clip (events peak at 0.25 to 0.9).
 
     Returns
     -------
@@ -421,6 +425,7 @@ def generate(output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 1
         "clips_per_class": clips_per_class,
         "noise_files": dict(zip(("tr", "cv", "tt"), (int(count) for count in noise_files))),
         "seed": seed,
+        "background_rms": background_rms,
     }
     paths = {
         "esc50_folder": os.path.join(output_folder, "ESC50"),
@@ -443,7 +448,7 @@ def generate(output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 1
         )
     partial = output_folder.rstrip(os.sep) + ".partial"
     shutil.rmtree(partial, ignore_errors=True)  # our own leftover of an interrupted run
-    write_esc50(os.path.join(partial, "ESC50"), n_classes, clips_per_class, seed)
+    write_esc50(os.path.join(partial, "ESC50"), n_classes, clips_per_class, seed, background_rms)
     write_wham(os.path.join(partial, "wham_noise"), settings["noise_files"], seed)
     with open(os.path.join(partial, RECORD_FILE), "w", encoding="utf-8") as file:
         json.dump(settings, file, indent=2)
@@ -469,9 +474,12 @@ def main(argv=None):
     parser.add_argument("--clips_per_class", type=int, default=40, help="at least 5")
     parser.add_argument("--noise_files", type=int, nargs=3, default=[40, 10, 10], metavar=("TR", "CV", "TT"))
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--background_rms", type=float, default=BACKGROUND_RMS, help="louder: events at a lower SNR")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    generate(args.output_folder, args.n_classes, args.clips_per_class, tuple(args.noise_files), args.seed)
+    generate(
+        args.output_folder, args.n_classes, args.clips_per_class, tuple(args.noise_files), args.seed, args.background_rms
+    )
 
 
 if __name__ == "__main__":

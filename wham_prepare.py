@@ -247,9 +247,10 @@ class WhamNoiseStream:
         )
 
 
-def make_noise_stream(hparams):
-    """A ``WhamNoiseStream`` when ``hparams["add_wham_noise"]``, else None.
+def make_noise_stream(hparams, split="tr"):
+    """A ``WhamNoiseStream`` of WHAM!'s ``split`` when ``hparams["add_wham_noise"]``, else None.
 
+    Training draws from ``tr``; ``eval.py`` from the held-out ``tt``.
     Uses ``wham_folder``, ``sample_rate``, ``signal_length_s``, ``seed``
     (plus the DDP rank, so that processes draw different noise),
     ``batch_size`` and ``noise_num_workers``.
@@ -257,7 +258,7 @@ def make_noise_stream(hparams):
     if not hparams["add_wham_noise"]:
         return None
     seed = hparams["seed"] + int(os.environ.get("RANK", 0))  # each DDP process draws its own noise
-    noise = WhamNoise(prepare_wham(hparams["wham_folder"]), hparams["sample_rate"], hparams["signal_length_s"], seed)
+    noise = WhamNoise(prepare_wham(hparams["wham_folder"], split), hparams["sample_rate"], hparams["signal_length_s"], seed)
     return WhamNoiseStream(noise, hparams["batch_size"], hparams["noise_num_workers"])
 
 

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -52,6 +53,7 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
         "--width", "0.03125",
         "--classifier_epochs", "1",
         "--lmac_epochs", "1",
+        "--finetuning_epochs", "1",
         "--l2i_epochs", "1",
         "--nmf_components", "8",
         "--batch_size", "2",
@@ -59,7 +61,19 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
     ])  # fmt: skip
     with open(tmp_path / "demo" / "summary.json", encoding="utf-8") as file:
         written = json.load(file)
-    assert written == pytest.approx(summary)
+    flat = {key: value for key, value in summary.items() if not isinstance(value, dict)}
+    assert {key: written[key] for key in flat} == pytest.approx(flat)
+    for domain in ("in_domain", "out_of_domain"):
+        for run in ("base", "finetuned"):
+            assert written[domain][run] == pytest.approx(summary[domain][run])
+            assert set(written[domain][run]) == set(demo.NOISY_KEYS)
+            assert all(math.isfinite(value) for value in written[domain][run].values()), (domain, run)
+    assert set(written["step_seconds"]) == {
+        "data", "classifier", "lmac", "lmac_test_and_export", "finetuning", "noisy_evaluations", "l2i_and_comparison",
+    }  # fmt: skip
+    assert sum(written["step_seconds"].values()) <= written["wall_time_s"]
+    finetuned_log = (tmp_path / "demo" / "lmac_finetuned" / "train_log.txt").read_text()
+    assert "valid in_masks" in finetuned_log and "valid clean_energy_share" in finetuned_log
     for key in REQUIRED_KEYS:
         assert math.isfinite(written[key]), key
     assert written["AD_all_ones_mask"] == pytest.approx(0.0, abs=1e-3), "an all-ones mask gives the input back"
@@ -71,6 +85,10 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
     assert export == ["classifier.ckpt", "embedding_model.ckpt", "hyperparams.yaml", "label_encoder.ckpt", "psi.ckpt"]
     report = (tmp_path / "demo" / "lmac" / "interpretations" / "report.html").read_text()
     assert report.count("<audio") == 4 and "localization_ratio" in report
+    curves = re.findall(r'<a href="([^"]+)">training curves: ([^<]+)</a>', report)
+    assert [text for _, text in curves] == ["classifier", "L-MAC", "fine-tuned L-MAC", "L2I"]
+    for path, _ in curves:
+        assert (tmp_path / "demo" / "lmac" / "interpretations" / path).is_file()
     with open(tmp_path / "demo" / "lmac" / "eval" / "comparison_clean.json", encoding="utf-8") as file:
         table = json.load(file)["methods"]
     assert list(table) == list(demo.lmac_eval.METHODS)
