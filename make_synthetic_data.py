@@ -434,7 +434,7 @@ def generate(output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 1
     record_path = os.path.join(output_folder, RECORD_FILE)
     if os.path.isfile(record_path):
         with open(record_path, encoding="utf-8") as file:
-            existing = json.load(file)
+            existing = {"background_rms": BACKGROUND_RMS, **json.load(file)}  # older folders had this background
         if existing == settings:
             logger.info("Synthetic data in %s already matches these settings; reusing it.", output_folder)
             return paths

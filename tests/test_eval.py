@@ -296,10 +296,14 @@ def test_the_report_loads_in_a_headless_browser(interpreted, tmp_path):
         "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={tmp_path / 'profile'}",
         "--virtual-time-budget=15000", "--window-size=1400,2000",
     ]  # fmt: skip
-    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    status = re.search(r'data-check="([^"]+)"', dom)
-    assert status is not None, dom[-2000:]
     files = len(INTERPRETABLE)
+    for _ in range(3):  # the virtual time budget can run out before a busy machine has read the sounds
+        dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+        status = re.search(r'data-check="([^"]+)"', dom)
+        assert status is not None, dom[-2000:]
+        still_loading = re.match(r"audio (\d+)/(\d+) errors 0 ", status.group(1))
+        if not still_loading or still_loading.group(1) == still_loading.group(2):
+            break
     assert status.group(1) == f"audio {2 * files}/{2 * files} errors 0 images {files}/{files} fit true"
     screenshot = tmp_path / "report.png"
     subprocess.run([*flags, f"--screenshot={screenshot}", (moved / "report.html").as_uri()], capture_output=True, timeout=120)

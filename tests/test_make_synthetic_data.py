@@ -1,6 +1,7 @@
 """The synthetic data generator: format, determinism, event boxes, no overwriting."""
 
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -10,7 +11,7 @@ import soundfile as sf
 import torch
 
 import make_synthetic_data
-from make_synthetic_data import event_classes, generate, synthesize_event
+from make_synthetic_data import BACKGROUND_RMS, event_classes, generate, synthesize_clip, synthesize_event
 
 from conftest import SMALL_DATA
 
@@ -129,3 +130,31 @@ def test_too_few_clips_per_class_is_refused(tmp_path):
     with pytest.raises(ValueError, match="clips_per_class=4; use at least 5"):
         generate(str(tmp_path / "data"), clips_per_class=4)
     assert not (tmp_path / "data").exists()
+
+
+def test_a_folder_made_before_the_background_setting_is_reused_at_the_old_background(tmp_path):
+    root = str(tmp_path / "data")
+    generate(root, **SMALL_DATA)
+    record = os.path.join(root, "synthetic_data.json")
+    with open(record, encoding="utf-8") as file:
+        settings = json.load(file)
+    assert settings.pop("background_rms") == BACKGROUND_RMS
+    with open(record, "w", encoding="utf-8") as file:
+        json.dump(settings, file)  # as written before the setting existed
+    assert generate(root, **SMALL_DATA)["esc50_folder"] == os.path.join(root, "ESC50")
+    with pytest.raises(FileExistsError, match="made with other settings"):
+        generate(root, **SMALL_DATA, background_rms=0.8)
+
+
+def test_a_louder_background_keeps_the_events_and_lowers_their_snr():
+    event_class = event_classes(2)[0]
+    quiet, quiet_event = synthesize_clip(event_class, np.random.default_rng(5))
+    loud, loud_event = synthesize_clip(event_class, np.random.default_rng(5), background_rms=0.8)
+    assert (quiet_event.onset_s, quiet_event.fmin_hz) == (loud_event.onset_s, loud_event.fmin_hz)
+    outside = np.ones(quiet.size, dtype=bool)
+    outside[int(quiet_event.onset_s * 44100) : int(quiet_event.offset_s * 44100)] = False
+
+    def snr(clip):
+        return np.mean(clip[~outside] ** 2) / np.mean(clip[outside] ** 2)
+
+    assert snr(quiet) > 100 * snr(loud)
