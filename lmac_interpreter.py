@@ -227,8 +227,8 @@ class LMACInterpreter(Pretrained):
             scale = 1.0 / peak if peak > torch.finfo(torch.float32).eps else 0.0  # as peak_normalize
             outputs = FileOutputs(self, path, audio.num_samples, savedir) if savedir is not None else None
             kept, probabilities = [], []
-            pieces = self.file_pieces(audio, scale)
-            for piece in tqdm(pieces, desc=os.path.basename(path), disable=self.piece_count(audio.num_samples) < 4):
+            count = self.piece_count(audio.num_samples)
+            for piece in tqdm(self.file_pieces(audio, scale), desc=os.path.basename(path), total=count, disable=count < 4):
                 probabilities.append(piece.window_probabilities)
                 if keep_tensors:
                     kept.append((piece.interpretation, piece.mask))

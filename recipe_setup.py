@@ -68,6 +68,20 @@ class TrainLoggers(TrainLogger):
             logger_.log_stats(*args, **kwargs)
 
 
+class FlushedTensorboardLogger(TensorboardLogger):
+    """SpeechBrain's ``TensorboardLogger`` whose events reach the disk at every ``log_stats``.
+
+    TensorBoard's writer flushes on a timer; a run that ends (or is killed)
+    between two flushes would lose the last epoch and the test line.
+    """
+
+    def log_stats(self, *args, **kwargs):
+        """SpeechBrain's ``log_stats``, then a flush (the writer exists on the main process only)."""
+        super().log_stats(*args, **kwargs)
+        if self.writer is not None:
+            self.writer.flush()
+
+
 def add_tensorboard_logger(hparams):
     """With ``use_tensorboard``, makes ``train_logger`` also log to SpeechBrain's ``TensorboardLogger``.
 
@@ -81,7 +95,7 @@ def add_tensorboard_logger(hparams):
     if not hparams["use_tensorboard"]:
         return
     try:
-        tensorboard = TensorboardLogger(hparams["tensorboard_logs_folder"])
+        tensorboard = FlushedTensorboardLogger(hparams["tensorboard_logs_folder"])
     except ImportError as error:
         raise ImportError(
             f"use_tensorboard=True needs TensorBoard, which is not installed ({error}); "

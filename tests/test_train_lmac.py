@@ -102,7 +102,7 @@ def test_tensorboard_without_the_package_is_a_clear_error(tiny_data, tmp_path, m
     def not_installed(save_dir):
         raise ImportError("No module named 'tensorboard'")
 
-    monkeypatch.setattr(recipe_setup, "TensorboardLogger", not_installed)
+    monkeypatch.setattr(recipe_setup, "FlushedTensorboardLogger", not_installed)
     with pytest.raises(ImportError, match=r"use_tensorboard=True needs TensorBoard.*pip install tensorboard.*--use_tensorboard False"):
         train_lmac.main([HPARAMS, *small_run_flags(tiny_data, tmp_path / "run"), "--use_tensorboard", "True"])
     assert not (tmp_path / "run" / "train_log.txt").exists()
