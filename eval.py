@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Evaluates a trained L-MAC interpreter, or interprets your own sound files.
 
-The test fold, clean, in-domain (WHAM! noise) or out-of-domain (``docs/method.md``)::
+The test fold, clean, in-domain (WHAM!'s held-out ``tt`` noise) or out-of-domain (``docs/method.md``)::
 
     python eval.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 \
         --pretrained_interpreter path/psi_model.ckpt \
@@ -13,7 +13,8 @@ Your own files (anything libsndfile opens, whatever its name; any rate, channels
         --single_sample my.wav | --interpret_folder my_sounds/
 
 Another interpretation method, or all of them compared on the same clips
-(``mask_methods.py``; ``l2i`` needs ``train_nmf.py`` and ``train_l2i.py`` run first)::
+(``mask_methods.py``; ``l2i`` reads the run of ``train_nmf.py`` and ``train_l2i.py``
+``hparams/l2i_cnn14.yaml`` in ``--l2i_folder``, on the same classifier)::
 
     python eval.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 --int_method gradcam
     python eval.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 \
