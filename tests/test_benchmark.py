@@ -73,3 +73,13 @@ def test_synchronisations_are_counted_from_the_sync_debug_warnings_and_the_mode_
 
     assert benchmark.count_synchronisations(step_with_two_syncs) == 2
     assert modes == ["default", "warn", "default"]
+
+
+def test_the_long_recording_measure_interprets_the_whole_recording(tmp_path):
+    output = tmp_path / "long.json"
+    results = benchmark.main(["--config", "demo", "--long_file_minutes", "0.2", "--output", str(output)])
+    assert json.loads(output.read_text()) == results
+    assert results["recording_minutes"] == 0.2 and results["windows"] == 4  # 12 s: windows at 0, 2.5, 5 and 7.5 s
+    assert results["interpretation_mb"] * 2**20 == pytest.approx(44 + 12 * 16000 * 2, abs=2)  # 16-bit mono WAV
+    assert results["peak_memory_mb"] >= results["peak_memory_mb_before"] > 0
+    assert results["real_time_factor"] == pytest.approx(results["interpret_s"] / 12)
