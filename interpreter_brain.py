@@ -27,7 +27,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from features import SpectralFeatures, mel_input_from_log_magnitude, spectral_features, stft_phase
 from interpretation_metrics import event_boxes, interpretation_scores, localization_ratio
-from training_curves import curves_path, save_training_curves
+from training_curves import save_training_curves
 
 logger = logging.getLogger(__name__)
 
@@ -483,8 +483,7 @@ class InterpreterBrain(CudaFedBrain):
                 meta={BEST_CHECKPOINT_KEY: stats[BEST_CHECKPOINT_KEY]}, min_keys=[BEST_CHECKPOINT_KEY]
             )
             if if_main_process():
-                log = self.hparams.train_log
-                save_training_curves(log, curves_path(log), f"{type(self).__name__} training")
+                save_training_curves(self.hparams.train_log, f"{type(self).__name__} training")
         else:
             self.hparams.train_logger.log_stats(
                 stats_meta=self.test_log_meta(), test_stats=stats

@@ -29,7 +29,7 @@ from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets
 from features import spectral_features
 from interpreter_brain import CudaFedBrain, end_distributed_run
 from recipe_setup import add_tensorboard_logger, check_class_count, start_recipe
-from training_curves import curves_path, save_training_curves
+from training_curves import save_training_curves
 from wham_prepare import make_noise_stream
 
 logger = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ class ClassifierBrain(CudaFedBrain):
             )
             self.checkpointer.save_and_keep_only(meta=stats, max_keys=[BEST_CLASSIFIER_KEY])
             if if_main_process():
-                log = self.hparams.train_log
-                save_training_curves(log, curves_path(log), "Classifier training")
+                save_training_curves(self.hparams.train_log, "Classifier training")
             return
         self.hparams.train_logger.log_stats(
             stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats

@@ -40,13 +40,8 @@ def read_train_log(path):
     return rows
 
 
-def curves_path(log_path):
-    """Where the curves of ``log_path`` go: ``training_curves.png`` beside it."""
-    return os.path.join(os.path.dirname(os.path.abspath(log_path)), "training_curves.png")
-
-
-def save_training_curves(log_path, image_path, title):
-    """Draws the epochs of ``log_path`` into the PNG ``image_path``; returns False when the log has none yet.
+def save_training_curves(log_path, title):
+    """Draws the epochs of ``log_path`` into ``training_curves.png`` beside it; returns False when the log has none yet.
 
     The first panel holds the train and valid loss; each other ``valid``
     metric has its own panel.
@@ -74,5 +69,5 @@ def save_training_curves(log_path, image_path, title):
         axis.set_visible(False)
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(image_path, dpi=80)
+    figure.savefig(os.path.join(os.path.dirname(os.path.abspath(log_path)), "training_curves.png"), dpi=80)
     return True
