@@ -3,7 +3,7 @@
 ``ResampledAudio.read(start, stop)`` gives the samples ``[start, stop)`` that
 ``esc50_prepare.read_audio_mono`` would give for the whole file, without
 reading the rest of it, so an hour of audio needs the memory of a span. The
-resampler (torchaudio's, as ``read_audio_mono`` uses) maps each block of
+resampler (``esc50_prepare.make_resampler``, as ``read_audio_mono``'s) maps each block of
 ``file_rate / g`` input samples to ``sample_rate / g`` output samples
 (``g = gcd``); a span is read from a block boundary with a margin of blocks
 on each side, which the filter's edges spoil and which is then cut off.
@@ -13,12 +13,13 @@ import math
 
 import soundfile as sf
 import torch
-import torchaudio
+
+from esc50_prepare import make_resampler
 
 # Input samples read on each side of a span, at least: more than half of torchaudio's resampling
 # filter (6 zero crossings of the lower rate; 13 input samples from 44.1 to 16 kHz).
 RESAMPLING_MARGIN = 256
-PEAK_SPAN = 2**21  # output samples per read when looking for the peak
+READ_SPAN = 2**21  # samples read at once when going through a file (the peak, skipping ahead)
 
 
 class ResampledAudio:
@@ -58,7 +59,7 @@ class ResampledAudio:
             raise ValueError(f"{path} holds no audio samples.")
         self.margin_blocks = -(-RESAMPLING_MARGIN // self.block_in)
         self._file, self._buffer, self._buffer_start = None, torch.zeros(0), 0
-        self.resampler = None if self.file_rate == sample_rate else torchaudio.transforms.Resample(self.file_rate, sample_rate)
+        self.resampler = None if self.file_rate == sample_rate else make_resampler(self.file_rate, sample_rate)
 
     def read(self, start, stop):
         """Samples ``[start, stop)`` at ``sample_rate``, ``[stop - start]``; zeros outside the file."""
@@ -71,8 +72,9 @@ class ResampledAudio:
                 resampled = self.resampler(self._file_span(first * self.block_in, last * self.block_in))
             offset = start - first * self.block_out
             samples = resampled[offset : offset + stop - start]
-        positions = torch.arange(start, stop)
-        return torch.where((positions >= 0) & (positions < self.num_samples), samples, torch.zeros_like(samples))
+        samples[: max(0, -start)] = 0  # before the file, and past its end (the resampler's tail)
+        samples[max(0, self.num_samples - start) :] = 0
+        return samples
 
     def _file_span(self, start, stop):
         """The file's frames ``[start, stop)`` mixed to mono, ``[stop - start]``, zeros outside the file.
@@ -87,8 +89,8 @@ class ResampledAudio:
         if self._file is None or begin < self._buffer_start:
             self._rewind()
         position = self._buffer_start + self._buffer.shape[0]  # the file's next frame
-        for skipped in range(position, begin, PEAK_SPAN):
-            self._read_frames(min(PEAK_SPAN, begin - skipped))
+        for skipped in range(position, begin, READ_SPAN):
+            self._read_frames(min(READ_SPAN, begin - skipped))
         self._buffer = self._buffer[max(0, begin - self._buffer_start) :]
         self._buffer_start = max(self._buffer_start, begin)
         missing = end - self._buffer_start - self._buffer.shape[0]
@@ -127,5 +129,5 @@ class ResampledAudio:
 
     def peak(self):
         """The largest absolute sample at ``sample_rate``, read span by span."""
-        spans = ((start, min(start + PEAK_SPAN, self.num_samples)) for start in range(0, self.num_samples, PEAK_SPAN))
+        spans = ((start, min(start + READ_SPAN, self.num_samples)) for start in range(0, self.num_samples, READ_SPAN))
         return max(self.read(start, stop).abs().max().item() for start, stop in spans)

@@ -401,7 +401,8 @@ def _write_json_atomically(path, content):
 
 
 @functools.lru_cache(maxsize=16)
-def _resampler(orig_rate, new_rate):
+def make_resampler(orig_rate, new_rate):
+    """torchaudio's resampler from ``orig_rate`` to ``new_rate`` Hz: what every reader here resamples with."""
     return torchaudio.transforms.Resample(orig_rate, new_rate)
 
 
@@ -430,7 +431,7 @@ def read_audio_mono(path, sample_rate, frame_offset=0, num_frames=-1):
     if file_rate == sample_rate:
         return mono
     with torch.no_grad():
-        return _resampler(file_rate, sample_rate)(mono)
+        return make_resampler(file_rate, sample_rate)(mono)
 
 
 def peak_normalize(waveform):
