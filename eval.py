@@ -39,18 +39,20 @@ import speechbrain as sb
 import torch
 
 from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets, read_audio_mono
-from interpretation_metrics import load_event_table
-from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, set_weight_layout
+from interpretation_metrics import SILENT_ENERGY_SHARE, TRUST_METRICS, load_event_table
+from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, set_weight_layout, write_per_class
 from listening_report import write_report
 from lmac_interpreter import LMACInterpreter, class_names_from_encoder
-from mask_methods import MASK_METHODS
+from mask_methods import MASK_METHODS, AllOnesMask, EmptyMask
 from recipe_setup import (
+    build_mask_reference,
     check_class_count,
     check_lmac_decoder,
     check_overlap_type,
     load_classifier,
     load_l2i_run,
     load_lmac_decoder,
+    log_silence_decision,
     start_recipe,
     validate_data_hparams,
 )
@@ -60,7 +62,11 @@ from wham_prepare import combine_batches, fit_length, make_noise_stream
 logger = logging.getLogger(__name__)
 
 METHODS = tuple(MASK_METHODS)
-COMPARISON_COLUMNS = ("AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "localization", "seconds_per_clip")
+COMPARISON_COLUMNS = (
+    "AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "localization", *TRUST_METRICS, "seconds_per_clip",
+)  # fmt: skip
+# The reference rows of every comparison: a mask that removes everything and one that keeps everything.
+REFERENCE_ROWS = (EmptyMask.name, AllOnesMask.name)
 AUDIO_EXTENSIONS = tuple(sorted({".wav", ".flac", ".ogg", *(f".{kind.lower()}" for kind in sf.available_formats())}))
 
 
@@ -208,9 +214,12 @@ def methods_of(hparams):
     return list(dict.fromkeys(methods))
 
 
-def write_metrics(stats, folder, condition):
-    """Writes ``metrics_<condition>.json`` and ``metrics_<condition>.md``; returns their paths."""
+def write_metrics(stats, folder, condition, per_class_stats=None, class_names=None):
+    """Writes ``metrics_<condition>.json`` and ``metrics_<condition>.md`` (and, given ``per_class_stats``,
+    ``metrics_<condition>_per_class.json``, keyed by ``class_names``); returns the first two paths."""
     os.makedirs(folder, exist_ok=True)
+    if per_class_stats is not None:
+        write_per_class(per_class_stats, class_names, os.path.join(folder, f"metrics_{condition}_per_class.json"))
     json_path = os.path.join(folder, f"metrics_{condition}.json")
     with open(json_path, "w", encoding="utf-8") as file:
         json.dump({"condition": condition, **stats}, file, indent=2)
@@ -221,28 +230,30 @@ def write_metrics(stats, folder, condition):
     return json_path, markdown_path
 
 
-def evaluate_test_fold(hparams, run_opts, datasets, method="lmac", events=None):
-    """Runs TEST with one method; writes metrics, interpretations and the report; returns the stats.
+def evaluate_test_fold(hparams, run_opts, datasets, method="lmac", events=None, mask_reference=None):
+    """Runs TEST with one method; writes metrics (overall and per class), interpretations and the report;
+    returns the stats.
 
     L-MAC's results go to ``<eval_folder>/<condition>``, another method's to
     ``<eval_folder>/<method>/<condition>``. The stats include
     ``seconds_per_clip`` and, with ``events`` (``meta/events.csv``),
     ``localization``. Every method sees the same contamination (a fresh
-    stream of the same seed).
+    stream of the same seed) and the same ``mask_reference``.
     """
     condition = evaluation_condition(hparams)
     folder = os.path.join(hparams["eval_folder"], *([condition] if method == "lmac" else [method, condition]))
     brain = make_brain(
         {**hparams, "interpretations_folder": folder}, run_opts, method,
-        noise_stream=make_overlap(hparams, datasets["test"]), events=events,
+        noise_stream=make_overlap(hparams, datasets["test"]), events=events, mask_reference=mask_reference,
     )  # fmt: skip
     start = time.perf_counter()
     brain.evaluate(datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
     stats = dict(brain.last_stage_stats)
     stats["seconds_per_clip"] = (time.perf_counter() - start) / max(1, len(datasets["test"]))
-    write_metrics(stats, folder, condition)
+    class_names = class_names_of(hparams)
+    write_metrics(stats, folder, condition, brain.per_class_stats, class_names)
     title = f"{MASK_METHODS[method].title} on the test fold ({condition})"
-    report_test_interpretations(folder, stats, title, class_names_of(hparams))
+    report_test_interpretations(folder, stats, title, class_names)
     return stats
 
 
@@ -251,7 +262,7 @@ def mask_method_of(hparams, method):
     return None if method == "lmac" else MASK_METHODS[method].from_hparams(hparams, hparams["modules"])
 
 
-def make_brain(hparams, run_opts, method, noise_stream=None, events=None):
+def make_brain(hparams, run_opts, method, noise_stream=None, events=None, mask_reference=None):
     """An ``LMAC`` brain whose masks are ``method``'s (``mask_methods.MASK_METHODS``), its weights laid out for it.
 
     The models are the configuration's, already loaded (``load_models``).
@@ -259,13 +270,14 @@ def make_brain(hparams, run_opts, method, noise_stream=None, events=None):
     brain = LMAC(
         modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
         mask_method=mask_method_of(hparams, method), noise_stream=noise_stream, events=events,
+        mask_reference=mask_reference,
     )  # fmt: skip
     set_weight_layout(brain.modules, forward_only=MASK_METHODS[method].forward_only)
     return brain
 
 
-def compare_methods(hparams, run_opts, datasets, methods, events=None):
-    """Evaluates every method on the same test clips; writes and logs the comparison table.
+def compare_methods(hparams, run_opts, datasets, methods, events=None, mask_reference=None):
+    """Evaluates every method, and the ``REFERENCE_ROWS``, on the same test clips; writes and logs the comparison table.
 
     Returns
     -------
@@ -273,9 +285,9 @@ def compare_methods(hparams, run_opts, datasets, methods, events=None):
         Per method, the ``COMPARISON_COLUMNS`` it has.
     """
     table = {}
-    for method in methods:
+    for method in dict.fromkeys([*methods, *REFERENCE_ROWS]):
         logger.info("Comparison: evaluating %s.", method)
-        stats = evaluate_test_fold(hparams, run_opts, datasets, method, events)
+        stats = evaluate_test_fold(hparams, run_opts, datasets, method, events, mask_reference)
         table[method] = {column: stats[column] for column in COMPARISON_COLUMNS if column in stats}
     condition = evaluation_condition(hparams)
     markdown = write_comparison(table, hparams["eval_folder"], condition)
@@ -316,8 +328,10 @@ def report_test_interpretations(folder, stats, title, class_names, links=()):
     """Writes ``<folder>/report.html`` for the clips saved under ``<folder>/test/<clip>/``; returns its path.
 
     Each row names the clip's true class and the classifier's prediction with
-    its probability (from the clip's ``clip.json``), by ``class_names``;
-    ``links`` are ``write_report``'s.
+    its probability (from the clip's ``clip.json``), by ``class_names``, the
+    interpretation's ``energy_kept``, and a warning in plain words when it is
+    near-silent or when an empty mask already gets the clip's decision
+    (``trust_notes``); ``links`` are ``write_report``'s.
     """
     rows = []
     for clip in sorted(os.listdir(os.path.join(folder, "test"))):
@@ -328,12 +342,37 @@ def report_test_interpretations(folder, stats, title, class_names, links=()):
                 "name": clip,
                 "label": class_names[record["label"]],
                 "prediction": f"{class_names[record['prediction']]} ({record['probability']:.2f})",
+                "energy_kept": record["energy_kept"],
+                "notes": trust_notes(record, class_names),
                 "input": f"test/{clip}/original.wav",
                 "interpretation": f"test/{clip}/interpretation.wav",
                 "image": f"test/{clip}/spectrogram.png",
             }
         )
     return write_report(folder, rows, stats, title=title, links=links)
+
+
+def trust_notes(record, class_names):
+    """Plain-words warnings about one clip's interpretation (its ``clip.json`` record); empty when there is none.
+
+    Example
+    -------
+    >>> record = {"prediction": 0, "energy_kept": 0.002, "empty_decision": 0, "empty_probability": 0.8}
+    >>> for note in trust_notes(record, ["kick", "snare"]):
+    ...     print(note)
+    Near-silent: the interpretation keeps 0.2% of the input's energy.
+    This classifier gives kick to an empty mask (silence or the reference) with probability 0.80: keeping kick does not show that this mask holds its evidence.
+    """
+    notes = []
+    if record["energy_kept"] < SILENT_ENERGY_SHARE:
+        notes.append(f"Near-silent: the interpretation keeps {100 * record['energy_kept']:.1f}% of the input's energy.")
+    if record["empty_decision"] == record["prediction"]:
+        name = class_names[record["prediction"]]
+        notes.append(
+            f"This classifier gives {name} to an empty mask (silence or the reference) with probability "
+            f"{record['empty_probability']:.2f}: keeping {name} does not show that this mask holds its evidence."
+        )
+    return notes
 
 
 def class_names_of(hparams):
@@ -414,11 +453,13 @@ def main(argv):
     datasets, label_encoder = prepare_datasets(hparams)
     check_class_count(hparams, label_encoder)
     load_models(hparams)
+    log_silence_decision(hparams, class_names_of(hparams))
     events = load_event_table(hparams["data_folder"])  # read once, used by every method
+    mask_reference = build_mask_reference(hparams, datasets["train"])
     if hparams["compare"]:
-        compare_methods(hparams, run_opts, datasets, methods, events)
+        compare_methods(hparams, run_opts, datasets, methods, events, mask_reference)
     else:
-        evaluate_test_fold(hparams, run_opts, datasets, methods[0], events)
+        evaluate_test_fold(hparams, run_opts, datasets, methods[0], events, mask_reference)
     end_distributed_run()
     return []
 

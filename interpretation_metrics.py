@@ -318,3 +318,186 @@ def localization_ratio(mask, box):
     mass_inside = (mask * box).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(torch.finfo(mask.dtype).tiny)
     box_share = box.mean(dim=(1, 2))
     return torch.where(box_share > 0, mass_inside / box_share.clamp_min(torch.finfo(mask.dtype).tiny), 0.0)
+
+
+# An interpretation that keeps less than this share of the input's energy is near-silent (``silent_share``).
+SILENT_ENERGY_SHARE = 0.01
+# The trust measures of ``docs/method.md`` (Trust measures), beside ``INTERPRETATION_METRICS``.
+TRUST_METRICS = (
+    "energy_kept", "silent_share", "empty_keeps_decision", "fid_in_beyond_empty",
+    "profile_cosine", "event_profile_cosine", "randomisation_similarity",
+)  # fmt: skip
+
+
+def energy_kept(mask, log_mag):
+    """Energy of the interpretation ``expm1(M * L)`` divided by the input's ``expm1(L)``, per example.
+
+    Measured on the STFT magnitude over the mask's frames; an input with no
+    energy keeps all of it (1).
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        ``[batch, frames', freq]`` in ``[0, 1]``.
+    log_mag : torch.Tensor
+        ``[batch, frames, freq]``, ``frames >= frames'``: the input's ``log1p|STFT|``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``, in ``[0, 1]``.
+
+    Example
+    -------
+    >>> log_mag = torch.log1p(torch.tensor([[[3.0, 4.0]]]))  # energies 9 and 16
+    >>> energy_kept(torch.tensor([[[0.0, 1.0]]]), log_mag), energy_kept(torch.ones(1, 1, 2), torch.zeros(1, 1, 2))
+    (tensor([0.6400]), tensor([1.]))
+    """
+    log_mag = log_mag[:, : mask.shape[1]].float()
+    total = torch.expm1(log_mag).square().sum(dim=(1, 2))
+    kept = torch.expm1(mask.float() * log_mag).square().sum(dim=(1, 2))
+    return torch.where(total > 0, kept / total.clamp_min(torch.finfo(total.dtype).tiny), 1.0)
+
+
+def trust_scores(logits, logits_empty, fid_in, mask, log_mag):
+    """Per-example trust measures of a mask: ``energy_kept``, ``silent_share``, ``empty_keeps_decision`` and
+    ``fid_in_beyond_empty`` (``docs/method.md``, Trust measures).
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        ``[batch, n_classes]``: the classifier on the input; its argmax is the decision ``c``.
+    logits_empty : torch.Tensor
+        ``[batch, n_classes]``: the classifier on the masked-in input of an empty mask ``M = 0``.
+    fid_in : torch.Tensor
+        ``[batch]``, 1 where the masked-in input keeps ``c``.
+    mask : torch.Tensor
+        ``[batch, frames', freq]``.
+    log_mag : torch.Tensor
+        ``[batch, frames, freq]``.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Each ``[batch]``; ``silent_share`` and the two decision measures are 0 or 1 per example.
+
+    Example
+    -------
+    >>> logits, empty = torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([[2.0, 0.0], [2.0, 0.0]])
+    >>> scores = trust_scores(logits, empty, torch.ones(2), torch.zeros(2, 1, 3), torch.ones(2, 1, 3))
+    >>> {name: value.tolist() for name, value in scores.items()}
+    {'energy_kept': [0.0, 0.0], 'silent_share': [1.0, 1.0], 'empty_keeps_decision': [1.0, 0.0], 'fid_in_beyond_empty': [0.0, 1.0]}
+    """
+    kept = energy_kept(mask.detach(), log_mag)
+    empty_keeps = (logits_empty.argmax(dim=1) == logits.argmax(dim=1)).float()
+    return {
+        "energy_kept": kept,
+        "silent_share": (kept < SILENT_ENERGY_SHARE).float(),
+        "empty_keeps_decision": empty_keeps,
+        "fid_in_beyond_empty": fid_in * (1 - empty_keeps),
+    }
+
+
+def frequency_profile(mask):
+    """A mask's frequency profile: its mean over time, ``[batch, frames, freq]`` to ``[batch, freq]``."""
+    return mask.detach().float().mean(dim=1)
+
+
+def class_mean_profiles(profiles, classes):
+    """The mean frequency profile of each class present: ``[n_present, freq]``, classes in ascending order.
+
+    Arguments
+    ---------
+    profiles : torch.Tensor
+        ``[clips, freq]``.
+    classes : torch.Tensor
+        ``[clips]`` class indices.
+    """
+    present = torch.unique(classes)  # sorted
+    return torch.stack([profiles[classes == label].mean(dim=0) for label in present])
+
+
+def profile_cosine(profiles, classes):
+    """Mean pairwise cosine similarity between the classes' mean mask frequency profiles.
+
+    Lower is more class-specific: 1 when every class's mask keeps the same
+    bands in the same proportions. A class whose masks are all zero tells no
+    class apart, so its cosine with every other class counts as 1. NaN with
+    fewer than two classes.
+
+    Arguments
+    ---------
+    profiles : torch.Tensor
+        ``[clips, freq]`` (``frequency_profile`` of each clip's mask).
+    classes : torch.Tensor
+        ``[clips]`` class indices.
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> profiles = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    >>> round(profile_cosine(profiles, torch.tensor([0, 0, 1, 2])), 4)  # pairs (0, 1): 0, (0, 2): 1, (1, 2): 1
+    0.6667
+    """
+    means = class_mean_profiles(profiles.float(), classes)
+    count = means.shape[0]
+    if count < 2:
+        return float("nan")
+    norms = means.norm(dim=1)
+    unit = means / norms.clamp_min(torch.finfo(means.dtype).tiny)[:, None]
+    cosine = unit @ unit.T
+    empty = norms == 0
+    cosine = torch.where(empty[:, None] | empty[None, :], 1.0, cosine)
+    off_diagonal = ~torch.eye(count, dtype=torch.bool, device=cosine.device)
+    return float(cosine[off_diagonal].mean())
+
+
+def average_ranks(values):
+    """Ranks ``1..n`` of each row of ``[batch, n]``, ties given their average rank (as Spearman's rho needs).
+
+    Example
+    -------
+    >>> average_ranks(torch.tensor([[0.5, 0.1, 0.5, 0.9]]))
+    tensor([[2.5000, 1.0000, 2.5000, 4.0000]], dtype=torch.float64)
+    """
+    ranks = torch.empty(values.shape, dtype=torch.float64, device=values.device)
+    for row, row_values in enumerate(values):
+        unique, inverse, counts = torch.unique(row_values, return_inverse=True, return_counts=True)
+        last_rank = torch.cumsum(counts, dim=0).double()
+        ranks[row] = (last_rank - (counts.double() - 1) / 2)[inverse]
+    return ranks
+
+
+def spearman_similarity(masks, other_masks):
+    """Spearman rank correlation between two masks of each example, over all their cells.
+
+    Two equal masks score 1 (constant ones included); a constant mask against
+    a varying one scores 0.
+
+    Arguments
+    ---------
+    masks, other_masks : torch.Tensor
+        ``[batch, ...]``, same shape.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``, in ``[-1, 1]``.
+
+    Example
+    -------
+    >>> a = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    >>> spearman_similarity(torch.cat([a, a]), torch.cat([a ** 2, a.flip(1)]))
+    tensor([ 1., -1.])
+    """
+    if masks.shape != other_masks.shape:
+        raise ValueError(f"spearman_similarity needs two masks of one shape; got {tuple(masks.shape)} and {tuple(other_masks.shape)}.")
+    first, second = (average_ranks(m.detach().float().flatten(1)) for m in (masks, other_masks))
+    first, second = first - first.mean(dim=1, keepdim=True), second - second.mean(dim=1, keepdim=True)
+    scale = (first.square().sum(dim=1) * second.square().sum(dim=1)).sqrt()
+    rho = (first * second).sum(dim=1) / scale.clamp_min(1e-300)
+    equal = (masks.flatten(1) == other_masks.flatten(1)).all(dim=1)
+    return torch.where(scale > 0, rho, equal.double()).float()

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+from copy import deepcopy
 
 import soundfile as sf
 import speechbrain as sb
@@ -26,7 +27,17 @@ from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import if_main_process
 
 from features import SpectralFeatures, mel_input_from_log_magnitude, spectral_features, stft_phase
-from interpretation_metrics import event_boxes, interpretation_scores, localization_ratio
+from interpretation_metrics import (
+    energy_kept,
+    event_boxes,
+    frequency_profile,
+    interpretation_scores,
+    localization_ratio,
+    profile_cosine,
+    spearman_similarity,
+    trust_scores,
+)
+from mask_references import SilenceReference
 from training_curves import save_training_curves
 
 logger = logging.getLogger(__name__)
@@ -35,6 +46,10 @@ logger = logging.getLogger(__name__)
 COMPLETE_MARKER = "COMPLETE"
 # The validation statistic that selects the best checkpoint (lower is better).
 BEST_CHECKPOINT_KEY = "loss"
+# TEST's per-class statistics of a training run, beside its train_log.txt.
+PER_CLASS_TEST_FILE = "test_per_class.json"
+# A validation stage with at least this share of near-silent interpretations is reported as collapsed.
+COLLAPSE_SILENT_SHARE = 0.5
 # The feature modules (``features.Device*``) every interpreter brain holds next to its models.
 FEATURE_MODULES = ("compute_stft", "compute_istft", "compute_fbank")
 
@@ -119,6 +134,56 @@ class FrozenClassifier(torch.nn.Module):
         return self.classifier(embedding).squeeze(1), feature_maps
 
 
+def named_submodule(model, dotted_name, setting):
+    """The submodule of ``model`` at ``dotted_name``; a ``ValueError`` naming ``setting`` and some layers otherwise.
+
+    Example
+    -------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    >>> named_submodule(model, "0", "gradcam_layer")
+    Linear(in_features=2, out_features=2, bias=True)
+    """
+    try:
+        return model.get_submodule(dotted_name)
+    except AttributeError as error:
+        names = [name for name, _ in model.named_modules() if name]
+        raise ValueError(
+            f"{setting}={dotted_name!r} is not a layer of the classifier; some of its layers: {names[-8:]}."
+        ) from error
+
+
+def randomised_classifier(classifier, layer_names, seed):
+    """A copy of ``classifier`` whose layers ``layer_names`` are re-initialised: the model-randomisation check.
+
+    Every submodule of those layers with a ``reset_parameters`` (convolutions,
+    linear layers, batch norms) gets its initial weights again, drawn from a
+    generator seeded with ``seed``; the global random state is left as it was.
+    ``classifier`` is not changed.
+
+    Arguments
+    ---------
+    classifier : torch.nn.Module
+    layer_names : list of str
+        Dotted names inside ``classifier`` (``randomisation_layers``).
+    seed : int
+
+    Example
+    -------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    >>> copy = randomised_classifier(model, ["1"], seed=0)
+    >>> torch.equal(copy[0].weight, model[0].weight), torch.equal(copy[1].weight, model[1].weight)
+    (True, False)
+    """
+    copy = deepcopy(classifier)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name in layer_names:
+            for module in named_submodule(copy, name, "randomisation_layers").modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    return copy
+
+
 def end_distributed_run():
     """Waits for every DDP process, then closes the process group (no-op without DDP).
 
@@ -163,8 +228,8 @@ def crop_frames(spectrogram, num_frames):
     return spectrogram[:, :num_frames]
 
 
-def masked_log_magnitudes(mask, log_mag):
-    """Masked-in ``M * L`` and masked-out ``(1 - M) * L``, cropped to the mask's frames.
+def masked_log_magnitudes(mask, log_mag, reference=None):
+    """Masked-in ``M * L + (1 - M) * R`` and masked-out ``(1 - M) * L + M * R``, cropped to the mask's frames.
 
     Arguments
     ---------
@@ -172,6 +237,8 @@ def masked_log_magnitudes(mask, log_mag):
         ``[batch, frames', freq]`` with values in ``[0, 1]``.
     log_mag : torch.Tensor
         ``[batch, frames, freq]``, ``frames >= frames'``.
+    reference : torch.Tensor or None
+        ``R``, ``[batch, frames', freq]`` (``mask_references``); None: silence, ``R = 0``.
 
     Returns
     -------
@@ -183,9 +250,14 @@ def masked_log_magnitudes(mask, log_mag):
     >>> masked_in, masked_out = masked_log_magnitudes(torch.full((1, 2, 3), 0.25), torch.ones(1, 4, 3))
     >>> masked_in.shape, masked_in[0, 0, 0].item(), masked_out[0, 0, 0].item()
     (torch.Size([1, 2, 3]), 0.25, 0.75)
+    >>> masked_in, masked_out = masked_log_magnitudes(torch.full((1, 2, 3), 0.25), torch.ones(1, 4, 3), torch.full((1, 2, 3), 2.0))
+    >>> masked_in[0, 0, 0].item(), masked_out[0, 0, 0].item()
+    (1.75, 1.25)
     """
     cropped = crop_frames(log_mag, mask.shape[1])
-    return mask * cropped, (1 - mask) * cropped
+    if reference is None:
+        return mask * cropped, (1 - mask) * cropped
+    return torch.lerp(reference, cropped, mask), torch.lerp(cropped, reference, mask)
 
 
 def to_device(tensor, device):
@@ -261,7 +333,9 @@ class MaskedOutput:
     Shapes: ``wavs`` ``[batch, samples]`` (the interpreted input) and
     ``clean_wavs`` (before any noise; the same tensor without it),
     ``logits*`` ``[batch, n_classes]``, ``mask`` and ``log_mag_masked_in``
-    (``M * L``) ``[batch, frames', freq]``.
+    (``M * L + (1 - M) * R``) ``[batch, frames', freq]``. ``logits_empty``
+    is the classifier on the masked-in input of an empty mask (``R``), or
+    None where nothing reads it (training with an objective that does not).
     """
 
     wavs: torch.Tensor
@@ -272,6 +346,7 @@ class MaskedOutput:
     log_mag_masked_in: torch.Tensor
     logits_masked_in: torch.Tensor
     logits_masked_out: torch.Tensor
+    logits_empty: torch.Tensor | None = None
 
 
 class CudaFedBrain(sb.Brain):
@@ -322,13 +397,18 @@ class InterpreterBrain(CudaFedBrain):
     events : pandas.DataFrame or None
         ``meta/events.csv`` indexed by clip id (``load_event_table``): adds
         the ``localization`` score in VALID and TEST.
+    mask_reference : mask_references.MaskReference or None
+        What fills the cells a mask removes, in the objective and the
+        metrics (``mask_reference``); None: silence.
     """
 
-    def __init__(self, *args, mask_method=None, noise_stream=None, events=None, **kwargs):
+    def __init__(self, *args, mask_method=None, noise_stream=None, events=None, mask_reference=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.mask_method = mask_method
         self.noise_stream = noise_stream
         self.events = events
+        self.mask_reference = mask_reference if mask_reference is not None else SilenceReference()
+        self.randomised = None  # (classifier, mask method) of the model-randomisation check, built in TEST
         if self.device_type == "cuda":
             torch.backends.cudnn.benchmark = True  # every training clip has the same shape
 
@@ -401,17 +481,34 @@ class InterpreterBrain(CudaFedBrain):
         """The ``mask_methods.MaskMethod`` of this interpreter's own modules."""
         raise NotImplementedError(f"{type(self).__name__} does not define its own mask method.")
 
+    def current_mask_method(self):
+        """``mask_method``, or the interpreter's own method."""
+        return self.mask_method if self.mask_method is not None else self.own_mask_method()
+
     def compute_mask(self, features, logits, feature_maps):
         """The mask ``[batch, frames, freq]`` of ``mask_method``, or of the interpreter's own method."""
-        method = self.mask_method if self.mask_method is not None else self.own_mask_method()
-        return method.mask(features, logits, feature_maps)
+        return self.current_mask_method().mask(features, logits, feature_maps)
 
-    def masked_output(self, wavs, clean, features, logits, mask):
-        """Classifies the masked-in ``M * L`` and masked-out ``(1 - M) * L``; returns a ``MaskedOutput``."""
-        masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag)
+    def needs_empty_logits(self, stage):
+        """True where the classifier's answer on an empty mask is read: VALID and TEST (the trust measures)."""
+        return stage != sb.Stage.TRAIN
+
+    def masked_output(self, wavs, clean, features, logits, mask, stage):
+        """Classifies the masked-in and masked-out inputs (and, when read, the empty mask's); returns a ``MaskedOutput``.
+
+        The removed cells hold ``mask_reference``'s ``R`` (``masked_log_magnitudes``).
+        """
+        reference = self.mask_reference.fill(crop_frames(features.log_mag, mask.shape[1]))
+        masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag, reference)
         logits_masked_in, _ = self.classify(self.mel_input_from_log_mag(masked_in))
         logits_masked_out, _ = self.classify(self.mel_input_from_log_mag(masked_out))
-        return MaskedOutput(wavs, clean, features, logits, mask, masked_in, logits_masked_in, logits_masked_out)
+        logits_empty = None
+        if self.needs_empty_logits(stage):
+            with torch.no_grad():
+                logits_empty, _ = self.classify(self.mel_input_from_log_mag(reference))
+        return MaskedOutput(
+            wavs, clean, features, logits, mask, masked_in, logits_masked_in, logits_masked_out, logits_empty
+        )
 
     def record_stage_outputs(self, output, batch, stage, extra_scores):
         """Records the scores of a ``MaskedOutput`` and saves interpretations when it is time.
@@ -421,25 +518,59 @@ class InterpreterBrain(CudaFedBrain):
         scores (``in_masks`` of fine-tuning).
         """
         scores = interpretation_scores(output.logits, output.logits_masked_in, output.logits_masked_out, output.mask)
+        scores.update(
+            trust_scores(output.logits, output.logits_empty, scores["fid_in"], output.mask, output.features.log_mag)
+        )
         labels = batch.class_string_encoded.data.squeeze(1)
         scores["acc"] = (output.logits.argmax(dim=1) == labels).float()
         scores.update(extra_scores)
+        self.stage_profiles["mask"].append(frequency_profile(output.mask))
+        self.stage_profiles["classes"].append(labels)
         if self.events is not None:
-            scores["localization"] = self.localization(batch.id, output.mask)
-        self.record_scores(scores)
+            boxes = self.event_boxes(batch.id, output.mask.shape[1:], output.mask.device)
+            scores["localization"] = localization_ratio(output.mask.detach().float(), boxes)
+            self.stage_profiles["event"].append(frequency_profile(boxes.float()))
+        self.record_scores(scores, labels)
+        if stage == sb.Stage.TEST:
+            self.record_randomisation_similarity(output, labels)
         epoch = self.hparams.epoch_counter.current
         if if_main_process() and self.should_save_interpretations(stage, epoch):
             folder_name = "test" if stage == sb.Stage.TEST else f"valid_epoch{epoch}"
             folder = os.path.join(self.hparams.interpretations_folder, folder_name)
             self.save_interpretations(batch.id, output, labels, folder)
 
-    def localization(self, ids, mask):
-        """Localisation ratio ``[batch]`` of ``mask`` against each clip's event box in ``self.events``."""
+    def event_boxes(self, ids, shape, device):
+        """Boolean ``[batch, *shape]`` event boxes of the clips ``ids`` in ``self.events``, on ``device``."""
         boxes = event_boxes(
-            [self.events.loc[clip_id] for clip_id in ids], mask.shape[1:], self.modules.compute_stft.hop_length,
+            [self.events.loc[clip_id] for clip_id in ids], shape, self.modules.compute_stft.hop_length,
             self.hparams.sample_rate, self.hparams.n_fft,
         )  # fmt: skip
-        return localization_ratio(mask.detach().float(), to_device(boxes, mask.device))
+        return to_device(boxes, device)
+
+    def record_randomisation_similarity(self, output, labels):
+        """Records ``randomisation_similarity`` for the stage's first ``randomisation_clips`` clips.
+
+        The same mask method, run on the classifier whose
+        ``randomisation_layers`` are re-initialised (L-MAC: the same decoder
+        reading that classifier's feature maps), for the same decision;
+        Spearman's rho between its masks and ``output.mask``.
+        """
+        count = min(output.mask.shape[0], self.hparams.randomisation_clips - self.randomisation_recorded)
+        if count <= 0:
+            return
+        if self.randomised is None:
+            classifier = randomised_classifier(
+                self.modules.classifier, self.hparams.randomisation_layers, self.hparams.seed
+            )
+            self.randomised = (classifier, self.current_mask_method().on_classifier(classifier))
+        classifier, method = self.randomised
+        features = _first(output.features, count)
+        with torch.no_grad():
+            _, feature_maps = classifier(features.mel_input)
+        mask = method.mask(features, output.logits[:count], feature_maps)
+        similarity = spearman_similarity(output.mask[:count], mask)
+        self.record_scores({"randomisation_similarity": similarity}, labels[:count])
+        self.randomisation_recorded += count
 
     def interpretation_waveform(self, mask, features, num_samples):
         """``inverted_interpretation`` with this Brain's ISTFT: ``[batch, num_samples]``."""
@@ -448,21 +579,37 @@ class InterpreterBrain(CudaFedBrain):
     def on_stage_start(self, stage, epoch=None):
         """Starts this stage's per-example scores (VALID and TEST)."""
         self.stage_scores = {}
+        self.stage_classes = {}
+        self.stage_profiles = {"mask": [], "event": [], "classes": []}
         self.interpretations_saved = 0
+        self.randomisation_recorded = 0
 
-    def record_scores(self, scores):
-        """Keeps per-example ``scores`` (dict of ``[batch]`` tensors) where they are, on the device, until the stage ends."""
+    def record_scores(self, scores, classes):
+        """Keeps per-example ``scores`` (dict of ``[batch]`` tensors) and the clips' true ``classes`` ``[batch]``
+        where they are, on the device, until the stage ends."""
         for name, values in scores.items():
             self.stage_scores.setdefault(name, []).append(values.detach().float())
+            self.stage_classes.setdefault(name, []).append(classes[: values.shape[0]])
 
     def stage_statistics(self, stage_loss):
-        """The statistics of a VALID or TEST stage: loss and the mean of every recorded score, as plain floats.
+        """The statistics of a VALID or TEST stage: loss, the mean of every recorded score and the profile
+        cosines (``profile_cosine``, and ``event_profile_cosine`` of the event boxes), as plain floats.
 
-        The means reach the host together, in one copy.
+        The means reach the host together, in one copy. ``self.per_class_stats``
+        gets the mean of every score per true class (``{class index: {name: mean}}``).
         """
         names = list(self.stage_scores)
-        means = torch.stack([torch.cat(self.stage_scores[name]).mean() for name in names]).tolist() if names else []
-        return {BEST_CHECKPOINT_KEY: float(stage_loss), **dict(zip(names, means))}
+        scores = {name: torch.cat(self.stage_scores[name]) for name in names}
+        classes = {name: torch.cat(self.stage_classes[name]) for name in names}
+        means = torch.stack([scores[name].mean() for name in names]).tolist() if names else []
+        stats = {BEST_CHECKPOINT_KEY: float(stage_loss), **dict(zip(names, means))}
+        self.per_class_stats = per_class_means(scores, classes)
+        for key, profiles in (("profile_cosine", "mask"), ("event_profile_cosine", "event")):
+            if self.stage_profiles[profiles]:
+                stats[key] = profile_cosine(
+                    torch.cat(self.stage_profiles[profiles]), torch.cat(self.stage_profiles["classes"])
+                )
+        return stats
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs the stage, anneals the learning rate and keeps the best checkpoint."""
@@ -482,6 +629,7 @@ class InterpreterBrain(CudaFedBrain):
             self.checkpointer.save_and_keep_only(
                 meta={BEST_CHECKPOINT_KEY: stats[BEST_CHECKPOINT_KEY]}, min_keys=[BEST_CHECKPOINT_KEY]
             )
+            warn_if_collapsed(stats, epoch)
             if if_main_process():
                 save_training_curves(self.hparams.train_log, f"{type(self).__name__} training")
         else:
@@ -509,14 +657,17 @@ class InterpreterBrain(CudaFedBrain):
         ``folder/<id>/``.
 
         ``clip.json`` holds the class indices of the true ``label`` and of the
-        classifier's ``prediction``, and the ``probability`` of the prediction.
+        classifier's ``prediction``, the ``probability`` of the prediction,
+        the interpretation's ``energy_kept``, and the class (``empty_decision``)
+        and its probability (``empty_probability``) that the classifier gives
+        the masked-in input of an empty mask.
 
         Arguments
         ---------
         ids : list of str
         output : MaskedOutput
             Of the batch: the interpreted input ``wavs`` ``[batch, samples]``,
-            its ``features``, ``logits`` and ``mask``.
+            its ``features``, ``logits``, ``logits_empty`` and ``mask``.
         labels : torch.Tensor
             ``[batch]`` true class indices.
         folder : str
@@ -526,10 +677,14 @@ class InterpreterBrain(CudaFedBrain):
         with torch.no_grad():
             interpretations = self.interpretation_waveform(mask[:count], _first(features, count), wavs.shape[1])
         probabilities, predictions = torch.softmax(output.logits[:count].float(), dim=1).max(dim=1)
-        records = [
-            {"label": label, "prediction": prediction, "probability": probability}
-            for label, prediction, probability in zip(labels[:count].tolist(), predictions.tolist(), probabilities.tolist())
-        ]
+        empty_probabilities, empty_decisions = torch.softmax(output.logits_empty[:count].float(), dim=1).max(dim=1)
+        columns = {
+            "label": labels[:count], "prediction": predictions, "probability": probabilities,
+            "energy_kept": energy_kept(mask[:count].detach(), features.log_mag[:count]),
+            "empty_decision": empty_decisions, "empty_probability": empty_probabilities,
+        }  # fmt: skip
+        values = {name: column.tolist() for name, column in columns.items()}
+        records = [{name: values[name][index] for name in columns} for index in range(count)]
         for index in range(count):
             clip_folder = os.path.join(folder, str(ids[index]))
             os.makedirs(clip_folder, exist_ok=True)
@@ -543,6 +698,52 @@ class InterpreterBrain(CudaFedBrain):
             with open(os.path.join(clip_folder, "clip.json"), "w", encoding="utf-8") as file:
                 json.dump(records[index], file)
         self.interpretations_saved += count
+
+
+def warn_if_collapsed(stats, epoch):
+    """Warns when a validation stage's ``silent_share`` reaches ``COLLAPSE_SILENT_SHARE``; returns True then.
+
+    The masks have collapsed towards the empty mask: the interpretations are
+    near-silent, whatever Fid-In says.
+    """
+    if stats.get("silent_share", 0.0) < COLLAPSE_SILENT_SHARE:
+        return False
+    logger.warning(
+        "Epoch %s: the masks have collapsed: %.0f%% of the validation interpretations keep under 1%% of the "
+        "input's energy (energy_kept %.3f, Fid-In %.2f, fid_in_beyond_empty %.2f). They are near-silent; see "
+        "docs/method.md (Trust measures) for what to change.", epoch, 100 * stats["silent_share"],
+        stats["energy_kept"], stats["fid_in"], stats["fid_in_beyond_empty"],
+    )  # fmt: skip
+    return True
+
+
+def per_class_means(scores, classes):
+    """The mean of every score per class: ``{class index: {name: mean}}``, classes in ascending order.
+
+    Arguments
+    ---------
+    scores, classes : dict of str to torch.Tensor
+        Per score name, the ``[clips]`` values and the clips' ``[clips]`` class indices.
+
+    Example
+    -------
+    >>> per_class_means({"AD": torch.tensor([1.0, 3.0, 5.0])}, {"AD": torch.tensor([1, 1, 0])})
+    {0: {'AD': 5.0}, 1: {'AD': 2.0}}
+    """
+    table = {}
+    for name, values in scores.items():
+        for label in torch.unique(classes[name]).tolist():
+            table.setdefault(label, {})[name] = float(values[classes[name] == label].mean())
+    return dict(sorted(table.items()))
+
+
+def write_per_class(per_class_stats, class_names, path):
+    """Writes ``per_class_means``' table as JSON at ``path``, keyed by class name; returns the named table."""
+    named = {class_names[index]: stats for index, stats in per_class_stats.items()}
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(named, file, indent=2)
+    return named
 
 
 def _first(features, count):

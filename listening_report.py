@@ -36,6 +36,7 @@ body {{ font-family: sans-serif; margin: 2em; max-width: 1400px; }}
 table {{ border-collapse: collapse; margin-bottom: 2em; }}
 table.clips {{ width: 100%; }}
 td, th {{ border: 1px solid #ccc; padding: 0.4em; vertical-align: middle; text-align: left; }}
+tr.warning td {{ background: #fff3cd; }}
 td.picture img {{ width: 100%; max-width: 1200px; height: auto; display: block; }}
 audio {{ width: 100%; min-width: 12em; }}
 </style>
@@ -45,7 +46,7 @@ audio {{ width: 100%; min-width: 12em; }}
 {links}
 {metrics}
 <table class="clips">
-<tr><th>clip</th><th>true class</th><th>prediction (probability)</th><th>input</th><th>interpretation</th></tr>
+<tr><th>clip</th><th>true class</th><th>prediction (probability)</th><th>energy kept</th><th>input</th><th>interpretation</th></tr>
 {rows}
 </table>
 </body>
@@ -91,14 +92,24 @@ def _row(row):
     def link(key):
         return html.escape(row[key], quote=True)
 
+    energy = f"{100 * row['energy_kept']:.1f}%" if "energy_kept" in row else ""
     return (
         f"<tr><td>{html.escape(row['name'])}</td><td>{html.escape(row.get('label', ''))}</td>"
-        f"<td>{html.escape(row.get('prediction', ''))}</td>"
+        f"<td>{html.escape(row.get('prediction', ''))}</td><td>{energy}</td>"
         f'<td><audio controls preload="metadata" src="{link("input")}"></audio></td>'
         f'<td><audio controls preload="metadata" src="{link("interpretation")}"></audio></td></tr>\n'
-        f'<tr><td class="picture" colspan="5"><img src="{link("image")}" alt="spectrogram of {html.escape(row["name"])}">'
+        f"{_notes_row(row.get('notes'))}"
+        f'<tr><td class="picture" colspan="6"><img src="{link("image")}" alt="spectrogram of {html.escape(row["name"])}">'
         f'{_timeline_strip(row.get("timeline"))}</td></tr>'
     )
+
+
+def _notes_row(notes):
+    """A row of plain-words warnings about a clip's interpretation, or nothing."""
+    if not notes:
+        return ""
+    items = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
+    return f'<tr class="warning"><td colspan="6"><strong>Not trustworthy:</strong><ul>{items}</ul></td></tr>\n'
 
 
 def _timeline_strip(timeline):
@@ -129,7 +140,7 @@ def write_report(folder, rows, stats, title, links=()):
     rows : list of dict
         Per clip: ``name``, ``input``, ``interpretation`` (wav paths), ``image``
         (PNG path) and optionally ``label`` (the true class), ``prediction``
-        (text) and ``timeline`` (``LMACInterpreter.timeline``'s entries, shown under the picture).
+        (text), ``energy_kept`` (a share), ``notes`` (plain-words warnings) and ``timeline`` (``LMACInterpreter.timeline``'s entries, shown under the picture).
     stats : dict of str to float or None
         Metrics shown in a table above the clips.
     title : str

@@ -20,6 +20,8 @@ listenable interpretation (``docs/method.md``).
   mean of the bands covering it, ``A_lin[t, f] = sum_m A[t, m] W[f, m] /
   sum_m W[f, m]``), then its positive part divided by its largest value per
   clip (no positive value: a zero mask).
+- ``empty_mask`` and ``all_ones_mask``: the reference rows of a comparison,
+  a mask that removes everything and one that keeps everything.
 - ``l2i``: Listen to Interpret (Parekh et al., NeurIPS 2022), trained by
   ``train_l2i.py``: the share ``X_rel / X_all`` of the NMF reconstruction of
   the input that the components relevant to the decision explain.
@@ -29,13 +31,14 @@ A new method is one ``MaskMethod`` subclass and one line in ``MASK_METHODS``;
 """
 
 import abc
+import copy
 
 import torch
 import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 
 from cnn14_family import decode_any_length, fit_feature_maps
-from interpreter_brain import BEST_CHECKPOINT_KEY, set_weight_layout
+from interpreter_brain import BEST_CHECKPOINT_KEY, named_submodule, set_weight_layout
 from recipe_setup import load_l2i_run
 
 
@@ -70,6 +73,11 @@ class MaskMethod(abc.ABC):
         feature_maps : tuple of torch.Tensor
             CNN14's four feature maps, deepest first.
         """
+
+    def on_classifier(self, classifier):
+        """This method for another classifier (the model-randomisation check's): a method that reads the
+        classifier only through ``mask``'s arguments is the same; one that holds it returns a copy holding ``classifier``."""
+        return self
 
 
 class LMACMask(MaskMethod):
@@ -134,17 +142,6 @@ def attribution_mask(attribution):
     return positive / peak.clamp_min(torch.finfo(positive.dtype).tiny)
 
 
-def submodule(model, dotted_name):
-    """The submodule of ``model`` at ``dotted_name`` (e.g. ``embedding_model.conv_block6``), with a clear error."""
-    try:
-        return model.get_submodule(dotted_name)
-    except AttributeError as error:
-        names = [name for name, _ in model.named_modules() if name]
-        raise ValueError(
-            f"gradcam_layer={dotted_name!r} is not a layer of the classifier; some of its layers: {names[-8:]}."
-        ) from error
-
-
 class CaptumMask(MaskMethod):
     """A gradient method: a captum attribution over the mel input, made a mask over the linear STFT.
 
@@ -166,6 +163,11 @@ class CaptumMask(MaskMethod):
     @classmethod
     def from_hparams(cls, hparams, modules):
         return cls(modules["classifier"], modules["compute_fbank"])
+
+    def on_classifier(self, classifier):
+        copied = copy.copy(self)
+        copied.classifier = classifier
+        return copied
 
     def logits(self, mel_input):
         """The classifier's logits ``[batch, n_classes]`` alone, as captum expects."""
@@ -246,7 +248,13 @@ class GradCAMMask(CaptumMask):
 
     def __init__(self, classifier, compute_fbank, layer="embedding_model.conv_block6"):
         super().__init__(classifier, compute_fbank)
-        self.layer = submodule(classifier, layer)
+        self.layer_name = layer
+        self.layer = named_submodule(classifier, layer, "gradcam_layer")
+
+    def on_classifier(self, classifier):
+        copied = super().on_classifier(classifier)
+        copied.layer = named_submodule(classifier, self.layer_name, "gradcam_layer")
+        return copied
 
     @classmethod
     def from_hparams(cls, hparams, modules):
@@ -382,6 +390,35 @@ class L2IMask(MaskMethod):
         return reconstruction_mask(relevant, full)
 
 
+class ConstantMask(MaskMethod):
+    """A mask of one value everywhere: a reference row of a comparison."""
+
+    value = None
+
+    @classmethod
+    def from_hparams(cls, hparams, modules):
+        return cls()
+
+    def mask(self, features, logits, feature_maps):
+        return torch.full_like(features.log_mag, self.value)
+
+
+class EmptyMask(ConstantMask):
+    """``M = 0``: what the classifier says when the mask removes everything (the reference ``R`` alone)."""
+
+    name = "empty_mask"
+    title = "Empty mask"
+    value = 0.0
+
+
+class AllOnesMask(ConstantMask):
+    """``M = 1``: the whole input kept."""
+
+    name = "all_ones_mask"
+    title = "All-ones mask"
+    value = 1.0
+
+
 # The registry of ``--int_method`` and ``--compare``: one line per method.
 MASK_METHODS = {
     LMACMask.name: LMACMask,
@@ -390,4 +427,6 @@ MASK_METHODS = {
     IntegratedGradientsMask.name: IntegratedGradientsMask,
     GradCAMMask.name: GradCAMMask,
     L2IMask.name: L2IMask,
+    EmptyMask.name: EmptyMask,
+    AllOnesMask.name: AllOnesMask,
 }

@@ -19,11 +19,15 @@ from speechbrain.utils.distributed import run_on_main
 from speechbrain.utils.train_logger import TensorboardLogger, TrainLogger
 
 from esc50_prepare import validate_fold_lists
+from features import mel_input_from_log_magnitude, spectral_features, stft_frame_count
 from interpreter_brain import BEST_CHECKPOINT_KEY
+from mask_references import check_mask_reference, make_mask_reference
 
 logger = logging.getLogger(__name__)
 
 OVERLAP_TYPES = ("mixtures", "white_noise", "speech")
+# Above this probability for the class silence gets, empty masks can pass for interpretations of that class.
+SILENCE_WARNING_PROBABILITY = 0.5
 
 
 def start_recipe(argv):
@@ -124,6 +128,60 @@ def validate_data_hparams(hparams):
     if hparams["add_wham_noise"] and not hparams["wham_folder"]:
         raise ValueError("add_wham_noise=True needs --wham_folder (a folder holding tr/*.wav).")
     validate_fold_lists(**{key: hparams[key] for key in ("train_fold_nums", "valid_fold_nums", "test_fold_nums")})
+    check_mask_reference(hparams["mask_reference"])
+
+
+def build_mask_reference(hparams, train_set):
+    """The run's ``mask_reference`` (``mask_references``); ``mean_spectrum`` reads the clean training clips."""
+
+    def training_batches():
+        loader = sb.dataio.dataloader.make_dataloader(train_set, batch_size=hparams["batch_size"])
+        for batch in loader:
+            yield batch.sig.data
+
+    def log_magnitude(wavs):
+        return spectral_features(wavs, hparams["compute_stft"], hparams["compute_fbank"]).log_mag
+
+    return make_mask_reference(hparams["mask_reference"], training_batches(), log_magnitude)
+
+
+@torch.no_grad()
+def silence_decision(hparams):
+    """The loaded classifier's decision on a silent clip (``L = 0``, an empty mask's input with ``R = 0``).
+
+    Returns
+    -------
+    decision : int
+        The class index.
+    probability : float
+    """
+    frames = stft_frame_count(hparams["signal_length_s"], hparams["sample_rate"], hparams["hop_length"])
+    classifier = hparams["modules"]["classifier"]
+    parameter = next(classifier.parameters())
+    silence = torch.zeros(1, frames, hparams["n_fft"] // 2 + 1, device=parameter.device)
+    logits, _ = classifier(mel_input_from_log_magnitude(silence, hparams["compute_fbank"].to(parameter.device)))
+    probability, decision = torch.softmax(logits.float(), dim=1).max(dim=1)
+    return int(decision), float(probability)
+
+
+def log_silence_decision(hparams, class_names):
+    """Logs which class the classifier gives silence, with its probability; warns above ``SILENCE_WARNING_PROBABILITY``.
+
+    Returns
+    -------
+    tuple of (str, float)
+        The class name and the probability.
+    """
+    decision, probability = silence_decision(hparams)
+    name = class_names[decision]
+    logger.info("The classifier gives silence class %r with probability %.2f.", name, probability)
+    if probability > SILENCE_WARNING_PROBABILITY:
+        logger.warning(
+            "The classifier gives silence %r with probability %.2f: an empty (silent) mask already keeps that "
+            "decision, so %r interpretations may be silent. Check energy_kept, silent_share and "
+            "fid_in_beyond_empty, or try --mask_reference noise_floor.", name, probability, name,
+        )  # fmt: skip
+    return name, probability
 
 
 def check_overlap_type(hparams):

@@ -94,7 +94,7 @@ class L2I(InterpreterBrain):
         masked = None
         if stage != sb.Stage.TRAIN:
             mask = self.own_mask_method().mask_of(activations, logits.argmax(dim=1))
-            masked = self.masked_output(wavs, clean, features, logits, mask)
+            masked = self.masked_output(wavs, clean, features, logits, mask, stage)
         return L2IOutput(features, logits, activations, probabilities, masked)
 
     def own_mask_method(self):

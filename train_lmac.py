@@ -28,20 +28,25 @@ from esc50_prepare import prepare_datasets
 from features import stft_phase
 from interpreter_brain import (
     BEST_CHECKPOINT_KEY,
+    PER_CLASS_TEST_FILE,
     InterpreterBrain,
     crop_frames,
     end_distributed_run,
     masked_log_magnitudes,
     set_weight_layout,
+    write_per_class,
 )
 from interpretation_metrics import clean_energy_region, clean_energy_share
+from lmac_interpreter import class_names_from_encoder
 from mask_methods import LMACMask
 from recipe_setup import (
     add_tensorboard_logger,
+    build_mask_reference,
     check_class_count,
     check_overlap_type,
     load_classifier,
     load_interpreter,
+    log_silence_decision,
     start_recipe,
     validate_data_hparams,
 )
@@ -164,7 +169,7 @@ class LMAC(InterpreterBrain):
         """Classifier, mask, and the masked-in and masked-out classifications: a ``MaskedOutput``."""
         wavs, clean, features, logits, feature_maps = self.classify_batch(batch)
         mask = self.compute_mask(features, logits, feature_maps)
-        return self.masked_output(wavs, clean, features, logits, mask)
+        return self.masked_output(wavs, clean, features, logits, mask, stage)
 
     def own_mask_method(self):
         """The decoder of this Brain's modules (wrapped for DDP when training is distributed)."""
@@ -305,6 +310,8 @@ def main(argv):
     datasets, label_encoder = prepare_datasets(hparams)
     check_class_count(hparams, label_encoder)
     load_classifier(hparams)
+    class_names = class_names_from_encoder(label_encoder, hparams["n_classes"])
+    log_silence_decision(hparams, class_names)
     brain = LMAC(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
@@ -312,6 +319,7 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
         noise_stream=noise_stream,
+        mask_reference=build_mask_reference(hparams, datasets["train"]),
     )
     if hparams["pretrained_interpreter"]:
         load_interpreter(brain.modules.psi, hparams["pretrained_interpreter"], brain.device)
@@ -327,6 +335,7 @@ def main(argv):
     brain.evaluate(
         datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
     )
+    write_per_class(brain.per_class_stats, class_names, os.path.join(hparams["output_folder"], PER_CLASS_TEST_FILE))
     end_distributed_run()
     return brain, datasets
 

@@ -6,6 +6,7 @@ import os
 
 import random
 
+import pandas
 import pytest
 import torch
 from speechbrain.lobes.models.L2I import NMFDecoderAudio, Theta
@@ -133,6 +134,20 @@ def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
         assert row["seconds_per_clip"] > 0
     markdown = (folder / "comparison_clean.md").read_text(encoding="utf-8")
     assert all(f"| {method} |" in markdown for method in methods)
+    # The reference rows: an empty mask keeps nothing, and its masked-in input is the reference itself.
+    empty, ones = table["empty_mask"], table["all_ones_mask"]
+    assert (empty["energy_kept"], empty["silent_share"]) == (0.0, 1.0)
+    assert empty["fid_in"] == empty["empty_keeps_decision"] and empty["fid_in_beyond_empty"] == 0.0
+    assert (ones["energy_kept"], ones["silent_share"], ones["AD"], ones["fid_in"]) == (1.0, 0.0, 0.0, 1.0)
+    assert ones["randomisation_similarity"] == 1.0 and ones["profile_cosine"] == pytest.approx(1.0)
+    # Per class, next to the metrics: the clip-weighted mean of the classes' accuracies is the overall one.
+    per_class = json.loads((folder / "clean" / "metrics_clean_per_class.json").read_text(encoding="utf-8"))
+    meta = pandas.read_csv(os.path.join(run["data"]["esc50_folder"], "meta", "esc50.csv"))
+    counts = meta[meta["fold"] == 5]["category"].value_counts()
+    assert set(per_class) == set(counts.index)
+    weighted = sum(per_class[name]["acc"] * counts[name] for name in counts.index) / counts.sum()
+    overall = json.loads((folder / "clean" / "metrics_clean.json").read_text(encoding="utf-8"))
+    assert weighted == pytest.approx(overall["acc"])
     for method in methods[1:]:
         clip_folders = os.listdir(folder / method / "clean" / "test")
         assert len(clip_folders) == 2

@@ -118,7 +118,9 @@ def test_an_unknown_method_is_named_with_the_registry():
 
 
 def test_the_registry_holds_one_class_per_method_under_its_name():
-    assert list(MASK_METHODS) == ["lmac", "saliency", "smoothgrad", "integrated_gradients", "gradcam", "l2i"]
+    assert list(MASK_METHODS) == [
+        "lmac", "saliency", "smoothgrad", "integrated_gradients", "gradcam", "l2i", "empty_mask", "all_ones_mask",
+    ]  # fmt: skip
     assert list(lmac_eval.METHODS) == list(MASK_METHODS)
     for name, method in MASK_METHODS.items():
         assert issubclass(method, MaskMethod) and method.name == name and method.title

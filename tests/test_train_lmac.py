@@ -1,6 +1,7 @@
 """The L-MAC recipe for real: CLI runs on synthetic data, start-up checks, a frozen classifier."""
 
 import glob
+import json
 import math
 import os
 import re
@@ -8,6 +9,7 @@ import subprocess
 import sys
 
 import matplotlib.pyplot as plt
+import pandas
 import pytest
 import soundfile as sf
 import speechbrain as sb
@@ -69,7 +71,7 @@ def trained_run(tiny_data, tmp_path_factory):
     return output_folder, log
 
 
-def test_a_short_run_logs_finite_losses_and_every_metric(trained_run):
+def test_a_short_run_logs_finite_losses_and_every_metric(trained_run, tiny_data):
     output_folder, _ = trained_run
     lines = (output_folder / "train_log.txt").read_text().splitlines()
     epoch_lines = [line for line in lines if line.startswith("epoch: 1")]
@@ -80,6 +82,12 @@ def test_a_short_run_logs_finite_losses_and_every_metric(trained_run):
         for name in (BEST_CHECKPOINT_KEY, *INTERPRETATION_METRICS, "acc"):
             assert math.isfinite(stats[f"{stage} {name}"]), (stage, name)
     assert math.isfinite(valid["train loss"])
+    for name in ("energy_kept", "silent_share", "empty_keeps_decision", "fid_in_beyond_empty", "profile_cosine"):
+        assert 0 <= valid[f"valid {name}"] <= 1 and 0 <= test[f"test {name}"] <= 1, name
+    assert -1 <= test["test randomisation_similarity"] <= 1 and "valid randomisation_similarity" not in valid
+    per_class = json.loads((output_folder / "test_per_class.json").read_text(encoding="utf-8"))
+    categories = pandas.read_csv(os.path.join(tiny_data["esc50_folder"], "meta", "esc50.csv"))
+    assert set(per_class) <= set(categories["category"]) and all("energy_kept" in row for row in per_class.values())
     assert 0 <= valid["valid fid_in"] <= 1 and 0 <= valid["valid SPS"] <= 1
     assert valid["valid clean_energy_share"] >= 0  # WHAM! is mixed in
 

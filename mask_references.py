@@ -1,0 +1,164 @@
+"""What a mask puts where it removes the input: the reference ``R`` of ``M * L + (1 - M) * R``.
+
+The classifier judges the masked-in input ``M * L + (1 - M) * R`` and the
+masked-out input ``(1 - M) * L + M * R`` (``docs/method.md``, Masking
+reference). The published L-MAC fills with silence (``R = 0``); a classifier
+that gives silence a class then rewards an empty mask for that class. The
+listenable interpretation stays ``M * L`` whatever the reference.
+
+Every reference maps the input's ``log1p|STFT|`` ``[batch, frames, freq]`` to
+``R`` of the same shape. A new one is one ``MaskReference`` subclass and one
+line in ``MASK_REFERENCES``; ``--mask_reference NAME`` chooses it for
+training and for the metrics.
+"""
+
+import abc
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# The share of a clip's frames, per frequency, under its noise floor (``noise_floor``).
+NOISE_FLOOR_QUANTILE = 0.1
+
+
+class MaskReference(abc.ABC):
+    """``R`` for the cells a mask removes. ``needs_training_set``: built from the training set's features."""
+
+    name = None
+    needs_training_set = False
+
+    @abc.abstractmethod
+    def fill(self, log_mag):
+        """``R`` ``[batch, frames, freq]`` for an input ``log_mag`` ``[batch, frames, freq]``."""
+
+
+class SilenceReference(MaskReference):
+    """``R = 0``: the removed cells are silent (the published L-MAC).
+
+    Example
+    -------
+    >>> SilenceReference().fill(torch.ones(1, 2, 3)).sum().item()
+    0.0
+    """
+
+    name = "zeros"
+
+    def fill(self, log_mag):
+        return torch.zeros_like(log_mag)
+
+
+class NoiseFloorReference(MaskReference):
+    """The clip's own noise floor: per frequency, the ``NOISE_FLOOR_QUANTILE`` of its ``L`` over time, in every frame.
+
+    Example
+    -------
+    >>> log_mag = torch.arange(10.0).view(1, 10, 1).expand(1, 10, 2)
+    >>> NoiseFloorReference().fill(log_mag)[0, :2]
+    tensor([[0.9000, 0.9000],
+            [0.9000, 0.9000]])
+    """
+
+    name = "noise_floor"
+
+    def fill(self, log_mag):
+        floor = torch.quantile(log_mag.float(), NOISE_FLOOR_QUANTILE, dim=1, keepdim=True)  # [batch, 1, freq]
+        return floor.to(log_mag.dtype).expand_as(log_mag)
+
+
+class PinkNoiseReference(MaskReference):
+    """A pink (``1/f`` power) magnitude spectrum at the clip's level, the same in every frame.
+
+    Its magnitude at bin ``f >= 1`` is ``a / sqrt(f)`` (bin 0 takes bin 1's),
+    with ``a`` such that its energy equals the clip's; ``R = log1p`` of it.
+
+    Example
+    -------
+    >>> log_mag = torch.log1p(torch.full((1, 4, 3), 2.0))  # energy 4 per cell
+    >>> reference = PinkNoiseReference().fill(log_mag)
+    >>> round(torch.expm1(reference).square().sum().item(), 3), round(torch.expm1(log_mag).square().sum().item(), 3)
+    (48.0, 48.0)
+    """
+
+    name = "pink"
+
+    def fill(self, log_mag):
+        num_bins = log_mag.shape[2]
+        shape = 1 / torch.arange(num_bins, device=log_mag.device, dtype=torch.float32).clamp_min(1).sqrt()  # [freq]
+        energy = torch.expm1(log_mag.float()).square().sum(dim=(1, 2))  # [batch]
+        scale = (energy / (log_mag.shape[1] * shape.square().sum())).sqrt()  # [batch]
+        return torch.log1p(scale[:, None, None] * shape).to(log_mag.dtype).expand_as(log_mag)
+
+
+class MeanSpectrumReference(MaskReference):
+    """The training set's mean ``log1p`` spectrum (per frequency), the same in every frame and every clip.
+
+    Arguments
+    ---------
+    mean_log_spectrum : torch.Tensor
+        ``[freq]`` (``training_mean_log_spectrum``).
+    """
+
+    name = "mean_spectrum"
+    needs_training_set = True
+
+    def __init__(self, mean_log_spectrum):
+        self.mean_log_spectrum = mean_log_spectrum
+
+    def fill(self, log_mag):
+        return self.mean_log_spectrum.to(log_mag.device, log_mag.dtype).expand_as(log_mag)
+
+
+# The registry of ``--mask_reference``: one line per reference.
+MASK_REFERENCES = {
+    reference.name: reference
+    for reference in (SilenceReference, NoiseFloorReference, PinkNoiseReference, MeanSpectrumReference)
+}
+
+
+def check_mask_reference(name):
+    """Raises ``ValueError`` naming ``mask_reference`` and the accepted values when ``name`` is unknown."""
+    if name not in MASK_REFERENCES:
+        raise ValueError(f"mask_reference={name!r}; accepted values are {', '.join(MASK_REFERENCES)}.")
+
+
+@torch.no_grad()
+def training_mean_log_spectrum(batches, compute_log_mag):
+    """The mean ``log1p`` spectrum ``[freq]`` over every frame of every clip of ``batches``.
+
+    Arguments
+    ---------
+    batches : iterable of torch.Tensor
+        ``[batch, samples]`` waveforms.
+    compute_log_mag : callable
+        ``[batch, samples]`` to ``log1p|STFT|`` ``[batch, frames, freq]``.
+    """
+    total, frames = None, 0
+    for wavs in batches:
+        log_mag = compute_log_mag(wavs).double()
+        total = log_mag.sum(dim=(0, 1)) if total is None else total + log_mag.sum(dim=(0, 1))
+        frames += log_mag.shape[0] * log_mag.shape[1]
+    if total is None:
+        raise ValueError("mask_reference=mean_spectrum needs training clips; the training set is empty.")
+    return (total / frames).float()
+
+
+def make_mask_reference(name, training_batches=None, compute_log_mag=None):
+    """The ``MaskReference`` named ``name``; ``mean_spectrum`` is computed from ``training_batches``.
+
+    Arguments
+    ---------
+    name : str
+        A key of ``MASK_REFERENCES``.
+    training_batches : iterable of torch.Tensor or None
+        ``[batch, samples]`` training waveforms (only read for ``mean_spectrum``).
+    compute_log_mag : callable or None
+        ``[batch, samples]`` to ``[batch, frames, freq]``.
+    """
+    check_mask_reference(name)
+    reference_class = MASK_REFERENCES[name]
+    if not reference_class.needs_training_set:
+        return reference_class()
+    logger.info("mask_reference=%s: computing the training set's mean log-spectrum.", name)
+    return reference_class(training_mean_log_spectrum(training_batches, compute_log_mag))

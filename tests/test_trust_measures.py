@@ -1,0 +1,202 @@
+"""The trust measures (docs/method.md, Trust measures) against known answers and independent computations."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import quantus
+import scipy.stats
+import torch
+from speechbrain.processing.features import ISTFT, STFT, Filterbank
+
+import eval as lmac_eval
+from features import spectral_features
+from interpretation_metrics import energy_kept, profile_cosine, spearman_similarity, trust_scores
+from interpreter_brain import inverted_interpretation, randomised_classifier, warn_if_collapsed
+from mask_references import MASK_REFERENCES, make_mask_reference
+from recipe_setup import SILENCE_WARNING_PROBABILITY, log_silence_decision
+
+SAMPLE_RATE = 16000
+
+
+def two_tones(low_amplitude, high_amplitude, seconds=1.0):
+    """A 500 Hz and a 5 kHz tone, ``[1, samples]``."""
+    t = torch.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (low_amplitude * torch.sin(2 * torch.pi * 500 * t) + high_amplitude * torch.sin(2 * torch.pi * 5000 * t))[None]
+
+
+def test_energy_kept_is_the_share_of_the_waveforms_energy_the_interpretation_keeps():
+    compute_stft, compute_istft = STFT(sample_rate=SAMPLE_RATE, n_fft=1024), ISTFT(sample_rate=SAMPLE_RATE, n_fft=1024)
+    wavs = two_tones(0.5, 1.0)  # energies 1 : 4
+    features = spectral_features(wavs, compute_stft, Filterbank(n_mels=40, n_fft=1024, log_mel=False))
+    low_half = torch.zeros_like(features.log_mag)
+    low_half[:, :, : features.log_mag.shape[2] // 4] = 1.0  # keeps 0-2 kHz: the 500 Hz tone
+    interpretation = inverted_interpretation(low_half, features, wavs.shape[1], compute_istft)
+    from_waveforms = interpretation.square().sum() / wavs.square().sum()  # the ear's measure, independently
+    assert float(from_waveforms) == pytest.approx(0.2, abs=0.01)
+    assert float(energy_kept(low_half, features.log_mag)) == pytest.approx(float(from_waveforms), abs=0.01)
+
+
+def test_silent_share_and_the_empty_reference_measures_follow_their_definitions():
+    logits = torch.tensor([[3.0, 0.0], [0.0, 3.0], [0.0, 3.0]])
+    logits_empty = torch.tensor([[3.0, 0.0], [3.0, 0.0], [0.0, 3.0]])  # silence keeps the first and third decisions
+    log_mag = torch.ones(3, 4, 5)
+    mask = torch.stack([torch.zeros(4, 5), torch.ones(4, 5), torch.full((4, 5), 0.5)])
+    scores = trust_scores(logits, logits_empty, torch.tensor([1.0, 1.0, 0.0]), mask, log_mag)
+    expected_energy = [0.0, 1.0, float(np.expm1(0.5) ** 2 / np.expm1(1.0) ** 2)]
+    assert scores["energy_kept"].tolist() == pytest.approx(expected_energy)
+    assert scores["silent_share"].tolist() == [1.0, 0.0, 0.0]
+    assert scores["empty_keeps_decision"].tolist() == [1.0, 0.0, 1.0]
+    # Fid-In counts only where the empty input does not already give the decision.
+    assert scores["fid_in_beyond_empty"].tolist() == [0.0, 1.0, 0.0]
+
+
+def test_profile_cosine_is_one_for_a_class_agnostic_mask_and_zero_for_disjoint_bands():
+    classes = torch.tensor([0, 0, 1, 1, 2])
+    same_band = torch.zeros(5, 8)
+    same_band[:, 2:4] = 1.0
+    assert profile_cosine(same_band, classes) == pytest.approx(1.0)
+    disjoint = torch.zeros(5, 8)
+    for clip, label in enumerate(classes.tolist()):
+        disjoint[clip, 2 * label : 2 * label + 2] = 1.0
+    assert profile_cosine(disjoint, classes) == pytest.approx(0.0)
+    # A class whose masks are all empty tells no class apart: it does not lower the measure.
+    disjoint[4] = 0.0
+    assert profile_cosine(disjoint, classes) == pytest.approx(2 / 3)
+
+
+def test_spearman_similarity_equals_scipys_with_ties_and_scores_unchanged_masks_one():
+    generator = torch.Generator().manual_seed(0)
+    first = torch.rand(4, 6, 5, generator=generator).round(decimals=1)  # many ties
+    second = (first + 0.3 * torch.rand(4, 6, 5, generator=generator)).round(decimals=1)
+    ours = spearman_similarity(first, second)
+    for row in range(4):
+        rho = scipy.stats.spearmanr(first[row].flatten().numpy(), second[row].flatten().numpy()).statistic
+        assert float(ours[row]) == pytest.approx(rho, abs=1e-6)
+    assert spearman_similarity(first, first).tolist() == pytest.approx([1.0] * 4)
+    ones = torch.ones(2, 3, 3)
+    assert spearman_similarity(ones, ones).tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="one shape"):
+        spearman_similarity(first, second[:, :3])
+
+
+class ToyClassifier(torch.nn.Module):
+    """Two linear layers over a ``[batch, 1, 4, 4]`` input."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = torch.nn.Linear(16, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.hidden(x.flatten(1))))
+
+
+def input_gradient(model, inputs, targets, **kwargs):
+    """``|d logit_y / d x|``, NumPy in and out, as quantus' ``explain_func`` takes it."""
+    x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32).requires_grad_(True)
+    logits = model(x)
+    logits.gather(1, torch.as_tensor(np.asarray(targets)).long()[:, None]).sum().backward()
+    return x.grad.abs().numpy()
+
+
+def test_randomisation_similarity_agrees_with_quantus_model_parameter_randomisation():
+    torch.manual_seed(3)
+    model = ToyClassifier().eval()
+    x = torch.randn(6, 1, 4, 4).numpy()
+    y = model(torch.as_tensor(x)).argmax(dim=1).numpy()
+    seed = 11
+    metric = quantus.MPRT(layer_order="top_down", seed=seed, abs=False, normalise=False, disable_warnings=True)
+    scores = metric(
+        model=model, x_batch=x, y_batch=y, a_batch=input_gradient(model, x, y),
+        explain_func=input_gradient, device="cpu", batch_size=6,
+    )  # fmt: skip
+    # quantus re-initialises the top layer first, after seeding torch with seed + 1.
+    randomised = randomised_classifier(model, ["head"], seed=seed + 1)
+    ours = spearman_similarity(
+        torch.as_tensor(input_gradient(model, x, y)), torch.as_tensor(input_gradient(randomised, x, y))
+    )
+    assert ours.tolist() == pytest.approx(scores["head"], abs=1e-5)
+    assert float(ours.mean()) < 0.5  # the randomised head changed the gradients
+
+
+def test_randomising_a_copy_leaves_the_classifier_and_the_global_random_state_alone():
+    model = ToyClassifier()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    state = torch.get_rng_state()
+    randomised_classifier(model, ["hidden", "head"], seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+    with pytest.raises(ValueError, match="randomisation_layers='nope' is not a layer"):
+        randomised_classifier(model, ["nope"], seed=0)
+
+
+def test_the_references_fill_what_they_say():
+    log_mag = torch.rand(2, 50, 9) + torch.arange(2.0)[:, None, None]
+    assert torch.equal(MASK_REFERENCES["zeros"]().fill(log_mag), torch.zeros_like(log_mag))
+    floor = MASK_REFERENCES["noise_floor"]().fill(log_mag)
+    assert torch.allclose(floor[:, 7], torch.from_numpy(np.quantile(log_mag.numpy(), 0.1, axis=1)).float(), atol=1e-6)
+    assert torch.equal(floor[:, 0], floor[:, -1])  # the same in every frame
+    pink = torch.expm1(MASK_REFERENCES["pink"]().fill(log_mag))
+    assert torch.allclose(pink.square().sum(dim=(1, 2)), torch.expm1(log_mag).square().sum(dim=(1, 2)), rtol=1e-4)
+    power = pink[0, 0, 1:].square()
+    assert torch.allclose(power * torch.arange(1, 9), power[0].expand(8), rtol=1e-4)  # 1/f power
+    batches = [torch.full((2, 3, 9), 1.0), torch.full((1, 3, 9), 4.0)]
+    mean = make_mask_reference("mean_spectrum", batches, lambda wavs: wavs)
+    assert torch.allclose(mean.fill(torch.zeros(1, 2, 9)), torch.full((1, 2, 9), 2.0))
+    with pytest.raises(ValueError, match="mask_reference='quiet'; accepted values are zeros, noise_floor"):
+        make_mask_reference("quiet")
+
+
+class Biased(torch.nn.Module):
+    """A classifier that answers class 1 with a fixed probability, whatever the input."""
+
+    def __init__(self, probability):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.log(torch.tensor([(1 - probability) / 2, probability, (1 - probability) / 2])))
+
+    def forward(self, mel_input):
+        return self.logits.expand(mel_input.shape[0], 3), ()
+
+
+@pytest.mark.parametrize("probability, warns", [(0.9, True), (0.4, False)])
+def test_every_run_says_which_class_silence_gets_and_warns_when_it_is_likely(caplog, probability, warns):
+    hparams = {
+        "signal_length_s": 0.5, "sample_rate": SAMPLE_RATE, "hop_length": 10, "n_fft": 512,
+        "compute_fbank": Filterbank(n_mels=20, n_fft=512, log_mel=False),
+        "modules": {"classifier": Biased(probability)},
+    }  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="recipe_setup"):
+        assert log_silence_decision(hparams, ["kick", "snare", "hihat"]) == ("snare", pytest.approx(probability))
+    assert f"gives silence class 'snare' with probability {probability:.2f}" in caplog.text
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert bool(warnings) == warns == (probability > SILENCE_WARNING_PROBABILITY)
+
+
+def test_a_collapsed_validation_stage_is_reported(caplog):
+    stats = {"silent_share": 0.75, "energy_kept": 0.004, "fid_in": 0.2, "fid_in_beyond_empty": 0.0}
+    with caplog.at_level(logging.WARNING, logger="interpreter_brain"):
+        assert warn_if_collapsed(stats, epoch=3)
+        assert not warn_if_collapsed({**stats, "silent_share": 0.25}, epoch=4)
+    assert "Epoch 3: the masks have collapsed: 75% of the validation interpretations" in caplog.text
+    assert "Epoch 4" not in caplog.text
+
+
+def test_the_report_shows_energy_kept_and_says_when_an_interpretation_is_not_trustworthy(tmp_path):
+    records = {
+        "silent": {"label": 0, "prediction": 0, "probability": 0.9, "energy_kept": 0.004, "empty_decision": 0, "empty_probability": 0.79},
+        "heard": {"label": 1, "prediction": 1, "probability": 0.8, "energy_kept": 0.35, "empty_decision": 0, "empty_probability": 0.79},
+    }  # fmt: skip
+    for clip, record in records.items():
+        folder = tmp_path / "test" / clip
+        folder.mkdir(parents=True)
+        (folder / "clip.json").write_text(json.dumps(record), encoding="utf-8")
+        for name in ("original.wav", "interpretation.wav", "spectrogram.png"):
+            (folder / name).write_bytes(b"")
+    page = open(lmac_eval.report_test_interpretations(str(tmp_path), {}, "t", ["kick", "snare"]), encoding="utf-8").read()
+    silent_row, heard_row = page.split("<tr><td>silent</td>")[1], page.split("<tr><td>heard</td>")[1]
+    assert "<td>0.4%</td>" in silent_row.split("<img")[0] and "<td>35.0%</td>" in heard_row.split("<img")[0]
+    assert "Near-silent: the interpretation keeps 0.4% of the input&#x27;s energy." in silent_row.split("<img")[0]
+    assert "This classifier gives kick to an empty mask (silence or the reference) with probability 0.79" in silent_row
+    assert "Not trustworthy" not in heard_row.split("<img")[0]
