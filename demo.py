@@ -41,7 +41,14 @@ import train_classifier
 import train_l2i
 import train_lmac
 import train_nmf
-from interpretation_metrics import event_boxes, fidelity_scores, load_event_table, localization_ratio, sparseness
+from interpretation_metrics import (
+    TRUST_METRICS,
+    event_boxes,
+    fidelity_scores,
+    load_event_table,
+    localization_ratio,
+    sparseness,
+)
 from interpreter_brain import BEST_CHECKPOINT_KEY
 from make_synthetic_data import generate
 
@@ -51,7 +58,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CLASSIFIER_HPARAMS = os.path.join(HERE, "hparams", "cnn14_classifier.yaml")
 LMAC_HPARAMS = os.path.join(HERE, "hparams", "lmac_cnn14.yaml")
 L2I_HPARAMS = os.path.join(HERE, "hparams", "l2i_cnn14.yaml")
-SUMMARY_KEYS = ("classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP")
+SUMMARY_KEYS = ("classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP", *TRUST_METRICS)
 # What the fine-tuning is judged on, with noise mixed in (summary.json's in_domain and out_of_domain).
 NOISY_KEYS = ("AD", "AI", "fid_in", "SPS", "localization_ratio", "clean_energy_share")
 # The synthetic clips' background: loud enough that the classifier errs on some test clips.

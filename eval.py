@@ -40,7 +40,13 @@ import torch
 
 from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets, read_audio_mono
 from interpretation_metrics import SILENT_ENERGY_SHARE, TRUST_METRICS, load_event_table
-from interpreter_brain import BEST_CHECKPOINT_KEY, end_distributed_run, set_weight_layout, write_per_class
+from interpreter_brain import (
+    BEST_CHECKPOINT_KEY,
+    COLLAPSE_SILENT_SHARE,
+    end_distributed_run,
+    set_weight_layout,
+    write_per_class,
+)
 from listening_report import write_report
 from lmac_interpreter import LMACInterpreter, class_names_from_encoder
 from mask_methods import MASK_METHODS, AllOnesMask, EmptyMask
@@ -349,7 +355,25 @@ def report_test_interpretations(folder, stats, title, class_names, links=()):
                 "image": f"test/{clip}/spectrogram.png",
             }
         )
-    return write_report(folder, rows, stats, title=title, links=links)
+    return write_report(folder, rows, stats, title=title, links=links, warnings=evaluation_warnings(stats))
+
+
+def evaluation_warnings(stats):
+    """Plain-words warnings about a whole evaluation from its ``stats``: collapsed (mostly near-silent) masks.
+
+    Example
+    -------
+    >>> evaluation_warnings({"silent_share": 0.75, "fid_in": 0.2})
+    ['75% of the interpretations are near-silent: the masks have collapsed towards the empty mask (Fid-In 0.20). Listen before trusting any metric here.']
+    >>> evaluation_warnings({"silent_share": 0.1, "fid_in": 1.0}), evaluation_warnings(None)
+    ([], [])
+    """
+    if not stats or stats.get("silent_share", 0.0) < COLLAPSE_SILENT_SHARE:
+        return []
+    return [
+        f"{100 * stats['silent_share']:.0f}% of the interpretations are near-silent: the masks have collapsed towards "
+        f"the empty mask (Fid-In {stats['fid_in']:.2f}). Listen before trusting any metric here."
+    ]
 
 
 def trust_notes(record, class_names):

@@ -513,8 +513,10 @@ class InterpreterBrain(CudaFedBrain):
     def record_stage_outputs(self, output, batch, stage, extra_scores):
         """Records the scores of a ``MaskedOutput`` and saves interpretations when it is time.
 
-        The scores: the interpretation metrics, ``acc``, ``localization``
-        (with ``events``) and ``extra_scores``, more per-example ``[batch]``
+        The scores: the interpretation metrics and trust measures, ``acc``,
+        with ``events`` ``localization`` and ``event_energy_kept`` (the energy
+        a mask exactly on the event box keeps: what ``energy_kept`` is worth
+        on this data), and ``extra_scores``, more per-example ``[batch]``
         scores (``in_masks`` of fine-tuning).
         """
         scores = interpretation_scores(output.logits, output.logits_masked_in, output.logits_masked_out, output.mask)
@@ -529,6 +531,7 @@ class InterpreterBrain(CudaFedBrain):
         if self.events is not None:
             boxes = self.event_boxes(batch.id, output.mask.shape[1:], output.mask.device)
             scores["localization"] = localization_ratio(output.mask.detach().float(), boxes)
+            scores["event_energy_kept"] = energy_kept(boxes.float(), output.features.log_mag)
             self.stage_profiles["event"].append(frequency_profile(boxes.float()))
         self.record_scores(scores, labels)
         if stage == sb.Stage.TEST:

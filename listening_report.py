@@ -24,6 +24,15 @@ METRIC_DESCRIPTIONS = {
     "localization_ratio": ("mask mass inside the event's box / the box's share (1 = chance)", "higher"),
     "clean_energy_share": ("noisy input: mask mass on the clean sound's loud cells / their share (1 = chance)", "higher"),
     "seconds_per_clip": ("seconds per clip of the whole evaluation pass", "lower"),
+    "energy_kept": ("share of the input's energy the interpretation keeps", ""),
+    "silent_share": ("share of clips whose interpretation is near-silent (keeps under 1% of the energy)", "lower"),
+    "empty_keeps_decision": ("share of clips whose decision an empty mask (silence or the reference) already gets", ""),
+    "fid_in_beyond_empty": ("share of clips whose masked-in input keeps the decision and the empty input does not", "higher"),
+    "profile_cosine": ("mean cosine between the classes' mean mask frequency profiles (1 = the same band for every class)", "lower"),
+    "event_profile_cosine": ("profile_cosine of the event boxes themselves: the value of masks exactly on the events", ""),
+    "event_energy_kept": ("share of the input's energy a mask exactly on the event box keeps", ""),
+    "randomisation_similarity": ("rank correlation of the masks with those after re-initialising the classifier's last block (1 = unchanged)", "lower"),
+    "l1_weight": ("the L1 weight in force (adapted when l1_rate > 0)", ""),
 }
 
 PAGE = """<!DOCTYPE html>
@@ -36,7 +45,7 @@ body {{ font-family: sans-serif; margin: 2em; max-width: 1400px; }}
 table {{ border-collapse: collapse; margin-bottom: 2em; }}
 table.clips {{ width: 100%; }}
 td, th {{ border: 1px solid #ccc; padding: 0.4em; vertical-align: middle; text-align: left; }}
-tr.warning td {{ background: #fff3cd; }}
+tr.warning td, div.warning {{ background: #fff3cd; }}
 td.picture img {{ width: 100%; max-width: 1200px; height: auto; display: block; }}
 audio {{ width: 100%; min-width: 12em; }}
 </style>
@@ -44,6 +53,7 @@ audio {{ width: 100%; min-width: 12em; }}
 <body>
 <h1>{title}</h1>
 {links}
+{warnings}
 {metrics}
 <table class="clips">
 <tr><th>clip</th><th>true class</th><th>prediction (probability)</th><th>energy kept</th><th>input</th><th>interpretation</th></tr>
@@ -130,7 +140,14 @@ def _links(links):
     return f"<ul class=\"links\">{items}</ul>"
 
 
-def write_report(folder, rows, stats, title, links=()):
+def _warnings(warnings):
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{html.escape(warning)}</li>" for warning in warnings)
+    return f'<div class="warning"><strong>Not trustworthy:</strong><ul>{items}</ul></div>'
+
+
+def write_report(folder, rows, stats, title, links=(), warnings=()):
     """Writes ``<folder>/report.html``.
 
     Arguments
@@ -146,6 +163,8 @@ def write_report(folder, rows, stats, title, links=()):
     title : str
     links : sequence of (str, str)
         Text and relative path of pages shown above the metrics (the training curves).
+    warnings : sequence of str
+        Plain-words warnings about the whole evaluation, shown above the metrics.
 
     Returns
     -------
@@ -162,7 +181,7 @@ def write_report(folder, rows, stats, title, links=()):
         if os.path.isabs(path) or not os.path.isfile(os.path.join(folder, path)):
             raise ValueError(f"{what} {path!r} is not a file relative to {folder}.")
     page = PAGE.format(
-        title=html.escape(title), links=_links(links), metrics=_metrics_table(stats),
+        title=html.escape(title), links=_links(links), warnings=_warnings(warnings), metrics=_metrics_table(stats),
         rows="\n".join(_row(row) for row in rows),
     )  # fmt: skip
     path = os.path.join(folder, "report.html")

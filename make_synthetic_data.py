@@ -16,6 +16,15 @@ task with the same event boxes). ``events.csv``
 gives the time span and frequency band that hold the event, for localisation
 checks. Every fold holds the same number of clips of every class.
 
+``--scenario`` chooses the classes (``SCENARIOS``):
+
+- ``events`` [default]: the event families above;
+- ``silence_class``: class 0 is a soft, short tick in near-silence and the
+  others are ``events`` classes, so a classifier trained on it gives silence
+  class 0 (the shortcut an empty mask can take);
+- ``speech_like``: vowel-like syllables (a voice's harmonics shaped by two
+  formants, one pair per class) in bursts separated by pauses.
+
     python make_synthetic_data.py --output_folder data/synthetic --n_classes 10 --clips_per_class 40
 """
 
@@ -60,11 +69,17 @@ FADE_SECONDS = 0.01
 
 @dataclasses.dataclass(frozen=True)
 class EventClass:
-    """One synthetic sound class: a family of signals in a frequency band (Hz)."""
+    """One synthetic sound class: a family of signals in a frequency band (Hz).
+
+    ``duration_s`` bounds the event's length and ``background_gain`` scales
+    the clip's background (``0.01``: near-silence around the event).
+    """
 
     name: str
     family: str
     band_hz: tuple
+    duration_s: tuple = (0.6, 2.0)
+    background_gain: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +125,49 @@ def event_classes(n_classes):
         band = (k % len(FAMILIES) + k // len(FAMILIES)) % len(BANDS_HZ)
         classes.append(EventClass(f"{family}_{BAND_NAMES[band]}", family, BANDS_HZ[band]))
     return classes
+
+
+# Vowel-like formant pairs (Hz) of the ``speech_like`` classes.
+VOWEL_FORMANTS = {"a": (750.0, 1200.0), "i": (300.0, 2300.0), "u": (320.0, 800.0), "e": (480.0, 1900.0), "o": (520.0, 950.0)}
+
+
+def silence_class_classes(n_classes):
+    """Class 0 a soft, short tick in near-silence (``silent_tick``), then ``event_classes(n_classes)[1:]``.
+
+    Example
+    -------
+    >>> [(c.name, c.background_gain) for c in silence_class_classes(3)]
+    [('silent_tick', 0.01), ('chirp_up_midlow', 1.0), ('noise_burst_mid', 1.0)]
+    """
+    tick = EventClass("silent_tick", "soft_tick", (2000.0, 3500.0), duration_s=(0.05, 0.08), background_gain=0.01)
+    return [tick, *event_classes(n_classes)[1:]]
+
+
+def speech_like_classes(n_classes):
+    """Up to five vowel-like classes (``VOWEL_FORMANTS``), each syllables of 2-4 s.
+
+    Example
+    -------
+    >>> [c.name for c in speech_like_classes(3)]
+    ['vowel_a', 'vowel_i', 'vowel_u']
+    """
+    if not 2 <= n_classes <= len(VOWEL_FORMANTS):
+        raise ValueError(f"n_classes={n_classes}; the speech_like scenario has 2..{len(VOWEL_FORMANTS)} classes.")
+    return [
+        EventClass(f"vowel_{vowel}", "syllables", formants, duration_s=(2.0, 4.0))
+        for vowel, formants in list(VOWEL_FORMANTS.items())[:n_classes]
+    ]
+
+
+# The registry of ``--scenario``: the classes of each synthetic data set.
+SCENARIOS = {"events": event_classes, "silence_class": silence_class_classes, "speech_like": speech_like_classes}
+
+
+def scenario_classes(scenario, n_classes):
+    """The classes of ``scenario`` (a key of ``SCENARIOS``); ``ValueError`` naming the accepted ones otherwise."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario={scenario!r}; accepted values are {', '.join(SCENARIOS)}.")
+    return SCENARIOS[scenario](n_classes)
 
 
 def _margin_hz(frequency_hz):
@@ -189,6 +247,35 @@ def _trill(rng, t, lo, hi):
     return signal, f_start - _margin_hz(f_start), f_end + _margin_hz(f_end)
 
 
+def _soft_tick(rng, t, lo, hi):
+    """A single short band-limited tick at the start of ``t`` (its event box is the tick alone)."""
+    carrier = np.sqrt(lo * hi) * rng.uniform(0.9, 1.1)
+    length = int(rng.uniform(0.02, 0.05) * ESC50_SAMPLE_RATE)
+    signal = np.zeros(t.size)
+    signal[:length] = np.hanning(length) * np.sin(2 * np.pi * carrier * t[:length])
+    return signal, lo - _margin_hz(lo), hi + _margin_hz(hi)
+
+
+def _syllables(rng, t, first_formant, second_formant):
+    """Vowel-like syllables: harmonics of a gliding voice (110-220 Hz) shaped by two formants, in bursts
+    of 0.12-0.3 s separated by pauses of 0.08-0.35 s."""
+    f0 = rng.uniform(110, 220) * (1 + 0.06 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
+    phase = 2 * np.pi * np.cumsum(f0) / ESC50_SAMPLE_RATE
+    signal = np.zeros(t.size)
+    for k in range(1, int(4500 / f0.max()) + 1):
+        harmonic = k * f0
+        gain = sum(1 / (1 + ((harmonic - formant) / 90.0) ** 2) for formant in (first_formant, second_formant))
+        signal += gain * np.sin(k * phase)
+    gate = np.zeros(t.size)
+    position = 0.0
+    while position < t[-1]:
+        length = rng.uniform(0.12, 0.3)
+        inside = (t >= position) & (t < position + length)
+        gate[inside] = np.sin(np.pi * (t[inside] - position) / length) ** 2
+        position += length + rng.uniform(0.08, 0.35)
+    return signal * gate, first_formant - 250.0, second_formant + 350.0
+
+
 RENDERERS = {
     "tone": _tone,
     "chirp_up": lambda rng, t, lo, hi: _chirp(rng, t, lo, hi, upward=True),
@@ -200,6 +287,8 @@ RENDERERS = {
     "fm_warble": _fm_warble,
     "beeps": _beeps,
     "trill": _trill,
+    "soft_tick": _soft_tick,
+    "syllables": _syllables,
 }
 
 
@@ -223,7 +312,7 @@ def synthesize_event(event_class, rng, clip_seconds=CLIP_SECONDS, sample_rate=ES
         Waveform of shape ``[round(clip_seconds * sample_rate)]``.
     """
     num_samples = int(round(clip_seconds * sample_rate))
-    duration = rng.uniform(0.6, 2.0)
+    duration = rng.uniform(*event_class.duration_s)
     onset = rng.uniform(0.1, clip_seconds - duration - 0.1)
     start, length = int(onset * sample_rate), int(duration * sample_rate)
     t = np.arange(length) / sample_rate
@@ -277,7 +366,7 @@ def synthesize_clip(event_class, rng, background_rms=BACKGROUND_RMS):
     event : SyntheticEvent
     """
     event = synthesize_event(event_class, rng)
-    background = background_rms * colored_noise(rng, event.waveform.size, exponent=1.0)
+    background = event_class.background_gain * background_rms * colored_noise(rng, event.waveform.size, exponent=1.0)
     clip = event.waveform + background
     return (clip / max(1.0, 1.01 * np.abs(clip).max())).astype(np.float32), event
 
@@ -334,7 +423,7 @@ def synthesize_noise(kind, rng, num_samples, sample_rate=WHAM_SAMPLE_RATE):
     return noise / max(np.sqrt(np.mean(noise**2)), 1e-12)
 
 
-def write_esc50(folder, n_classes, clips_per_class, seed, background_rms=BACKGROUND_RMS):
+def write_esc50(folder, n_classes, clips_per_class, seed, background_rms=BACKGROUND_RMS, scenario="events"):
     """Writes the synthetic ESC-50-format folder (``meta/`` and ``audio/``).
 
     Clip ``i`` of a class goes to fold ``i % 5 + 1``. Clip ``j`` (over all
@@ -347,7 +436,7 @@ def write_esc50(folder, n_classes, clips_per_class, seed, background_rms=BACKGRO
     """
     os.makedirs(os.path.join(folder, "meta"), exist_ok=True)
     os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
-    classes = event_classes(n_classes)
+    classes = scenario_classes(scenario, n_classes)
     rows, events = [], []
     jobs = [(target, i) for target in range(n_classes) for i in range(clips_per_class)]
     for clip_index, (target, i) in enumerate(tqdm(jobs, desc="Synthetic ESC-50 clips")):
@@ -386,7 +475,10 @@ def write_wham(folder, files_per_split, seed):
             sf.write(os.path.join(folder, split, name), stereo.astype(np.float32), WHAM_SAMPLE_RATE, subtype="PCM_16")
 
 
-def generate(output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 10, 10), seed=1234, background_rms=BACKGROUND_RMS):
+def generate(
+    output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 10, 10), seed=1234,
+    background_rms=BACKGROUND_RMS, scenario="events",
+):  # fmt: skip
     """Writes the whole synthetic data set, or reuses it when the settings match.
 
     Arguments
@@ -403,6 +495,8 @@ def generate(output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 1
         Everything written is a function of the settings and this seed.
     background_rms : float
         RMS of the pink-noise background of every clip (events peak at 0.25 to 0.9).
+    scenario : str
+        The classes (``SCENARIOS``).
 
     Returns
     -------
@@ -419,13 +513,14 @@ def generate(output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 1
     """
     if clips_per_class < N_FOLDS:
         raise ValueError(f"clips_per_class={clips_per_class}; use at least {N_FOLDS} so every fold has every class.")
-    event_classes(n_classes)  # validates n_classes before anything is written
+    scenario_classes(scenario, n_classes)  # validates the scenario and n_classes before anything is written
     settings = {
         "n_classes": n_classes,
         "clips_per_class": clips_per_class,
         "noise_files": dict(zip(("tr", "cv", "tt"), (int(count) for count in noise_files))),
         "seed": seed,
         "background_rms": background_rms,
+        "scenario": scenario,
     }
     paths = {
         "esc50_folder": os.path.join(output_folder, "ESC50"),
@@ -434,7 +529,8 @@ def generate(output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 1
     record_path = os.path.join(output_folder, RECORD_FILE)
     if os.path.isfile(record_path):
         with open(record_path, encoding="utf-8") as file:
-            existing = {"background_rms": BACKGROUND_RMS, **json.load(file)}  # older folders had this background
+            # Older folders had this background and the events scenario.
+            existing = {"background_rms": BACKGROUND_RMS, "scenario": "events", **json.load(file)}
         if existing == settings:
             logger.info("Synthetic data in %s already matches these settings; reusing it.", output_folder)
             return paths
@@ -448,7 +544,7 @@ def generate(output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 1
         )
     partial = output_folder.rstrip(os.sep) + ".partial"
     shutil.rmtree(partial, ignore_errors=True)  # our own leftover of an interrupted run
-    write_esc50(os.path.join(partial, "ESC50"), n_classes, clips_per_class, seed, background_rms)
+    write_esc50(os.path.join(partial, "ESC50"), n_classes, clips_per_class, seed, background_rms, scenario)
     write_wham(os.path.join(partial, "wham_noise"), settings["noise_files"], seed)
     with open(os.path.join(partial, RECORD_FILE), "w", encoding="utf-8") as file:
         json.dump(settings, file, indent=2)
@@ -475,11 +571,13 @@ def main(argv=None):
     parser.add_argument("--noise_files", type=int, nargs=3, default=[40, 10, 10], metavar=("TR", "CV", "TT"))
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--background_rms", type=float, default=BACKGROUND_RMS, help="louder: events at a lower SNR")
+    parser.add_argument("--scenario", default="events", choices=list(SCENARIOS), help="the classes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     generate(
-        args.output_folder, args.n_classes, args.clips_per_class, tuple(args.noise_files), args.seed, args.background_rms
-    )
+        args.output_folder, args.n_classes, args.clips_per_class, tuple(args.noise_files), args.seed,
+        args.background_rms, args.scenario,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -43,11 +43,14 @@ from interpreter_brain import (
     set_weight_layout,
 )
 from mask_methods import L2IMask, fit_time, nmf_activations
+from lmac_interpreter import class_names_from_encoder
 from recipe_setup import (
     add_tensorboard_logger,
+    build_mask_reference,
     check_class_count,
     load_classifier,
     load_nmf_dictionary,
+    log_silence_decision,
     start_recipe,
     validate_data_hparams,
 )
@@ -127,9 +130,11 @@ def main(argv):
     datasets, label_encoder = prepare_datasets(hparams)
     check_class_count(hparams, label_encoder)
     load_classifier(hparams)
+    log_silence_decision(hparams, class_names_from_encoder(label_encoder, hparams["n_classes"]))
     brain = L2I(
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
         checkpointer=hparams["checkpointer"], noise_stream=noise_stream,
+        mask_reference=build_mask_reference(hparams, datasets["train"]),
     )  # fmt: skip
     brain.fit(
         brain.hparams.epoch_counter,

@@ -36,7 +36,7 @@ from interpreter_brain import (
     set_weight_layout,
     write_per_class,
 )
-from interpretation_metrics import clean_energy_region, clean_energy_share
+from interpretation_metrics import clean_energy_region, clean_energy_share, load_event_table
 from lmac_interpreter import class_names_from_encoder
 from mask_methods import LMACMask
 from recipe_setup import (
@@ -155,6 +155,121 @@ def guidance_per_example(mask, masked_in, clean_log_mag, kind, bin_th):
     raise ValueError(f"guidelosstype={kind!r}; accepted values are {GUIDELOSS_TYPES}.")
 
 
+def contrastive_loss(logits, decision):
+    """Per-example ``softplus(max_{k != c} z_k - z_c)``: small when logit ``c`` beats every other class.
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        ``[batch, n_classes]``.
+    decision : torch.Tensor
+        ``[batch]`` class indices ``c``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``.
+
+    Example
+    -------
+    >>> contrastive_loss(torch.tensor([[2.0, 0.0, 1.0], [0.0, 0.0, 3.0]]), torch.tensor([0, 0]))  # margins 1 and -3
+    tensor([0.3133, 3.0486])
+    """
+    own = logits.gather(1, decision[:, None]).squeeze(1)
+    others = logits.scatter(1, decision[:, None], float("-inf"))
+    return F.softplus(others.amax(dim=1) - own)
+
+
+def beyond_empty_loss(logits_masked_in, logits_empty, decision):
+    """Per-example ``softplus(log q_empty_c - log q_in_c)``: small when the masked-in input gives the decision
+    ``c`` a higher probability than the empty mask's input does (log 2 when they are equal).
+
+    Arguments
+    ---------
+    logits_masked_in, logits_empty : torch.Tensor
+        ``[batch, n_classes]``.
+    decision : torch.Tensor
+        ``[batch]`` class indices ``c``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``.
+
+    Example
+    -------
+    >>> same = torch.tensor([[1.0, 0.0]])
+    >>> round(beyond_empty_loss(same, same, torch.tensor([0])).item(), 4)  # log 2
+    0.6931
+    """
+    index = decision[:, None]
+    log_q_in = torch.log_softmax(logits_masked_in.float(), dim=1).gather(1, index).squeeze(1)
+    log_q_empty = torch.log_softmax(logits_empty.float(), dim=1).gather(1, index).squeeze(1)
+    return F.softplus(log_q_empty - log_q_in)
+
+
+def beyond_empty_gate(logits_masked_in, logits_empty, decision):
+    """Per-example ``clamp(q_in_c - q_empty_c, 0, 1)``, detached: what the masked-in input adds to the decision's
+    probability over the empty mask's input. It weighs each clip's sparsity term (``sparsity_gate``).
+
+    Arguments
+    ---------
+    logits_masked_in, logits_empty : torch.Tensor
+        ``[batch, n_classes]``.
+    decision : torch.Tensor
+        ``[batch]`` class indices ``c``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``, in ``[0, 1]``.
+
+    Example
+    -------
+    >>> beyond_empty_gate(torch.log(torch.tensor([[0.9, 0.1], [0.3, 0.7]])), torch.zeros(2, 2), torch.tensor([0, 0]))
+    tensor([0.4000, 0.0000])
+    """
+    index = decision[:, None]
+    q_in = torch.softmax(logits_masked_in.detach().float(), dim=1).gather(1, index).squeeze(1)
+    q_empty = torch.softmax(logits_empty.detach().float(), dim=1).gather(1, index).squeeze(1)
+    return (q_in - q_empty).clamp(0, 1)
+
+
+class AdaptiveWeight(torch.nn.Module):
+    """A loss weight that dual ascent adapts so that a constrained quantity stays at its target.
+
+    After each training step ``w <- clamp(w * exp(rate * (target - quantity)), low, high)``:
+    the weight grows while the quantity is under its target and shrinks
+    while it is over. With ``rate`` 0 it stays ``initial`` (a fixed weight).
+    For L-MAC's sparsity: the L1 weight, constrained by the masked-in
+    cross-entropy, so the masks get as sparse as the decision allows
+    instead of as sparse as one data set's weight makes them.
+
+    Arguments
+    ---------
+    initial, target, rate : float
+    low, high : float
+        Bounds of the weight.
+
+    Example
+    -------
+    >>> weight = AdaptiveWeight(1.0, target=0.5, rate=2.0)
+    >>> weight.update(torch.tensor(1.5)); round(float(weight.value), 4)  # over the target: the weight shrinks
+    0.1353
+    """
+
+    def __init__(self, initial, target, rate, low=1e-3, high=1e3):
+        super().__init__()
+        self.target, self.rate, self.low, self.high = target, rate, low, high
+        self.register_buffer("value", torch.tensor(float(initial)))
+
+    @torch.no_grad()
+    def update(self, quantity):
+        """One dual-ascent step from the batch's ``quantity`` (a 0-d tensor; no host read)."""
+        if self.rate:
+            self.value.mul_(torch.exp(self.rate * (self.target - quantity.detach().float()))).clamp_(self.low, self.high)
+
+
 class LMAC(InterpreterBrain):
     """L-MAC: a decoder ``psi`` maps classifier feature maps to a mask over the linear STFT.
 
@@ -215,17 +330,29 @@ class LMAC(InterpreterBrain):
         decision = output.logits.argmax(dim=1)
         loss_in = F.cross_entropy(output.logits_masked_in, decision)
         loss_out = -F.cross_entropy(output.logits_masked_out, decision)
+        l1_weight = self.hparams.l1_weight
+        if stage == sb.Stage.TRAIN:
+            l1_weight.update(loss_in)
         noisy = output.clean_wavs is not output.wavs
         needs_clean = self.hparams.finetuning or (noisy and stage != sb.Stage.TRAIN)
         clean = crop_frames(self.clean_log_magnitude(output), output.mask.shape[1]) if needs_clean else None
         keep, guidance = self.guidance(output, clean)
         regulariser_weight = 1.0 - keep
+        if self.hparams.sparsity_gate:
+            regulariser_weight = regulariser_weight * beyond_empty_gate(
+                output.logits_masked_in, output.logits_empty, decision
+            )
         loss = (
             self.hparams.l_in_w * loss_in
             + self.hparams.l_out_w * loss_out
-            + self.hparams.reg_w_l1 * (regulariser_weight * output.mask.abs().mean(dim=(1, 2))).mean()
+            + l1_weight.value * (regulariser_weight * output.mask.abs().mean(dim=(1, 2))).mean()
             + self.hparams.g_w * guidance
         )
+        if self.hparams.l_contrast_w:  # 0 by default (the published objective)
+            loss = loss + self.hparams.l_contrast_w * contrastive_loss(output.logits_masked_in, decision).mean()
+        if self.hparams.l_empty_w:  # 0 by default (the published objective)
+            beyond = beyond_empty_loss(output.logits_masked_in, output.logits_empty, decision)
+            loss = loss + self.hparams.l_empty_w * beyond.mean()
         if self.hparams.reg_w_tv:  # 0 by default: then neither TV nor its backward is computed
             loss = loss + self.hparams.reg_w_tv * (regulariser_weight * tv_loss(output.mask)).mean()
         if stage != sb.Stage.TRAIN:
@@ -234,6 +361,22 @@ class LMAC(InterpreterBrain):
                 extra["clean_energy_share"] = clean_energy_share(output.mask.detach().float(), clean, self.hparams.bin_th)
             self.record_stage_outputs(output, batch, stage, extra)
         return loss
+
+    def needs_empty_logits(self, stage):
+        """VALID and TEST, and training too when the beyond-empty term (``l_empty_w``) or gate (``sparsity_gate``)
+        reads them."""
+        return bool(self.hparams.l_empty_w or self.hparams.sparsity_gate) or super().needs_empty_logits(stage)
+
+    def on_fit_start(self):
+        """SpeechBrain's start of ``fit``, with the adaptive L1 weight on the device (before its checkpoint is loaded)."""
+        self.hparams.l1_weight.to(self.device)
+        super().on_fit_start()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """``InterpreterBrain``'s, with the L1 weight in force logged in VALID (``l1_weight``)."""
+        if stage == sb.Stage.VALID:
+            self.record_scores({"l1_weight": self.hparams.l1_weight.value.reshape(1)}, torch.zeros(1, dtype=torch.long))
+        super().on_stage_end(stage, stage_loss, epoch)
 
     def guidance(self, output, clean):
         """``keep`` (``[batch]``, 1 where the guidance applies) and the guidance loss (scalar).
@@ -319,6 +462,7 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
         noise_stream=noise_stream,
+        events=load_event_table(hparams["data_folder"]),
         mask_reference=build_mask_reference(hparams, datasets["train"]),
     )
     if hparams["pretrained_interpreter"]:

@@ -15,6 +15,9 @@ from interpretation_metrics import event_box, localization_ratio
 REQUIRED_KEYS = (
     "classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP",
     "AD_random_mask", "AD_all_ones_mask", "localization_ratio", "wall_time_s",
+    # L-MAC's trust measures, at the top level beside its other metrics
+    "energy_kept", "silent_share", "empty_keeps_decision", "fid_in_beyond_empty", "profile_cosine",
+    "event_profile_cosine", "randomisation_similarity",
 )  # fmt: skip
 
 
@@ -92,4 +95,5 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
     with open(tmp_path / "demo" / "lmac" / "eval" / "comparison_clean.json", encoding="utf-8") as file:
         table = json.load(file)["methods"]
     assert list(table) == list(demo.lmac_eval.METHODS)
+    assert table["empty_mask"]["energy_kept"] == 0.0 and table["all_ones_mask"]["energy_kept"] == 1.0
     assert all(math.isfinite(table[method]["localization"]) for method in table)

@@ -18,7 +18,7 @@ from interpretation_metrics import (
     sparseness,
 )
 from interpreter_brain import MaskedOutput
-from train_lmac import LMAC, crosscor, guidance_per_example, tv_loss
+from train_lmac import LMAC, AdaptiveWeight, crosscor, guidance_per_example, tv_loss
 
 
 def random_spectrograms(batch=3, frames=7, freq=5, seed=0):
@@ -148,6 +148,8 @@ LOSS_HPARAMS = {
     "crosscor_th": 0.6,
     "guidelosstype": "reconstruction",
     "bin_th": 0.35,
+    "l_contrast_w": 0.7,
+    "l_empty_w": 0.3,
 }
 
 
@@ -167,6 +169,7 @@ def hand_made_output(seed=9, batch=3, classes=4):
         log_mag_masked_in=mask * log_mag[:, :7],
         logits_masked_in=torch.randn(batch, classes, generator=generator),
         logits_masked_out=torch.randn(batch, classes, generator=generator),
+        logits_empty=torch.randn(batch, classes, generator=generator),
     )
     return output, clean
 
@@ -178,6 +181,14 @@ def direct_loss(output, clean_log_mag, hparams, finetuning):
     cross_entropy = lambda logits: -torch.log_softmax(logits, dim=1)[torch.arange(batch), decision]  # noqa: E731
     total = hparams["l_in_w"] * cross_entropy(output.logits_masked_in).mean()
     total = total - hparams["l_out_w"] * cross_entropy(output.logits_masked_out).mean()
+    for b in range(batch):  # the class-contrastive term: log(1 + exp(runner-up logit - decision's logit))
+        logits = output.logits_masked_in[b].tolist()
+        runner_up = max(value for k, value in enumerate(logits) if k != decision[b])
+        total = total + hparams["l_contrast_w"] * math.log1p(math.exp(runner_up - logits[decision[b]])) / batch
+        # the beyond-empty term: log(1 + q_empty_c / q_in_c)
+        q_in = torch.softmax(output.logits_masked_in[b], dim=0)[decision[b]]
+        q_empty = torch.softmax(output.logits_empty[b], dim=0)[decision[b]]
+        total = total + hparams["l_empty_w"] * torch.log1p(q_empty / q_in) / batch
     frames = output.mask.shape[1]
     regularisers, guidance = 0.0, 0.0
     for b in range(batch):
@@ -187,14 +198,21 @@ def direct_loss(output, clean_log_mag, hparams, finetuning):
         rho = (masked_in * clean).mean() / (masked_in.pow(2).mean().sqrt() * clean.pow(2).mean().sqrt())
         keep = float(finetuning and rho >= hparams["crosscor_th"])
         tv = ((mask[1:] - mask[:-1]) ** 2).sum() + ((mask[:, 1:] - mask[:, :-1]) ** 2).sum()
-        regularisers += (1 - keep) * (hparams["reg_w_l1"] * mask.abs().mean() + hparams["reg_w_tv"] * tv / 2)
+        gate = 1.0
+        if hparams["sparsity_gate"]:  # what the masked-in input adds to the decision's probability over the empty input
+            q_in = torch.softmax(output.logits_masked_in[b], dim=0)[decision[b]]
+            gate = float((q_in - torch.softmax(output.logits_empty[b], dim=0)[decision[b]]).clamp(0, 1))
+        regularisers += (1 - keep) * gate * (hparams["reg_w_l1"] * mask.abs().mean() + hparams["reg_w_tv"] * tv / 2)
         guidance += keep * ((masked_in - clean) ** 2).mean()
     return total + regularisers / batch + hparams["g_w"] * guidance / batch
 
 
-@pytest.mark.parametrize("finetuning", [False, True])
-def test_the_objective_equals_a_direct_computation(finetuning):
-    hparams = {**LOSS_HPARAMS, "finetuning": finetuning}
+@pytest.mark.parametrize("finetuning, sparsity_gate", [(False, False), (True, False), (False, True)])
+def test_the_objective_equals_a_direct_computation(finetuning, sparsity_gate):
+    hparams = {
+        **LOSS_HPARAMS, "finetuning": finetuning, "sparsity_gate": sparsity_gate,
+        "l1_weight": AdaptiveWeight(LOSS_HPARAMS["reg_w_l1"], 0.3, 0.0),
+    }  # fmt: skip
     brain = LMAC(modules={}, hparams=hparams, run_opts={"device": "cpu"})
     output, clean_log_mag = hand_made_output()
     brain.clean_log_magnitude = lambda given: clean_log_mag if given is output else None
@@ -245,3 +263,21 @@ def test_clean_energy_share_on_hand_made_masks():
     assert uniform.tolist() == pytest.approx([1.0, 1.0])
     mass_on_event = 6 / (6 + 0.5 * (40 - 6))  # 40 cells in the lower half of the bins, 6 of them the event's
     assert clean_energy_share(half_and_half, clean, 0.35).tolist() == pytest.approx([mass_on_event * 80 / 6] * 2)
+
+
+def test_the_adaptive_l1_weight_follows_dual_ascent_and_is_checkpointed():
+    weight = AdaptiveWeight(6.4, target=0.3, rate=0.5, low=0.1, high=20.0)
+    expected = 6.4
+    for cross_entropy in (0.1, 0.1, 2.0, 0.3):  # under the target: sparser; over it: less sparse
+        weight.update(torch.tensor(cross_entropy))
+        expected = min(max(expected * math.exp(0.5 * (0.3 - cross_entropy)), 0.1), 20.0)
+        assert float(weight.value) == pytest.approx(expected, rel=1e-6)
+    for _ in range(50):
+        weight.update(torch.tensor(10.0))
+    assert float(weight.value) == pytest.approx(0.1)  # within its bounds
+    restored = AdaptiveWeight(6.4, target=0.3, rate=0.5)
+    restored.load_state_dict(weight.state_dict())
+    assert float(restored.value) == pytest.approx(0.1)
+    fixed = AdaptiveWeight(6.4, target=0.3, rate=0.0)
+    fixed.update(torch.tensor(5.0))
+    assert float(fixed.value) == pytest.approx(6.4)  # rate 0: the published fixed weight

@@ -11,7 +11,15 @@ import soundfile as sf
 import torch
 
 import make_synthetic_data
-from make_synthetic_data import BACKGROUND_RMS, event_classes, generate, synthesize_clip, synthesize_event
+from make_synthetic_data import (
+    BACKGROUND_RMS,
+    event_classes,
+    generate,
+    silence_class_classes,
+    speech_like_classes,
+    synthesize_clip,
+    synthesize_event,
+)
 
 from conftest import SMALL_DATA
 
@@ -158,3 +166,34 @@ def test_a_louder_background_keeps_the_events_and_lowers_their_snr():
         return np.mean(clip[~outside] ** 2) / np.mean(clip[outside] ** 2)
 
     assert snr(quiet) > 100 * snr(loud)
+
+
+@pytest.mark.parametrize(
+    "event_class", [*silence_class_classes(2)[:1], *speech_like_classes(5)], ids=lambda event_class: event_class.name
+)
+def test_the_scenario_classes_events_lie_in_their_boxes(event_class):
+    for seed in range(3):
+        event = synthesize_event(event_class, np.random.default_rng(seed))
+        assert event_energy_in_box(event, make_synthetic_data.ESC50_SAMPLE_RATE) > 0.9
+
+
+def test_the_silence_class_is_a_short_tick_in_near_silence_and_the_others_keep_their_background():
+    tick_class, other_class = silence_class_classes(2)
+    tick, tick_event = synthesize_clip(tick_class, np.random.default_rng(1), background_rms=0.3)
+    other, other_event = synthesize_clip(other_class, np.random.default_rng(1), background_rms=0.3)
+    assert tick_event.offset_s - tick_event.onset_s <= 0.08
+    tick_background = np.sqrt(np.mean(tick[: int(tick_event.onset_s * 44100)] ** 2))
+    other_background = np.sqrt(np.mean(other[: int(other_event.onset_s * 44100)] ** 2))
+    assert tick_background == pytest.approx(0.003, rel=0.1)  # 1% of the others' 0.3 (a clip under 1 is not rescaled)
+    assert other_background > 50 * tick_background  # the others, peak-normalised, keep a loud background
+
+
+def test_speech_like_syllables_pause_between_bursts():
+    event = synthesize_event(speech_like_classes(2)[1], np.random.default_rng(4))
+    span = event.waveform[int(event.onset_s * 44100) : int(event.offset_s * 44100)]
+    frame_energy = np.square(span[: span.size // 441 * 441].reshape(-1, 441)).mean(axis=1)  # 10 ms frames
+    assert 0.2 < np.mean(frame_energy < 0.01 * frame_energy.max()) < 0.7
+    with pytest.raises(ValueError, match="n_classes=6; the speech_like scenario has 2..5 classes"):
+        speech_like_classes(6)
+    with pytest.raises(ValueError, match="scenario='birds'; accepted values are events, silence_class, speech_like"):
+        generate("unused", scenario="birds")

@@ -194,7 +194,9 @@ def test_the_report_shows_energy_kept_and_says_when_an_interpretation_is_not_tru
         (folder / "clip.json").write_text(json.dumps(record), encoding="utf-8")
         for name in ("original.wav", "interpretation.wav", "spectrogram.png"):
             (folder / name).write_bytes(b"")
-    page = open(lmac_eval.report_test_interpretations(str(tmp_path), {}, "t", ["kick", "snare"]), encoding="utf-8").read()
+    stats = {"silent_share": 0.5, "fid_in": 0.5}
+    page = open(lmac_eval.report_test_interpretations(str(tmp_path), stats, "t", ["kick", "snare"]), encoding="utf-8").read()
+    assert '<div class="warning"><strong>Not trustworthy:</strong><ul><li>50% of the interpretations are near-silent' in page
     silent_row, heard_row = page.split("<tr><td>silent</td>")[1], page.split("<tr><td>heard</td>")[1]
     assert "<td>0.4%</td>" in silent_row.split("<img")[0] and "<td>35.0%</td>" in heard_row.split("<img")[0]
     assert "Near-silent: the interpretation keeps 0.4% of the input&#x27;s energy." in silent_row.split("<img")[0]
