@@ -7,7 +7,8 @@ For a config (the published width-1 CNN14 at 5 s clips, or the demo's width
 - train and eval step time per clip, a 5 s file's interpretation latency and peak memory;
 - the floor, on the same tensors: classifier forward on the input, decoder
   forward (+ backward), classifier forward (+ backward) on the masked-in and
-  masked-out inputs; with backward for training, without for evaluation;
+  masked-out inputs, and forward on the empty mask's input where the step
+  reads it (``needs_empty_logits``); with backward for training, without for evaluation;
 - step / floor for train and eval, and the share of step time spent waiting
   for data (clips and WHAM! noise).
 
@@ -48,7 +49,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from cnn14_family import decode_any_length
 from esc50_prepare import prepare_datasets
-from interpreter_brain import masked_log_magnitudes, set_weight_layout
+from interpreter_brain import crop_frames, masked_log_magnitudes, set_weight_layout
 from lmac_interpreter import LMACInterpreter
 from make_synthetic_data import generate
 from train_lmac import LMAC
@@ -148,8 +149,11 @@ def _floor_times(brain, batch, train):
         return mask.detach()
 
     decoder_seconds, mask = timed(decoder_pass if train else lambda: _no_grad(decoder_pass))
-    masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag)
+    reference = brain.mask_reference.fill(crop_frames(features.log_mag, mask.shape[1]))
+    masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag, reference)
     mel_inputs = [brain.mel_input_from_log_mag(part).detach() for part in (masked_in, masked_out)]
+    empty_input = brain.mel_input_from_log_mag(reference).detach()
+    reads_empty = brain.needs_empty_logits(sb.Stage.TRAIN if train else sb.Stage.TEST)
 
     def masked_passes():
         for mel_input in mel_inputs:
@@ -159,8 +163,9 @@ def _floor_times(brain, batch, train):
                 logits_masked.sum().backward()
 
     masked_seconds, _ = timed(masked_passes if train else lambda: _no_grad(masked_passes))
+    empty_seconds = timed(lambda: _no_grad(brain.classify, empty_input))[0] if reads_empty else 0.0
     brain.optimizer.zero_grad(set_to_none=True)
-    return seconds + decoder_seconds + masked_seconds
+    return seconds + decoder_seconds + masked_seconds + empty_seconds
 
 
 def count_synchronisations(function):

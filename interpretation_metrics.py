@@ -403,22 +403,33 @@ def frequency_profile(mask):
     return mask.detach().float().mean(dim=1)
 
 
-def class_mean_profiles(profiles, classes):
-    """The mean frequency profile of each class present: ``[n_present, freq]``, classes in ascending order.
+def class_mean_profiles(profiles, classes, n_classes):
+    """The mean frequency profile of each class, and which classes have clips; no host read.
 
     Arguments
     ---------
     profiles : torch.Tensor
         ``[clips, freq]``.
     classes : torch.Tensor
-        ``[clips]`` class indices.
+        ``[clips]`` class indices below ``n_classes``.
+    n_classes : int
+
+    Returns
+    -------
+    means : torch.Tensor
+        ``[n_classes, freq]`` (zero for a class without clips).
+    present : torch.Tensor
+        ``[n_classes]``, boolean.
     """
-    present = torch.unique(classes)  # sorted
-    return torch.stack([profiles[classes == label].mean(dim=0) for label in present])
+    sums = torch.zeros(n_classes, profiles.shape[1], dtype=profiles.dtype, device=profiles.device)
+    sums.index_add_(0, classes, profiles)
+    counts = torch.zeros(n_classes, dtype=profiles.dtype, device=profiles.device)
+    counts.index_add_(0, classes, torch.ones_like(classes, dtype=profiles.dtype))
+    return sums / counts.clamp_min(1)[:, None], counts > 0
 
 
-def profile_cosine(profiles, classes):
-    """Mean pairwise cosine similarity between the classes' mean mask frequency profiles.
+def profile_cosine(profiles, classes, n_classes):
+    """Mean pairwise cosine similarity between the classes' mean mask frequency profiles; no host read.
 
     Lower is more class-specific: 1 when every class's mask keeps the same
     bands in the same proportions. A class whose masks are all zero tells no
@@ -430,45 +441,51 @@ def profile_cosine(profiles, classes):
     profiles : torch.Tensor
         ``[clips, freq]`` (``frequency_profile`` of each clip's mask).
     classes : torch.Tensor
-        ``[clips]`` class indices.
+        ``[clips]`` class indices below ``n_classes``.
+    n_classes : int
 
     Returns
     -------
-    float
+    torch.Tensor
+        0-d.
 
     Example
     -------
     >>> profiles = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
-    >>> round(profile_cosine(profiles, torch.tensor([0, 0, 1, 2])), 4)  # pairs (0, 1): 0, (0, 2): 1, (1, 2): 1
+    >>> round(float(profile_cosine(profiles, torch.tensor([0, 0, 1, 3]), 4)), 4)  # pairs (0, 1): 0, (0, 3): 1, (1, 3): 1
     0.6667
     """
-    means = class_mean_profiles(profiles.float(), classes)
-    count = means.shape[0]
-    if count < 2:
-        return float("nan")
+    means, present = class_mean_profiles(profiles.float(), classes, n_classes)
     norms = means.norm(dim=1)
     unit = means / norms.clamp_min(torch.finfo(means.dtype).tiny)[:, None]
-    cosine = unit @ unit.T
     empty = norms == 0
-    cosine = torch.where(empty[:, None] | empty[None, :], 1.0, cosine)
-    off_diagonal = ~torch.eye(count, dtype=torch.bool, device=cosine.device)
-    return float(cosine[off_diagonal].mean())
+    cosine = torch.where(empty[:, None] | empty[None, :], 1.0, unit @ unit.T)
+    eye = torch.eye(n_classes, dtype=torch.bool, device=cosine.device)
+    pairs = (present[:, None] & present[None, :] & ~eye).to(cosine.dtype)
+    return (cosine * pairs).sum() / pairs.sum()
 
 
 def average_ranks(values):
     """Ranks ``1..n`` of each row of ``[batch, n]``, ties given their average rank (as Spearman's rho needs).
+
+    Fixed-size tensor work only, so no host read on a GPU.
 
     Example
     -------
     >>> average_ranks(torch.tensor([[0.5, 0.1, 0.5, 0.9]]))
     tensor([[2.5000, 1.0000, 2.5000, 4.0000]], dtype=torch.float64)
     """
-    ranks = torch.empty(values.shape, dtype=torch.float64, device=values.device)
-    for row, row_values in enumerate(values):
-        unique, inverse, counts = torch.unique(row_values, return_inverse=True, return_counts=True)
-        last_rank = torch.cumsum(counts, dim=0).double()
-        ranks[row] = (last_rank - (counts.double() - 1) / 2)[inverse]
-    return ranks
+    sorted_values, order = values.sort(dim=1)
+    batch, n = values.shape
+    starts = torch.ones_like(sorted_values, dtype=torch.long)
+    starts[:, 1:] = (sorted_values[:, 1:] != sorted_values[:, :-1]).long()
+    group = starts.cumsum(dim=1) - 1  # [batch, n]: the tie group of each sorted value
+    positions = torch.arange(1, n + 1, dtype=torch.float64, device=values.device).expand(batch, n)
+    first = torch.full((batch, n), n + 1.0, dtype=torch.float64, device=values.device)
+    first = first.scatter_reduce(1, group, positions, "amin")
+    last = torch.zeros(batch, n, dtype=torch.float64, device=values.device).scatter_reduce(1, group, positions, "amax")
+    sorted_ranks = ((first + last) / 2).gather(1, group)
+    return torch.empty_like(sorted_ranks).scatter_(1, order, sorted_ranks)
 
 
 def spearman_similarity(masks, other_masks):

@@ -257,7 +257,8 @@ def masked_log_magnitudes(mask, log_mag, reference=None):
     cropped = crop_frames(log_mag, mask.shape[1])
     if reference is None:
         return mask * cropped, (1 - mask) * cropped
-    return torch.lerp(reference, cropped, mask), torch.lerp(cropped, reference, mask)
+    gap = cropped - reference  # not torch.lerp: under autocast the mask may be bf16 while L is float32
+    return reference + mask * gap, cropped - mask * gap
 
 
 def to_device(tensor, device):
@@ -598,20 +599,31 @@ class InterpreterBrain(CudaFedBrain):
         """The statistics of a VALID or TEST stage: loss, the mean of every recorded score and the profile
         cosines (``profile_cosine``, and ``event_profile_cosine`` of the event boxes), as plain floats.
 
-        The means reach the host together, in one copy. ``self.per_class_stats``
-        gets the mean of every score per true class (``{class index: {name: mean}}``).
+        The means, the cosines and the per-class means reach the host together,
+        in one copy. ``self.per_class_stats`` gets the mean of every score per
+        true class (``{class index: {name: mean}}``).
         """
+        stats = {BEST_CHECKPOINT_KEY: float(stage_loss)}
+        self.per_class_stats = {}
         names = list(self.stage_scores)
+        if not names:
+            return stats
+        n_classes = self.hparams.n_classes
         scores = {name: torch.cat(self.stage_scores[name]) for name in names}
         classes = {name: torch.cat(self.stage_classes[name]) for name in names}
-        means = torch.stack([scores[name].mean() for name in names]).tolist() if names else []
-        stats = {BEST_CHECKPOINT_KEY: float(stage_loss), **dict(zip(names, means))}
-        self.per_class_stats = per_class_means(scores, classes)
-        for key, profiles in (("profile_cosine", "mask"), ("event_profile_cosine", "event")):
-            if self.stage_profiles[profiles]:
-                stats[key] = profile_cosine(
-                    torch.cat(self.stage_profiles[profiles]), torch.cat(self.stage_profiles["classes"])
-                )
+        cosines = {
+            key: profile_cosine(torch.cat(self.stage_profiles[kind]), torch.cat(self.stage_profiles["classes"]), n_classes)
+            for key, kind in (("profile_cosine", "mask"), ("event_profile_cosine", "event"))
+            if self.stage_profiles[kind]
+        }  # fmt: skip
+        class_means, class_counts = per_class_means(scores, classes, n_classes)  # [names, n_classes]
+        overall = torch.stack([*(scores[name].mean() for name in names), *cosines.values()])
+        values = torch.cat([overall, class_means.flatten(), class_counts.flatten()]).tolist()  # one host copy
+        stats.update(zip(names, values[: len(names)]))
+        # Fewer than two classes have no profile cosine.
+        stats.update((key, value) for key, value in zip(cosines, values[len(names) : len(overall)]) if math.isfinite(value))
+        per_class = values[len(overall) :]
+        self.per_class_stats = per_class_table(names, per_class[: len(per_class) // 2], per_class[len(per_class) // 2 :], n_classes)
         return stats
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -720,23 +732,43 @@ def warn_if_collapsed(stats, epoch):
     return True
 
 
-def per_class_means(scores, classes):
-    """The mean of every score per class: ``{class index: {name: mean}}``, classes in ascending order.
+def per_class_means(scores, classes, n_classes):
+    """The mean of every score per class, and the clips it was averaged over; no host read.
 
     Arguments
     ---------
     scores, classes : dict of str to torch.Tensor
-        Per score name, the ``[clips]`` values and the clips' ``[clips]`` class indices.
+        Per score name, the ``[clips]`` values and the clips' ``[clips]`` class indices (below ``n_classes``).
+    n_classes : int
+
+    Returns
+    -------
+    means, counts : torch.Tensor
+        ``[len(scores), n_classes]`` each, rows in the order of ``scores``; a mean is 0 where its count is.
+    """
+    means, counts = [], []
+    for name, values in scores.items():
+        total = torch.zeros(n_classes, dtype=values.dtype, device=values.device).index_add_(0, classes[name], values)
+        count = torch.zeros(n_classes, dtype=values.dtype, device=values.device)
+        count.index_add_(0, classes[name], torch.ones_like(values))
+        means.append(total / count.clamp_min(1))
+        counts.append(count)
+    return torch.stack(means), torch.stack(counts)
+
+
+def per_class_table(names, means, counts, n_classes):
+    """``{class index: {name: mean}}`` from ``per_class_means``' flattened host values, classes with clips only.
 
     Example
     -------
-    >>> per_class_means({"AD": torch.tensor([1.0, 3.0, 5.0])}, {"AD": torch.tensor([1, 1, 0])})
-    {0: {'AD': 5.0}, 1: {'AD': 2.0}}
+    >>> per_class_table(["AD", "fid_in"], [5.0, 2.0, 0.0, 1.0], [1, 2, 0, 3], 2)  # fid_in has no clip of class 0
+    {0: {'AD': 5.0}, 1: {'AD': 2.0, 'fid_in': 1.0}}
     """
     table = {}
-    for name, values in scores.items():
-        for label in torch.unique(classes[name]).tolist():
-            table.setdefault(label, {})[name] = float(values[classes[name] == label].mean())
+    for row, name in enumerate(names):
+        for label in range(n_classes):
+            if counts[row * n_classes + label] > 0:
+                table.setdefault(label, {})[name] = means[row * n_classes + label]
     return dict(sorted(table.items()))
 
 

@@ -47,7 +47,7 @@ def test_the_floor_runs_under_the_steps_autocast(synthetic_data, tmp_path, train
     brain.classify = recording_classify
     seconds = benchmark.floor_times(brain, next(iter(loader)), train)
     assert seconds > 0
-    assert len(autocast_dtypes) == 6  # compute_forward's 3 passes, then the floor's 3
+    assert len(autocast_dtypes) == 8  # compute_forward's 4 passes (input, masked-in, masked-out, empty), then the floor's
     assert set(autocast_dtypes) == {torch.bfloat16}
     assert not torch.is_autocast_enabled("cpu")
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -56,14 +57,15 @@ def test_profile_cosine_is_one_for_a_class_agnostic_mask_and_zero_for_disjoint_b
     classes = torch.tensor([0, 0, 1, 1, 2])
     same_band = torch.zeros(5, 8)
     same_band[:, 2:4] = 1.0
-    assert profile_cosine(same_band, classes) == pytest.approx(1.0)
+    assert float(profile_cosine(same_band, classes, 3)) == pytest.approx(1.0)
     disjoint = torch.zeros(5, 8)
     for clip, label in enumerate(classes.tolist()):
         disjoint[clip, 2 * label : 2 * label + 2] = 1.0
-    assert profile_cosine(disjoint, classes) == pytest.approx(0.0)
+    assert float(profile_cosine(disjoint, classes, 4)) == pytest.approx(0.0)  # class 3 has no clip: not counted
     # A class whose masks are all empty tells no class apart: it does not lower the measure.
     disjoint[4] = 0.0
-    assert profile_cosine(disjoint, classes) == pytest.approx(2 / 3)
+    assert float(profile_cosine(disjoint, classes, 3)) == pytest.approx(2 / 3)
+    assert math.isnan(float(profile_cosine(disjoint[:2], classes[:2], 3)))  # one class: no pair
 
 
 def test_spearman_similarity_equals_scipys_with_ties_and_scores_unchanged_masks_one():
