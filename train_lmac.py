@@ -180,6 +180,11 @@ def contrastive_loss(logits, decision):
     return F.softplus(others.amax(dim=1) - own)
 
 
+def decision_log_probability(logits, decision):
+    """``log softmax(logits)_c`` per example: ``[batch, n_classes]`` logits and ``[batch]`` decisions to ``[batch]``."""
+    return torch.log_softmax(logits.float(), dim=1).gather(1, decision[:, None]).squeeze(1)
+
+
 def beyond_empty_loss(logits_masked_in, logits_empty, decision):
     """Per-example ``softplus(log q_empty_c - log q_in_c)``: small when the masked-in input gives the decision
     ``c`` a higher probability than the empty mask's input does (log 2 when they are equal).
@@ -202,10 +207,7 @@ def beyond_empty_loss(logits_masked_in, logits_empty, decision):
     >>> round(beyond_empty_loss(same, same, torch.tensor([0])).item(), 4)  # log 2
     0.6931
     """
-    index = decision[:, None]
-    log_q_in = torch.log_softmax(logits_masked_in.float(), dim=1).gather(1, index).squeeze(1)
-    log_q_empty = torch.log_softmax(logits_empty.float(), dim=1).gather(1, index).squeeze(1)
-    return F.softplus(log_q_empty - log_q_in)
+    return F.softplus(decision_log_probability(logits_empty, decision) - decision_log_probability(logits_masked_in, decision))
 
 
 def beyond_empty_gate(logits_masked_in, logits_empty, decision):
@@ -229,9 +231,7 @@ def beyond_empty_gate(logits_masked_in, logits_empty, decision):
     >>> beyond_empty_gate(torch.log(torch.tensor([[0.9, 0.1], [0.3, 0.7]])), torch.zeros(2, 2), torch.tensor([0, 0]))
     tensor([0.4000, 0.0000])
     """
-    index = decision[:, None]
-    q_in = torch.softmax(logits_masked_in.detach().float(), dim=1).gather(1, index).squeeze(1)
-    q_empty = torch.softmax(logits_empty.detach().float(), dim=1).gather(1, index).squeeze(1)
+    q_in, q_empty = (decision_log_probability(logits.detach(), decision).exp() for logits in (logits_masked_in, logits_empty))
     return (q_in - q_empty).clamp(0, 1)
 
 
