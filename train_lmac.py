@@ -207,7 +207,8 @@ def beyond_empty_loss(logits_masked_in, logits_empty, decision):
     >>> round(beyond_empty_loss(same, same, torch.tensor([0])).item(), 4)  # log 2
     0.6931
     """
-    return F.softplus(decision_log_probability(logits_empty, decision) - decision_log_probability(logits_masked_in, decision))
+    gap = decision_log_probability(logits_empty, decision) - decision_log_probability(logits_masked_in, decision)
+    return F.softplus(gap)
 
 
 def beyond_empty_gate(logits_masked_in, logits_empty, decision):
@@ -231,7 +232,9 @@ def beyond_empty_gate(logits_masked_in, logits_empty, decision):
     >>> beyond_empty_gate(torch.log(torch.tensor([[0.9, 0.1], [0.3, 0.7]])), torch.zeros(2, 2), torch.tensor([0, 0]))
     tensor([0.4000, 0.0000])
     """
-    q_in, q_empty = (decision_log_probability(logits.detach(), decision).exp() for logits in (logits_masked_in, logits_empty))
+    q_in, q_empty = (
+        decision_log_probability(logits.detach(), decision).exp() for logits in (logits_masked_in, logits_empty)
+    )
     return (q_in - q_empty).clamp(0, 1)
 
 
