@@ -177,9 +177,10 @@ def log_silence_decision(hparams, class_names):
     logger.info("The classifier gives silence class %r with probability %.2f.", name, probability)
     if probability > SILENCE_WARNING_PROBABILITY:
         logger.warning(
-            "The classifier gives silence %r with probability %.2f: an empty (silent) mask already keeps that "
-            "decision, so %r interpretations may be silent. Check energy_kept, silent_share and "
-            "fid_in_beyond_empty, or try --mask_reference noise_floor.", name, probability, name,
+            "The classifier gives silence %r with probability %.2f: with --mask_reference zeros an empty mask "
+            "already keeps that decision, so %r interpretations may be silent. Check energy_kept, silent_share "
+            "and fid_in_beyond_empty; the default objective (--mask_reference mean_spectrum --l_empty_w 1 "
+            "--sparsity_gate True) asks every mask to beat its empty input.", name, probability, name,
         )  # fmt: skip
     return name, probability
 
