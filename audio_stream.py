@@ -14,7 +14,7 @@ import math
 import soundfile as sf
 import torch
 
-from esc50_prepare import make_resampler
+from esc50_prepare import check_wav_complete, make_resampler
 
 # Input samples read on each side of a span, at least: more than half of torchaudio's resampling
 # filter (6 zero crossings of the lower rate; 13 input samples from 44.1 to 16 kHz).
@@ -33,7 +33,7 @@ class ResampledAudio:
     Raises
     ------
     ValueError
-        The file cannot be opened or read, or holds no samples; the message names it.
+        The file cannot be opened or read, is a truncated WAV, or holds no samples; the message names it.
 
     Example
     -------
@@ -46,6 +46,7 @@ class ResampledAudio:
     """
 
     def __init__(self, path, sample_rate):
+        check_wav_complete(path)
         try:
             info = sf.info(path)
         except (RuntimeError, OSError) as error:  # soundfile's LibsndfileError is a RuntimeError

@@ -152,7 +152,6 @@ def _floor_times(brain, batch, train):
     reference = brain.mask_reference.fill(crop_frames(features.log_mag, mask.shape[1]))
     masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag, reference)
     mel_inputs = [brain.mel_input_from_log_mag(part).detach() for part in (masked_in, masked_out)]
-    empty_input = brain.mel_input_from_log_mag(reference).detach()
     reads_empty = brain.needs_empty_logits(sb.Stage.TRAIN if train else sb.Stage.TEST)
 
     def masked_passes():
@@ -163,7 +162,7 @@ def _floor_times(brain, batch, train):
                 logits_masked.sum().backward()
 
     masked_seconds, _ = timed(masked_passes if train else lambda: _no_grad(masked_passes))
-    empty_seconds = timed(lambda: _no_grad(brain.classify, empty_input))[0] if reads_empty else 0.0
+    empty_seconds = timed(lambda: brain.classify_empty(reference.detach()))[0] if reads_empty else 0.0
     brain.optimizer.zero_grad(set_to_none=True)
     return seconds + decoder_seconds + masked_seconds + empty_seconds
 
@@ -307,7 +306,7 @@ def long_file_measures(config, minutes, device, scratch):
     """Interprets a long recording with outputs, as ``eval.py --interpret_folder`` does; returns the measures."""
     path = os.path.join(scratch, f"recording_{minutes}min.flac")
     write_long_recording(path, minutes)
-    overrides = {"output_folder": scratch, "use_pretrained": False, "width": CONFIGS[config]["width"], "n_classes": 10}
+    overrides = {"data_folder": None, "output_folder": scratch, "use_pretrained": False, "width": CONFIGS[config]["width"], "n_classes": 10}
     with open(os.path.join(HERE, "hparams", "lmac_cnn14.yaml"), encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     interpreter = LMACInterpreter(modules=hparams["modules"], hparams=hparams, run_opts={"device": device})

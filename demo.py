@@ -75,15 +75,15 @@ def parse_args(argv):
     parser.add_argument("--noise_files", type=int, nargs=3, default=[40, 10, 10])
     parser.add_argument("--width", type=float, default=1 / 16)
     parser.add_argument("--classifier_epochs", type=int, default=10)
-    parser.add_argument("--lmac_epochs", type=int, default=10)
+    parser.add_argument("--lmac_epochs", type=int, default=6)
     parser.add_argument("--lmac_lr", type=float, default=0.001)
-    parser.add_argument("--finetuning_epochs", type=int, default=3)
+    parser.add_argument("--finetuning_epochs", type=int, default=2)
     parser.add_argument("--finetuning_lr", type=float, default=0.0002)
     parser.add_argument(
         "--finetuning_crosscor_th", type=float, default=0.3,
         help="the recipe's 0.6 keeps no clip here: the base masks correlate 0.12 to 0.39 with the clean clips (validation)",
     )  # fmt: skip
-    parser.add_argument("--l2i_epochs", type=int, default=6)
+    parser.add_argument("--l2i_epochs", type=int, default=4)
     parser.add_argument("--l2i_lr", type=float, default=0.001)
     parser.add_argument("--nmf_components", type=int, default=100)
     parser.add_argument("--nmf_max_frames", type=int, default=10000)
@@ -130,6 +130,7 @@ def interpreter_flags(args, data, export, recipe):
         "--num_workers", str(args.num_workers),
         "--noise_num_workers", str(args.num_workers),
         "--seed", str(args.seed),
+        "--interpretations_per_stage", str(args.n_classes),  # one clip of each class
     ]  # fmt: skip
 
 

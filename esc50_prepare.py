@@ -338,9 +338,50 @@ def scan_clips(metadata, audio_data_folder):
     return entries, skipped
 
 
+def check_wav_complete(path):
+    """Raises ``ValueError`` naming ``path`` when it is a WAV file whose data chunk is shorter than its header says.
+
+    libsndfile reads such a file (cut off mid-data) as a shorter one; the
+    RIFF header's data size tells. Other formats, and WAVs of unknown
+    length (a data size of 0 or 0xFFFFFFFF, as streams write), pass.
+
+    Example
+    -------
+    >>> import tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "cut.wav")
+    >>> sf.write(path, np.zeros(1000, dtype="float32"), 16000, subtype="PCM_16")
+    >>> with open(path, "r+b") as file:
+    ...     _ = file.truncate(1044)  # a 44-byte header and 1000 of the 2000 data bytes
+    >>> try:
+    ...     check_wav_complete(path)
+    ... except ValueError as error:
+    ...     print(str(error).split("cut.wav ")[1])
+    is truncated: its data chunk holds 1000 of the 2000 bytes its header declares.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as file:
+        header = file.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return
+        while True:
+            chunk = file.read(8)
+            if len(chunk) < 8:
+                return
+            declared = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                available = size - file.tell()
+                if declared not in (0, 0xFFFFFFFF) and available < declared:
+                    raise ValueError(
+                        f"{path} is truncated: its data chunk holds {available} of the {declared} bytes its header declares."
+                    )
+                return
+            file.seek(declared + declared % 2, os.SEEK_CUR)
+
+
 def _readable_duration(path):
     """Returns the duration in seconds of a decodable, non-empty file, else None."""
     try:
+        check_wav_complete(path)
         audio, sample_rate = sf.read(path, dtype="float32", always_2d=True)
     except (RuntimeError, OSError, ValueError) as error:
         logger.warning("Skipping unreadable audio file %s (%s).", path, error)

@@ -40,25 +40,18 @@ import torch
 
 from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets, read_audio_mono
 from interpretation_metrics import SILENT_ENERGY_SHARE, TRUST_METRICS, load_event_table
-from interpreter_brain import (
-    BEST_CHECKPOINT_KEY,
-    COLLAPSE_SILENT_SHARE,
-    end_distributed_run,
-    set_weight_layout,
-    write_per_class,
-)
+from interpreter_brain import COLLAPSE_SILENT_SHARE, end_distributed_run, set_weight_layout, write_per_class
 from listening_report import write_report
-from lmac_interpreter import LMACInterpreter, class_names_from_encoder
+from lmac_interpreter import LMACInterpreter, class_names_from_encoder, output_names
 from mask_methods import MASK_METHODS, AllOnesMask, EmptyMask
 from recipe_setup import (
     build_mask_reference,
-    check_class_count,
-    check_lmac_decoder,
     check_overlap_type,
     load_classifier,
-    load_l2i_run,
-    load_lmac_decoder,
     log_silence_decision,
+    named_class_count,
+    note_class_count,
+    run_script,
     start_recipe,
     validate_data_hparams,
 )
@@ -192,11 +185,8 @@ def validate_eval_hparams(hparams):
         raise FileNotFoundError(f"single_sample={hparams['single_sample']!r} does not exist.")
     if hparams["interpret_folder"] is not None and not os.path.isdir(hparams["interpret_folder"]):
         raise FileNotFoundError(f"interpret_folder={hparams['interpret_folder']!r} is not a folder.")
-    methods = methods_of(hparams)
-    if "lmac" in methods:
-        check_lmac_decoder(hparams, "evaluate")
-    if "l2i" in methods:
-        load_l2i_run(hparams["l2i_folder"], hparams)  # raises for a missing or mismatched L2I run
+    for method in methods_of(hparams):
+        MASK_METHODS[method].check_settings(hparams)
 
 
 def methods_of(hparams):
@@ -236,54 +226,64 @@ def write_metrics(stats, folder, condition, per_class_stats=None, class_names=No
     return json_path, markdown_path
 
 
-def evaluate_test_fold(hparams, run_opts, datasets, method="lmac", events=None, mask_reference=None):
+def evaluate_test_fold(hparams, run_opts, datasets, method, events=None, mask_reference=None):
     """Runs TEST with one method; writes metrics (overall and per class), interpretations and the report;
     returns the stats.
 
-    L-MAC's results go to ``<eval_folder>/<condition>``, another method's to
-    ``<eval_folder>/<method>/<condition>``. The stats include
-    ``seconds_per_clip`` and, with ``events`` (``meta/events.csv``),
+    ``method`` (a built ``MaskMethod``) writes to its ``results_folder``
+    under ``eval_folder``, in a folder named after the condition. The stats
+    include ``seconds_per_clip`` and, with ``events`` (``meta/events.csv``),
     ``localization``. Every method sees the same contamination (a fresh
     stream of the same seed) and the same ``mask_reference``.
     """
     condition = evaluation_condition(hparams)
-    folder = os.path.join(hparams["eval_folder"], *([condition] if method == "lmac" else [method, condition]))
+    folder = os.path.join(method.results_folder(hparams["eval_folder"]), condition)
     brain = make_brain(
         {**hparams, "interpretations_folder": folder}, run_opts, method,
         noise_stream=make_overlap(hparams, datasets["test"]), events=events, mask_reference=mask_reference,
     )  # fmt: skip
     start = time.perf_counter()
-    brain.evaluate(datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
+    brain.evaluate(datasets["test"], test_loader_kwargs=hparams["test_dataloader_options"])
     stats = dict(brain.last_stage_stats)
     stats["seconds_per_clip"] = (time.perf_counter() - start) / max(1, len(datasets["test"]))
     class_names = class_names_of(hparams)
     write_metrics(stats, folder, condition, brain.per_class_stats, class_names)
-    title = f"{MASK_METHODS[method].title} on the test fold ({condition})"
+    title = f"{method.title} on the test fold ({condition})"
     report_test_interpretations(folder, stats, title, class_names)
     return stats
 
 
-def mask_method_of(hparams, method):
-    """``method``'s ``MaskMethod`` on the configuration's models; None for L-MAC, whose decoder is the models' own."""
-    return None if method == "lmac" else MASK_METHODS[method].from_hparams(hparams, hparams["modules"])
+def build_methods(hparams, names):
+    """Each named method's ``MaskMethod``, built once on the run's models (loading its own weights, if any).
+
+    Returns
+    -------
+    dict of str to MaskMethod
+        In the order of ``names``.
+    """
+    return {name: MASK_METHODS[name].from_hparams(hparams, hparams["modules"]) for name in names}
 
 
 def make_brain(hparams, run_opts, method, noise_stream=None, events=None, mask_reference=None):
-    """An ``LMAC`` brain whose masks are ``method``'s (``mask_methods.MASK_METHODS``), its weights laid out for it.
+    """An ``LMAC`` brain whose masks are ``method``'s (a built ``MaskMethod``), its weights laid out for it.
 
-    The models are the configuration's, already loaded (``load_models``).
+    The models are the configuration's, already loaded (``load_classifier``, ``build_methods``).
     """
     brain = LMAC(
         modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
-        mask_method=mask_method_of(hparams, method), noise_stream=noise_stream, events=events,
-        mask_reference=mask_reference,
+        mask_method=method, noise_stream=noise_stream, events=events, mask_reference=mask_reference,
     )  # fmt: skip
-    set_weight_layout(brain.modules, forward_only=MASK_METHODS[method].forward_only)
+    set_weight_layout(brain.modules, forward_only=method.forward_only)
     return brain
 
 
 def compare_methods(hparams, run_opts, datasets, methods, events=None, mask_reference=None):
-    """Evaluates every method, and the ``REFERENCE_ROWS``, on the same test clips; writes and logs the comparison table.
+    """Evaluates every method on the same test clips; writes and logs the comparison table.
+
+    Arguments
+    ---------
+    methods : dict of str to MaskMethod
+        ``build_methods``' methods, the ``REFERENCE_ROWS`` among them.
 
     Returns
     -------
@@ -291,10 +291,10 @@ def compare_methods(hparams, run_opts, datasets, methods, events=None, mask_refe
         Per method, the ``COMPARISON_COLUMNS`` it has.
     """
     table = {}
-    for method in dict.fromkeys([*methods, *REFERENCE_ROWS]):
-        logger.info("Comparison: evaluating %s.", method)
+    for name, method in methods.items():
+        logger.info("Comparison: evaluating %s.", name)
         stats = evaluate_test_fold(hparams, run_opts, datasets, method, events, mask_reference)
-        table[method] = {column: stats[column] for column in COMPARISON_COLUMNS if column in stats}
+        table[name] = {column: stats[column] for column in COMPARISON_COLUMNS if column in stats}
     condition = evaluation_condition(hparams)
     markdown = write_comparison(table, hparams["eval_folder"], condition)
     logger.info("Comparison on the test fold (%s):\n%s", condition, markdown)
@@ -402,32 +402,33 @@ def trust_notes(record, class_names):
 def class_names_of(hparams):
     """Class names by index from the run's label encoder, or ``class_<i>`` when there is none."""
     path = os.path.join(hparams["save_folder"], LABEL_ENCODER_FILE)
+    count = named_class_count(hparams)
     if not os.path.isfile(path):
         logger.warning("No %s: classes are reported by index.", path)
-        return class_names_from_encoder(None, hparams["n_classes"])
+        return class_names_from_encoder(None, count)
     encoder = sb.dataio.encoder.CategoricalEncoder()
     encoder.load(path)
-    return class_names_from_encoder(encoder, hparams["n_classes"])
+    return class_names_from_encoder(encoder, count)
 
 
-def interpret_files(hparams, run_opts, paths, method="lmac"):
-    """Interprets every file, skipping (and naming) the ones that fail; writes the report.
+def interpret_files(hparams, run_opts, paths, method):
+    """Interprets every file with ``method`` (a built ``MaskMethod``), skipping (and naming) the ones that fail;
+    writes the report.
 
-    Outputs go to ``<eval_folder>/files`` for L-MAC and
-    ``<eval_folder>/<method>/files`` for another method.
+    Outputs go to ``<results_folder>/files`` of the method.
 
     Returns
     -------
     list of str
         The files that could not be interpreted.
     """
-    folder = os.path.join(hparams["eval_folder"], *([] if method == "lmac" else [method]), "files")
+    folder = os.path.join(method.results_folder(hparams["eval_folder"]), "files")
     os.makedirs(folder, exist_ok=True)
     interpreter = make_file_interpreter(hparams, run_opts, method)
     rows, failed = [], []
-    for path in paths:
+    for path, name in zip(paths, output_names(paths)):
         try:
-            result = interpreter.interpret_file(path, savedir=folder, keep_tensors=False)
+            result = interpreter.interpret_file(path, savedir=folder, keep_tensors=False, name=name)
         except (RuntimeError, OSError, ValueError) as error:
             logger.error("Could not interpret %s: %s", path, error)
             failed.append(path)
@@ -440,53 +441,61 @@ def interpret_files(hparams, run_opts, paths, method="lmac"):
                 "timeline": result.timeline,
             }
         )
-    write_report(folder, rows, None, title=f"{MASK_METHODS[method].title} interpretations")
+    write_report(folder, rows, None, title=f"{method.title} interpretations")
     logger.info("Interpreted %d files into %s; %d failed.", len(rows), folder, len(failed))
     return failed
 
 
-def make_file_interpreter(hparams, run_opts, method="lmac"):
+def make_file_interpreter(hparams, run_opts, method):
     """The ``LMACInterpreter`` of the run's (loaded) models, with ``method``'s masks, its weights laid out for it."""
     interpreter = LMACInterpreter(
         modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
-        mask_method=mask_method_of(hparams, method), class_names=class_names_of(hparams),
+        mask_method=method, class_names=class_names_of(hparams),
     )  # fmt: skip
-    set_weight_layout(interpreter.mods, forward_only=MASK_METHODS[method].forward_only)
+    set_weight_layout(interpreter.mods, forward_only=method.forward_only)
     return interpreter
 
 
-def load_models(hparams):
-    """Loads the classifier and, when L-MAC is evaluated, its decoder: ``pretrained_interpreter`` or the best checkpoint."""
-    load_classifier(hparams)
-    if "lmac" in methods_of(hparams):
-        load_lmac_decoder(hparams)
+def files_mode_needs_no_data(argv):
+    """``("data_folder",)`` when ``argv`` interprets one's own files (``--single_sample``, ``--interpret_folder``).
+
+    Example
+    -------
+    >>> files_mode_needs_no_data(["h.yaml", "--single_sample", "my.wav"]), files_mode_needs_no_data(["h.yaml"])
+    (('data_folder',), ())
+    """
+    flags = {arg.split("=", 1)[0] for arg in argv}
+    return ("data_folder",) if flags & {"--single_sample", "--interpret_folder"} else ()
 
 
 def main(argv):
     """Evaluates on the test fold (one method, or a comparison), or interprets files; returns the files that failed."""
-    hparams_file, hparams, run_opts, overrides = start_recipe(argv)
+    hparams_file, hparams, run_opts, overrides = start_recipe(argv, placeholders_not_needed=files_mode_needs_no_data(argv))
     validate_eval_hparams(hparams)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
-    methods = methods_of(hparams)
+    names = methods_of(hparams)
     if hparams["single_sample"] is not None or hparams["interpret_folder"] is not None:
         paths = [hparams["single_sample"]] if hparams["single_sample"] else audio_files(hparams["interpret_folder"])
-        load_models(hparams)
-        return interpret_files(hparams, run_opts, paths, methods[0])
+        load_classifier(hparams)
+        method = build_methods(hparams, names[:1])[names[0]]
+        return interpret_files(hparams, run_opts, paths, method)
     datasets, label_encoder = prepare_datasets(hparams)
-    check_class_count(hparams, label_encoder)
-    load_models(hparams)
+    note_class_count(hparams, label_encoder)
+    load_classifier(hparams)
     log_silence_decision(hparams, class_names_of(hparams))
     events = load_event_table(hparams["data_folder"])  # read once, used by every method
     mask_reference = build_mask_reference(hparams, datasets["train"])
     if hparams["compare"]:
+        methods = build_methods(hparams, dict.fromkeys([*names, *REFERENCE_ROWS]))
         compare_methods(hparams, run_opts, datasets, methods, events, mask_reference)
     else:
-        evaluate_test_fold(hparams, run_opts, datasets, methods[0], events, mask_reference)
+        method = build_methods(hparams, names[:1])[names[0]]
+        evaluate_test_fold(hparams, run_opts, datasets, method, events, mask_reference)
     end_distributed_run()
     return []
 
 
 if __name__ == "__main__":
-    sys.exit(1 if main(sys.argv[1:]) else 0)
+    sys.exit(1 if run_script(main, sys.argv[1:]) else 0)

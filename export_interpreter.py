@@ -26,7 +26,7 @@ import torch
 from hyperpyyaml import resolve_references
 
 from esc50_prepare import LABEL_ENCODER_FILE
-from recipe_setup import check_lmac_decoder, load_classifier, load_lmac_decoder, start_recipe
+from recipe_setup import check_lmac_decoder, load_classifier, load_lmac_decoder, run_script, start_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +89,10 @@ def export(hparams):
 
 def main(argv):
     """Command-line entry point; returns the export folder."""
-    _, hparams, _, _ = start_recipe(argv)
+    _, hparams, _, _ = start_recipe(argv, placeholders_not_needed=("data_folder",))
     return export(hparams)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(sys.argv[1:])
+    run_script(main, sys.argv[1:])

@@ -10,6 +10,7 @@ Subclasses (``train_lmac.LMAC``, ``train_l2i.L2I``) add their own forward
 pass, loss and mask method.
 """
 
+import collections
 import dataclasses
 import functools
 import inspect
@@ -494,6 +495,18 @@ class InterpreterBrain(CudaFedBrain):
         """True where the classifier's answer on an empty mask is read: VALID and TEST (the trust measures)."""
         return stage != sb.Stage.TRAIN
 
+    @torch.no_grad()
+    def classify_empty(self, reference):
+        """Logits ``[batch, n_classes]`` of the empty mask's input, the reference ``R`` ``[batch, frames, freq]``.
+
+        A reference that is the same for every clip is classified once and its answer repeated.
+        """
+        if self.mask_reference.same_for_every_clip:
+            logits, _ = self.classify(self.mel_input_from_log_mag(reference[:1]))
+            return logits.expand(reference.shape[0], -1)
+        logits, _ = self.classify(self.mel_input_from_log_mag(reference))
+        return logits
+
     def masked_output(self, wavs, clean, features, logits, mask, stage):
         """Classifies the masked-in and masked-out inputs (and, when read, the empty mask's); returns a ``MaskedOutput``.
 
@@ -503,10 +516,7 @@ class InterpreterBrain(CudaFedBrain):
         masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag, reference)
         logits_masked_in, _ = self.classify(self.mel_input_from_log_mag(masked_in))
         logits_masked_out, _ = self.classify(self.mel_input_from_log_mag(masked_out))
-        logits_empty = None
-        if self.needs_empty_logits(stage):
-            with torch.no_grad():
-                logits_empty, _ = self.classify(self.mel_input_from_log_mag(reference))
+        logits_empty = self.classify_empty(reference) if self.needs_empty_logits(stage) else None
         return MaskedOutput(
             wavs, clean, features, logits, mask, masked_in, logits_masked_in, logits_masked_out, logits_empty
         )
@@ -525,7 +535,8 @@ class InterpreterBrain(CudaFedBrain):
             trust_scores(output.logits, output.logits_empty, scores["fid_in"], output.mask, output.features.log_mag)
         )
         labels = batch.class_string_encoded.data.squeeze(1)
-        scores["acc"] = (output.logits.argmax(dim=1) == labels).float()
+        if self.hparams.data_classes == self.hparams.n_classes:  # else the head's classes are not the data's
+            scores["acc"] = (output.logits.argmax(dim=1) == labels).float()
         scores.update(extra_scores)
         self.stage_profiles["mask"].append(frequency_profile(output.mask))
         self.stage_profiles["classes"].append(labels)
@@ -568,7 +579,7 @@ class InterpreterBrain(CudaFedBrain):
             )
             self.randomised = (classifier, self.current_mask_method().on_classifier(classifier))
         classifier, method = self.randomised
-        features = _first(output.features, count)
+        features = _rows(output.features, slice(count))
         with torch.no_grad():
             _, feature_maps = classifier(features.mel_input)
         mask = method.mask(features, output.logits[:count], feature_maps)
@@ -586,6 +597,7 @@ class InterpreterBrain(CudaFedBrain):
         self.stage_classes = {}
         self.stage_profiles = {"mask": [], "event": [], "classes": []}
         self.interpretations_saved = 0
+        self.saved_per_class = collections.Counter()
         self.randomisation_recorded = 0
 
     def record_scores(self, scores, classes):
@@ -608,7 +620,7 @@ class InterpreterBrain(CudaFedBrain):
         names = list(self.stage_scores)
         if not names:
             return stats
-        n_classes = self.hparams.n_classes
+        n_classes = self.hparams.data_classes
         scores = {name: torch.cat(self.stage_scores[name]) for name in names}
         classes = {name: torch.cat(self.stage_classes[name]) for name in names}
         cosines = {
@@ -668,8 +680,8 @@ class InterpreterBrain(CudaFedBrain):
         return stage == sb.Stage.VALID and epoch is not None and epoch % self.hparams.interpret_period == 0
 
     def save_interpretations(self, ids, output, labels, folder):
-        """Writes ``original.wav``, ``interpretation.wav``, ``spectrogram.png`` and ``clip.json`` per clip under
-        ``folder/<id>/``.
+        """Writes ``original.wav``, ``interpretation.wav``, ``spectrogram.png`` and ``clip.json`` under
+        ``folder/<id>/`` for each clip of the batch that ``clips_to_save`` chooses.
 
         ``clip.json`` holds the class indices of the true ``label`` and of the
         classifier's ``prediction``, the ``probability`` of the prediction,
@@ -687,32 +699,55 @@ class InterpreterBrain(CudaFedBrain):
             ``[batch]`` true class indices.
         folder : str
         """
-        wavs, mask, features = output.wavs, output.mask, output.features
-        count = min(len(ids), self.hparams.interpretations_per_stage - self.interpretations_saved)
+        chosen = self.clips_to_save(labels)
+        if not chosen:
+            return
+        index = torch.tensor(chosen, device=output.mask.device)
+        wavs, mask, features = output.wavs[index], output.mask[index], _rows(output.features, index)
         with torch.no_grad():
-            interpretations = self.interpretation_waveform(mask[:count], _first(features, count), wavs.shape[1])
-        probabilities, predictions = torch.softmax(output.logits[:count].float(), dim=1).max(dim=1)
-        empty_probabilities, empty_decisions = torch.softmax(output.logits_empty[:count].float(), dim=1).max(dim=1)
+            interpretations = self.interpretation_waveform(mask, features, wavs.shape[1])
+        probabilities, predictions = torch.softmax(output.logits[index].float(), dim=1).max(dim=1)
+        empty_probabilities, empty_decisions = torch.softmax(output.logits_empty[index].float(), dim=1).max(dim=1)
         columns = {
-            "label": labels[:count], "prediction": predictions, "probability": probabilities,
-            "energy_kept": energy_kept(mask[:count].detach(), features.log_mag[:count]),
+            "label": labels[index], "prediction": predictions, "probability": probabilities,
+            "energy_kept": energy_kept(mask.detach(), features.log_mag),
             "empty_decision": empty_decisions, "empty_probability": empty_probabilities,
         }  # fmt: skip
         values = {name: column.tolist() for name, column in columns.items()}
-        records = [{name: values[name][index] for name in columns} for index in range(count)]
-        for index in range(count):
-            clip_folder = os.path.join(folder, str(ids[index]))
+        rate = self.hparams.sample_rate
+        for row, clip_id in enumerate(ids[position] for position in chosen):
+            clip_folder = os.path.join(folder, str(clip_id))
             os.makedirs(clip_folder, exist_ok=True)
-            rate = self.hparams.sample_rate
-            sf.write(os.path.join(clip_folder, "original.wav"), wavs[index].detach().cpu().float().numpy(), rate)
-            sf.write(os.path.join(clip_folder, "interpretation.wav"), interpretations[index].cpu().float().numpy(), rate)
+            sf.write(os.path.join(clip_folder, "original.wav"), wavs[row].detach().cpu().float().numpy(), rate)
+            sf.write(os.path.join(clip_folder, "interpretation.wav"), interpretations[row].cpu().float().numpy(), rate)
             save_spectrogram_figure(
-                features.log_mag[index], mask[index], os.path.join(clip_folder, "spectrogram.png"), str(ids[index]),
+                features.log_mag[row], mask[row], os.path.join(clip_folder, "spectrogram.png"), str(clip_id),
                 self.modules.compute_stft.hop_length, rate,
             )  # fmt: skip
             with open(os.path.join(clip_folder, "clip.json"), "w", encoding="utf-8") as file:
-                json.dump(records[index], file)
-        self.interpretations_saved += count
+                json.dump({name: values[name][row] for name in columns}, file)
+
+    def clips_to_save(self, labels):
+        """Batch positions of the clips to save, so that a stage's saved clips cover the classes evenly.
+
+        A class gets at most ``ceil(interpretations_per_stage / data_classes)``
+        clips, the first ones met, until ``interpretations_per_stage`` are saved.
+
+        Arguments
+        ---------
+        labels : torch.Tensor
+            ``[batch]`` true class indices (read on the host).
+        """
+        per_class = math.ceil(self.hparams.interpretations_per_stage / self.hparams.data_classes)
+        chosen = []
+        for position, label in enumerate(labels.tolist()):
+            if self.interpretations_saved >= self.hparams.interpretations_per_stage:
+                break
+            if self.saved_per_class[label] < per_class:
+                self.saved_per_class[label] += 1
+                self.interpretations_saved += 1
+                chosen.append(position)
+        return chosen
 
 
 def warn_if_collapsed(stats, epoch):
@@ -781,8 +816,8 @@ def write_per_class(per_class_stats, class_names, path):
     return named
 
 
-def _first(features, count):
-    return SpectralFeatures(*(getattr(features, field.name)[:count] for field in dataclasses.fields(features)))
+def _rows(features, index):
+    return SpectralFeatures(*(getattr(features, field.name)[index] for field in dataclasses.fields(features)))
 
 
 def spectrogram_extent(num_frames, num_bins, hop_length, sample_rate):
@@ -845,5 +880,5 @@ def spectrogram_figure(log_mag, mask, title, hop_length, sample_rate):
         figure.colorbar(shown, ax=axis)
     axes[0].set_ylabel("frequency (kHz)")
     figure.suptitle(title)
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.035, right=0.985, bottom=0.13, top=0.84, wspace=0.15)  # tight_layout's, fixed: faster
     return figure

@@ -11,10 +11,13 @@ card; this repository's modules must be importable). ``eval.py`` interprets
 files through the same class, built from a training run's configuration.
 """
 
+import collections
 import csv
 import dataclasses
 import json
+import logging
 import os
+import re
 
 import soundfile as sf
 import torch
@@ -28,11 +31,14 @@ from features import spectral_features
 from interpreter_brain import inverted_interpretation, save_spectrogram_figure
 from mask_methods import LMACMask
 
+logger = logging.getLogger(__name__)
 
 # Analysis-window hops interpreted at a time in a file (80 s of 5 s windows): what bounds the memory.
 PIECE_WINDOWS = 32
 # Frames of the longest picture drawn at full resolution; longer files are averaged down to it.
 MAX_PICTURE_FRAMES = 1024
+# What a from_hparams savedir was fetched for: the source and the entries fetched.
+SAVEDIR_RECORD = "lmac_source.json"
 
 
 def class_names_from_encoder(encoder, n_classes):
@@ -147,8 +153,22 @@ class LMACInterpreter(Pretrained):
         self.stft_hop = self.mods.compute_stft.hop_length
         self.window = int(round(self.hparams.signal_length_s * self.hparams.sample_rate))
         self.hop_frames = self.window // 2 // self.stft_hop
-        self.used_names = set()
         self.piece_windows = PIECE_WINDOWS
+
+    @classmethod
+    def from_hparams(cls, source, hparams_file="hyperparams.yaml", savedir=None, **kwargs):
+        """SpeechBrain's ``from_hparams``, never answering with another source's model.
+
+        SpeechBrain's fetch keeps what a ``savedir`` already holds, so a
+        savedir first used for source A would load A's model for source B:
+        ``refresh_savedir`` first removes what was fetched there for another source.
+        """
+        if savedir is not None:
+            refresh_savedir(source, savedir)
+        interpreter = super().from_hparams(source, hparams_file=hparams_file, savedir=savedir, **kwargs)
+        if savedir is not None:
+            record_savedir_source(source, savedir)
+        return interpreter
 
     def _encoder_class_names(self):
         return class_names_from_encoder(getattr(self.hparams, "label_encoder", None), self.hparams.n_classes)
@@ -197,7 +217,7 @@ class LMACInterpreter(Pretrained):
         """The names of the most probable classes of ``probabilities`` ``[batch, n_classes]``."""
         return [self.class_names[index] for index in probabilities.argmax(dim=1).tolist()]
 
-    def interpret_file(self, path, savedir=None, keep_tensors=True):
+    def interpret_file(self, path, savedir=None, keep_tensors=True, name=None):
         """Interprets one file piece by piece; with ``savedir``, writes what ``eval.py`` writes for it there.
 
         Arguments
@@ -209,6 +229,9 @@ class LMACInterpreter(Pretrained):
             False for long recordings: the result then holds no
             ``interpretation`` or ``mask`` (None; with ``savedir`` they are in
             the files), and memory is bounded by a piece, not the file.
+        name : str or None
+            The outputs' name in ``savedir``; by default the file's stem
+            (``output_names`` names the files of one call apart).
 
         Returns
         -------
@@ -225,7 +248,8 @@ class LMACInterpreter(Pretrained):
         with ResampledAudio(path, self.hparams.sample_rate) as audio:
             peak = audio.peak()
             scale = 1.0 / peak if peak > torch.finfo(torch.float32).eps else 0.0  # as peak_normalize
-            outputs = FileOutputs(self, path, audio.num_samples, savedir) if savedir is not None else None
+            name = name if name is not None else output_names([path])[0]
+            outputs = FileOutputs(self, path, audio.num_samples, savedir, name) if savedir is not None else None
             kept, probabilities = [], []
             count = self.piece_count(audio.num_samples)
             for piece in tqdm(self.file_pieces(audio, scale), desc=os.path.basename(path), total=count, disable=count < 4):
@@ -324,14 +348,79 @@ class LMACInterpreter(Pretrained):
             for index, (probability, class_index) in enumerate(zip(top.tolist(), classes.tolist()))
         ]
 
-    def output_name(self, path):
-        """A name for the outputs of ``path``, unique among the files this interpreter wrote."""
-        stem, extension = os.path.splitext(os.path.basename(path))
-        name = stem if stem not in self.used_names else f"{stem}_{extension.lstrip('.')}"
-        while name in self.used_names:
-            name += "_"
-        self.used_names.add(name)
-        return name
+
+def output_names(paths):
+    """The outputs' name of each file of ``paths``, from the files alone: the stem, unless several share it.
+
+    Files that share a stem are named by their path from the folder they
+    share, with ``/`` and ``.`` written ``_``.
+
+    Example
+    -------
+    >>> output_names(["a/dog.wav", "b/dog.wav", "a/dog.flac", "a/cat.wav"])
+    ['a_dog_wav', 'b_dog_wav', 'a_dog_flac', 'cat']
+    """
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    counts = collections.Counter(stems)
+    shared_folder = {
+        stem: os.path.commonpath([os.path.dirname(os.path.abspath(path)) for path, other in zip(paths, stems) if other == stem])
+        for stem, count in counts.items()
+        if count > 1
+    }
+    return [
+        stem if counts[stem] == 1 else re.sub(r"[./\\]", "_", os.path.relpath(os.path.abspath(path), shared_folder[stem]))
+        for path, stem in zip(paths, stems)
+    ]
+
+
+def source_key(source):
+    """How a source is recorded: a local folder by its real path, anything else (a HuggingFace id) as given."""
+    source = str(source)
+    return os.path.realpath(source) if os.path.exists(source) else source
+
+
+def read_savedir_record(savedir):
+    """``savedir``'s ``SAVEDIR_RECORD``: ``{"source": ..., "entries": [...]}``, or an empty record."""
+    path = os.path.join(savedir, SAVEDIR_RECORD)
+    if not os.path.isfile(path):
+        return {"source": None, "entries": []}
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def refresh_savedir(source, savedir):
+    """Removes from ``savedir`` what was fetched there for a source other than ``source``.
+
+    Those are the entries its record lists, and links (SpeechBrain's fetch
+    links local files): removing them loses nothing. Any other file stays.
+
+    Raises
+    ------
+    ValueError
+        ``savedir`` holds a file that was not fetched for an interpreter; the message names it.
+    """
+    record = read_savedir_record(savedir)
+    if record["source"] == source_key(source) or not os.path.isdir(savedir):
+        return
+    for entry in sorted(os.listdir(savedir)):
+        path = os.path.join(savedir, entry)
+        if entry == SAVEDIR_RECORD:
+            continue
+        if not (os.path.islink(path) or entry in record["entries"]):
+            raise ValueError(
+                f"savedir={savedir!r} holds {entry!r}, which was not fetched for an interpreter; "
+                f"pass a new or empty savedir to load {source!r}."
+            )
+        os.remove(path)
+    if record["source"] is not None:
+        logger.info("savedir %s held the interpreter of %s; refreshed for %s.", savedir, record["source"], source)
+
+
+def record_savedir_source(source, savedir):
+    """Writes ``savedir``'s ``SAVEDIR_RECORD``: ``source`` and the entries fetched for it."""
+    entries = sorted(entry for entry in os.listdir(savedir) if entry != SAVEDIR_RECORD)
+    with open(os.path.join(savedir, SAVEDIR_RECORD), "w", encoding="utf-8") as file:
+        json.dump({"source": source_key(source), "entries": entries}, file, indent=2)
 
 
 def write_timeline(timeline, prefix):
@@ -360,12 +449,13 @@ class FileOutputs:
     num_samples : int
         Its length at ``sample_rate``.
     savedir : str
+    name : str
+        The outputs' name (``<savedir>/<name>_input.wav``, ...).
     """
 
-    def __init__(self, interpreter, path, num_samples, savedir):
+    def __init__(self, interpreter, path, num_samples, savedir, name):
         os.makedirs(savedir, exist_ok=True)
-        self.interpreter, self.path, self.num_samples = interpreter, path, num_samples
-        self.name = interpreter.output_name(path)
+        self.interpreter, self.path, self.num_samples, self.name = interpreter, path, num_samples, name
         self.prefix = os.path.join(savedir, self.name)
         rate = interpreter.hparams.sample_rate
         self.sounds = [sf.SoundFile(f"{self.prefix}_{kind}.wav", "w", rate, 1) for kind in ("input", "interpretation")]

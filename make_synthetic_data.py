@@ -434,13 +434,36 @@ def write_esc50(folder, n_classes, clips_per_class, seed, background_rms=BACKGRO
     pandas.DataFrame
         The rows of ``meta/esc50.csv``.
     """
+    jobs = [(target, i % N_FOLDS + 1) for target in range(n_classes) for i in range(clips_per_class)]
+    return write_clips(folder, scenario_classes(scenario, n_classes), jobs, seed, background_rms)
+
+
+def write_recipe_test_sample(folder, n_classes=3, seed=1234):
+    """Writes SpeechBrain's recipe-test sample of ESC-50: 5 clips, one per fold, the classes in turn.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows of ``meta/esc50.csv``.
+    """
+    jobs = [(index % n_classes, index + 1) for index in range(N_FOLDS)]
+    return write_clips(folder, scenario_classes("events", n_classes), jobs, seed, BACKGROUND_RMS)
+
+
+def write_clips(folder, classes, jobs, seed, background_rms):
+    """Writes ``meta/esc50.csv``, ``meta/events.csv`` and a clip per ``(target, fold)`` of ``jobs`` under ``folder``.
+
+    Clip ``j`` is rendered from ``numpy.random.default_rng([seed, 0, j])``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows of ``meta/esc50.csv``.
+    """
     os.makedirs(os.path.join(folder, "meta"), exist_ok=True)
     os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
-    classes = scenario_classes(scenario, n_classes)
     rows, events = [], []
-    jobs = [(target, i) for target in range(n_classes) for i in range(clips_per_class)]
-    for clip_index, (target, i) in enumerate(tqdm(jobs, desc="Synthetic ESC-50 clips")):
-        fold = i % N_FOLDS + 1
+    for clip_index, (target, fold) in enumerate(tqdm(jobs, desc="Synthetic ESC-50 clips")):
         src_file = 100000 + clip_index
         filename = f"{fold}-{src_file}-A-{target}.wav"
         clip, event = synthesize_clip(classes[target], np.random.default_rng([seed, 0, clip_index]), background_rms)

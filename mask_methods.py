@@ -32,6 +32,7 @@ A new method is one ``MaskMethod`` subclass and one line in ``MASK_METHODS``;
 
 import abc
 import copy
+import os
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Noi
 
 from cnn14_family import decode_any_length, fit_feature_maps
 from interpreter_brain import BEST_CHECKPOINT_KEY, named_submodule, set_weight_layout
-from recipe_setup import load_l2i_run
+from recipe_setup import check_l2i_folder, check_lmac_decoder, load_l2i_run, load_lmac_decoder
 
 
 class MaskMethod(abc.ABC):
@@ -57,7 +58,17 @@ class MaskMethod(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def from_hparams(cls, hparams, modules):
-        """The method built from the recipe's ``hparams`` and its ``modules`` (the classifier, features and decoder)."""
+        """The method built from the recipe's ``hparams`` and its (loaded) ``modules``: the classifier, features and
+        decoder. A method with weights of its own loads them here."""
+
+    @classmethod
+    def check_settings(cls, hparams):
+        """Raises before any work when ``hparams`` cannot build this method, naming the setting (nothing to check here)."""
+
+    @classmethod
+    def results_folder(cls, eval_folder):
+        """Where ``eval.py`` writes this method's results: ``<eval_folder>/<name>``."""
+        return os.path.join(eval_folder, cls.name)
 
     @abc.abstractmethod
     def mask(self, features, logits, feature_maps):
@@ -91,7 +102,18 @@ class LMACMask(MaskMethod):
 
     @classmethod
     def from_hparams(cls, hparams, modules):
+        """Loads ``pretrained_interpreter``, or the run's best checkpoint, into the decoder ``modules["psi"]``."""
+        load_lmac_decoder(hparams)
         return cls(modules["psi"])
+
+    @classmethod
+    def check_settings(cls, hparams):
+        check_lmac_decoder(hparams, "evaluate")
+
+    @classmethod
+    def results_folder(cls, eval_folder):
+        """The recipe's own method: the eval folder itself."""
+        return eval_folder
 
     def mask(self, features, logits, feature_maps):
         return torch.sigmoid(decode_any_length(self.decoder, feature_maps, features.log_mag.shape[1]))
@@ -213,11 +235,18 @@ class SmoothGradMask(CaptumMask):
         return cls(modules["classifier"], modules["compute_fbank"], hparams["smoothgrad_samples"], hparams["smoothgrad_noise"])
 
     def mel_attribution(self, mel_input, decision):
-        spread = (mel_input.max() - mel_input.min()).item()
-        return NoiseTunnel(Saliency(self.logits)).attribute(
-            mel_input, nt_type="smoothgrad", nt_samples=self.samples, nt_samples_batch_size=mel_input.shape[0],
-            stdevs=self.noise * max(spread, 1e-6), target=decision, abs=True,
+        # captum takes the noise's std as a Python float; the input in units of its range (a tensor, never read
+        # on the host) takes noise of std ``noise``, and the gradients are scaled back.
+        spread = (mel_input.max() - mel_input.min()).clamp_min(1e-6)
+
+        def logits_of_scaled(scaled_input):
+            return self.logits(scaled_input * spread)
+
+        attribution = NoiseTunnel(Saliency(logits_of_scaled)).attribute(
+            mel_input / spread, nt_type="smoothgrad", nt_samples=self.samples, nt_samples_batch_size=mel_input.shape[0],
+            stdevs=self.noise, target=decision, abs=True,
         )  # fmt: skip
+        return attribution / spread
 
 
 class IntegratedGradientsMask(CaptumMask):
@@ -374,6 +403,10 @@ class L2IMask(MaskMethod):
             set_weight_layout(l2i[name].eval(), forward_only=True) for name in ("psi", "theta", "nmf_decoder")
         )
         return cls(psi, theta, decoder, l2i["relevance_th"])
+
+    @classmethod
+    def check_settings(cls, hparams):
+        check_l2i_folder(hparams["l2i_folder"])
 
     def mask(self, features, logits, feature_maps):
         for module in (self.psi, self.theta, self.nmf_decoder):

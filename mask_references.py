@@ -24,10 +24,16 @@ NOISE_FLOOR_QUANTILE = 0.1
 
 
 class MaskReference(abc.ABC):
-    """``R`` for the cells a mask removes. ``needs_training_set``: built from the training set's features."""
+    """``R`` for the cells a mask removes.
+
+    ``needs_training_set``: built from the training set's features.
+    ``same_for_every_clip``: ``R`` does not depend on the clip, so the
+    classifier's answer on it (the empty mask's input) is computed once per batch.
+    """
 
     name = None
     needs_training_set = False
+    same_for_every_clip = False
 
     @abc.abstractmethod
     def fill(self, log_mag):
@@ -44,6 +50,7 @@ class SilenceReference(MaskReference):
     """
 
     name = "zeros"
+    same_for_every_clip = True
 
     def fill(self, log_mag):
         return torch.zeros_like(log_mag)
@@ -102,6 +109,7 @@ class MeanSpectrumReference(MaskReference):
 
     name = "mean_spectrum"
     needs_training_set = True
+    same_for_every_clip = True
 
     def __init__(self, mean_log_spectrum):
         self.mean_log_spectrum = mean_log_spectrum

@@ -7,14 +7,18 @@ L-MAC decoder, an NMF dictionary or a trained L2I run. Library code: no training
 """
 
 import contextlib
+import difflib
 import logging
 import os
 import random
+import re
+import sys
 
 import numpy as np
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from ruamel.yaml import YAML
 from speechbrain.utils.distributed import run_on_main
 from speechbrain.utils.train_logger import TensorboardLogger, TrainLogger
 
@@ -30,16 +34,21 @@ OVERLAP_TYPES = ("mixtures", "white_noise", "speech")
 SILENCE_WARNING_PROBABILITY = 0.5
 
 
-def start_recipe(argv):
+def start_recipe(argv, placeholders_not_needed=()):
     """Parses SpeechBrain's command line, joins DDP when launched so, and loads the YAML with the overrides.
 
     ``--test_only [True|False]`` is read as an ordinary hyperparameter
-    (``take_test_only_flag``) where the YAML has that key.
+    (``take_test_only_flag``) where the YAML has that key. A flag that is
+    not a key of the YAML, or a missing ``!PLACEHOLDER`` key, stops the run
+    before anything is loaded (``check_settings_given``).
 
     Arguments
     ---------
     argv : list of str
         ``[hparams.yaml, --key value, ...]``.
+    placeholders_not_needed : tuple of str
+        ``!PLACEHOLDER`` keys this run does not read (``data_folder`` when
+        interpreting one's own files): null when not given.
 
     Returns
     -------
@@ -54,10 +63,87 @@ def start_recipe(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     if test_only is not None:
         overrides = f"{overrides}\ntest_only: {test_only}"
+    overrides = check_settings_given(hparams_file, overrides, placeholders_not_needed)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     return hparams_file, hparams, run_opts, overrides
+
+
+class SettingError(ValueError):
+    """A flag or setting that cannot work; the message is one line naming it and the fix."""
+
+
+def run_script(main, argv):
+    """Runs a recipe's ``main(argv)`` from the command line; a ``SettingError`` ends it with its one line
+    (exit status 2) instead of a traceback.
+
+    Returns
+    -------
+    What ``main`` returns.
+    """
+    try:
+        return main(argv)
+    except SettingError as error:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {error}")
+
+
+def yaml_top_level_keys(hparams_file):
+    """The top-level keys of a YAML file, and those of them marked ``!PLACEHOLDER`` with the comment after the tag.
+
+    Returns
+    -------
+    keys : list of str
+    placeholders : dict of str to str
+    """
+    keys, placeholders = [], {}
+    with open(hparams_file, encoding="utf-8") as file:
+        for line in file:
+            match = re.match(r"([A-Za-z_][A-Za-z0-9_]*)\s*:(.*)", line)
+            if match:
+                keys.append(match.group(1))
+                value = match.group(2).strip()
+                if value.startswith("!PLACEHOLDER"):
+                    placeholders[match.group(1)] = value[len("!PLACEHOLDER") :].lstrip(" #")
+    return keys, placeholders
+
+
+def check_settings_given(hparams_file, overrides, placeholders_not_needed=()):
+    """Checks the command line's overrides against the YAML's keys before anything is loaded.
+
+    Arguments
+    ---------
+    hparams_file : str
+    overrides : str
+        SpeechBrain's overrides, a YAML mapping of the ``--key value`` flags.
+    placeholders_not_needed : tuple of str
+        ``!PLACEHOLDER`` keys set to null when not given.
+
+    Returns
+    -------
+    str
+        The overrides, with the unneeded placeholders added.
+
+    Raises
+    ------
+    SettingError
+        A flag that is not a key of ``hparams_file`` (with the closest keys),
+        or a ``!PLACEHOLDER`` key that was not given.
+    """
+    keys, placeholders = yaml_top_level_keys(hparams_file)
+    given = YAML(typ="safe").load(overrides) or {}
+    for key in given:
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=2, cutoff=0.75)
+            hint = f"did you mean {' or '.join(f'--{name}' for name in close)}?" if close else "the YAML's top-level keys are its settings."
+            raise SettingError(f"--{key} is not a setting of {hparams_file}; {hint}")
+    missing = [key for key in placeholders if key not in given and key not in placeholders_not_needed]
+    if missing:
+        key = missing[0]
+        hint = f" ({placeholders[key]})" if placeholders[key] else ""
+        raise SettingError(f"{key} has no default in {hparams_file}: pass --{key}{hint}.")
+    unneeded = [key for key in placeholders_not_needed if key in placeholders and key not in given]
+    return "\n".join([overrides, *(f"{key}: null" for key in unneeded)])
 
 
 class TrainLoggers(TrainLogger):
@@ -210,17 +296,50 @@ def load_classifier(hparams):
         logger.warning("use_pretrained=False: the classifier keeps random weights (for tests only).")
         return
     pretrainer = hparams["pretrainer"]
+    collect_pretrained(pretrainer, hparams, ("embedding_model_path", "classifier_model_path"))
+    check_classifier_outputs(hparams, os.path.join(str(pretrainer.collect_in), "classifier.ckpt"))
+    pretrainer.load_collected()
+
+
+def load_pretrained_embedding(hparams):
+    """With ``use_pretrained``, starts the classifier's embedding from ``embedding_model_path`` (``train_classifier.py``).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file is neither local nor fetchable.
+    SettingError
+        Its weights do not fit the embedding (another ``width``).
+    """
+    if not hparams["use_pretrained"]:
+        return
+    pretrainer = hparams["pretrained_encoder"]
+    collect_pretrained(pretrainer, hparams, ("embedding_model_path",))
+    try:
+        pretrainer.load_collected()
+    except RuntimeError as error:
+        raise SettingError(
+            f"embedding_model_path={hparams['embedding_model_path']!r} does not fit a CNN14 of width "
+            f"{hparams['width']} ({str(error).splitlines()[0]}); the published one is width 1: pass --width 1."
+        ) from error
+    logger.info("The embedding starts from %s.", hparams["embedding_model_path"])
+
+
+def collect_pretrained(pretrainer, hparams, path_keys):
+    """Fetches a ``Pretrainer``'s files on the main process.
+
+    Raises
+    ------
+    FileNotFoundError
+        A file is neither local nor fetchable; the message names the settings ``path_keys``.
+    """
     try:
         run_on_main(pretrainer.collect_files)
     except (OSError, ValueError, RuntimeError) as error:
+        settings = ", ".join(f"{key}={hparams[key]!r}" for key in path_keys)
         raise FileNotFoundError(
-            "Could not get the classifier weights "
-            f"(embedding_model_path={hparams['embedding_model_path']!r}, "
-            f"classifier_model_path={hparams['classifier_model_path']!r}): {error}. "
-            "Give local .ckpt files or a reachable HuggingFace path."
+            f"Could not get the classifier weights ({settings}): {error}. Give local .ckpt files or a reachable HuggingFace path."
         ) from error
-    check_classifier_outputs(hparams, os.path.join(str(pretrainer.collect_in), "classifier.ckpt"))
-    pretrainer.load_collected()
 
 
 def check_classifier_outputs(hparams, classifier_file):
@@ -234,13 +353,32 @@ def check_classifier_outputs(hparams, classifier_file):
 
 
 def check_class_count(hparams, label_encoder):
-    """Raises when the data's number of classes is not ``n_classes`` (the classifier's outputs), in every recipe."""
+    """Raises when the data's number of classes is not ``n_classes``, the head's outputs (training a classifier)."""
     if len(label_encoder) != hparams["n_classes"]:
-        raise ValueError(
+        raise SettingError(
             f"n_classes={hparams['n_classes']}, but the data in {hparams['data_folder']!r} has "
-            f"{len(label_encoder)} classes; pass --n_classes {len(label_encoder)} (and, to interpret, "
-            "a classifier trained on these classes)."
+            f"{len(label_encoder)} classes; pass --n_classes {len(label_encoder)} (or --out_n_neurons)."
         )
+
+
+def named_class_count(hparams):
+    """How many classes a run names: those of the classifier's head and those of the data, whichever are more."""
+    return max(hparams["n_classes"], hparams["data_classes"])
+
+
+def note_class_count(hparams, label_encoder):
+    """Records the data's class count as ``data_classes``; warns when the classifier's head has another.
+
+    An interpreter explains the classifier's decision, so its head may have
+    another class count than the data (a random head in SpeechBrain's recipe
+    tests, another data set's classifier); accuracy is then not computed.
+    """
+    hparams["data_classes"] = len(label_encoder)
+    if len(label_encoder) != hparams["n_classes"]:
+        logger.warning(
+            "The classifier has %d outputs (n_classes) and the data in %r %d classes: its decisions are interpreted, "
+            "but accuracy is not computed.", hparams["n_classes"], hparams["data_folder"], len(label_encoder),
+        )  # fmt: skip
 
 
 def load_interpreter(psi_model, path, device):
@@ -319,6 +457,19 @@ def load_nmf_dictionary(hparams):
     hparams["nmf_decoder"].requires_grad_(False)
 
 
+def check_l2i_folder(folder):
+    """The path of the ``hyperparams.yaml`` of the L2I run in ``folder``; a ``FileNotFoundError`` saying how to
+    make one when there is none."""
+    path = os.path.join(folder, "hyperparams.yaml")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"l2i_folder={folder!r} holds no L2I run ({path} does not exist); run `python train_nmf.py "
+            "hparams/l2i_cnn14.yaml` and `python train_l2i.py hparams/l2i_cnn14.yaml` with --output_folder "
+            f"{folder} and the same classifier first, or pass --l2i_folder."
+        )
+    return path
+
+
 def load_l2i_run(folder, hparams):
     """The configuration of the ``train_l2i.py`` run in ``folder``, to compare with the run of ``hparams``.
 
@@ -333,13 +484,7 @@ def load_l2i_run(folder, hparams):
     ValueError
         The L2I run interprets a classifier of another width or class count.
     """
-    path = os.path.join(folder, "hyperparams.yaml")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"l2i_folder={folder!r} holds no L2I run ({path} does not exist); run `python train_nmf.py "
-            "hparams/l2i_cnn14.yaml` and `python train_l2i.py hparams/l2i_cnn14.yaml` with --output_folder "
-            f"{folder} and the same classifier first, or pass --l2i_folder."
-        )
+    path = check_l2i_folder(folder)
     with keep_random_state(), open(path, encoding="utf-8") as file:
         l2i = load_hyperpyyaml(file)
     for key in ("width", "n_classes"):

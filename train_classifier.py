@@ -28,7 +28,7 @@ from speechbrain.utils.distributed import if_main_process
 from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets
 from features import spectral_features
 from interpreter_brain import CudaFedBrain, end_distributed_run
-from recipe_setup import add_tensorboard_logger, check_class_count, start_recipe
+from recipe_setup import add_tensorboard_logger, check_class_count, load_pretrained_embedding, run_script, start_recipe
 from training_curves import save_training_curves
 from wham_prepare import make_noise_stream
 
@@ -179,6 +179,7 @@ def main(argv):
     )
     datasets, label_encoder = prepare_datasets(hparams)
     check_class_count(hparams, label_encoder)
+    load_pretrained_embedding(hparams)
     brain = ClassifierBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
@@ -205,4 +206,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main, sys.argv[1:])

@@ -47,10 +47,12 @@ from lmac_interpreter import class_names_from_encoder
 from recipe_setup import (
     add_tensorboard_logger,
     build_mask_reference,
-    check_class_count,
     load_classifier,
     load_nmf_dictionary,
     log_silence_decision,
+    named_class_count,
+    note_class_count,
+    run_script,
     start_recipe,
     validate_data_hparams,
 )
@@ -128,9 +130,9 @@ def main(argv):
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
     datasets, label_encoder = prepare_datasets(hparams)
-    check_class_count(hparams, label_encoder)
+    note_class_count(hparams, label_encoder)
     load_classifier(hparams)
-    log_silence_decision(hparams, class_names_from_encoder(label_encoder, hparams["n_classes"]))
+    log_silence_decision(hparams, class_names_from_encoder(label_encoder, named_class_count(hparams)))
     brain = L2I(
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
         checkpointer=hparams["checkpointer"], noise_stream=noise_stream,
@@ -150,4 +152,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main, sys.argv[1:])

@@ -42,11 +42,13 @@ from mask_methods import LMACMask
 from recipe_setup import (
     add_tensorboard_logger,
     build_mask_reference,
-    check_class_count,
     check_overlap_type,
     load_classifier,
     load_interpreter,
     log_silence_decision,
+    named_class_count,
+    note_class_count,
+    run_script,
     start_recipe,
     validate_data_hparams,
 )
@@ -454,9 +456,9 @@ def main(argv):
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
     datasets, label_encoder = prepare_datasets(hparams)
-    check_class_count(hparams, label_encoder)
+    note_class_count(hparams, label_encoder)
     load_classifier(hparams)
-    class_names = class_names_from_encoder(label_encoder, hparams["n_classes"])
+    class_names = class_names_from_encoder(label_encoder, named_class_count(hparams))
     log_silence_decision(hparams, class_names)
     brain = LMAC(
         modules=hparams["modules"],
@@ -488,4 +490,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main, sys.argv[1:])

@@ -9,7 +9,8 @@ them drawn at random, and factorised as ``V ~ W H`` with ``W`` ``[freq, K]``
 and ``H`` non-negative, by Lee and Seung's multiplicative updates for the
 squared Euclidean distance. ``W`` is saved as the state of SpeechBrain's
 ``NMFDecoderAudio`` (``nmf_dictionary``), which ``train_l2i.py`` loads,
-with ``nmf_report.json`` (relative reconstruction error) and a picture.
+with ``nmf_report.json`` (relative reconstruction error) and a picture; the
+error is also a line of ``train_log.txt``.
 """
 
 import json
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from esc50_prepare import prepare_datasets
 from features import spectral_features
-from recipe_setup import start_recipe
+from recipe_setup import run_script, start_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +144,13 @@ def main(argv):
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
     datasets, _ = prepare_datasets(hparams)
-    return learn_dictionary(hparams, datasets, run_opts.get("device", "cpu"))
+    report = learn_dictionary(hparams, datasets, run_opts.get("device", "cpu"))
+    hparams["train_logger"].log_stats(
+        stats_meta={"NMF components": report["components"], "frames": report["frames"]},
+        train_stats={"relative_error": report["relative_error"]},
+    )
+    return report
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main, sys.argv[1:])

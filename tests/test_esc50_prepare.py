@@ -89,19 +89,24 @@ def test_bad_fold_lists_raise_before_anything_is_written(synthetic_data, tmp_pat
 def test_unreadable_files_are_skipped_and_counted(esc50_copy, tmp_path, caplog):
     audio = esc50_copy / "audio"
     names = sorted(os.listdir(audio))
-    corrupt, empty, missing = names[0], names[1], names[2]
+    corrupt, empty, missing, cut = names[0], names[1], names[2], names[3]
     (audio / corrupt).write_bytes(b"RIFF this is not a wav file at all")
     sf.write(audio / empty, np.zeros(0, dtype="float32"), 44100)
     (audio / missing).unlink()
+    whole = (audio / cut).read_bytes()
+    (audio / cut).write_bytes(whole[: len(whole) * 2 // 3])  # cut off mid-data: libsndfile reads it shorter
+    assert 0 < sf.info(audio / cut).frames
     with caplog.at_level(logging.INFO, logger="esc50_prepare"):
         paths = run_prepare(esc50_copy, tmp_path / "manifests")
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     for name in (corrupt, empty, missing):
         assert any(name in warning for warning in warnings), name
+    assert any(cut in warning and "is truncated" in warning for warning in warnings)
     total = len(names)
-    assert f"{total - 3} files kept, 3 skipped" in caplog.text
+    assert f"{total - 4} files kept, 4 skipped" in caplog.text
     kept = set().union(*(load_json(path) for path in paths.values()))
-    assert kept == {name[: -len(".wav")] for name in names} - {n[: -len(".wav")] for n in (corrupt, empty, missing)}
+    skipped = {name[: -len(".wav")] for name in (corrupt, empty, missing, cut)}
+    assert kept == {name[: -len(".wav")] for name in names} - skipped
 
 
 def test_a_second_run_with_the_same_inputs_does_no_work(synthetic_data, tmp_path, monkeypatch):

@@ -203,8 +203,9 @@ def interpreted(trained):
     return {"folder": folder, "before": before, "failed": failed, "out": trained["root"] / "run" / "eval" / "files"}
 
 
-# The output name and duration of each file of ``interpreted`` that can be interpreted.
-INTERPRETABLE = [("tone", 2.0), ("tone_ogg", 1.5), ("stereo48k", 3.0), ("short", 0.3), ("long", 40.0), ("vorbis", 1.0)]
+# The output name and duration of each file of ``interpreted`` that can be interpreted (tone.flac and
+# tone.ogg share a stem, so both are named by their file names).
+INTERPRETABLE = [("tone_flac", 2.0), ("tone_ogg", 1.5), ("stereo48k", 3.0), ("short", 0.3), ("long", 40.0), ("vorbis", 1.0)]
 
 
 @pytest.mark.parametrize("name, seconds", INTERPRETABLE)
@@ -242,7 +243,7 @@ def test_command_line_exit_status_says_some_files_failed(trained, interpreted, t
     )  # fmt: skip
     assert result.returncode == 1
     assert "Could not interpret" in result.stderr + result.stdout and "corrupt.wav" in result.stderr + result.stdout
-    assert (tmp_path / "out" / "files" / "tone_interpretation.wav").is_file()
+    assert (tmp_path / "out" / "files" / "tone_flac_interpretation.wav").is_file()
 
 
 def report_links(report):
@@ -323,6 +324,23 @@ def exported(trained, tmp_path_factory):
     return {"folder": folder, "interpreter": interpreter}
 
 
+def test_one_savedir_for_two_exports_answers_with_each_ones_own_model(exported, tmp_path):
+    first = exported["folder"]
+    second = tmp_path / "renamed_export"
+    shutil.copytree(first, second)
+    labels, separator, extras = (second / "label_encoder.ckpt").read_text().partition("================")
+    (second / "label_encoder.ckpt").write_text(re.sub(r"^'([^']*)'", r"'other_\1'", labels, flags=re.M) + separator + extras)
+    savedir = tmp_path / "pretrained"
+    for source in (first, second, first):
+        interpreter = LMACInterpreter.from_hparams(source=str(source), savedir=str(savedir))
+        other = str(source) == str(second)
+        assert all(name.startswith("other_") == other for name in interpreter.class_names), source
+    (savedir / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"savedir=.*pretrained.* holds 'notes.txt', which was not fetched"):
+        LMACInterpreter.from_hparams(source=str(second), savedir=str(savedir))
+    assert (savedir / "notes.txt").read_text() == "mine"
+
+
 def test_the_export_is_a_model_card_folder(exported):
     names = sorted(os.listdir(exported["folder"]))
     assert names == ["classifier.ckpt", "embedding_model.ckpt", "hyperparams.yaml", "label_encoder.ckpt", "psi.ckpt"]
@@ -336,8 +354,8 @@ def test_the_exported_interpreter_gives_the_runs_masks_and_probabilities(trained
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     datasets, label_encoder = prepare_datasets(hparams)
-    lmac_eval.load_models(hparams)
-    brain = lmac_eval.make_brain(hparams, {"device": "cpu"}, "lmac")
+    lmac_eval.load_classifier(hparams)
+    brain = lmac_eval.make_brain(hparams, {"device": "cpu"}, lmac_eval.build_methods(hparams, ["lmac"])["lmac"])
     brain.modules.eval()
     batch = next(iter(sb.dataio.dataloader.make_dataloader(datasets["test"], batch_size=2)))
     with torch.no_grad():
@@ -356,9 +374,9 @@ def test_an_exported_interpreter_interprets_a_file_as_eval_does(interpreted, exp
     result = exported["interpreter"].interpret_file(str(interpreted["folder"] / "tone.flac"), savedir=str(tmp_path))
     assert result.interpretation.shape == (1, 32000) and result.probabilities.shape == (1, 2)
     written, _ = sf.read(tmp_path / "tone_interpretation.wav")
-    by_eval, _ = sf.read(interpreted["out"] / "tone_interpretation.wav")
+    by_eval, _ = sf.read(interpreted["out"] / "tone_flac_interpretation.wav")  # eval named it apart from tone.ogg
     assert np.allclose(written, by_eval, atol=1e-4)
-    record, eval_record = read_json(tmp_path / "tone.json"), read_json(interpreted["out"] / "tone.json")
+    record, eval_record = read_json(tmp_path / "tone.json"), read_json(interpreted["out"] / "tone_flac.json")
     assert [entry["class"] for entry in record["top5"]] == [entry["class"] for entry in eval_record["top5"]]
     assert result.labels == [record["top5"][0]["class"]]
     for name, message in (("corrupt.wav", r"Cannot read .*corrupt\.wav"), ("no_samples.wav", r"no_samples\.wav holds no audio samples")):
@@ -383,8 +401,8 @@ def test_an_exported_interpreter_gives_the_mask_of_the_runs_own(trained, interpr
     overrides = "\n".join(f"{key.lstrip('-')}: {value}" for key, value in zip(trained["flags"][::2], trained["flags"][1::2]))
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
-    lmac_eval.load_models(hparams)
-    runs_own = lmac_eval.make_file_interpreter(hparams, {"device": "cpu"})
+    lmac_eval.load_classifier(hparams)
+    runs_own = lmac_eval.make_file_interpreter(hparams, {"device": "cpu"}, lmac_eval.build_methods(hparams, ["lmac"])["lmac"])
     path = str(interpreted["folder"] / "stereo48k.wav")
     assert torch.allclose(exported["interpreter"].interpret_file(path).mask, runs_own.interpret_file(path).mask, atol=1e-5)
 
@@ -395,3 +413,8 @@ def test_a_truncated_file_raises_an_error_that_names_it(exported, tmp_path):
     (tmp_path / "cut.flac").write_bytes(content[: len(content) // 2])
     with pytest.raises(ValueError, match=r"Cannot read .*cut\.flac"):
         exported["interpreter"].interpret_file(str(tmp_path / "cut.flac"))
+    sf.write(tmp_path / "whole.wav", tone(2.0, 16000), 16000)
+    content = (tmp_path / "whole.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(content[: len(content) // 2])
+    with pytest.raises(ValueError, match=r"cut\.wav is truncated: its data chunk holds"):
+        exported["interpreter"].interpret_file(str(tmp_path / "cut.wav"))

@@ -101,3 +101,32 @@ def test_an_evaluation_step_keeps_its_scores_on_the_device(noisy_lmac, monkeypat
         stats = brain.stage_statistics(sum(losses) / 2)
     assert mode.reads.count("tolist") == 1, "every mean reaches the host in one copy"
     assert stats["AD"] == pytest.approx(torch.cat(brain.stage_scores["AD"]).mean().item())
+
+
+def test_smoothgrad_reads_nothing_on_the_host_and_matches_captum_with_a_float_noise_level():
+    from captum.attr import NoiseTunnel, Saliency
+    from speechbrain.processing.features import Filterbank
+
+    from features import SpectralFeatures
+    from mask_methods import SmoothGradMask
+
+    torch.manual_seed(0)
+    weights = torch.randn(12, 3)
+
+    def classifier(mel_input):  # nonlinear, so the noise changes the gradients
+        return torch.tanh(mel_input).square().mean(dim=1) @ weights, ()
+
+    mel_input = torch.rand(2, 6, 12) * 3
+    method = SmoothGradMask(classifier, Filterbank(n_mels=12, n_fft=64, log_mel=False), samples=4, noise=0.15)
+    decision = torch.tensor([0, 2])
+    torch.manual_seed(1)
+    with HostReads() as mode:
+        attribution = method.mel_attribution(mel_input.clone().requires_grad_(True), decision)
+    assert mode.reads == []
+    spread = float(mel_input.max() - mel_input.min())
+    torch.manual_seed(1)
+    expected = NoiseTunnel(Saliency(lambda x: classifier(x)[0])).attribute(
+        mel_input.clone().requires_grad_(True), nt_type="smoothgrad", nt_samples=4, nt_samples_batch_size=2,
+        stdevs=0.15 * spread, target=decision, abs=True,
+    )  # fmt: skip
+    torch.testing.assert_close(attribution, expected, rtol=1e-4, atol=1e-6)

@@ -1,6 +1,8 @@
 """L-MAC losses and metrics against direct computations on small tensors."""
 
+import collections
 import math
+import types
 import warnings
 
 import numpy as np
@@ -17,7 +19,7 @@ from interpretation_metrics import (
     interpretation_scores,
     sparseness,
 )
-from interpreter_brain import MaskedOutput
+from interpreter_brain import InterpreterBrain, MaskedOutput
 from train_lmac import LMAC, AdaptiveWeight, crosscor, guidance_per_example, tv_loss
 
 
@@ -281,3 +283,16 @@ def test_the_adaptive_l1_weight_follows_dual_ascent_and_is_checkpointed():
     fixed = AdaptiveWeight(6.4, target=0.3, rate=0.0)
     fixed.update(torch.tensor(5.0))
     assert float(fixed.value) == pytest.approx(6.4)  # rate 0: the published fixed weight
+
+
+def test_the_saved_interpretations_cover_the_classes_before_repeating_one():
+    brain = types.SimpleNamespace(
+        hparams=types.SimpleNamespace(interpretations_per_stage=3, data_classes=3),
+        interpretations_saved=0, saved_per_class=collections.Counter(),
+    )  # fmt: skip
+    assert InterpreterBrain.clips_to_save(brain, torch.tensor([0, 0, 0, 1, 1, 2])) == [0, 3, 5]
+    assert InterpreterBrain.clips_to_save(brain, torch.tensor([2, 1])) == []  # the stage's three are saved
+    brain.hparams.interpretations_per_stage, brain.interpretations_saved = 8, 0
+    brain.saved_per_class.clear()
+    assert InterpreterBrain.clips_to_save(brain, torch.tensor([0, 0, 0, 0, 1, 2])) == [0, 1, 2, 4, 5]  # at most 3 a class
+    assert InterpreterBrain.clips_to_save(brain, torch.tensor([2, 2, 2, 1])) == [0, 1, 3]  # then 8 in all

@@ -12,7 +12,7 @@ from audio_stream import ResampledAudio
 from esc50_prepare import peak_normalize, read_audio_mono
 from features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, spectral_features
 from interpreter_brain import inverted_interpretation
-from lmac_interpreter import LMACInterpreter, stitch_masks
+from lmac_interpreter import LMACInterpreter, output_names, stitch_masks
 from mask_methods import MaskMethod
 
 HOP_MS, WIN_MS = 11.6099, 23.2199
@@ -166,3 +166,22 @@ def test_spans_of_a_resampled_file_equal_the_whole_file_read_at_once(tmp_path):
                 inside = slice(max(0, start), min(whole.shape[0], stop))
                 expected[inside.start - start : inside.stop - start] = whole[inside]
                 torch.testing.assert_close(audio.read(start, stop), expected, atol=1e-6, rtol=0)
+
+
+def test_output_names_depend_on_the_files_not_on_earlier_calls(toy_interpreter, tmp_path):
+    path = tmp_path / "in" / "5-100004-A-0.wav"
+    path.parent.mkdir()
+    sf.write(path, tone(1.0, 200.0), 16000)
+    for run in ("run1", "run2"):
+        result = toy_interpreter.interpret_file(str(path), savedir=str(tmp_path / run))
+        assert result.outputs["interpretation"] == str(tmp_path / run / "5-100004-A-0_interpretation.wav")
+    twins = [tmp_path / "a" / "dog.wav", tmp_path / "b" / "dog.wav", tmp_path / "a" / "dog.flac"]
+    for twin, frequency in zip(twins, (200.0, 6000.0, 300.0)):
+        twin.parent.mkdir(exist_ok=True)
+        sf.write(twin, tone(1.0, frequency), 16000)
+    names = output_names([str(twin) for twin in twins])
+    assert names == ["a_dog_wav", "b_dog_wav", "a_dog_flac"]
+    for twin, name in zip(twins, names):
+        toy_interpreter.interpret_file(str(twin), savedir=str(tmp_path / "twins"), name=name)
+    labels = [json.loads((tmp_path / "twins" / f"{name}.json").read_text())["top5"][0]["class"] for name in names]
+    assert labels == ["low", "high", "low"]  # each file's own outputs, none overwritten

@@ -259,13 +259,6 @@ def test_more_misconfigurations_fail_before_anything_is_written(tiny_data, tmp_p
     assert written == []
 
 
-def test_a_class_count_that_differs_from_the_data_is_refused(tiny_data, tmp_path):
-    flags = run_flags(tiny_data, tmp_path / "run", 1)
-    flags[flags.index("--n_classes") + 1] = "5"
-    with pytest.raises(ValueError, match=r"n_classes=5, but the data in .* has 2 classes; pass --n_classes 2"):
-        train_lmac.main(flags)
-
-
 def test_a_classifier_checkpoint_with_other_outputs_is_refused(tiny_data, tmp_path):
     from cnn14_family import ScaledCnn14
     from speechbrain.nnet.linear import Linear

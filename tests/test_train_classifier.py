@@ -55,6 +55,7 @@ def test_the_export_loads_unchanged_into_the_interpreter_recipe(trained_classifi
     export = output_folder / "export"
     assert {"embedding_model.ckpt", "classifier.ckpt", "label_encoder.txt"} <= set(os.listdir(export))
     overrides = {
+        "data_folder": None,  # not read: the classifier alone is loaded
         "output_folder": str(tmp_path),
         "width": 0.03125,
         "n_classes": SMALL_DATA["n_classes"],
@@ -88,7 +89,7 @@ RECIPES = ("cnn14_classifier.yaml", "lmac_cnn14.yaml", "l2i_cnn14.yaml")
 
 def load_recipe(name, overrides):
     with open(os.path.join(REPO, "hparams", name), encoding="utf-8") as file:
-        return load_hyperpyyaml(file, overrides)
+        return load_hyperpyyaml(file, {"data_folder": None, **overrides})
 
 
 def test_classifier_and_interpreters_use_the_same_features(tmp_path):
@@ -110,3 +111,18 @@ def test_a_feature_or_width_flag_reaches_the_shared_block(tmp_path, name):
     assert hparams["embedding_model"].norm0.num_features == 64  # CNN14 normalises each mel band
     assert hparams["classifier"].w.weight.shape == (3, 128)  # 2048 / 16 channels
     assert hparams["modules"]["compute_fbank"] is hparams["compute_fbank"]
+
+
+def test_use_pretrained_starts_the_embedding_from_a_checkpoint_and_refuses_another_width(tmp_path):
+    source = load_recipe("cnn14_classifier.yaml", {"output_folder": str(tmp_path / "source"), "width": 0.03125})
+    torch.save(source["embedding_model"].state_dict(), tmp_path / "embedding_model.ckpt")
+    settings = {"use_pretrained": True, "embedding_model_path": str(tmp_path / "embedding_model.ckpt")}
+    hparams = load_recipe("cnn14_classifier.yaml", {"output_folder": str(tmp_path / "run"), "width": 0.03125, **settings})
+    head = {key: value.clone() for key, value in hparams["classifier"].state_dict().items()}
+    recipe_setup.load_pretrained_embedding(hparams)
+    loaded, saved = hparams["embedding_model"].state_dict(), source["embedding_model"].state_dict()
+    assert all(torch.equal(loaded[key], saved[key]) for key in saved)
+    assert all(torch.equal(value, hparams["classifier"].state_dict()[key]) for key, value in head.items())
+    wider = load_recipe("cnn14_classifier.yaml", {"output_folder": str(tmp_path / "wider"), "width": 0.0625, **settings})
+    with pytest.raises(ValueError, match=r"embedding_model_path=.*embedding_model.ckpt' does not fit a CNN14 of width 0.0625"):
+        recipe_setup.load_pretrained_embedding(wider)

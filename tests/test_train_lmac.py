@@ -223,6 +223,7 @@ def test_local_classifier_checkpoints_load_through_the_pretrainer(tmp_path):
     torch.save(trained_embedding.state_dict(), tmp_path / "embedding_model.ckpt")
     torch.save(trained_head.state_dict(), tmp_path / "classifier.ckpt")
     overrides = {
+        "data_folder": None,  # not read: the classifier alone is loaded
         "output_folder": str(tmp_path / "run"),
         "embedding_model_path": str(tmp_path / "embedding_model.ckpt"),
         "classifier_model_path": str(tmp_path / "classifier.ckpt"),

@@ -14,7 +14,7 @@ from speechbrain.processing.features import ISTFT, STFT, Filterbank
 import eval as lmac_eval
 from features import spectral_features
 from interpretation_metrics import energy_kept, profile_cosine, spearman_similarity, trust_scores
-from interpreter_brain import inverted_interpretation, randomised_classifier, warn_if_collapsed
+from interpreter_brain import InterpreterBrain, inverted_interpretation, randomised_classifier, warn_if_collapsed
 from mask_references import MASK_REFERENCES, make_mask_reference
 from recipe_setup import SILENCE_WARNING_PROBABILITY, log_silence_decision
 
@@ -149,6 +149,26 @@ def test_the_references_fill_what_they_say():
     assert torch.allclose(mean.fill(torch.zeros(1, 2, 9)), torch.full((1, 2, 9), 2.0))
     with pytest.raises(ValueError, match="mask_reference='quiet'; accepted values are zeros, noise_floor"):
         make_mask_reference("quiet")
+
+
+@pytest.mark.parametrize("name", ["zeros", "mean_spectrum", "noise_floor", "pink"])
+def test_the_empty_mask_is_classified_once_per_batch_only_when_its_reference_is_the_same_for_every_clip(name):
+    log_mag = torch.rand(3, 20, 9) * torch.arange(1.0, 4.0)[:, None, None]
+    reference_of = make_mask_reference(name, [torch.rand(2, 20, 9)], lambda wavs: wavs)
+    reference = reference_of.fill(log_mag)
+    weights = torch.randn(9, 4)
+    batch_sizes = []
+
+    def classify(mel_input):  # a per-row classifier: the mean spectrum through a linear map
+        batch_sizes.append(mel_input.shape[0])
+        return mel_input.mean(dim=1) @ weights, ()
+
+    brain = type("Stub", (), {"mask_reference": reference_of, "classify": staticmethod(classify)})()
+    brain.mel_input_from_log_mag = lambda log_mag: log_mag
+    logits = InterpreterBrain.classify_empty(brain, reference)
+    assert logits.shape == (3, 4)
+    assert torch.allclose(logits, reference.mean(dim=1) @ weights, atol=1e-6)
+    assert batch_sizes == ([1] if name in ("zeros", "mean_spectrum") else [3])
 
 
 class Biased(torch.nn.Module):

@@ -1,0 +1,104 @@
+"""SpeechBrain's own recipe-test command lines (tests/recipes/ESC50.csv upstream), run as written.
+
+Upstream runs each on a 5-clip ESC-50 sample (one clip per fold, 3 classes)
+and checks the files of the output folder; here the sample is synthetic.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import eval as lmac_eval
+import export_interpreter
+import train_classifier
+import train_l2i
+import train_lmac
+import train_nmf
+from make_synthetic_data import write_recipe_test_sample
+from recipe_setup import run_script
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPECTED_FILES = ("train_log.txt", "log.txt", "env.log", "hyperparams.yaml", os.path.join("save", "label_encoder.txt"))
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """SpeechBrain's recipe-test sample: 5 clips, one per fold, 3 classes."""
+    folder = tmp_path_factory.mktemp("recipe_test") / "ESC50"
+    metadata = write_recipe_test_sample(str(folder))
+    assert sorted(metadata["fold"]) == [1, 2, 3, 4, 5] and metadata["target"].nunique() == 3
+    return folder
+
+
+def run_recipe(script, hparams, flags, output_folder):
+    """Runs ``script hparams flags --output_folder output_folder`` from the repository; returns its output."""
+    command = [sys.executable, script, os.path.join("hparams", hparams), *flags, "--output_folder", str(output_folder)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def assert_recipe_outputs(output_folder, script):
+    for name in (*EXPECTED_FILES, script):
+        assert (output_folder / name).is_file(), name
+
+
+def test_the_classifier_line(sample, tmp_path):
+    flags = ["--data_folder", str(sample), "--debug", "--out_n_neurons", "3", "--use_pretrained", "0"]
+    run_recipe("train_classifier.py", "cnn14_classifier.yaml", flags, tmp_path)
+    assert_recipe_outputs(tmp_path, "train_classifier.py")
+    assert "test acc" in (tmp_path / "train_log.txt").read_text()
+
+
+def test_the_nmf_then_l2i_lines(sample, tmp_path):
+    run_recipe("train_nmf.py", "l2i_cnn14.yaml", ["--data_folder", str(sample), "--debug"], tmp_path)
+    assert_recipe_outputs(tmp_path, "train_nmf.py")
+    flags = ["--data_folder", str(sample), "--debug", "--use_pretrained", "0", "--out_n_neurons", "3"]
+    run_recipe("train_l2i.py", "l2i_cnn14.yaml", flags, tmp_path)
+    assert_recipe_outputs(tmp_path, "train_l2i.py")
+    assert "test AD" in (tmp_path / "train_log.txt").read_text()
+
+
+def test_the_lmac_line_interprets_a_head_of_another_class_count(sample, tmp_path):
+    flags = ["--data_folder", str(sample), "--debug", "--use_pretrained", "0", "--out_n_neurons", "2", "--number_of_epochs", "1"]
+    log = run_recipe("train_lmac.py", "lmac_cnn14.yaml", flags, tmp_path)
+    assert_recipe_outputs(tmp_path, "train_lmac.py")
+    assert "The classifier has 2 outputs (n_classes) and the data" in log and "accuracy is not computed" in log
+    test_line = (tmp_path / "train_log.txt").read_text().splitlines()[-1]
+    assert "test AD" in test_line and "test acc" not in test_line
+
+
+@pytest.mark.parametrize(
+    "module, hparams",
+    [
+        (train_lmac, "lmac_cnn14.yaml"),
+        (train_classifier, "cnn14_classifier.yaml"),
+        (train_l2i, "l2i_cnn14.yaml"),
+        (train_nmf, "l2i_cnn14.yaml"),
+        (lmac_eval, "lmac_cnn14.yaml"),
+        (export_interpreter, "lmac_cnn14.yaml"),
+    ],
+)
+def test_a_misspelt_flag_gets_one_line_with_the_closest_key(module, hparams, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", [os.path.basename(module.__file__)])
+    argv = [os.path.join("hparams", hparams), "--data_folder", str(tmp_path), "--output_folder", str(tmp_path / "run"), "--n_clases", "3"]
+    with pytest.raises(SystemExit) as stopped:
+        run_script(module.main, argv)
+    script = os.path.basename(module.__file__)
+    assert str(stopped.value.code) == f"{script}: error: --n_clases is not a setting of hparams/{hparams}; did you mean --n_classes?"
+    assert not (tmp_path / "run").exists()  # stopped before any work
+
+
+def test_a_missing_data_folder_says_what_to_pass(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train_lmac.py", "hparams/lmac_cnn14.yaml", "--output_folder", str(tmp_path / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "train_lmac.py: error: data_folder has no default in hparams/lmac_cnn14.yaml: pass --data_folder (a folder with meta/esc50.csv"
+    )
+    assert not (tmp_path / "run").exists()
