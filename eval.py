@@ -64,6 +64,8 @@ METHODS = tuple(MASK_METHODS)
 COMPARISON_COLUMNS = (
     "AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "localization", *TRUST_METRICS, "seconds_per_clip",
 )  # fmt: skip
+# Masks whose classes' mean frequency profiles are this similar are called class-agnostic in a comparison.
+CLASS_AGNOSTIC_PROFILE_COSINE = 0.95
 # The reference rows of every comparison: a mask that removes everything and one that keeps everything.
 REFERENCE_ROWS = (EmptyMask.name, AllOnesMask.name)
 AUDIO_EXTENSIONS = tuple(sorted({".wav", ".flac", ".ogg", *(f".{kind.lower()}" for kind in sf.available_formats())}))
@@ -302,7 +304,8 @@ def compare_methods(hparams, run_opts, datasets, methods, events=None, mask_refe
 
 
 def comparison_markdown(table):
-    """The comparison as a markdown table: a row per method, a column per metric.
+    """The comparison as a markdown table: a row per method, a column per metric; then, as a list, what
+    ``comparison_warnings`` says about the methods.
 
     Example
     -------
@@ -316,7 +319,38 @@ def comparison_markdown(table):
     for method, row in table.items():
         cells = [f"{row[column]:.4g}" if column in row else "" for column in columns]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    warnings = comparison_warnings(table)
+    return "\n".join([*lines, *([""] if warnings else []), *(f"- {warning}" for warning in warnings)])
+
+
+def comparison_warnings(table):
+    """Plain words about the methods of a comparison whose numbers describe interpretations one cannot trust:
+    mostly near-silent ones, and masks with one frequency profile for every class (the reference rows apart).
+
+    Example
+    -------
+    >>> for warning in comparison_warnings({"ig": {"silent_share": 1.0, "profile_cosine": 0.2},
+    ...                                      "cam": {"silent_share": 0.0, "profile_cosine": 0.99}}):
+    ...     print(warning)
+    ig: 100% of its interpretations are near-silent (under 1% of the input's energy): its localisation, SPS and COMP describe masks one cannot hear.
+    cam: its masks have nearly one frequency profile for every class (profile_cosine 0.99): they do not show what tells the classes apart.
+    """
+    warnings = []
+    for method, row in table.items():
+        if method in REFERENCE_ROWS:
+            continue
+        if row.get("silent_share", 0.0) >= COLLAPSE_SILENT_SHARE:
+            warnings.append(
+                f"{method}: {100 * row['silent_share']:.0f}% of its interpretations are near-silent (under "
+                f"{100 * SILENT_ENERGY_SHARE:.0f}% of the input's energy): its localisation, SPS and COMP describe "
+                "masks one cannot hear."
+            )
+        if row.get("profile_cosine", 0.0) >= CLASS_AGNOSTIC_PROFILE_COSINE:
+            warnings.append(
+                f"{method}: its masks have nearly one frequency profile for every class (profile_cosine "
+                f"{row['profile_cosine']:.2f}): they do not show what tells the classes apart."
+            )
+    return warnings
 
 
 def write_comparison(table, folder, condition):

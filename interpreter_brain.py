@@ -68,11 +68,16 @@ class CompleteCheckpointer(Checkpointer):
     ---------
     *args, **kwargs
         As for ``speechbrain.utils.checkpoints.Checkpointer``.
+    optional : list of str
+        Recoverables a checkpoint may lack (SpeechBrain's optional load): they
+        then keep their configured state, with SpeechBrain's warning.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, optional=(), **kwargs):
         super().__init__(*args, **kwargs)
         self._reported_incomplete = set()
+        for name in optional:
+            self.optional_recoverables[name] = True
 
     def save_checkpoint(self, *args, **kwargs):
         """Saves as SpeechBrain does, then marks the checkpoint complete (main process)."""
@@ -596,6 +601,7 @@ class InterpreterBrain(CudaFedBrain):
         self.stage_scores = {}
         self.stage_classes = {}
         self.stage_profiles = {"mask": [], "event": [], "classes": []}
+        self.stage_values = {}
         self.interpretations_saved = 0
         self.saved_per_class = collections.Counter()
         self.randomisation_recorded = 0
@@ -607,9 +613,14 @@ class InterpreterBrain(CudaFedBrain):
             self.stage_scores.setdefault(name, []).append(values.detach().float())
             self.stage_classes.setdefault(name, []).append(classes[: values.shape[0]])
 
+    def record_stage_value(self, name, value):
+        """Keeps a value of the whole stage (a 0-d tensor, not per clip or per class), logged as ``name``."""
+        self.stage_values[name] = value.detach().float().reshape(())
+
     def stage_statistics(self, stage_loss):
-        """The statistics of a VALID or TEST stage: loss, the mean of every recorded score and the profile
-        cosines (``profile_cosine``, and ``event_profile_cosine`` of the event boxes), as plain floats.
+        """The statistics of a VALID or TEST stage: loss, the mean of every recorded score, the profile
+        cosines (``profile_cosine``, and ``event_profile_cosine`` of the event boxes) and the stage values
+        (``record_stage_value``), as plain floats.
 
         The means, the cosines and the per-class means reach the host together,
         in one copy. ``self.per_class_stats`` gets the mean of every score per
@@ -628,12 +639,13 @@ class InterpreterBrain(CudaFedBrain):
             for key, kind in (("profile_cosine", "mask"), ("event_profile_cosine", "event"))
             if self.stage_profiles[kind]
         }  # fmt: skip
+        whole_stage = {**cosines, **self.stage_values}
         class_means, class_counts = per_class_means(scores, classes, n_classes)  # [names, n_classes]
-        overall = torch.stack([*(scores[name].mean() for name in names), *cosines.values()])
+        overall = torch.stack([*(scores[name].mean() for name in names), *whole_stage.values()])
         values = torch.cat([overall, class_means.flatten(), class_counts.flatten()]).tolist()  # one host copy
         stats.update(zip(names, values[: len(names)]))
         # Fewer than two classes have no profile cosine.
-        stats.update((key, value) for key, value in zip(cosines, values[len(names) : len(overall)]) if math.isfinite(value))
+        stats.update((key, value) for key, value in zip(whole_stage, values[len(names) : len(overall)]) if math.isfinite(value))
         per_class = values[len(overall) :]
         self.per_class_stats = per_class_table(names, per_class[: len(per_class) // 2], per_class[len(per_class) // 2 :], n_classes)
         return stats

@@ -380,7 +380,7 @@ class LMAC(InterpreterBrain):
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """``InterpreterBrain``'s, with the L1 weight in force logged in VALID (``l1_weight``)."""
         if stage == sb.Stage.VALID:
-            self.record_scores({"l1_weight": self.hparams.l1_weight.value.reshape(1)}, torch.zeros(1, dtype=torch.long))
+            self.record_stage_value("l1_weight", self.hparams.l1_weight.value)
         super().on_stage_end(stage, stage_loss, epoch)
 
     def guidance(self, output, clean):

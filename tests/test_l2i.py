@@ -121,7 +121,11 @@ def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
         return evaluate(brain, *args, **kwargs)
 
     monkeypatch.setattr(train_lmac.LMAC, "evaluate", recording_evaluate)
+    l2i_loads = []
+    load_l2i_run = mask_methods.load_l2i_run
+    monkeypatch.setattr(mask_methods, "load_l2i_run", lambda *args: l2i_loads.append(args) or load_l2i_run(*args))
     lmac_eval.main([HPARAMS, *run["flags"], "--compare", ",".join(methods), "--ig_steps", "4", "--smoothgrad_samples", "2"])
+    assert len(l2i_loads) == 1, "each method is built once per run"
     folder = run["root"] / "run" / "eval"
     with open(folder / "comparison_clean.json", encoding="utf-8") as file:
         table = json.load(file)["methods"]
@@ -134,6 +138,9 @@ def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
         assert row["seconds_per_clip"] > 0
     markdown = (folder / "comparison_clean.md").read_text(encoding="utf-8")
     assert all(f"| {method} |" in markdown for method in methods)
+    for method, row in table.items():  # a method whose interpretations are mostly silent is called so under the table
+        said = f"- {method}: {100 * row['silent_share']:.0f}% of its interpretations are near-silent" in markdown
+        assert said == (row["silent_share"] >= 0.5 and method not in lmac_eval.REFERENCE_ROWS), method
     # The reference rows: an empty mask keeps nothing, and its masked-in input is the reference itself.
     empty, ones = table["empty_mask"], table["all_ones_mask"]
     assert (empty["energy_kept"], empty["silent_share"]) == (0.0, 1.0)

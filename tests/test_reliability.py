@@ -64,6 +64,24 @@ def test_an_interrupted_checkpoint_is_never_loaded(tmp_path):
     assert broken.path.exists(), "an incomplete checkpoint is ignored, not deleted"
 
 
+def test_a_checkpoint_without_the_l1_weight_resumes_from_its_configured_value(tmp_path):
+    overrides = {"data_folder": None, "output_folder": str(tmp_path), "use_pretrained": False, "width": 0.03125}
+    with open(HPARAMS, encoding="utf-8") as file:
+        hparams = load_hyperpyyaml(file, {**overrides, "l1_rate": 0.5})
+    saved = {name: hparams[key] for name, key in (("psi_model", "psi_model"), ("lr_annealing", "lr_annealing"), ("counter", "epoch_counter"))}
+    older = CompleteCheckpointer(hparams["save_folder"], recoverables=saved)
+    with torch.no_grad():
+        next(hparams["psi_model"].parameters()).fill_(0.25)
+    older.save_checkpoint(meta={BEST_CHECKPOINT_KEY: 1.0})
+    with open(HPARAMS, encoding="utf-8") as file:
+        resumed = load_hyperpyyaml(file, {**overrides, "l1_rate": 0.5})
+    resumed["l1_weight"].value.fill_(99.0)
+    with pytest.warns(UserWarning, match="missing a load path for l1_weight"):
+        resumed["checkpointer"].recover_if_possible()
+    assert torch.all(next(resumed["psi_model"].parameters()) == 0.25)
+    assert float(resumed["l1_weight"].value) == 99.0  # kept as configured, not an error
+
+
 def first_intra_epoch_checkpoint(save_folder):
     for name in sorted(os.listdir(save_folder)) if os.path.isdir(save_folder) else []:
         folder = os.path.join(save_folder, name)

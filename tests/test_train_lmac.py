@@ -61,7 +61,7 @@ def run_cli(flags):
 
 def logged_stats(line):
     """``{'valid loss': 17.9, ...}`` from one line of a SpeechBrain FileTrainLogger file."""
-    return {name.strip(): float(value) for name, value in re.findall(r"([A-Za-z_ ]+): ([-+0-9.e]+|nan|inf)", line)}
+    return {name.strip(): float(value) for name, value in re.findall(r"([A-Za-z_][A-Za-z0-9_ ]*): ([-+0-9.e]+|nan|inf)", line)}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,7 @@ def test_a_short_run_logs_finite_losses_and_every_metric(trained_run, tiny_data)
     for name in ("energy_kept", "silent_share", "empty_keeps_decision", "fid_in_beyond_empty", "profile_cosine"):
         assert 0 <= valid[f"valid {name}"] <= 1 and 0 <= test[f"test {name}"] <= 1, name
     assert -1 <= test["test randomisation_similarity"] <= 1 and "valid randomisation_similarity" not in valid
+    assert valid["valid l1_weight"] == pytest.approx(6.4)  # the YAML's reg_w_l1, fixed with l1_rate 0
     per_class = json.loads((output_folder / "test_per_class.json").read_text(encoding="utf-8"))
     categories = pandas.read_csv(os.path.join(tiny_data["esc50_folder"], "meta", "esc50.csv"))
     assert set(per_class) <= set(categories["category"]) and all("energy_kept" in row for row in per_class.values())
