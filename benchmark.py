@@ -48,10 +48,11 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from cnn14_family import decode_any_length
+from device_runtime import set_weight_layout
 from esc50_prepare import prepare_datasets
-from interpreter_brain import crop_frames, masked_log_magnitudes, set_weight_layout
 from lmac_interpreter import LMACInterpreter
 from make_synthetic_data import generate
+from masking import crop_frames, masked_log_magnitudes
 from train_lmac import LMAC
 from wham_prepare import make_noise_stream
 

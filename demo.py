@@ -41,6 +41,7 @@ import train_classifier
 import train_l2i
 import train_lmac
 import train_nmf
+from checkpointing import BEST_CHECKPOINT_KEY
 from interpretation_metrics import (
     TRUST_METRICS,
     event_boxes,
@@ -49,7 +50,6 @@ from interpretation_metrics import (
     localization_ratio,
     sparseness,
 )
-from interpreter_brain import BEST_CHECKPOINT_KEY
 from make_synthetic_data import generate
 
 logger = logging.getLogger(__name__)

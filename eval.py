@@ -38,9 +38,10 @@ import soundfile as sf
 import speechbrain as sb
 import torch
 
+from device_runtime import end_distributed_run, set_weight_layout
 from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets, read_audio_mono
 from interpretation_metrics import SILENT_ENERGY_SHARE, TRUST_METRICS, load_event_table
-from interpreter_brain import COLLAPSE_SILENT_SHARE, end_distributed_run, set_weight_layout, write_per_class
+from interpreter_brain import COLLAPSE_SILENT_SHARE, write_per_class
 from listening_report import write_report
 from lmac_interpreter import LMACInterpreter, class_names_from_encoder, output_names
 from mask_methods import MASK_METHODS, AllOnesMask, EmptyMask

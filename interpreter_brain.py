@@ -1,33 +1,34 @@
 """InterpreterBrain: the base of interpreters of a frozen audio classifier.
 
-It owns everything an interpreter shares with any other: the frozen
-classifier and its input (``features``), the noise mixed into the clips, the
-masked-in and masked-out classifications of a mask, the inversion of a
-masked spectrogram to a waveform with the input's phase, listenable outputs,
-the scores of ``interpretation_metrics`` (kept on the device until the stage
-ends), stage logging, learning-rate annealing and complete-only checkpoints.
-Subclasses (``train_lmac.LMAC``, ``train_l2i.L2I``) add their own forward
-pass, loss and mask method.
+It owns what an interpreter's training and evaluation share: the frozen
+classifier's answer on the (noisy) input, the masked-in and masked-out
+classifications of a mask (``masking``), the scores of
+``interpretation_metrics`` (kept on the device until the stage ends), the
+model-randomisation check, stage statistics and logging, learning-rate
+annealing, and the listenable outputs of a stage (wav, ``clip.json`` and
+``figures``' picture). Subclasses (``train_lmac.LMAC``, ``train_l2i.L2I``)
+add their own forward pass, loss and mask method. Checkpoints
+(``checkpointing``), the frozen classifier (``frozen_classifier``) and the
+device set-up (``device_runtime``) live in their own modules.
 """
 
 import collections
 import dataclasses
-import functools
-import inspect
 import json
 import logging
 import math
 import os
-from copy import deepcopy
 
 import soundfile as sf
 import speechbrain as sb
 import torch
-from matplotlib.figure import Figure
-from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import if_main_process
 
-from features import SpectralFeatures, mel_input_from_log_magnitude, spectral_features, stft_phase
+from checkpointing import BEST_CHECKPOINT_KEY
+from device_runtime import CudaFedBrain, to_device
+from features import SpectralFeatures, mel_input_from_log_magnitude, spectral_features
+from figures import save_spectrogram_figure
+from frozen_classifier import randomised_classifier
 from interpretation_metrics import (
     energy_kept,
     event_boxes,
@@ -39,298 +40,22 @@ from interpretation_metrics import (
     trust_scores,
 )
 from mask_references import SilenceReference
+from masking import crop_frames, inverted_interpretation, masked_log_magnitudes
 from training_curves import save_training_curves
+
+# Configurations saved before these had modules of their own (an export's or an L2I run's
+# hyperparams.yaml, which the recipe loads again) name them here.
+from checkpointing import CompleteCheckpointer  # noqa: F401, E402
+from frozen_classifier import FrozenClassifier  # noqa: F401, E402
 
 logger = logging.getLogger(__name__)
 
-# Written into a checkpoint folder once every file of it is saved.
-COMPLETE_MARKER = "COMPLETE"
-# The validation statistic that selects the best checkpoint (lower is better).
-BEST_CHECKPOINT_KEY = "loss"
 # TEST's per-class statistics of a training run, beside its train_log.txt.
 PER_CLASS_TEST_FILE = "test_per_class.json"
 # A validation stage with at least this share of near-silent interpretations is reported as collapsed.
 COLLAPSE_SILENT_SHARE = 0.5
 # The feature modules (``features.Device*``) every interpreter brain holds next to its models.
 FEATURE_MODULES = ("compute_stft", "compute_istft", "compute_fbank")
-
-
-class CompleteCheckpointer(Checkpointer):
-    """SpeechBrain's ``Checkpointer`` that only trusts checkpoints whose saving finished.
-
-    SpeechBrain writes a checkpoint's meta file first and its parameter files
-    after it, so a run killed while saving leaves a folder that looks like a
-    checkpoint. This one writes ``COMPLETE`` last and lists (so finds,
-    recovers, keeps and deletes) only folders that have it; an interrupted
-    one is left on disk, ignored, with a warning.
-
-    Arguments
-    ---------
-    *args, **kwargs
-        As for ``speechbrain.utils.checkpoints.Checkpointer``.
-    optional : list of str
-        Recoverables a checkpoint may lack (SpeechBrain's optional load): they
-        then keep their configured state, with SpeechBrain's warning.
-    """
-
-    def __init__(self, *args, optional=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self._reported_incomplete = set()
-        for name in optional:
-            self.optional_recoverables[name] = True
-
-    def save_checkpoint(self, *args, **kwargs):
-        """Saves as SpeechBrain does, then marks the checkpoint complete (main process)."""
-        checkpoint = super().save_checkpoint(*args, **kwargs)
-        if checkpoint is not None:
-            with open(os.path.join(checkpoint.path, COMPLETE_MARKER), "w", encoding="utf-8") as file:
-                file.write("all files of this checkpoint were written\n")
-        return checkpoint
-
-    def list_checkpoints(self):
-        """The complete checkpoints; incomplete ones are reported once and left alone."""
-        complete = []
-        for checkpoint in super().list_checkpoints():
-            if os.path.isfile(os.path.join(checkpoint.path, COMPLETE_MARKER)):
-                complete.append(checkpoint)
-            elif checkpoint.path not in self._reported_incomplete:
-                self._reported_incomplete.add(checkpoint.path)
-                logger.warning("Ignoring %s: its saving was interrupted, so it is incomplete.", checkpoint.path)
-        return complete
-
-
-class FrozenClassifier(torch.nn.Module):
-    """A classifier (CNN14 embedding + linear head) that stays frozen.
-
-    Its weights never take gradients and it stays in eval mode even when
-    ``Brain`` calls ``modules.train()``; gradients still flow through it to
-    its input, which is how the decoder learns.
-
-    Arguments
-    ---------
-    embedding_model : torch.nn.Module
-        Maps ``[batch, frames, n_mels]`` to ``([batch, 1, emb_dim], feature_maps)``.
-    classifier : torch.nn.Module
-        Maps ``[batch, 1, emb_dim]`` to ``[batch, 1, n_classes]``.
-
-    Example
-    -------
-    >>> from speechbrain.lobes.models.Cnn14 import Cnn14
-    >>> from speechbrain.nnet.linear import Linear
-    >>> frozen = FrozenClassifier(Cnn14(mel_bins=32, emb_dim=16, return_reps=True), Linear(n_neurons=3, input_size=16))
-    >>> logits, feature_maps = frozen(torch.rand(2, 40, 32))
-    >>> logits.shape, len(feature_maps), frozen.train().training
-    (torch.Size([2, 3]), 4, False)
-    """
-
-    def __init__(self, embedding_model, classifier):
-        super().__init__()
-        self.embedding_model = embedding_model
-        self.classifier = classifier
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode=True):
-        """Ignores ``mode``: the classifier always stays in eval mode."""
-        return super().train(False)
-
-    def forward(self, mel_input):
-        """Classifies ``mel_input`` ``[batch, frames, n_mels]``: logits ``[batch, n_classes]`` and feature maps."""
-        embedding, feature_maps = self.embedding_model(mel_input)
-        return self.classifier(embedding).squeeze(1), feature_maps
-
-
-def named_submodule(model, dotted_name, setting):
-    """The submodule of ``model`` at ``dotted_name``; a ``ValueError`` naming ``setting`` and some layers otherwise.
-
-    Example
-    -------
-    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2))
-    >>> named_submodule(model, "0", "gradcam_layer")
-    Linear(in_features=2, out_features=2, bias=True)
-    """
-    try:
-        return model.get_submodule(dotted_name)
-    except AttributeError as error:
-        names = [name for name, _ in model.named_modules() if name]
-        raise ValueError(
-            f"{setting}={dotted_name!r} is not a layer of the classifier; some of its layers: {names[-8:]}."
-        ) from error
-
-
-def randomised_classifier(classifier, layer_names, seed):
-    """A copy of ``classifier`` whose layers ``layer_names`` are re-initialised: the model-randomisation check.
-
-    Every submodule of those layers with a ``reset_parameters`` (convolutions,
-    linear layers, batch norms) gets its initial weights again, drawn from a
-    generator seeded with ``seed``; the global random state is left as it was.
-    ``classifier`` is not changed.
-
-    Arguments
-    ---------
-    classifier : torch.nn.Module
-    layer_names : list of str
-        Dotted names inside ``classifier`` (``randomisation_layers``).
-    seed : int
-
-    Example
-    -------
-    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
-    >>> copy = randomised_classifier(model, ["1"], seed=0)
-    >>> torch.equal(copy[0].weight, model[0].weight), torch.equal(copy[1].weight, model[1].weight)
-    (True, False)
-    """
-    copy = deepcopy(classifier)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for name in layer_names:
-            for module in named_submodule(copy, name, "randomisation_layers").modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-    return copy
-
-
-def end_distributed_run():
-    """Waits for every DDP process, then closes the process group (no-op without DDP).
-
-    Leaving it to interpreter shutdown can abort a process whose gloo threads
-    are still running ("terminate called without an active exception").
-    """
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-
-
-def set_weight_layout(module, forward_only):
-    """Channels-last (NHWC) 4-D weights for forward-only work, PyTorch's default order otherwise; returns ``module``.
-
-    The outputs are the same. On 2 CPU cores (oneDNN, batch 8, 5 s clips),
-    NHWC makes CNN14's forward pass about 1.4x faster and L-MAC's decoder's
-    1.1x (width 1) to 1.6x (width 1/16), but the decoder's forward and
-    backward passes together 1.5x slower at width 1: training and the
-    gradient baselines keep the default order.
-
-    Arguments
-    ---------
-    module : torch.nn.Module
-    forward_only : bool
-        True where nothing will be differentiated through ``module``.
-    """
-    return module.to(memory_format=torch.channels_last if forward_only else torch.contiguous_format)
-
-
-def crop_frames(spectrogram, num_frames):
-    """The first ``num_frames`` frames of ``[batch, frames, ...]``.
-
-    Raises
-    ------
-    ValueError
-        ``spectrogram`` has fewer frames than asked for.
-    """
-    if spectrogram.shape[1] < num_frames:
-        raise ValueError(
-            f"Cannot crop {tuple(spectrogram.shape)} to {num_frames} frames: the mask is longer than the input."
-        )
-    return spectrogram[:, :num_frames]
-
-
-def masked_log_magnitudes(mask, log_mag, reference=None):
-    """Masked-in ``M * L + (1 - M) * R`` and masked-out ``(1 - M) * L + M * R``, cropped to the mask's frames.
-
-    Arguments
-    ---------
-    mask : torch.Tensor
-        ``[batch, frames', freq]`` with values in ``[0, 1]``.
-    log_mag : torch.Tensor
-        ``[batch, frames, freq]``, ``frames >= frames'``.
-    reference : torch.Tensor or None
-        ``R``, ``[batch, frames', freq]`` (``mask_references``); None: silence, ``R = 0``.
-
-    Returns
-    -------
-    tuple of torch.Tensor
-        Both ``[batch, frames', freq]``.
-
-    Example
-    -------
-    >>> masked_in, masked_out = masked_log_magnitudes(torch.full((1, 2, 3), 0.25), torch.ones(1, 4, 3))
-    >>> masked_in.shape, masked_in[0, 0, 0].item(), masked_out[0, 0, 0].item()
-    (torch.Size([1, 2, 3]), 0.25, 0.75)
-    >>> masked_in, masked_out = masked_log_magnitudes(torch.full((1, 2, 3), 0.25), torch.ones(1, 4, 3), torch.full((1, 2, 3), 2.0))
-    >>> masked_in[0, 0, 0].item(), masked_out[0, 0, 0].item()
-    (1.75, 1.25)
-    """
-    cropped = crop_frames(log_mag, mask.shape[1])
-    if reference is None:
-        return mask * cropped, (1 - mask) * cropped
-    gap = cropped - reference  # not torch.lerp: under autocast the mask may be bf16 while L is float32
-    return reference + mask * gap, cropped - mask * gap
-
-
-def to_device(tensor, device):
-    """``tensor`` on ``device``; a copy to a GPU goes through pinned memory and does not wait for queued work."""
-    if torch.device(device).type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
-        tensor = tensor.pin_memory()
-    return tensor.to(device, non_blocking=True)
-
-
-def with_pinned_memory(loader_kwargs, device_type):
-    """DataLoader options with ``pin_memory=True`` on CUDA, unless the caller chose; other options unchanged.
-
-    Example
-    -------
-    >>> with_pinned_memory({"batch_size": 4}, "cuda"), with_pinned_memory({"batch_size": 4}, "cpu")
-    ({'batch_size': 4, 'pin_memory': True}, {'batch_size': 4})
-    """
-    if device_type != "cuda":
-        return dict(loader_kwargs)
-    return {**loader_kwargs, "pin_memory": loader_kwargs.get("pin_memory", True)}
-
-
-def optimizer_class_for(opt_class, device_type):
-    """``opt_class`` with ``fused=True`` on CUDA where the optimiser has a fused kernel (Adam, AdamW, SGD).
-
-    One kernel launch per step for all weights instead of several per
-    tensor group; on the CPU the optimiser is left as configured.
-
-    Example
-    -------
-    >>> import functools
-    >>> optimizer_class_for(functools.partial(torch.optim.Adam, lr=0.1), "cuda").keywords
-    {'lr': 0.1, 'fused': True}
-    """
-    if opt_class is None or device_type != "cuda":
-        return opt_class
-    if "fused" not in inspect.signature(getattr(opt_class, "func", opt_class)).parameters:
-        return opt_class
-    return functools.partial(opt_class, fused=True)
-
-
-def inverted_interpretation(mask, features, num_samples, compute_istft):
-    """Listenable interpretation: ``expm1(M * L)`` with the input's phase, inverted.
-
-    Arguments
-    ---------
-    mask : torch.Tensor
-        ``[batch, frames', freq]``.
-    features : SpectralFeatures
-        Of the interpreted input (``frames >= frames'``).
-    num_samples : int
-        Length of the input; frames past ``frames'`` are silent.
-    compute_istft : speechbrain.processing.features.ISTFT
-
-    Returns
-    -------
-    torch.Tensor
-        ``[batch, num_samples]``.
-    """
-    masked_in, _ = masked_log_magnitudes(mask, features.log_mag)
-    magnitude = torch.expm1(masked_in)  # [batch, frames', freq]
-    phase = stft_phase(crop_frames(features.stft, mask.shape[1]))
-    spectrum = torch.stack([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=-1)
-    missing = features.stft.shape[1] - mask.shape[1]
-    spectrum = torch.nn.functional.pad(spectrum, (0, 0, 0, 0, 0, missing))  # [batch, frames, freq, 2]
-    return compute_istft(spectrum, sig_length=num_samples)
 
 
 @dataclasses.dataclass
@@ -354,23 +79,6 @@ class MaskedOutput:
     logits_masked_in: torch.Tensor
     logits_masked_out: torch.Tensor
     logits_empty: torch.Tensor | None = None
-
-
-class CudaFedBrain(sb.Brain):
-    """SpeechBrain's ``Brain`` with batches in pinned memory and a fused optimiser on CUDA.
-
-    The base of the classifier's and the interpreters' brains; on the CPU it
-    is SpeechBrain's ``Brain`` as configured.
-    """
-
-    def init_optimizers(self):
-        """SpeechBrain's optimiser set-up, with a fused optimiser on CUDA (``optimizer_class_for``)."""
-        self.opt_class = optimizer_class_for(self.opt_class, self.device_type)
-        super().init_optimizers()
-
-    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
-        """SpeechBrain's loader, with batches in pinned memory on CUDA (``with_pinned_memory``)."""
-        return super().make_dataloader(dataset, stage, ckpt_prefix, **with_pinned_memory(loader_kwargs, self.device_type))
 
 
 class InterpreterBrain(CudaFedBrain):
@@ -832,65 +540,3 @@ def _rows(features, index):
     return SpectralFeatures(*(getattr(features, field.name)[index] for field in dataclasses.fields(features)))
 
 
-def spectrogram_extent(num_frames, num_bins, hop_length, sample_rate):
-    """``imshow`` extent ``(left, right, bottom, top)`` of a centred one-sided STFT, in seconds and kHz.
-
-    Each cell is centred on its frame's time (``t * hop``) and its bin's
-    frequency (``f * sample_rate / n_fft``).
-
-    Example
-    -------
-    >>> spectrogram_extent(3, 5, 8000, 16000)  # frames at 0, 0.5 and 1 s; bins at 0, 2, ..., 8 kHz
-    (-0.25, 1.25, -1.0, 9.0)
-    """
-    frame_s = hop_length / sample_rate
-    bin_khz = sample_rate / 2 / (num_bins - 1) / 1000
-    return (-frame_s / 2, (num_frames - 0.5) * frame_s, -bin_khz / 2, (num_bins - 0.5) * bin_khz)
-
-
-def save_spectrogram_figure(log_mag, mask, path, title, hop_length, sample_rate):
-    """Saves ``spectrogram_figure`` as a PNG at ``path``."""
-    spectrogram_figure(log_mag, mask, title, hop_length, sample_rate).savefig(path, dpi=80)
-
-
-def spectrogram_figure(log_mag, mask, title, hop_length, sample_rate):
-    """A figure of the input ``log1p`` spectrogram, the mask and the masked spectrogram.
-
-    Time in seconds, frequency in kHz; the input and the interpretation
-    share one colour scale, so what the mask removed shows as darker.
-
-    Arguments
-    ---------
-    log_mag : torch.Tensor
-        ``[frames, freq]``.
-    mask : torch.Tensor
-        ``[frames', freq]``.
-    title : str
-    hop_length : int
-        STFT hop in samples.
-    sample_rate : int
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    log_mag = log_mag.detach().float().cpu()
-    mask = mask.detach().float().cpu()
-    top = log_mag.max().item()
-    panels = (
-        ("input log1p|STFT|", log_mag, top),
-        ("mask", mask, 1.0),
-        ("interpretation log1p|STFT|", mask * log_mag[: mask.shape[0]], top),
-    )
-    figure = Figure(figsize=(15, 4))
-    axes = figure.subplots(1, 3)
-    for axis, (name, image, vmax) in zip(axes, panels):
-        extent = spectrogram_extent(image.shape[0], image.shape[1], hop_length, sample_rate)
-        shown = axis.imshow(image.T.numpy(), origin="lower", aspect="auto", vmin=0, vmax=vmax, extent=extent)
-        axis.set_title(name)
-        axis.set_xlabel("time (s)")
-        figure.colorbar(shown, ax=axis)
-    axes[0].set_ylabel("frequency (kHz)")
-    figure.suptitle(title)
-    figure.subplots_adjust(left=0.035, right=0.985, bottom=0.13, top=0.84, wspace=0.15)  # tight_layout's, fixed: faster
-    return figure

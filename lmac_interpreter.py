@@ -28,8 +28,9 @@ from tqdm import tqdm
 from audio_stream import ResampledAudio
 from esc50_prepare import peak_normalize
 from features import spectral_features
-from interpreter_brain import inverted_interpretation, save_spectrogram_figure
+from figures import save_spectrogram_figure
 from mask_methods import LMACMask
+from masking import inverted_interpretation
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,10 @@ import torch
 import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 
+from checkpointing import BEST_CHECKPOINT_KEY
 from cnn14_family import decode_any_length, fit_feature_maps
-from interpreter_brain import BEST_CHECKPOINT_KEY, named_submodule, set_weight_layout
+from device_runtime import set_weight_layout
+from frozen_classifier import named_submodule
 from recipe_setup import check_l2i_folder, check_lmac_decoder, load_l2i_run, load_lmac_decoder
 
 

@@ -22,9 +22,9 @@ from ruamel.yaml import YAML
 from speechbrain.utils.distributed import run_on_main
 from speechbrain.utils.train_logger import TensorboardLogger, TrainLogger
 
+from checkpointing import BEST_CHECKPOINT_KEY
 from esc50_prepare import validate_fold_lists
 from features import mel_input_from_log_magnitude, spectral_features, stft_frame_count
-from interpreter_brain import BEST_CHECKPOINT_KEY
 from mask_references import check_mask_reference, make_mask_reference
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class SettingError(ValueError):
 
 def run_script(main, argv):
     """Runs a recipe's ``main(argv)`` from the command line; a ``SettingError`` ends it with its one line
-    (exit status 2) instead of a traceback.
+    (exit status 1) instead of a traceback.
 
     Returns
     -------

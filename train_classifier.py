@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from speechbrain.utils.distributed import if_main_process
 
+from device_runtime import CudaFedBrain, end_distributed_run
 from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets
 from features import spectral_features
-from interpreter_brain import CudaFedBrain, end_distributed_run
 from recipe_setup import add_tensorboard_logger, check_class_count, load_pretrained_embedding, run_script, start_recipe
 from training_curves import save_training_curves
 from wham_prepare import make_noise_stream

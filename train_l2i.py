@@ -33,17 +33,13 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 
+from checkpointing import BEST_CHECKPOINT_KEY
+from device_runtime import end_distributed_run, set_weight_layout
 from esc50_prepare import prepare_datasets
 from features import SpectralFeatures
-from interpreter_brain import (
-    BEST_CHECKPOINT_KEY,
-    InterpreterBrain,
-    MaskedOutput,
-    end_distributed_run,
-    set_weight_layout,
-)
-from mask_methods import L2IMask, fit_time, nmf_activations
+from interpreter_brain import InterpreterBrain, MaskedOutput
 from lmac_interpreter import class_names_from_encoder
+from mask_methods import L2IMask, fit_time, nmf_activations
 from recipe_setup import (
     add_tensorboard_logger,
     build_mask_reference,

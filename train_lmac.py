@@ -24,21 +24,15 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 
+from checkpointing import BEST_CHECKPOINT_KEY
+from device_runtime import end_distributed_run, set_weight_layout
 from esc50_prepare import prepare_datasets
 from features import stft_phase
-from interpreter_brain import (
-    BEST_CHECKPOINT_KEY,
-    PER_CLASS_TEST_FILE,
-    InterpreterBrain,
-    crop_frames,
-    end_distributed_run,
-    masked_log_magnitudes,
-    set_weight_layout,
-    write_per_class,
-)
 from interpretation_metrics import clean_energy_region, clean_energy_share, load_event_table
+from interpreter_brain import PER_CLASS_TEST_FILE, InterpreterBrain, write_per_class
 from lmac_interpreter import class_names_from_encoder
 from mask_methods import LMACMask
+from masking import crop_frames, masked_log_magnitudes
 from recipe_setup import (
     add_tensorboard_logger,
     build_mask_reference,

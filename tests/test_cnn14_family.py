@@ -6,8 +6,9 @@ from speechbrain.lobes.models.Cnn14 import CNN14PSI_stft, Cnn14
 from speechbrain.processing.features import STFT
 
 from cnn14_family import ScaledCnn14, cnn14_embedding_model, decode_any_length
+from device_runtime import set_weight_layout
 from features import DeviceFilterbank, DeviceISTFT, DeviceSTFT
-from interpreter_brain import InterpreterBrain, set_weight_layout
+from interpreter_brain import InterpreterBrain
 
 HOP_MS, WIN_MS = 11.6099, 23.2199
 
@@ -110,7 +111,7 @@ def test_channels_last_weights_give_the_same_masks_and_can_be_undone():
 
 
 def test_pictures_show_seconds_and_kilohertz_and_one_colour_scale_for_input_and_interpretation():
-    from interpreter_brain import spectrogram_figure
+    from figures import spectrogram_figure
 
     log_mag = torch.rand(431, 513) * 3
     mask = torch.rand(431, 513)

@@ -19,9 +19,9 @@ from hyperpyyaml import load_hyperpyyaml
 import eval as lmac_eval
 import export_interpreter
 import train_lmac
+from conftest import tiny_run_flags
 from esc50_prepare import prepare_datasets
 from lmac_interpreter import LMACInterpreter
-from conftest import tiny_run_flags
 from make_synthetic_data import synthesize_noise
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -107,7 +107,6 @@ def test_smoothgrad_reads_nothing_on_the_host_and_matches_captum_with_a_float_no
     from captum.attr import NoiseTunnel, Saliency
     from speechbrain.processing.features import Filterbank
 
-    from features import SpectralFeatures
     from mask_methods import SmoothGradMask
 
     torch.manual_seed(0)

@@ -230,7 +230,7 @@ def test_features_match_their_definition_and_an_all_ones_mask_gives_the_input_ba
     from speechbrain.processing.features import STFT, Filterbank
 
     from features import mel_input_from_log_magnitude, spectral_features
-    from interpreter_brain import FrozenClassifier
+    from frozen_classifier import FrozenClassifier
 
     torch.manual_seed(0)
     compute_stft = STFT(sample_rate=16000, n_fft=1024, hop_length=11.6099, win_length=23.2199)

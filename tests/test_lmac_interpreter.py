@@ -11,9 +11,9 @@ import torch
 from audio_stream import ResampledAudio
 from esc50_prepare import peak_normalize, read_audio_mono
 from features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, spectral_features
-from interpreter_brain import inverted_interpretation
 from lmac_interpreter import LMACInterpreter, output_names, stitch_masks
 from mask_methods import MaskMethod
+from masking import inverted_interpretation
 
 HOP_MS, WIN_MS = 11.6099, 23.2199
 

@@ -5,6 +5,7 @@ import torch
 from speechbrain.processing.features import Filterbank
 
 import eval as lmac_eval
+from features import SpectralFeatures
 from mask_methods import (
     MASK_METHODS,
     CaptumMask,
@@ -17,7 +18,6 @@ from mask_methods import (
     filterbank_matrix,
     mel_to_linear,
 )
-from features import SpectralFeatures
 
 N_FFT, N_MELS, FRAMES = 256, 32, 24
 BAND = slice(10, 14)  # the mel bands the toy classifier reads

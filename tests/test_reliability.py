@@ -21,8 +21,10 @@ from speechbrain.utils.checkpoints import Checkpointer
 
 import esc50_prepare
 import train_lmac
+from checkpointing import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer
+from device_runtime import optimizer_class_for
 from features import SpectralFeatures
-from interpreter_brain import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer, MaskedOutput, optimizer_class_for
+from interpreter_brain import MaskedOutput
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")

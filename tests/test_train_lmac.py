@@ -20,9 +20,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import recipe_setup
 import train_lmac
+from checkpointing import BEST_CHECKPOINT_KEY
 from esc50_prepare import prepare_datasets
 from interpretation_metrics import INTERPRETATION_METRICS
-from interpreter_brain import BEST_CHECKPOINT_KEY
 from training_curves import read_train_log
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

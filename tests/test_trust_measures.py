@@ -13,9 +13,11 @@ from speechbrain.processing.features import ISTFT, STFT, Filterbank
 
 import eval as lmac_eval
 from features import spectral_features
+from frozen_classifier import randomised_classifier
 from interpretation_metrics import energy_kept, profile_cosine, spearman_similarity, trust_scores
-from interpreter_brain import InterpreterBrain, inverted_interpretation, randomised_classifier, warn_if_collapsed
+from interpreter_brain import InterpreterBrain, warn_if_collapsed
 from mask_references import MASK_REFERENCES, make_mask_reference
+from masking import inverted_interpretation
 from recipe_setup import SILENCE_WARNING_PROBABILITY, log_silence_decision
 
 SAMPLE_RATE = 16000
