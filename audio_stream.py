@@ -1,9 +1,9 @@
 """Long recordings a piece at a time: any span of a sound file, as mono at the models' rate.
 
 ``ResampledAudio.read(start, stop)`` gives the samples ``[start, stop)`` that
-``esc50_prepare.read_audio_mono`` would give for the whole file, without
+``audio_io.read_audio_mono`` would give for the whole file, without
 reading the rest of it, so an hour of audio needs the memory of a span. The
-resampler (``esc50_prepare.make_resampler``, as ``read_audio_mono``'s) maps each block of
+resampler (``audio_io.make_resampler``, as ``read_audio_mono``'s) maps each block of
 ``file_rate / g`` input samples to ``sample_rate / g`` output samples
 (``g = gcd``); a span is read from a block boundary with a margin of blocks
 on each side, which the filter's edges spoil and which is then cut off.
@@ -14,7 +14,7 @@ import math
 import soundfile as sf
 import torch
 
-from esc50_prepare import check_wav_complete, make_resampler
+from audio_io import check_wav_complete, make_resampler
 
 # Input samples read on each side of a span, at least: more than half of torchaudio's resampling
 # filter (6 zero crossings of the lower rate; 13 input samples from 44.1 to 16 kHz).

@@ -20,7 +20,7 @@
    training curves) and ``<output_folder>/summary.json``, with the seconds
    of each step.
 
-    python demo.py [--output_folder results/demo] [--lmac_epochs 12] ...
+    python demo.py [--output_folder results/demo] [--lmac_epochs 6] ...
 """
 
 import argparse
@@ -66,7 +66,7 @@ DEMO_BACKGROUND_RMS = 0.8
 
 
 def parse_args(argv):
-    """Command-line settings of the demo; the defaults fit 2 CPU cores and 10 minutes."""
+    """Command-line settings of the demo; the defaults fit 2 CPU cores and about 11 minutes."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_folder", default="results/demo")
     parser.add_argument("--data_folder", default="data/synthetic")

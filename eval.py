@@ -38,8 +38,9 @@ import soundfile as sf
 import speechbrain as sb
 import torch
 
+from audio_io import read_audio_mono
 from device_runtime import end_distributed_run, set_weight_layout
-from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets, read_audio_mono
+from esc50_prepare import LABEL_ENCODER_FILE, prepare_datasets
 from interpretation_metrics import SILENT_ENERGY_SHARE, TRUST_METRICS, load_event_table
 from interpreter_brain import COLLAPSE_SILENT_SHARE, write_per_class
 from listening_report import write_report

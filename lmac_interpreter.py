@@ -25,8 +25,8 @@ from speechbrain.inference.interfaces import Pretrained
 
 from tqdm import tqdm
 
+from audio_io import peak_normalize
 from audio_stream import ResampledAudio
-from esc50_prepare import peak_normalize
 from features import spectral_features
 from figures import save_spectrogram_figure
 from mask_methods import LMACMask

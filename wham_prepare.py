@@ -18,7 +18,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from esc50_prepare import download_dataset, read_audio_mono
+from audio_io import read_audio_mono
+from esc50_prepare import download_dataset
 
 logger = logging.getLogger(__name__)
 

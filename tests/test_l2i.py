@@ -17,8 +17,8 @@ import recipe_setup
 import train_l2i
 import train_lmac
 import train_nmf
+from audio_io import peak_normalize, read_audio_mono
 from conftest import tiny_run_flags
-from esc50_prepare import peak_normalize, read_audio_mono
 from features import spectral_features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

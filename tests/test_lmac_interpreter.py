@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from audio_io import peak_normalize, read_audio_mono
 from audio_stream import ResampledAudio
-from esc50_prepare import peak_normalize, read_audio_mono
 from features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, spectral_features
 from lmac_interpreter import LMACInterpreter, output_names, stitch_masks
 from mask_methods import MaskMethod
