@@ -257,15 +257,14 @@ def evaluate_test_fold(hparams, run_opts, datasets, method, events=None, mask_re
     return stats
 
 
-def build_methods(hparams, names):
-    """Each named method's ``MaskMethod``, built once on the run's models (loading its own weights, if any).
+def build_method(hparams, name):
+    """The ``MaskMethod`` named ``name``, built on the run's models (loading its own weights, if any)."""
+    return MASK_METHODS[name].from_hparams(hparams, hparams["modules"])
 
-    Returns
-    -------
-    dict of str to MaskMethod
-        In the order of ``names``.
-    """
-    return {name: MASK_METHODS[name].from_hparams(hparams, hparams["modules"]) for name in names}
+
+def build_methods(hparams, names):
+    """``build_method`` of each of ``names``, once each: a dict of str to ``MaskMethod``, in their order."""
+    return {name: build_method(hparams, name) for name in names}
 
 
 def make_brain(hparams, run_opts, method, noise_stream=None, events=None, mask_reference=None):
@@ -515,8 +514,7 @@ def main(argv):
     if hparams["single_sample"] is not None or hparams["interpret_folder"] is not None:
         paths = [hparams["single_sample"]] if hparams["single_sample"] else audio_files(hparams["interpret_folder"])
         load_classifier(hparams)
-        method = build_methods(hparams, names[:1])[names[0]]
-        return interpret_files(hparams, run_opts, paths, method)
+        return interpret_files(hparams, run_opts, paths, build_method(hparams, names[0]))
     datasets, label_encoder = prepare_datasets(hparams)
     note_class_count(hparams, label_encoder)
     load_classifier(hparams)
@@ -527,8 +525,7 @@ def main(argv):
         methods = build_methods(hparams, dict.fromkeys([*names, *REFERENCE_ROWS]))
         compare_methods(hparams, run_opts, datasets, methods, events, mask_reference)
     else:
-        method = build_methods(hparams, names[:1])[names[0]]
-        evaluate_test_fold(hparams, run_opts, datasets, method, events, mask_reference)
+        evaluate_test_fold(hparams, run_opts, datasets, build_method(hparams, names[0]), events, mask_reference)
     end_distributed_run()
     return []
 

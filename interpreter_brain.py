@@ -310,8 +310,7 @@ class InterpreterBrain(CudaFedBrain):
         self.stage_classes = {}
         self.stage_profiles = {"mask": [], "event": [], "classes": []}
         self.stage_values = {}
-        self.interpretations_saved = 0
-        self.saved_per_class = collections.Counter()
+        self.saved_per_class = collections.Counter()  # the stage's saved interpretations, per true class
         self.randomisation_recorded = 0
 
     def record_scores(self, scores, classes):
@@ -393,7 +392,7 @@ class InterpreterBrain(CudaFedBrain):
 
     def should_save_interpretations(self, stage, epoch):
         """True in TEST, and in VALID every ``interpret_period`` epochs, until enough clips are saved."""
-        if self.interpretations_saved >= self.hparams.interpretations_per_stage:
+        if self.saved_per_class.total() >= self.hparams.interpretations_per_stage:
             return False
         if stage == sb.Stage.TEST:
             return True
@@ -461,11 +460,10 @@ class InterpreterBrain(CudaFedBrain):
         per_class = math.ceil(self.hparams.interpretations_per_stage / self.hparams.data_classes)
         chosen = []
         for position, label in enumerate(labels.tolist()):
-            if self.interpretations_saved >= self.hparams.interpretations_per_stage:
+            if self.saved_per_class.total() >= self.hparams.interpretations_per_stage:
                 break
             if self.saved_per_class[label] < per_class:
                 self.saved_per_class[label] += 1
-                self.interpretations_saved += 1
                 chosen.append(position)
         return chosen
 

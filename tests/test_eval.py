@@ -355,7 +355,7 @@ def test_the_exported_interpreter_gives_the_runs_masks_and_probabilities(trained
         hparams = load_hyperpyyaml(file, overrides)
     datasets, label_encoder = prepare_datasets(hparams)
     lmac_eval.load_classifier(hparams)
-    brain = lmac_eval.make_brain(hparams, {"device": "cpu"}, lmac_eval.build_methods(hparams, ["lmac"])["lmac"])
+    brain = lmac_eval.make_brain(hparams, {"device": "cpu"}, lmac_eval.build_method(hparams, "lmac"))
     brain.modules.eval()
     batch = next(iter(sb.dataio.dataloader.make_dataloader(datasets["test"], batch_size=2)))
     with torch.no_grad():
@@ -402,7 +402,7 @@ def test_an_exported_interpreter_gives_the_mask_of_the_runs_own(trained, interpr
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     lmac_eval.load_classifier(hparams)
-    runs_own = lmac_eval.make_file_interpreter(hparams, {"device": "cpu"}, lmac_eval.build_methods(hparams, ["lmac"])["lmac"])
+    runs_own = lmac_eval.make_file_interpreter(hparams, {"device": "cpu"}, lmac_eval.build_method(hparams, "lmac"))
     path = str(interpreted["folder"] / "stereo48k.wav")
     assert torch.allclose(exported["interpreter"].interpret_file(path).mask, runs_own.interpret_file(path).mask, atol=1e-5)
 
