@@ -47,7 +47,6 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from cnn14_family import decode_any_length
 from device_runtime import set_weight_layout
 from esc50_prepare import prepare_datasets
 from lmac_interpreter import LMACInterpreter
@@ -140,11 +139,11 @@ def _floor_times(brain, batch, train):
     with torch.no_grad():
         output = brain.compute_forward(batch, sb.Stage.TEST)
     features = output.features
-    seconds, (logits, feature_maps) = timed(lambda: _no_grad(brain.classify, features.mel_input))
+    seconds, (logits, feature_maps) = timed(lambda: _no_grad(brain.classify, features.classifier_input))
     num_frames = features.log_mag.shape[1]
 
     def decoder_pass():
-        mask = torch.sigmoid(decode_any_length(brain.modules.psi, feature_maps, num_frames))
+        mask = torch.sigmoid(brain.modules.psi(feature_maps, num_frames))
         if train:
             mask.sum().backward()
         return mask.detach()
@@ -152,13 +151,13 @@ def _floor_times(brain, batch, train):
     decoder_seconds, mask = timed(decoder_pass if train else lambda: _no_grad(decoder_pass))
     reference = brain.mask_reference.fill(crop_frames(features.log_mag, mask.shape[1]))
     masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag, reference)
-    mel_inputs = [brain.mel_input_from_log_mag(part).detach() for part in (masked_in, masked_out)]
+    inputs = [brain.input_from_log_mag(part).detach() for part in (masked_in, masked_out)]
     reads_empty = brain.needs_empty_logits(sb.Stage.TRAIN if train else sb.Stage.TEST)
 
     def masked_passes():
-        for mel_input in mel_inputs:
-            mel_input.requires_grad_(train)
-            logits_masked, _ = brain.classify(mel_input)
+        for masked_input in inputs:
+            masked_input.requires_grad_(train)
+            logits_masked, _ = brain.classify(masked_input)
             if train:
                 logits_masked.sum().backward()
 

@@ -11,7 +11,7 @@ so it matches a scaled classifier as it is.
 import math
 
 import torch
-from speechbrain.lobes.models.Cnn14 import Cnn14, ConvBlock, init_bn
+from speechbrain.lobes.models.Cnn14 import CNN14PSI_stft, Cnn14, ConvBlock, init_bn
 
 CNN14_CHANNELS = (64, 128, 256, 512, 1024, 2048)
 # Facts of CNN14PSI_stft on CNN14 feature maps: the deepest two maps have
@@ -145,3 +145,31 @@ def decode_any_length(decoder, feature_maps, num_frames):
     torch.Size([1, 500, 513])
     """
     return decoder(fit_feature_maps(feature_maps, num_frames))[:, 0, :num_frames]
+
+
+class CNN14Decoder(CNN14PSI_stft):
+    """SpeechBrain's ``CNN14PSI_stft`` (the published L-MAC decoder) for any clip length.
+
+    Same layers and state dict as ``CNN14PSI_stft(dim, outdim=1)``, so its
+    published checkpoints load; ``forward`` takes the clip's frame count, as
+    every L-MAC decoder here does (``decode_any_length``).
+
+    Arguments
+    ---------
+    dim : int
+        CNN14's embedding width (``emb_dim``).
+
+    Example
+    -------
+    >>> model = ScaledCnn14(mel_bins=80, width=1 / 16)
+    >>> _, feature_maps = model(torch.rand(1, 300, 80))
+    >>> CNN14Decoder(dim=model.emb_dim)(feature_maps, 300).shape
+    torch.Size([1, 300, 513])
+    """
+
+    def __init__(self, dim):
+        super().__init__(dim=dim, outdim=1)
+
+    def forward(self, feature_maps, num_frames):
+        """Mask logits ``[batch, num_frames, freq]`` from CNN14's four feature maps, deepest first."""
+        return decode_any_length(super().forward, feature_maps, num_frames)

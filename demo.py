@@ -16,7 +16,11 @@
 7. learns an NMF dictionary, trains the L2I baseline (``l2i/``) and compares
    L-MAC with L2I and the gradient baselines on the clean test fold
    (``eval.py --compare``, ``lmac/eval/comparison_clean.md``);
-8. writes ``report.html`` (the clean test fold, linking every model's
+8. interprets a classifier of a second family (``--second_family``,
+   SpeechBrain's 2-D conv encoder by default) on the same data: trains it,
+   trains L-MAC on it and compares every method that applies to it
+   (``<family>/lmac/eval/comparison_clean.md``);
+9. writes ``report.html`` (the clean test fold, linking every model's
    training curves) and ``<output_folder>/summary.json``, with the seconds
    of each step.
 
@@ -93,36 +97,70 @@ def parse_args(argv):
     parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--background_rms", type=float, default=DEMO_BACKGROUND_RMS, help="events at a lower SNR")
+    parser.add_argument("--second_family", default="conv2d", help="another classifier family to interpret ('' for none)")
+    parser.add_argument("--second_width", type=float, default=1 / 8, help="the second family's width")
+    parser.add_argument("--second_classifier_epochs", type=int, default=10)
+    parser.add_argument("--second_lmac_epochs", type=int, default=6)
     return parser.parse_args(argv)
 
 
-def train_the_classifier(args, data):
-    """Trains the small classifier; returns its test accuracy and the exported checkpoint paths."""
-    output_folder = os.path.join(args.output_folder, "classifier")
+def train_the_classifier(args, data, family_flags=None, folder="", epochs=None):
+    """Trains the small classifier (CNN14 at ``width``, or the family and width of ``family_flags``) under
+    ``<output_folder>/<folder>``; returns its test accuracy and the exported checkpoint paths."""
+    output_folder = os.path.join(args.output_folder, folder, "classifier")
     brain = train_classifier.main([
         CLASSIFIER_HPARAMS,
         "--data_folder", data["esc50_folder"],
         "--output_folder", output_folder,
-        "--width", str(args.width),
         "--n_classes", str(args.n_classes),
-        "--number_of_epochs", str(args.classifier_epochs),
+        "--number_of_epochs", str(args.classifier_epochs if epochs is None else epochs),
         "--batch_size", str(args.batch_size),
         "--num_workers", str(args.num_workers),
         "--noise_num_workers", str(args.num_workers),
         "--add_wham_noise", "True",
         "--wham_folder", data["wham_folder"],
         "--seed", str(args.seed),
+        *(family_flags or ["--width", str(args.width)]),
     ])  # fmt: skip
     export = os.path.join(output_folder, "export")
     return brain.test_stats["acc"], export
 
 
-def interpreter_flags(args, data, export, recipe):
-    """Command-line flags of an interpreter recipe (``lmac`` or ``l2i``) on the demo's classifier."""
+def interpret_second_family(args, data):
+    """Trains a classifier of ``second_family`` and L-MAC on it, then compares every method that applies to it.
+
+    Returns
+    -------
+    dict
+        ``classifier_acc`` and ``comparison`` (``eval.compare_methods``' table).
+    comparison_path : str
+        Its markdown table.
+    """
+    family = args.second_family
+    family_flags = ["--classifier_family", family, "--width", str(args.second_width)]
+    classifier_acc, export = train_the_classifier(args, data, family_flags, family, args.second_classifier_epochs)
+    flags = [*interpreter_flags(args, data, export, os.path.join(family, "lmac"), family_flags), "--lr", str(args.lmac_lr)]
+    train_lmac.main([
+        LMAC_HPARAMS, *flags, "--number_of_epochs", str(args.second_lmac_epochs),
+        "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
+    ])  # fmt: skip
+    lmac_eval.main([
+        LMAC_HPARAMS, *flags, "--compare", "all",
+        "--ig_steps", str(args.ig_steps), "--smoothgrad_samples", str(args.smoothgrad_samples),
+    ])  # fmt: skip
+    folder = os.path.join(args.output_folder, family, "lmac", "eval")
+    with open(os.path.join(folder, "comparison_clean.json"), encoding="utf-8") as file:
+        table = json.load(file)["methods"]
+    return {"classifier_acc": classifier_acc, "comparison": table}, os.path.join(folder, "comparison_clean.md")
+
+
+def interpreter_flags(args, data, export, recipe, family_flags=None):
+    """Command-line flags of an interpreter recipe (``lmac`` or ``l2i``) on the demo's CNN14 classifier, or on the
+    classifier of ``family_flags`` (``--classifier_family`` and ``--width``)."""
     return [
         "--data_folder", data["esc50_folder"],
         "--output_folder", os.path.join(args.output_folder, recipe),
-        "--width", str(args.width),
+        *(family_flags or ["--width", str(args.width)]),
         "--n_classes", str(args.n_classes),
         "--embedding_model_path", os.path.join(export, "embedding_model.ckpt"),
         "--classifier_model_path", os.path.join(export, "classifier.ckpt"),
@@ -287,8 +325,8 @@ def reference_scores(brain, dataset, events, batch_size, seed):
 def trivial_mask_fidelity(brain, output, mask):
     """AD, AI, FF, Fid-In and SPS of ``mask`` ``[batch, frames, freq]`` on the batch of ``output``."""
     log_mag = output.features.log_mag[:, : mask.shape[1]]
-    logits_in, _ = brain.classify(brain.mel_input_from_log_mag(mask * log_mag))
-    logits_out, _ = brain.classify(brain.mel_input_from_log_mag((1 - mask) * log_mag))
+    logits_in, _ = brain.classify(brain.input_from_log_mag(mask * log_mag))
+    logits_out, _ = brain.classify(brain.input_from_log_mag((1 - mask) * log_mag))
     fidelity = fidelity_scores(output.logits, logits_in, logits_out)
     return {name: fidelity[name] for name in ("AD", "AI", "FF", "fid_in")} | {"SPS": sparseness(mask)}
 
@@ -353,12 +391,18 @@ def main(argv=None):
         noisy = noisy_evaluations(data, {"base": flags, "finetuned": finetuned})
     with timer("l2i_and_comparison"):
         table, comparison_path = compare_interpreters(args, data, export, flags)
+    second = None
+    if args.second_family:
+        with timer("second_family"):
+            second, second_path = interpret_second_family(args, data)
     folder = brain.hparams.interpretations_folder
     report = lmac_eval.report_test_interpretations(
         folder, summary, "L-MAC demo: clean test fold", lmac_eval.class_names_of(vars(brain.hparams)),
         links=training_curve_links(args, folder),
     )  # fmt: skip
     summary.update(noisy)
+    if second is not None:
+        summary["second_family"] = {"family": args.second_family, **second}
     summary["step_seconds"] = timer.seconds
     summary["wall_time_s"] = time.time() - start
     summary["peak_memory_mb"] = peak_memory_mb()
@@ -370,6 +414,11 @@ def main(argv=None):
     logger.info("Demo summary (clean test fold), also in %s:\n%s", os.path.join(args.output_folder, "summary.json"), summary_table(summary))
     logger.info("Base and fine-tuned L-MAC with noise mixed in:\n%s", finetuning_table(noisy))
     logger.info("Interpretation methods on the clean test fold, also in %s:\n%s", comparison_path, lmac_eval.comparison_markdown(table))
+    if second is not None:
+        logger.info(
+            "Interpretation methods of the %s classifier (test accuracy %.3f), also in %s:\n%s", args.second_family,
+            second["classifier_acc"], second_path, lmac_eval.comparison_markdown(second["comparison"]),
+        )  # fmt: skip
     return summary
 
 

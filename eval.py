@@ -194,7 +194,8 @@ def validate_eval_hparams(hparams):
 
 
 def methods_of(hparams):
-    """The interpretation methods of the run: ``compare`` (a list, ``a,b,c`` or ``all``) or ``[int_method]``.
+    """The interpretation methods of the run: ``compare`` (a list, ``a,b,c`` or ``all``: every method that
+    applies to the classifier's family) or ``[int_method]``.
 
     Raises
     ------
@@ -204,7 +205,7 @@ def methods_of(hparams):
     compare = hparams["compare"]
     methods = [hparams["int_method"]] if not compare else compare
     if methods == "all":
-        return list(METHODS)
+        return [name for name in METHODS if MASK_METHODS[name].applies_to(hparams)]
     if isinstance(methods, str):
         methods = [name.strip() for name in methods.split(",") if name.strip()]
     unknown = [name for name in methods if name not in METHODS]

@@ -33,7 +33,10 @@ logger = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 INTERPRETER_HPARAMS = os.path.join(HERE, "hparams", "lmac_interpreter.yaml")
 # The settings of the run that the exported hyperparams.yaml carries.
-RUN_SETTINGS = ("sample_rate", "signal_length_s", "n_fft", "hop_length", "win_length", "n_mels", "width", "n_classes", "batch_size")
+RUN_SETTINGS = (
+    "sample_rate", "signal_length_s", "n_fft", "hop_length", "win_length", "n_mels", "width", "classifier_family", "n_classes",
+    "batch_size",
+)  # fmt: skip
 EXPORTED_WEIGHTS = {"embedding_model": "embedding_model", "classifier": "classifier", "psi": "psi_model"}
 EXPORT_HEADER = (
     "# An exported L-MAC interpreter: LMACInterpreter.from_hparams(source=<this folder>, savedir=...).\n"
@@ -45,13 +48,16 @@ def inference_hparams_text(hparams):
     """``hparams/lmac_interpreter.yaml`` resolved with each of ``RUN_SETTINGS`` set to its value in ``hparams``.
 
     Resolved as SpeechBrain saves an experiment's ``hyperparams.yaml``: the
-    shared block it includes is written out, so the text stands alone. Its
-    whole-line comments are left out (resolving moves them out of place).
+    STFT block it includes is written out; the classifier family is named
+    (``classifier_family``), and its block is read from the recipe's
+    ``hparams/blocks`` when the export loads. Its whole-line comments are
+    left out (resolving moves them out of place).
 
     Example
     -------
-    >>> text = inference_hparams_text({key: 7 for key in RUN_SETTINGS} | {"width": 0.0625})
-    >>> "width: 0.0625" in text and "n_classes: 7" in text and "!include" not in text
+    >>> settings = {key: 7 for key in RUN_SETTINGS} | {"width": 0.0625, "classifier_family": "conv2d"}
+    >>> text = inference_hparams_text(settings)
+    >>> "width: 0.0625" in text and "classifier_family: conv2d" in text and "!include" not in text
     True
     """
     settings = {key: hparams[key] for key in RUN_SETTINGS}

@@ -10,7 +10,8 @@ numbers are SpeechBrain's. The buffers are not persistent: they are
 constants of the settings, so checkpoints neither hold nor need them.
 
 ``spectral_features`` computes the features every model here reads: the
-STFT, ``L = log1p|STFT|`` and the classifier input ``log1p(Mel(expm1(L)))``.
+STFT, ``L = log1p|STFT|`` and the classifier's input, a function of ``L``
+(``LogMelInput``: ``log1p(Mel(expm1(L)))``; ``LogMagnitudeInput``: ``L``).
 """
 
 import dataclasses
@@ -121,22 +122,86 @@ class DeviceFilterbank(Filterbank):
         return self._amplitude_to_DB(fbanks) if self.log_mel else fbanks
 
 
+class LogMelInput(torch.nn.Module):
+    """A classifier input on mel bands: ``log1p(Mel(expm1(L)))`` of a ``log1p`` magnitude ``L`` (CNN14, ECAPA-TDNN).
+
+    Arguments
+    ---------
+    compute_fbank : DeviceFilterbank
+        With ``log_mel=False``; applied to the magnitude.
+
+    Example
+    -------
+    >>> to_input = LogMelInput(DeviceFilterbank(n_mels=8, n_fft=64, log_mel=False))
+    >>> to_input(torch.rand(2, 5, 33)).shape, to_input.to_linear(torch.rand(2, 5, 8)).shape
+    (torch.Size([2, 5, 8]), torch.Size([2, 5, 33]))
+    """
+
+    def __init__(self, compute_fbank):
+        super().__init__()
+        self.compute_fbank = compute_fbank
+
+    def forward(self, log_mag):
+        """``[batch, frames, freq]`` to ``[batch, frames, n_mels]``; differentiable with respect to ``log_mag``."""
+        return torch.log1p(self.compute_fbank(torch.expm1(log_mag)))
+
+    def to_linear(self, attribution):
+        """An attribution over the input ``[batch, frames, n_mels]`` on the STFT grid ``[batch, frames, freq]``:
+        each bin takes the filterbank-weighted mean of the bands covering it (``mel_to_linear``)."""
+        return mel_to_linear(attribution, self.compute_fbank.fbank_matrix.to(attribution.dtype))
+
+
+class LogMagnitudeInput(torch.nn.Module):
+    """A classifier input on the linear STFT: ``L = log1p|STFT|`` itself (SpeechBrain's ``Conv2dEncoder_v2``).
+
+    Example
+    -------
+    >>> log_mag = torch.rand(1, 3, 5)
+    >>> torch.equal(LogMagnitudeInput()(log_mag), log_mag)
+    True
+    """
+
+    def forward(self, log_mag):
+        """``[batch, frames, freq]``, unchanged."""
+        return log_mag
+
+    def to_linear(self, attribution):
+        """An attribution over the input is already on the STFT grid ``[batch, frames, freq]``."""
+        return attribution
+
+
+def mel_to_linear(attribution, fbank_matrix):
+    """Maps ``[batch, frames, n_mels]`` to ``[batch, frames, freq]``: the filterbank-weighted mean per bin.
+
+    ``fbank_matrix`` is ``[freq, n_mels]``; a bin no mel band covers gets 0.
+
+    Example
+    -------
+    >>> weights = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])
+    >>> mel_to_linear(torch.tensor([[[2.0, 4.0]]]), weights)
+    tensor([[[2., 3., 0.]]])
+    """
+    coverage = fbank_matrix.sum(dim=1)  # [freq]
+    share = fbank_matrix / coverage.clamp_min(torch.finfo(fbank_matrix.dtype).tiny)[:, None]
+    return attribution @ share.T
+
+
 @dataclasses.dataclass
 class SpectralFeatures:
     """Features of one batch, computed once and reused by losses, metrics and outputs.
 
     ``stft``: ``[batch, frames, freq, 2]``; ``log_mag``: ``log1p|STFT|``,
-    ``[batch, frames, freq]``; ``mel_input``: ``log1p(Mel(|STFT|))``,
-    ``[batch, frames, n_mels]``.
+    ``[batch, frames, freq]``; ``classifier_input``: what the classifier
+    reads, a function of ``log_mag`` (``LogMelInput``: ``[batch, frames, n_mels]``).
     """
 
     stft: torch.Tensor
     log_mag: torch.Tensor
-    mel_input: torch.Tensor
+    classifier_input: torch.Tensor
 
 
 @torch.no_grad()
-def spectral_features(wavs, compute_stft, compute_fbank):
+def spectral_features(wavs, compute_stft, classifier_input):
     """The features of the method, shared by the classifier and interpreter recipes.
 
     They are the fixed input of every model here, so no gradient flows back
@@ -147,13 +212,13 @@ def spectral_features(wavs, compute_stft, compute_fbank):
     wavs : torch.Tensor
         ``[batch, samples]``.
     compute_stft : speechbrain.processing.features.STFT
-    compute_fbank : speechbrain.processing.features.Filterbank
-        With ``log_mel=False``; applied to the magnitude.
+    classifier_input : torch.nn.Module
+        Maps ``log1p|STFT|`` to the classifier's input (``LogMelInput``, ``LogMagnitudeInput``).
 
     Returns
     -------
     SpectralFeatures
-        STFT, ``log1p|STFT|`` and ``log1p(Mel(|STFT|))``.
+        STFT, ``log1p|STFT|`` and the classifier input.
     """
     stft = compute_stft(wavs)  # [batch, frames, freq, 2]
     real, imaginary = stft.unbind(dim=-1)
@@ -161,7 +226,7 @@ def spectral_features(wavs, compute_stft, compute_fbank):
     magnitude = torch.addcmul(real.square(), imaginary, imaginary).sqrt_()  # [batch, frames, freq]
     log_mag = torch.log1p(magnitude)
     # Through log_mag, as masked inputs are: an all-ones mask then gives the classifier its input bit for bit.
-    return SpectralFeatures(stft=stft, log_mag=log_mag, mel_input=mel_input_from_log_magnitude(log_mag, compute_fbank))
+    return SpectralFeatures(stft=stft, log_mag=log_mag, classifier_input=classifier_input(log_mag))
 
 
 def stft_phase(stft):
@@ -173,14 +238,6 @@ def stft_phase(stft):
     tensor([[[1.5708, 3.1416]]])
     """
     return torch.atan2(stft[..., 1], stft[..., 0])
-
-
-def mel_input_from_log_magnitude(log_mag, compute_fbank):
-    """Classifier input ``log1p(Mel(expm1(L)))`` of a (masked) ``log1p`` magnitude ``[batch, frames, freq]``.
-
-    Returns ``[batch, frames, n_mels]``; differentiable with respect to ``log_mag``.
-    """
-    return torch.log1p(compute_fbank(torch.expm1(log_mag)))
 
 
 def stft_frame_count(signal_length_s, sample_rate, hop_length_ms):

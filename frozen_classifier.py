@@ -6,7 +6,7 @@ import torch
 
 
 class FrozenClassifier(torch.nn.Module):
-    """A classifier (CNN14 embedding + linear head) that stays frozen.
+    """A classifier (a family's embedding model + head) that stays frozen.
 
     Its weights never take gradients and it stays in eval mode even when
     ``Brain`` calls ``modules.train()``; gradients still flow through it to
@@ -15,7 +15,7 @@ class FrozenClassifier(torch.nn.Module):
     Arguments
     ---------
     embedding_model : torch.nn.Module
-        Maps ``[batch, frames, n_mels]`` to ``([batch, 1, emb_dim], feature_maps)``.
+        Maps the classifier input ``[batch, frames, bins]`` to ``([batch, 1, emb_dim], feature_maps)``.
     classifier : torch.nn.Module
         Maps ``[batch, 1, emb_dim]`` to ``[batch, 1, n_classes]``.
 
@@ -40,9 +40,9 @@ class FrozenClassifier(torch.nn.Module):
         """Ignores ``mode``: the classifier always stays in eval mode."""
         return super().train(False)
 
-    def forward(self, mel_input):
-        """Classifies ``mel_input`` ``[batch, frames, n_mels]``: logits ``[batch, n_classes]`` and feature maps."""
-        embedding, feature_maps = self.embedding_model(mel_input)
+    def forward(self, classifier_input):
+        """Classifies ``classifier_input`` ``[batch, frames, bins]``: logits ``[batch, n_classes]`` and feature maps."""
+        embedding, feature_maps = self.embedding_model(classifier_input)
         return self.classifier(embedding).squeeze(1), feature_maps
 
 

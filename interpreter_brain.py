@@ -26,7 +26,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from checkpointing import BEST_CHECKPOINT_KEY
 from device_runtime import CudaFedBrain, to_device
-from features import SpectralFeatures, mel_input_from_log_magnitude, spectral_features
+from features import SpectralFeatures, spectral_features
 from figures import save_spectrogram_figure
 from frozen_classifier import randomised_classifier
 from interpretation_metrics import (
@@ -55,7 +55,7 @@ PER_CLASS_TEST_FILE = "test_per_class.json"
 # A validation stage with at least this share of near-silent interpretations is reported as collapsed.
 COLLAPSE_SILENT_SHARE = 0.5
 # The feature modules (``features.Device*``) every interpreter brain holds next to its models.
-FEATURE_MODULES = ("compute_stft", "compute_istft", "compute_fbank")
+FEATURE_MODULES = ("compute_stft", "compute_istft", "classifier_input")
 
 
 @dataclasses.dataclass
@@ -85,7 +85,7 @@ class InterpreterBrain(CudaFedBrain):
     """Base class of interpreters of a frozen classifier.
 
     Expects these modules: ``classifier`` (a ``FrozenClassifier``),
-    ``compute_stft``, ``compute_istft`` and ``compute_fbank`` (the
+    ``compute_stft``, ``compute_istft`` and ``classifier_input`` (the
     ``features`` module's, so that their constants live on the device) and
     the interpreter's own; these hparams: ``epoch_counter``,
     ``lr_annealing``, ``train_logger``, ``interpret_period``,
@@ -155,16 +155,17 @@ class InterpreterBrain(CudaFedBrain):
             )
 
     def compute_features(self, wavs):
-        """STFT, ``log1p`` magnitude and ``log1p``-mel classifier input of ``wavs`` ``[batch, samples]``."""
-        return spectral_features(wavs, self.modules.compute_stft, self.modules.compute_fbank)
+        """STFT, ``log1p`` magnitude and classifier input of ``wavs`` ``[batch, samples]``."""
+        return spectral_features(wavs, self.modules.compute_stft, self.modules.classifier_input)
 
-    def mel_input_from_log_mag(self, log_mag):
-        """Classifier input ``log1p(Mel(expm1(L)))`` for a (masked) ``log1p`` magnitude ``[batch, frames, freq]``."""
-        return mel_input_from_log_magnitude(log_mag, self.modules.compute_fbank)
+    def input_from_log_mag(self, log_mag):
+        """The classifier family's input (CNN14: ``log1p(Mel(expm1(L)))``) of a (masked) ``log1p`` magnitude
+        ``[batch, frames, freq]``."""
+        return self.modules.classifier_input(log_mag)
 
-    def classify(self, mel_input):
+    def classify(self, classifier_input):
         """Logits ``[batch, n_classes]`` and feature maps of the frozen classifier."""
-        return self.modules.classifier(mel_input)
+        return self.modules.classifier(classifier_input)
 
     def classify_batch(self, batch):
         """The interpreted input, its features and the frozen classifier's answer on it.
@@ -183,7 +184,7 @@ class InterpreterBrain(CudaFedBrain):
         wavs = self.add_noise(clean)
         features = self.compute_features(wavs)
         with torch.no_grad():
-            logits, feature_maps = self.classify(features.mel_input)
+            logits, feature_maps = self.classify(features.classifier_input)
         return wavs, clean, features, logits, feature_maps
 
     def add_noise(self, clean):
@@ -215,9 +216,9 @@ class InterpreterBrain(CudaFedBrain):
         A reference that is the same for every clip is classified once and its answer repeated.
         """
         if self.mask_reference.same_for_every_clip:
-            logits, _ = self.classify(self.mel_input_from_log_mag(reference[:1]))
+            logits, _ = self.classify(self.input_from_log_mag(reference[:1]))
             return logits.expand(reference.shape[0], -1)
-        logits, _ = self.classify(self.mel_input_from_log_mag(reference))
+        logits, _ = self.classify(self.input_from_log_mag(reference))
         return logits
 
     def masked_output(self, wavs, clean, features, logits, mask, stage):
@@ -227,8 +228,8 @@ class InterpreterBrain(CudaFedBrain):
         """
         reference = self.mask_reference.fill(crop_frames(features.log_mag, mask.shape[1]))
         masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag, reference)
-        logits_masked_in, _ = self.classify(self.mel_input_from_log_mag(masked_in))
-        logits_masked_out, _ = self.classify(self.mel_input_from_log_mag(masked_out))
+        logits_masked_in, _ = self.classify(self.input_from_log_mag(masked_in))
+        logits_masked_out, _ = self.classify(self.input_from_log_mag(masked_out))
         logits_empty = self.classify_empty(reference) if self.needs_empty_logits(stage) else None
         return MaskedOutput(
             wavs, clean, features, logits, mask, masked_in, logits_masked_in, logits_masked_out, logits_empty
@@ -294,7 +295,7 @@ class InterpreterBrain(CudaFedBrain):
         classifier, method = self.randomised
         features = _rows(output.features, slice(count))
         with torch.no_grad():
-            _, feature_maps = classifier(features.mel_input)
+            _, feature_maps = classifier(features.classifier_input)
         mask = method.mask(features, output.logits[:count], feature_maps)
         similarity = spearman_similarity(output.mask[:count], mask)
         self.record_scores({"randomisation_similarity": similarity}, labels[:count])

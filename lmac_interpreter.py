@@ -144,7 +144,7 @@ class LMACInterpreter(Pretrained):
         Name of each class index; by default from ``hparams["label_encoder"]``, else ``class_<i>``.
     """
 
-    MODULES_NEEDED = ["compute_stft", "compute_istft", "compute_fbank", "classifier", "psi"]
+    MODULES_NEEDED = ["compute_stft", "compute_istft", "classifier_input", "classifier", "psi"]
     HPARAMS_NEEDED = ["sample_rate", "signal_length_s", "batch_size", "n_classes"]
 
     def __init__(self, *args, mask_method=None, class_names=None, **kwargs):
@@ -183,8 +183,8 @@ class LMACInterpreter(Pretrained):
         """
         method = self.mask_method if self.mask_method is not None else LMACMask(self.mods.psi)
         with torch.no_grad(), self.inference_ctx:
-            features = spectral_features(wavs.to(self.device), self.mods.compute_stft, self.mods.compute_fbank)
-            logits, feature_maps = self.mods.classifier(features.mel_input)
+            features = spectral_features(wavs.to(self.device), self.mods.compute_stft, self.mods.classifier_input)
+            logits, feature_maps = self.mods.classifier(features.classifier_input)
             mask = method.mask(features, logits, feature_maps)
         return features, mask.float(), torch.softmax(logits.float(), dim=1)
 
@@ -310,7 +310,7 @@ class LMACInterpreter(Pretrained):
                 stitched = stitch_masks(torch.cat(masks), hop_frames, (len(windows) - 1) * hop_frames + window_frames)
                 offset = windows[0] * hop_frames
                 segment = samples[span[0] * hop - start : segment_stop - start][None].to(self.device)
-                features = spectral_features(segment, self.mods.compute_stft, self.mods.compute_fbank)
+                features = spectral_features(segment, self.mods.compute_stft, self.mods.classifier_input)
                 mask = torch.zeros_like(features.log_mag[0])  # [span frames, freq]
                 mask[need[0] - span[0] : need[1] - span[0]] = stitched[need[0] - offset : need[1] - offset]
                 interpretation = inverted_interpretation(mask[None], features, segment.shape[1], self.mods.compute_istft)[0]

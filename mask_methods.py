@@ -7,19 +7,20 @@ from what the frozen classifier gives (``features``, ``logits``,
 exactly as L-MAC's does, so every method gets the same metrics and a
 listenable interpretation (``docs/method.md``).
 
-- ``lmac``: the trained L-MAC decoder, ``sigmoid(psi(feature_maps))``.
+- ``lmac``: the trained L-MAC decoder, ``sigmoid(psi(feature_maps, frames))``.
 - Gradient methods (captum), attributing the decision ``c = argmax logits``
-  to the ``log1p``-mel input ``[batch, frames, n_mels]``:
+  to the classifier's input ``[batch, frames, bins]`` (CNN14's: ``log1p``-mel):
   ``saliency``, ``|d logit_c / d x|``; ``smoothgrad``, the saliency averaged
   over ``smoothgrad_samples`` noisy copies (Gaussian noise,
   ``smoothgrad_noise`` times the batch's input range);
   ``integrated_gradients``, from a silent input in ``ig_steps`` steps;
-  ``gradcam``, Grad-CAM on ``gradcam_layer`` (CNN14's last convolutional
-  block by default), upsampled bilinearly. Each attribution becomes a mask
-  the same way: mel to linear (each STFT bin takes the filterbank-weighted
-  mean of the bands covering it, ``A_lin[t, f] = sum_m A[t, m] W[f, m] /
-  sum_m W[f, m]``), then its positive part divided by its largest value per
-  clip (no positive value: a zero mask).
+  ``gradcam``, Grad-CAM on the classifier family's ``gradcam_layer``,
+  upsampled to the input's grid. Each attribution becomes a mask the same
+  way: onto the STFT grid by the input's ``to_linear`` (for mel inputs each
+  STFT bin takes the filterbank-weighted mean of the bands covering it,
+  ``A_lin[t, f] = sum_m A[t, m] W[f, m] / sum_m W[f, m]``), then its
+  positive part divided by its largest value per clip (no positive value: a
+  zero mask).
 - ``empty_mask`` and ``all_ones_mask``: the reference rows of a comparison,
   a mask that removes everything and one that keeps everything.
 - ``l2i``: Listen to Interpret (Parekh et al., NeurIPS 2022), trained by
@@ -39,7 +40,8 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 
 from checkpointing import BEST_CHECKPOINT_KEY
-from cnn14_family import decode_any_length, fit_feature_maps
+from classifier_families import check_l2i_family
+from cnn14_family import fit_feature_maps
 from device_runtime import set_weight_layout
 from frozen_classifier import named_submodule
 from recipe_setup import check_l2i_folder, check_lmac_decoder, load_l2i_run, load_lmac_decoder
@@ -68,6 +70,11 @@ class MaskMethod(abc.ABC):
         """Raises before any work when ``hparams`` cannot build this method, naming the setting (nothing to check here)."""
 
     @classmethod
+    def applies_to(cls, hparams):
+        """True when the method can interpret the classifier family of ``hparams`` (``--compare all`` keeps those)."""
+        return True
+
+    @classmethod
     def results_folder(cls, eval_folder):
         """Where ``eval.py`` writes this method's results: ``<eval_folder>/<name>``."""
         return os.path.join(eval_folder, cls.name)
@@ -80,11 +87,11 @@ class MaskMethod(abc.ABC):
         ---------
         features : features.SpectralFeatures
             Of the interpreted input (``log_mag`` ``[batch, frames, freq]``,
-            ``mel_input`` ``[batch, frames, n_mels]``).
+            ``classifier_input`` ``[batch, frames, bins]``).
         logits : torch.Tensor
             ``[batch, n_classes]``: the classifier's answer; its argmax is the interpreted decision.
         feature_maps : tuple of torch.Tensor
-            CNN14's four feature maps, deepest first.
+            The feature maps the classifier family's decoder reads (CNN14: four, deepest first).
         """
 
     def on_classifier(self, classifier):
@@ -94,7 +101,12 @@ class MaskMethod(abc.ABC):
 
 
 class LMACMask(MaskMethod):
-    """The trained L-MAC decoder ``psi`` (the ``psi`` module of the Brain)."""
+    """The trained L-MAC decoder ``psi`` (the ``psi`` module of the Brain).
+
+    A decoder maps ``(feature_maps, num_frames)`` to mask logits
+    ``[batch, num_frames, freq]``: ``cnn14_family.CNN14Decoder`` (the
+    published one) or ``map_decoder.MapDecoder`` (any other family).
+    """
 
     name = "lmac"
     title = "L-MAC"
@@ -118,38 +130,7 @@ class LMACMask(MaskMethod):
         return eval_folder
 
     def mask(self, features, logits, feature_maps):
-        return torch.sigmoid(decode_any_length(self.decoder, feature_maps, features.log_mag.shape[1]))
-
-
-def filterbank_matrix(compute_fbank, num_bins, device=None):
-    """The ``[num_bins, n_mels]`` weights of a linear SpeechBrain ``Filterbank`` (``log_mel=False``).
-
-    Read off by filtering the identity, so it is the matrix the features use.
-
-    Example
-    -------
-    >>> from speechbrain.processing.features import Filterbank
-    >>> filterbank_matrix(Filterbank(n_mels=8, n_fft=64, log_mel=False), 33).shape
-    torch.Size([33, 8])
-    """
-    identity = torch.eye(num_bins, device=device)[None]  # [1, num_bins, num_bins]: one "frame" per bin
-    return compute_fbank(identity)[0]
-
-
-def mel_to_linear(attribution, fbank_matrix):
-    """Maps ``[batch, frames, n_mels]`` to ``[batch, frames, freq]``: the filterbank-weighted mean per bin.
-
-    A bin no mel band covers gets 0.
-
-    Example
-    -------
-    >>> weights = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])
-    >>> mel_to_linear(torch.tensor([[[2.0, 4.0]]]), weights)
-    tensor([[[2., 3., 0.]]])
-    """
-    coverage = fbank_matrix.sum(dim=1)  # [freq]
-    share = fbank_matrix / coverage.clamp_min(torch.finfo(fbank_matrix.dtype).tiny)[:, None]
-    return attribution @ share.T
+        return torch.sigmoid(self.decoder(feature_maps, features.log_mag.shape[1]))
 
 
 def attribution_mask(attribution):
@@ -173,42 +154,40 @@ class CaptumMask(MaskMethod):
     ---------
     classifier : torch.nn.Module
         Maps ``[batch, frames, n_mels]`` to ``(logits, ...)`` (a ``FrozenClassifier``).
-    compute_fbank : speechbrain.processing.features.Filterbank
-        The linear filterbank of the features.
+    classifier_input : torch.nn.Module
+        The classifier's input (``features.LogMelInput``, ``features.LogMagnitudeInput``): its ``to_linear``
+        puts an attribution over that input on the STFT grid.
     """
 
     forward_only = False
 
-    def __init__(self, classifier, compute_fbank):
+    def __init__(self, classifier, classifier_input):
         self.classifier = classifier
-        self.compute_fbank = compute_fbank
-        self._weights = None  # the filterbank matrix, read once
+        self.classifier_input = classifier_input
 
     @classmethod
     def from_hparams(cls, hparams, modules):
-        return cls(modules["classifier"], modules["compute_fbank"])
+        return cls(modules["classifier"], modules["classifier_input"])
 
     def on_classifier(self, classifier):
         copied = copy.copy(self)
         copied.classifier = classifier
         return copied
 
-    def logits(self, mel_input):
+    def logits(self, classifier_input):
         """The classifier's logits ``[batch, n_classes]`` alone, as captum expects."""
-        return self.classifier(mel_input)[0]
+        return self.classifier(classifier_input)[0]
 
     @abc.abstractmethod
-    def mel_attribution(self, mel_input, decision):
-        """Attribution of ``decision`` ``[batch]`` over ``mel_input`` ``[batch, frames, n_mels]``, same shape."""
+    def input_attribution(self, classifier_input, decision):
+        """Attribution of ``decision`` ``[batch]`` over ``classifier_input`` ``[batch, frames, bins]``, same shape."""
 
     def mask(self, features, logits, feature_maps=None):
         decision = logits.argmax(dim=1)
-        mel_input = features.mel_input.detach().clone().requires_grad_(True)
+        classifier_input = features.classifier_input.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            attribution = self.mel_attribution(mel_input, decision).detach()
-        if self._weights is None or self._weights.device != attribution.device:
-            self._weights = filterbank_matrix(self.compute_fbank, features.log_mag.shape[2], attribution.device)
-        return attribution_mask(mel_to_linear(attribution, self._weights))
+            attribution = self.input_attribution(classifier_input, decision).detach()
+        return attribution_mask(self.classifier_input.to_linear(attribution))
 
 
 class SaliencyMask(CaptumMask):
@@ -217,8 +196,8 @@ class SaliencyMask(CaptumMask):
     name = "saliency"
     title = "Saliency"
 
-    def mel_attribution(self, mel_input, decision):
-        return Saliency(self.logits).attribute(mel_input, target=decision, abs=True)
+    def input_attribution(self, classifier_input, decision):
+        return Saliency(self.logits).attribute(classifier_input, target=decision, abs=True)
 
 
 class SmoothGradMask(CaptumMask):
@@ -227,25 +206,25 @@ class SmoothGradMask(CaptumMask):
     name = "smoothgrad"
     title = "SmoothGrad"
 
-    def __init__(self, classifier, compute_fbank, samples=8, noise=0.15):
-        super().__init__(classifier, compute_fbank)
+    def __init__(self, classifier, classifier_input, samples=8, noise=0.15):
+        super().__init__(classifier, classifier_input)
         self.samples = samples
         self.noise = noise
 
     @classmethod
     def from_hparams(cls, hparams, modules):
-        return cls(modules["classifier"], modules["compute_fbank"], hparams["smoothgrad_samples"], hparams["smoothgrad_noise"])
+        return cls(modules["classifier"], modules["classifier_input"], hparams["smoothgrad_samples"], hparams["smoothgrad_noise"])
 
-    def mel_attribution(self, mel_input, decision):
+    def input_attribution(self, classifier_input, decision):
         # captum takes the noise's std as a Python float; the input in units of its range (a tensor, never read
         # on the host) takes noise of std ``noise``, and the gradients are scaled back.
-        spread = (mel_input.max() - mel_input.min()).clamp_min(1e-6)
+        spread = (classifier_input.max() - classifier_input.min()).clamp_min(1e-6)
 
         def logits_of_scaled(scaled_input):
             return self.logits(scaled_input * spread)
 
         attribution = NoiseTunnel(Saliency(logits_of_scaled)).attribute(
-            mel_input / spread, nt_type="smoothgrad", nt_samples=self.samples, nt_samples_batch_size=mel_input.shape[0],
+            classifier_input / spread, nt_type="smoothgrad", nt_samples=self.samples, nt_samples_batch_size=classifier_input.shape[0],
             stdevs=self.noise, target=decision, abs=True,
         )  # fmt: skip
         return attribution / spread
@@ -257,17 +236,17 @@ class IntegratedGradientsMask(CaptumMask):
     name = "integrated_gradients"
     title = "Integrated Gradients"
 
-    def __init__(self, classifier, compute_fbank, steps=32):
-        super().__init__(classifier, compute_fbank)
+    def __init__(self, classifier, classifier_input, steps=32):
+        super().__init__(classifier, classifier_input)
         self.steps = steps
 
     @classmethod
     def from_hparams(cls, hparams, modules):
-        return cls(modules["classifier"], modules["compute_fbank"], hparams["ig_steps"])
+        return cls(modules["classifier"], modules["classifier_input"], hparams["ig_steps"])
 
-    def mel_attribution(self, mel_input, decision):
+    def input_attribution(self, classifier_input, decision):
         return IntegratedGradients(self.logits).attribute(
-            mel_input, baselines=0.0, target=decision, n_steps=self.steps, internal_batch_size=mel_input.shape[0]
+            classifier_input, baselines=0.0, target=decision, n_steps=self.steps, internal_batch_size=classifier_input.shape[0]
         )
 
 
@@ -277,8 +256,8 @@ class GradCAMMask(CaptumMask):
     name = "gradcam"
     title = "Grad-CAM"
 
-    def __init__(self, classifier, compute_fbank, layer="embedding_model.conv_block6"):
-        super().__init__(classifier, compute_fbank)
+    def __init__(self, classifier, classifier_input, layer="embedding_model.conv_block6"):
+        super().__init__(classifier, classifier_input)
         self.layer_name = layer
         self.layer = named_submodule(classifier, layer, "gradcam_layer")
 
@@ -289,11 +268,30 @@ class GradCAMMask(CaptumMask):
 
     @classmethod
     def from_hparams(cls, hparams, modules):
-        return cls(modules["classifier"], modules["compute_fbank"], hparams["gradcam_layer"])
+        return cls(modules["classifier"], modules["classifier_input"], hparams["gradcam_layer"])
 
-    def mel_attribution(self, mel_input, decision):
-        cam = LayerGradCam(self.logits, self.layer).attribute(mel_input, target=decision, relu_attributions=True)
-        return LayerAttribution.interpolate(cam, tuple(mel_input.shape[1:]), interpolate_mode="bilinear")[:, 0]
+    def input_attribution(self, classifier_input, decision):
+        cam = LayerGradCam(self.logits, self.layer).attribute(classifier_input, target=decision, relu_attributions=True)
+        return cam_on_input_grid(cam, classifier_input.shape[1:])
+
+
+def cam_on_input_grid(cam, input_shape):
+    """A Grad-CAM map on the classifier input's grid ``[batch, frames, bins]``.
+
+    A 2-D map ``[batch, 1, frames', bins']`` is upsampled bilinearly; a 1-D
+    map over frames ``[batch, 1, frames']`` (ECAPA-TDNN's layers) linearly
+    over time and repeated over every bin: it says when, not where in frequency.
+
+    Example
+    -------
+    >>> cam_on_input_grid(torch.tensor([[[0.0, 2.0]]]), (4, 3))[0, :, 0]
+    tensor([0.0000, 0.5000, 1.5000, 2.0000])
+    """
+    frames, bins = input_shape
+    if cam.dim() == 3:
+        over_time = F.interpolate(cam, size=frames, mode="linear")[:, 0]  # [batch, frames]
+        return over_time[:, :, None].expand(-1, -1, bins)
+    return LayerAttribution.interpolate(cam, (frames, bins), interpolate_mode="bilinear")[:, 0]
 
 
 def fit_time(activations, steps):
@@ -407,7 +405,13 @@ class L2IMask(MaskMethod):
         return cls(psi, theta, decoder, l2i["relevance_th"])
 
     @classmethod
+    def applies_to(cls, hparams):
+        """CNN14 only: L2I's decoder reads CNN14's feature maps."""
+        return hparams["family"]["supports_l2i"]
+
+    @classmethod
     def check_settings(cls, hparams):
+        check_l2i_family(hparams)
         check_l2i_folder(hparams["l2i_folder"])
 
     def mask(self, features, logits, feature_maps):

@@ -24,7 +24,7 @@ from speechbrain.utils.train_logger import TensorboardLogger, TrainLogger
 
 from checkpointing import BEST_CHECKPOINT_KEY
 from esc50_prepare import validate_fold_lists
-from features import mel_input_from_log_magnitude, spectral_features, stft_frame_count
+from features import spectral_features, stft_frame_count
 from mask_references import check_mask_reference, make_mask_reference
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def build_mask_reference(hparams, train_set):
             yield batch.sig.data
 
     def log_magnitude(wavs):
-        return spectral_features(wavs, hparams["compute_stft"], hparams["compute_fbank"]).log_mag
+        return spectral_features(wavs, hparams["compute_stft"], hparams["classifier_input"]).log_mag
 
     return make_mask_reference(hparams["mask_reference"], training_batches(), log_magnitude)
 
@@ -245,7 +245,7 @@ def silence_decision(hparams):
     classifier = hparams["modules"]["classifier"]
     parameter = next(classifier.parameters())
     silence = torch.zeros(1, frames, hparams["n_fft"] // 2 + 1, device=parameter.device)
-    logits, _ = classifier(mel_input_from_log_magnitude(silence, hparams["compute_fbank"].to(parameter.device)))
+    logits, _ = classifier(hparams["classifier_input"].to(parameter.device)(silence))
     probability, decision = torch.softmax(logits.float(), dim=1).max(dim=1)
     return int(decision), float(probability)
 

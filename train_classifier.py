@@ -62,8 +62,8 @@ class ClassifierBrain(CudaFedBrain):
         wavs, _ = batch.sig  # [batch, samples]
         if stage == sb.Stage.TRAIN and self.noise_stream is not None:
             wavs = self.noise_stream.mix_into(wavs)
-        features = spectral_features(wavs, self.modules.compute_stft, self.modules.compute_fbank)
-        embedding, _ = self.modules.embedding_model(features.mel_input)
+        features = spectral_features(wavs, self.modules.compute_stft, self.modules.classifier_input)
+        embedding, _ = self.modules.embedding_model(features.classifier_input)
         return self.modules.classifier(embedding).squeeze(1)
 
     def compute_objectives(self, logits, batch, stage):

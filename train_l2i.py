@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from checkpointing import BEST_CHECKPOINT_KEY
+from classifier_families import check_l2i_family
 from device_runtime import end_distributed_run, set_weight_layout
 from esc50_prepare import prepare_datasets
 from features import SpectralFeatures
@@ -118,6 +119,7 @@ class L2I(InterpreterBrain):
 def main(argv):
     """Trains L2I and tests its best checkpoint; returns the brain (``last_stage_stats`` of TEST)."""
     hparams_file, hparams, run_opts, overrides = start_recipe(argv)
+    check_l2i_family(hparams)
     validate_data_hparams(hparams)
     load_nmf_dictionary(hparams)
     add_tensorboard_logger(hparams)

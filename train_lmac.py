@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Trains an L-MAC interpreter of a frozen CNN14 ESC-50 classifier.
+"""Trains an L-MAC interpreter of a frozen audio classifier (CNN14 on ESC-50 by default).
 
     python train_lmac.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 \
         --add_wham_noise True --wham_folder /data/wham_noise
@@ -315,7 +315,7 @@ class LMAC(InterpreterBrain):
         """
         with self.evaluation_ctx:
             features = self.compute_features(wavs.to(self.device))
-            logits, feature_maps = self.classify(features.mel_input)
+            logits, feature_maps = self.classify(features.classifier_input)
             mask = self.compute_mask(features, logits, feature_maps)
         masked_in, _ = masked_log_magnitudes(mask, features.log_mag)
         return masked_in.transpose(1, 2), mask.transpose(1, 2), stft_phase(features.stft), features.log_mag

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from esc50_prepare import prepare_datasets
 from features import spectral_features
+from classifier_families import check_l2i_family
 from recipe_setup import run_script, start_recipe
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def training_frames(dataset, hparams, device, generator):
     with torch.no_grad():
         for batch in tqdm(loader, desc="NMF frames", dynamic_ncols=True):
             wavs, lengths = batch.sig
-            features = spectral_features(wavs.to(device), hparams["compute_stft"], hparams["compute_fbank"])
+            features = spectral_features(wavs.to(device), hparams["compute_stft"], hparams["classifier_input"])
             for log_mag, length in zip(features.log_mag, lengths):
                 frames.append(log_mag[: max(1, int(round(length.item() * log_mag.shape[0])))])
     frames = torch.cat(frames)  # [frames, freq]
@@ -140,6 +141,7 @@ def learn_dictionary(hparams, datasets, device):
 def main(argv):
     """Prepares the data and learns the dictionary; returns the report."""
     hparams_file, hparams, run_opts, overrides = start_recipe(argv)
+    check_l2i_family(hparams)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )

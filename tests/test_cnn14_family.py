@@ -7,7 +7,7 @@ from speechbrain.processing.features import STFT
 
 from cnn14_family import ScaledCnn14, cnn14_embedding_model, decode_any_length
 from device_runtime import set_weight_layout
-from features import DeviceFilterbank, DeviceISTFT, DeviceSTFT
+from features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, LogMelInput
 from interpreter_brain import InterpreterBrain
 
 HOP_MS, WIN_MS = 11.6099, 23.2199
@@ -76,13 +76,13 @@ def test_interpretations_keep_the_input_length(tiny_models, seconds):
     feature_modules = {
         "compute_stft": DeviceSTFT(sample_rate=16000, hop_length=HOP_MS, win_length=WIN_MS, n_fft=1024),
         "compute_istft": DeviceISTFT(sample_rate=16000, hop_length=HOP_MS, win_length=WIN_MS, n_fft=1024),
-        "compute_fbank": DeviceFilterbank(n_mels=80, n_fft=1024, sample_rate=16000, log_mel=False),
+        "classifier_input": LogMelInput(DeviceFilterbank(n_mels=80, n_fft=1024, sample_rate=16000, log_mel=False)),
     }
     brain = InterpreterBrain(modules=feature_modules, run_opts={"device": "cpu"})
     wavs = torch.randn(2, int(seconds * 16000))
     features = brain.compute_features(wavs)
     with torch.no_grad():
-        _, feature_maps = model(features.mel_input)
+        _, feature_maps = model(features.classifier_input)
         mask = torch.sigmoid(decode_any_length(decoder, feature_maps, features.log_mag.shape[1]))
     waveform = brain.interpretation_waveform(mask, features, wavs.shape[1])
     assert waveform.shape == wavs.shape and torch.isfinite(waveform).all()

@@ -58,6 +58,9 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
         "--lmac_epochs", "1",
         "--finetuning_epochs", "1",
         "--l2i_epochs", "1",
+        "--second_width", "0.0625",
+        "--second_classifier_epochs", "1",
+        "--second_lmac_epochs", "1",
         "--nmf_components", "8",
         "--batch_size", "2",
         "--num_workers", "0",
@@ -73,6 +76,7 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
             assert all(math.isfinite(value) for value in written[domain][run].values()), (domain, run)
     assert set(written["step_seconds"]) == {
         "data", "classifier", "lmac", "lmac_test_and_export", "finetuning", "noisy_evaluations", "l2i_and_comparison",
+        "second_family",
     }  # fmt: skip
     assert sum(written["step_seconds"].values()) <= written["wall_time_s"]
     finetuned_log = (tmp_path / "demo" / "lmac_finetuned" / "train_log.txt").read_text()
@@ -97,3 +101,9 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
     assert list(table) == list(demo.lmac_eval.METHODS)
     assert table["empty_mask"]["energy_kept"] == 0.0 and table["all_ones_mask"]["energy_kept"] == 1.0
     assert all(math.isfinite(table[method]["localization"]) for method in table)
+    second = written["second_family"]
+    assert second["family"] == "conv2d" and 0 <= second["classifier_acc"] <= 1
+    assert list(second["comparison"]) == [method for method in demo.lmac_eval.METHODS if method != "l2i"]
+    assert (tmp_path / "demo" / "conv2d" / "lmac" / "eval" / "comparison_clean.md").is_file()
+    conv2d_log = (tmp_path / "demo" / "conv2d" / "classifier" / "hyperparams.yaml").read_text()
+    assert "classifier_family: conv2d" in conv2d_log

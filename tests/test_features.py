@@ -82,12 +82,12 @@ def test_the_filterbank_matrix_is_built_once_over_training_and_evaluation_steps(
 
 def test_feature_constants_move_with_the_brains_modules_and_stay_out_of_checkpoints(tiny_lmac):
     brain, _, hparams = tiny_lmac
-    for name in ("compute_stft", "compute_istft", "compute_fbank"):
+    for name in ("compute_stft", "compute_istft", "classifier_input"):
         assert brain.modules[name] is hparams[name]
         assert brain.modules[name].state_dict() == {}, "constants of the settings, not checkpointed state"
     brain.modules.double()
     assert hparams["compute_stft"].window.dtype == torch.float64
     assert hparams["compute_istft"].window.dtype == torch.float64
-    assert hparams["compute_fbank"].fbank_matrix.dtype == torch.float64
-    features = spectral_features(torch.randn(1, 16000, dtype=torch.float64), hparams["compute_stft"], hparams["compute_fbank"])
-    assert features.mel_input.dtype == torch.float64
+    assert hparams["classifier_input"].compute_fbank.fbank_matrix.dtype == torch.float64
+    features = spectral_features(torch.randn(1, 16000, dtype=torch.float64), hparams["compute_stft"], hparams["classifier_input"])
+    assert features.classifier_input.dtype == torch.float64

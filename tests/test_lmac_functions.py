@@ -165,7 +165,7 @@ def hand_made_output(seed=9, batch=3, classes=4):
     output = MaskedOutput(
         wavs=torch.zeros(batch, 16),
         clean_wavs=torch.zeros(batch, 16),  # noise was added: the clean log-magnitude is ``clean``
-        features=SpectralFeatures(stft=torch.zeros(batch, 8, 5, 2), log_mag=log_mag, mel_input=torch.zeros(batch, 8, 3)),
+        features=SpectralFeatures(stft=torch.zeros(batch, 8, 5, 2), log_mag=log_mag, classifier_input=torch.zeros(batch, 8, 3)),
         logits=torch.randn(batch, classes, generator=generator),
         mask=mask,
         log_mag_masked_in=mask * log_mag[:, :7],
@@ -229,23 +229,24 @@ def test_features_match_their_definition_and_an_all_ones_mask_gives_the_input_ba
     from speechbrain.lobes.models.Cnn14 import Cnn14
     from speechbrain.processing.features import STFT, Filterbank
 
-    from features import mel_input_from_log_magnitude, spectral_features
+    from features import DeviceFilterbank, LogMelInput, spectral_features
     from frozen_classifier import FrozenClassifier
 
     torch.manual_seed(0)
     compute_stft = STFT(sample_rate=16000, n_fft=1024, hop_length=11.6099, win_length=23.2199)
     compute_fbank = Filterbank(n_mels=80, n_fft=1024, log_mel=False)
+    to_input = LogMelInput(DeviceFilterbank(n_mels=80, n_fft=1024, log_mel=False))
     wavs = torch.randn(3, 16000)
-    features = spectral_features(wavs, compute_stft, compute_fbank)
+    features = spectral_features(wavs, compute_stft, to_input)
     magnitude = torch.view_as_complex(compute_stft(wavs)).abs()
     torch.testing.assert_close(features.log_mag, torch.log1p(magnitude), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(features.mel_input, torch.log1p(compute_fbank(magnitude)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(features.classifier_input, torch.log1p(compute_fbank(magnitude)), rtol=1e-5, atol=1e-6)
     masked_in = torch.ones_like(features.log_mag) * features.log_mag
-    assert torch.equal(mel_input_from_log_magnitude(masked_in, compute_fbank), features.mel_input)
+    assert torch.equal(to_input(masked_in), features.classifier_input)
     classifier = FrozenClassifier(Cnn14(mel_bins=80, emb_dim=16, return_reps=True), torch.nn.Linear(16, 4))
     with torch.no_grad():
-        logits, _ = classifier(features.mel_input)
-        logits_all_ones, _ = classifier(mel_input_from_log_magnitude(masked_in, compute_fbank))
+        logits, _ = classifier(features.classifier_input)
+        logits_all_ones, _ = classifier(to_input(masked_in))
     assert torch.equal(logits, logits_all_ones)
     scores = fidelity_scores(logits, logits_all_ones, logits)
     assert scores["AD"].eq(0).all() and scores["AI"].eq(0).all()

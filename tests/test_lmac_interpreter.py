@@ -10,7 +10,7 @@ import torch
 
 from audio_io import peak_normalize, read_audio_mono
 from audio_stream import ResampledAudio
-from features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, spectral_features
+from features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, LogMelInput, spectral_features
 from lmac_interpreter import LMACInterpreter, output_names, stitch_masks
 from mask_methods import MaskMethod
 from masking import inverted_interpretation
@@ -44,7 +44,7 @@ def toy_interpreter():
     modules = {
         "compute_stft": DeviceSTFT(**settings),
         "compute_istft": DeviceISTFT(**settings),
-        "compute_fbank": DeviceFilterbank(n_mels=80, n_fft=1024, sample_rate=16000, log_mel=False),
+        "classifier_input": LogMelInput(DeviceFilterbank(n_mels=80, n_fft=1024, sample_rate=16000, log_mel=False)),
         "classifier": LowOrHigh(),
         "psi": torch.nn.Identity(),
     }
@@ -108,7 +108,7 @@ def whole_file_interpretation(interpreter, path):
     count = 1 + max(0, -(-(waveform.shape[0] - window) // (hop_frames * hop)))
     padded = torch.nn.functional.pad(waveform, (0, window + (count - 1) * hop_frames * hop - waveform.shape[0]))
     _, masks, probabilities = interpreter.analyse_batch(padded.unfold(0, window, hop_frames * hop))
-    features = spectral_features(padded[None], interpreter.mods.compute_stft, interpreter.mods.compute_fbank)
+    features = spectral_features(padded[None], interpreter.mods.compute_stft, interpreter.mods.classifier_input)
     mask = stitch_masks(masks, hop_frames, features.log_mag.shape[1])
     interpretation = inverted_interpretation(mask[None], features, padded.shape[0], interpreter.mods.compute_istft)[0]
     return interpretation[: waveform.shape[0]], mask[: waveform.shape[0] // hop + 1], probabilities

@@ -202,7 +202,7 @@ def test_all_zero_and_all_one_masks_with_a_certain_classifier_are_finite(tiny_br
     output = MaskedOutput(
         wavs=wavs,
         clean_wavs=wavs,
-        features=SpectralFeatures(stft=torch.zeros(2, 10, 6, 2), log_mag=log_mag, mel_input=torch.zeros(2, 10, 80)),
+        features=SpectralFeatures(stft=torch.zeros(2, 10, 6, 2), log_mag=log_mag, classifier_input=torch.zeros(2, 10, 80)),
         logits=certain,
         mask=torch.full((2, 10, 6), mask_value),
         log_mag_masked_in=log_mag,

@@ -100,17 +100,17 @@ def test_classifier_and_interpreters_use_the_same_features(tmp_path):
         for key in ("sample_rate", "signal_length_s", "n_fft", "hop_length", "win_length", "n_mels", "width", "n_classes"):
             assert classifier[key] == interpreter[key], key
         assert torch.equal(classifier["compute_stft"](waveform), interpreter["compute_stft"](waveform))
-        assert torch.equal(classifier["compute_fbank"](magnitude), interpreter["compute_fbank"](magnitude))
+        assert torch.equal(classifier["classifier_input"](magnitude), interpreter["classifier_input"](magnitude))
 
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_a_feature_or_width_flag_reaches_the_shared_block(tmp_path, name):
     hparams = load_recipe(name, {"output_folder": str(tmp_path), "n_mels": 64, "n_fft": 512, "width": 0.0625, "n_classes": 3})
-    assert hparams["compute_fbank"].fbank_matrix.shape == (257, 64)
+    assert hparams["classifier_input"].compute_fbank.fbank_matrix.shape == (257, 64)
     assert hparams["compute_stft"].n_fft == 512
     assert hparams["embedding_model"].norm0.num_features == 64  # CNN14 normalises each mel band
     assert hparams["classifier"].w.weight.shape == (3, 128)  # 2048 / 16 channels
-    assert hparams["modules"]["compute_fbank"] is hparams["compute_fbank"]
+    assert hparams["modules"]["classifier_input"] is hparams["classifier_input"]
 
 
 def test_use_pretrained_starts_the_embedding_from_a_checkpoint_and_refuses_another_width(tmp_path):

@@ -9,10 +9,10 @@ import pytest
 import quantus
 import scipy.stats
 import torch
-from speechbrain.processing.features import ISTFT, STFT, Filterbank
+from speechbrain.processing.features import ISTFT, STFT
 
 import eval as lmac_eval
-from features import spectral_features
+from features import DeviceFilterbank, LogMelInput, spectral_features
 from frozen_classifier import randomised_classifier
 from interpretation_metrics import energy_kept, profile_cosine, spearman_similarity, trust_scores
 from interpreter_brain import InterpreterBrain, warn_if_collapsed
@@ -32,7 +32,7 @@ def two_tones(low_amplitude, high_amplitude, seconds=1.0):
 def test_energy_kept_is_the_share_of_the_waveforms_energy_the_interpretation_keeps():
     compute_stft, compute_istft = STFT(sample_rate=SAMPLE_RATE, n_fft=1024), ISTFT(sample_rate=SAMPLE_RATE, n_fft=1024)
     wavs = two_tones(0.5, 1.0)  # energies 1 : 4
-    features = spectral_features(wavs, compute_stft, Filterbank(n_mels=40, n_fft=1024, log_mel=False))
+    features = spectral_features(wavs, compute_stft, LogMelInput(DeviceFilterbank(n_mels=40, n_fft=1024, log_mel=False)))
     low_half = torch.zeros_like(features.log_mag)
     low_half[:, :, : features.log_mag.shape[2] // 4] = 1.0  # keeps 0-2 kHz: the 500 Hz tone
     interpretation = inverted_interpretation(low_half, features, wavs.shape[1], compute_istft)
@@ -166,7 +166,7 @@ def test_the_empty_mask_is_classified_once_per_batch_only_when_its_reference_is_
         return mel_input.mean(dim=1) @ weights, ()
 
     brain = type("Stub", (), {"mask_reference": reference_of, "classify": staticmethod(classify)})()
-    brain.mel_input_from_log_mag = lambda log_mag: log_mag
+    brain.input_from_log_mag = lambda log_mag: log_mag
     logits = InterpreterBrain.classify_empty(brain, reference)
     assert logits.shape == (3, 4)
     assert torch.allclose(logits, reference.mean(dim=1) @ weights, atol=1e-6)
@@ -188,7 +188,7 @@ class Biased(torch.nn.Module):
 def test_every_run_says_which_class_silence_gets_and_warns_when_it_is_likely(caplog, probability, warns):
     hparams = {
         "signal_length_s": 0.5, "sample_rate": SAMPLE_RATE, "hop_length": 10, "n_fft": 512,
-        "compute_fbank": Filterbank(n_mels=20, n_fft=512, log_mel=False),
+        "classifier_input": LogMelInput(DeviceFilterbank(n_mels=20, n_fft=512, log_mel=False)),
         "modules": {"classifier": Biased(probability)},
     }  # fmt: skip
     with caplog.at_level(logging.INFO, logger="recipe_setup"):

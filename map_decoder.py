@@ -1,0 +1,109 @@
+"""L-MAC's decoder for any classifier family: feature maps of any shape to a mask on the STFT grid.
+
+The decoder works on the classifier input's grid (frames x ``input_bins``:
+mel bands for a mel input, STFT bins for a linear one), where the maps'
+frequency axes lie, and its logits reach the STFT grid through the input's
+own ``to_linear`` (for mel bands: each bin takes the filterbank-weighted mean
+of the bands covering it), so a map's frequency rows land on the bins they
+come from. Each feature map the family names becomes ``hidden`` channels on
+a common grid of ``ceil(frames / grid_stride[0])`` x ``ceil(input_bins / grid_stride[1])``:
+
+- a 2-D map ``[batch, channels, frames', freq']`` (a CNN's, or a
+  transformer's patch tokens on their grid) by a 1x1 convolution, then
+  bilinear resizing;
+- a 1-D map over frames ``[batch, channels, frames']`` (ECAPA-TDNN's) by a
+  1x1 convolution to ``hidden * freq_rows`` channels, read as ``freq_rows``
+  frequency rows (a learned spread of each frame over frequency), then
+  bilinear resizing.
+
+The maps are summed, two 3x3 convolutions fuse them, a 1x1 convolution
+gives one logit per grid cell, and the logits are resized bilinearly to
+``[batch, frames, input_bins]``, then put on the STFT grid ``[batch, frames,
+freq]``. ``hidden`` and ``grid_stride`` set its size.
+CNN14 keeps SpeechBrain's published ``CNN14PSI_stft`` (``cnn14_family.CNN14Decoder``).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class MapDecoder(torch.nn.Module):
+    """Mask logits ``[batch, frames, freq]`` from feature maps of any shape.
+
+    Arguments
+    ---------
+    map_channels : list of int
+        Channels of each feature map, in the order the classifier gives them.
+    map_ranks : list of int
+        1 for a map over frames ``[batch, channels, frames']``, 2 for
+        ``[batch, channels, frames', freq']``; one per map.
+    classifier_input : torch.nn.Module
+        The family's input (``features.LogMelInput``, ``features.LogMagnitudeInput``): its ``to_linear`` maps
+        ``[batch, frames, input_bins]`` to the STFT grid.
+    input_bins : int
+        Bins of the classifier input (``n_mels``, or ``n_fft // 2 + 1``).
+    hidden : int
+        Channels of the fused grid.
+    grid_stride : list of int
+        Frames and bins per cell of the fused grid.
+    freq_rows : int
+        Frequency rows a 1-D map is spread over.
+
+    Example
+    -------
+    >>> from features import DeviceFilterbank, LogMelInput
+    >>> to_input = LogMelInput(DeviceFilterbank(n_mels=20, n_fft=128, log_mel=False))
+    >>> decoder = MapDecoder([16, 8], [2, 1], to_input, input_bins=20, hidden=8)
+    >>> maps = (torch.rand(2, 16, 5, 4), torch.rand(2, 8, 12))
+    >>> decoder(maps, 50).shape
+    torch.Size([2, 50, 65])
+    """
+
+    def __init__(self, map_channels, map_ranks, classifier_input, input_bins, hidden=32, grid_stride=(4, 1), freq_rows=16):
+        super().__init__()
+        if len(map_channels) != len(map_ranks) or any(rank not in (1, 2) for rank in map_ranks):
+            raise ValueError(
+                f"MapDecoder needs one rank (1 or 2) per feature map; got map_channels={list(map_channels)} "
+                f"and map_ranks={list(map_ranks)}."
+            )
+        self.map_ranks = list(map_ranks)
+        self.classifier_input = classifier_input
+        self.input_bins = input_bins
+        self.hidden = hidden
+        self.grid_stride = tuple(grid_stride)
+        self.freq_rows = freq_rows
+        self.projections = torch.nn.ModuleList(
+            torch.nn.Conv2d(channels, hidden, 1) if rank == 2 else torch.nn.Conv1d(channels, hidden * freq_rows, 1)
+            for channels, rank in zip(map_channels, map_ranks)
+        )
+        self.fuse = torch.nn.Sequential(
+            torch.nn.Conv2d(hidden, hidden, 3, padding=1),
+            torch.nn.BatchNorm2d(hidden),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(hidden, hidden, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(hidden, 1, 1),
+        )
+
+    def forward(self, feature_maps, num_frames):
+        """Mask logits ``[batch, num_frames, freq]`` on the STFT grid from the maps of ``map_ranks``' shapes."""
+        if len(feature_maps) != len(self.projections):
+            raise ValueError(f"MapDecoder was built for {len(self.projections)} feature maps and got {len(feature_maps)}.")
+        grid = (math.ceil(num_frames / self.grid_stride[0]), math.ceil(self.input_bins / self.grid_stride[1]))
+        fused = sum(
+            F.interpolate(self.on_grid_plane(projection, feature_map, rank), size=grid, mode="bilinear", align_corners=False)
+            for projection, feature_map, rank in zip(self.projections, feature_maps, self.map_ranks)
+        )
+        logits = self.fuse(torch.relu(fused))  # [batch, 1, grid frames, grid bins]
+        on_input = F.interpolate(logits, size=(num_frames, self.input_bins), mode="bilinear", align_corners=False)[:, 0]
+        return self.classifier_input.to_linear(on_input)
+
+    def on_grid_plane(self, projection, feature_map, rank):
+        """One map projected to ``[batch, hidden, frames', rows]``; a 1-D map's channels become ``freq_rows`` rows."""
+        projected = projection(feature_map)
+        if rank == 2:
+            return projected
+        batch, _, frames = projected.shape
+        return projected.view(batch, self.hidden, self.freq_rows, frames).transpose(2, 3)

@@ -1,0 +1,200 @@
+"""Classifier families: every block builds a classifier, feature maps and a decoder of the right shapes; an
+L-MAC decoder trained on a toy classifier of each family that reads one band puts its mask in that band."""
+
+import copy
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import eval as lmac_eval
+from classifier_families import FAMILIES, FAMILY_FOLDER, FeatureMapEncoder, check_l2i_family, load_family, new_decoder
+from features import LogMagnitudeInput
+from frozen_classifier import FrozenClassifier
+from map_decoder import MapDecoder
+from mask_methods import MASK_METHODS
+from recipe_setup import SettingError
+from test_train_classifier import load_recipe
+
+# CNN14's published decoder needs 80 mel bands and 513 bins.
+SETTINGS = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 16, "win_length": 32, "n_mels": 80, "width": 1 / 16, "n_classes": 3}
+FREQ_BINS = SETTINGS["n_fft"] // 2 + 1
+# The map shapes each family's decoder reads: rank 2 [batch, channels, frames', freq'] or rank 1 [batch, channels, frames'].
+MAP_RANKS = {"cnn14": [2, 2, 2, 2], "conv2d": [2, 2], "ecapa": [1, 1], "vit": [2, 2]}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("frames", [64, 101])
+def test_every_family_classifies_and_its_decoder_covers_the_stft_grid(name, frames):
+    torch.manual_seed(0)
+    family = load_family(name, SETTINGS)
+    classifier = FrozenClassifier(family["embedding_model"], family["classifier"])
+    log_mag = torch.rand(2, frames, FREQ_BINS)
+    logits, feature_maps = classifier(family["classifier_input"](log_mag))
+    assert logits.shape == (2, SETTINGS["n_classes"])
+    assert [feature_map.dim() - 2 for feature_map in feature_maps] == MAP_RANKS[name]
+    mask_logits = new_decoder(family)(feature_maps, frames)
+    assert mask_logits.shape == (2, frames, FREQ_BINS) and torch.isfinite(mask_logits).all()
+    for layer in (family["gradcam_layer"], *family["randomisation_layers"]):
+        classifier.get_submodule(layer)  # every named layer exists
+
+
+def test_the_recipes_read_one_flag_for_the_family_and_the_stft_stays_shared(tmp_path):
+    hparams = load_recipe("lmac_cnn14.yaml", {"output_folder": str(tmp_path), "classifier_family": "ecapa", "width": 0.0625})
+    assert type(hparams["embedding_model"].encoder).__name__ == "ECAPA_TDNN"
+    assert type(hparams["psi_model"]).__name__ == "MapDecoder"
+    assert hparams["gradcam_layer"] == "embedding_model.encoder.mfa"
+    assert hparams["modules"]["classifier"].embedding_model is hparams["embedding_model"]
+    assert hparams["compute_stft"].n_fft == 1024
+
+
+def test_an_unknown_family_and_an_incomplete_block_are_named(tmp_path):
+    with pytest.raises(SettingError, match=r"classifier_family='resnet' is neither a family of this recipe"):
+        load_family("resnet", SETTINGS)
+    block = tmp_path / "mine.yaml"
+    with open(os.path.join(FAMILY_FOLDER, "conv2d.yaml"), encoding="utf-8") as file:
+        block.write_text(file.read().replace("gradcam_layer: embedding_model.encoder.resblock\n", ""))
+    with pytest.raises(SettingError, match=r"mine.yaml of classifier_family=.* lacks \['gradcam_layer'\]"):
+        load_family(str(block), SETTINGS)
+    block.write_text("sample_rate: !PLACEHOLDER\n")
+    with pytest.raises(SettingError, match="does not declare the setting"):
+        load_family(str(block), SETTINGS)
+
+
+def test_l2i_is_left_out_of_all_and_refused_by_name_for_another_family():
+    conv2d = {"family": load_family("conv2d", SETTINGS), "classifier_family": "conv2d", "compare": "all", "int_method": "lmac"}
+    cnn14 = {**conv2d, "family": load_family("cnn14", SETTINGS), "classifier_family": "cnn14"}
+    assert "l2i" not in lmac_eval.methods_of(conv2d) and "gradcam" in lmac_eval.methods_of(conv2d)
+    assert "l2i" in lmac_eval.methods_of(cnn14)
+    with pytest.raises(SettingError, match="L2I reads CNN14's feature maps and classifier_family='conv2d' is not CNN14"):
+        MASK_METHODS["l2i"].check_settings({**conv2d, "l2i_folder": "nowhere"})
+    check_l2i_family(cnn14)
+
+
+def test_feature_maps_are_the_named_layers_outputs_and_copies_keep_their_own():
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 5))
+    model = FeatureMapEncoder(encoder, ["0", "2"])
+    inputs = torch.rand(3, 1, 4)
+    embedding, (first, last) = model(inputs)
+    torch.testing.assert_close(first, encoder[0](inputs))
+    torch.testing.assert_close(last, embedding)
+    assert not encoder[0]._forward_hooks, "the hooks live only while forward runs"
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        copied.encoder[0].weight.zero_()
+    _, (copied_first, _) = copied(inputs)
+    torch.testing.assert_close(copied_first, encoder[0].bias.expand(3, 1, 6))
+    torch.testing.assert_close(model(inputs)[1][0], first)
+
+
+def test_a_one_dimensional_map_is_spread_over_learned_frequency_rows():
+    torch.manual_seed(0)
+    decoder = MapDecoder([3], [1], LogMagnitudeInput(), input_bins=17, hidden=2, grid_stride=(1, 1), freq_rows=4)
+    projection = decoder.projections[0]
+    with torch.no_grad():  # channel c of the projection is row c % 4 of hidden channel c // 4
+        projection.weight.zero_()
+        projection.bias.zero_()
+        projection.bias[1] = 1.0  # hidden channel 0, row 1 of 4
+    rows = decoder.on_grid_plane(projection, torch.rand(1, 3, 5), rank=1)
+    assert rows.shape == (1, 2, 5, 4)
+    expected = torch.zeros(1, 2, 5, 4)
+    expected[0, 0, :, 1] = 1.0
+    torch.testing.assert_close(rows, expected)
+    with pytest.raises(ValueError, match="one rank"):
+        MapDecoder([3, 4], [1], LogMagnitudeInput(), input_bins=17)
+
+
+# --- Known answer: a toy classifier of each family that reads one band ---------------------------------------
+
+BAND_BINS = slice(192, 288)  # linear bins 3-4.5 kHz
+FRAMES, BATCH = 32, 6
+
+
+class BandReader(torch.nn.Module):
+    """A toy classifier that reads one band: class 1 when the band's mean input is over ``threshold``.
+
+    Its logits are ``[0, gain * (mean band input - threshold)]``; its feature
+    maps are those of the family's embedding model on the input with
+    everything outside ``band`` (a ``[bins]`` 0/1 vector) zeroed.
+    """
+
+    def __init__(self, embedding_model, band, threshold, gain=8.0):
+        super().__init__()
+        self.embedding_model = embedding_model
+        self.register_buffer("band", band)
+        self.threshold, self.gain = threshold, gain
+
+    def band_mean(self, classifier_input):
+        return (classifier_input * self.band).sum(dim=2).mean(dim=1) / self.band.sum()
+
+    def forward(self, classifier_input):
+        _, feature_maps = self.embedding_model(classifier_input * self.band)
+        score = self.gain * (self.band_mean(classifier_input) - self.threshold)
+        return torch.stack([torch.zeros_like(score), score], dim=1), feature_maps
+
+
+def input_band(classifier_input):
+    """The input bins that carry the linear band ``BAND_BINS``: its energy's largest share."""
+    band = torch.zeros(1, 1, FREQ_BINS)
+    band[..., BAND_BINS] = 1.0
+    response = classifier_input(torch.log1p(band))[0, 0] / classifier_input(torch.log1p(torch.ones(1, 1, FREQ_BINS)))[0, 0]
+    return (response > 0.5).float()
+
+
+def calibrate_batch_norms(model, batches):
+    """Sets every batch norm's running statistics to the average over ``batches`` (what eval mode then uses)."""
+    norms = [module for module in model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch)
+    model.eval()
+
+
+def toy_batch(generator, tone):
+    """``[BATCH, FRAMES, FREQ_BINS]`` log magnitudes: noise everywhere, plus a loud band ``BAND_BINS`` where ``tone``."""
+    log_mag = 0.3 * torch.rand(BATCH, FRAMES, FREQ_BINS, generator=generator)
+    log_mag[tone, :, BAND_BINS] += 1.5
+    return log_mag
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_lmac_on_a_classifier_that_reads_one_band_masks_that_band(name):
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    family = load_family(name, {**SETTINGS, "n_classes": 2})
+    to_input = family["classifier_input"]
+    band = input_band(to_input)
+    loud = torch.ones(BATCH, dtype=torch.bool)
+    calibrate_batch_norms(family["embedding_model"], [to_input(toy_batch(generator, loud)) * band for _ in range(4)])
+    reader = BandReader(family["embedding_model"], band, threshold=0.0)
+    reader.threshold = 0.6 * float(reader.band_mean(to_input(toy_batch(generator, loud))).mean())  # 60% of a loud band
+    classifier = FrozenClassifier(reader, torch.nn.Identity())
+    decoder = new_decoder(family)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
+    for _ in range(40):  # L-MAC's objective on clips with the band loud
+        log_mag = toy_batch(generator, loud)
+        logits, feature_maps = classifier(to_input(log_mag))
+        decision = logits.argmax(dim=1)
+        mask = torch.sigmoid(decoder(feature_maps, FRAMES))
+        logits_in, _ = classifier(to_input(mask * log_mag))
+        logits_out, _ = classifier(to_input((1 - mask) * log_mag))
+        loss = 4 * F.cross_entropy(logits_in, decision) - 0.2 * F.cross_entropy(logits_out, decision) + 4 * mask.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    decoder.eval()
+    with torch.no_grad():
+        logits, feature_maps = classifier(to_input(toy_batch(generator, loud)))
+        assert (logits.argmax(dim=1) == 1).all(), "the toy classifier hears the loud band"
+        mask = torch.sigmoid(decoder(feature_maps, FRAMES))
+    inside = mask[:, :, BAND_BINS].flatten(1)
+    outside = torch.cat([mask[:, :, : BAND_BINS.start], mask[:, :, BAND_BINS.stop :]], dim=2).flatten(1)
+    below = (outside < inside.median(dim=1, keepdim=True).values).float().mean()
+    assert inside.mean() > 0.5, f"{name}: the band's mask is {inside.mean():.3f}"
+    assert below > 0.95, f"{name}: only {below:.1%} of the cells outside the band are masked below the band's median"
