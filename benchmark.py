@@ -2,7 +2,8 @@
 """Where the time of an L-MAC step goes: the step against its floor (``make bench``).
 
 For a config (the published width-1 CNN14 at 5 s clips, or the demo's width
-1/16), on synthetic data with WHAM! noise, it measures:
+1/16) and a classifier family (``--classifier_family``, CNN14 by default),
+on synthetic data with WHAM! noise, it measures:
 
 - train and eval step time per clip, a 5 s file's interpretation latency and peak memory;
 - the floor, on the same tensors: classifier forward on the input, decoder
@@ -15,6 +16,7 @@ For a config (the published width-1 CNN14 at 5 s clips, or the demo's width
 It prints a table and writes JSON::
 
     python benchmark.py --config demo --output results/bench/demo.json
+    python benchmark.py --config demo --classifier_family ecapa
     python benchmark.py --config published --iterations 2
     python benchmark.py --config published --device cuda --precision bf16
 
@@ -47,6 +49,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from classifier_families import FAMILIES
 from device_runtime import set_weight_layout
 from esc50_prepare import prepare_datasets
 from lmac_interpreter import LMACInterpreter
@@ -79,12 +82,14 @@ def time_noise_waits(stream):
     return stream
 
 
-def build(config, data, output_folder, batch_size, num_workers, device="cpu", precision="fp32"):
-    """An LMAC brain for ``config`` on ``device`` with WHAM! noise, its optimiser, and a loader of training clips.
+def build(config, data, output_folder, batch_size, num_workers, device="cpu", precision="fp32", family="cnn14"):
+    """An LMAC brain for ``config`` and the classifier ``family`` on ``device`` with WHAM! noise, its optimiser,
+    and a loader of training clips.
 
     ``precision`` (fp32, bf16 or fp16) is SpeechBrain's ``precision`` and ``eval_precision``.
     """
     overrides = {
+        "classifier_family": family,
         "data_folder": data["esc50_folder"],
         "output_folder": output_folder,
         "use_pretrained": False,
@@ -258,17 +263,18 @@ def gpu_measures(device, train_step, eval_step, batch_size):
     }
 
 
-def run(config, iterations, batch_size, num_workers, data_folder, clips_per_class, device="cpu", precision="fp32"):
-    """Measures ``config`` on ``device`` at ``precision``; returns the JSON-ready results."""
+def run(config, iterations, batch_size, num_workers, data_folder, clips_per_class, device="cpu", precision="fp32", family="cnn14"):
+    """Measures ``config`` of the classifier ``family`` on ``device`` at ``precision``; returns the JSON-ready results."""
     data = generate(data_folder, n_classes=10, clips_per_class=clips_per_class, noise_files=(10, 2, 2), seed=11)
     with tempfile.TemporaryDirectory() as scratch:
-        brain, noise, loader = build(config, data, scratch, batch_size, num_workers, device, precision)
+        brain, noise, loader = build(config, data, scratch, batch_size, num_workers, device, precision, family)
         train_step, train_floor, train_wait, train_syncs = measure_steps(brain, noise, loader, iterations, train=True)
         set_weight_layout(brain.modules, forward_only=True)  # as eval.py and the test after training run
         eval_step, eval_floor, eval_wait, eval_syncs = measure_steps(brain, noise, loader, iterations, train=False)
         latency, latency_with_outputs = interpretation_latency(brain, scratch)
     return {
         "config": config,
+        "classifier_family": family,
         "width": CONFIGS[config]["width"],
         "device": device,
         "precision": precision,
@@ -332,15 +338,17 @@ def table(results):
     return "\n".join(["| measure | value |", "|---|---|", *rows])
 
 
-def default_output(config, device, precision):
-    """``results/bench/<config>.json`` for fp32 on the CPU, else ``<config>_<device>_<precision>.json``.
+def default_output(config, device, precision, family="cnn14"):
+    """``results/bench/<config>.json`` for CNN14 in fp32 on the CPU; another family adds ``_<family>``, another
+    device or precision ``_<device>_<precision>``.
 
     Example
     -------
-    >>> default_output("published", "cuda:0", "bf16")
-    'results/bench/published_cuda0_bf16.json'
+    >>> default_output("published", "cuda:0", "bf16"), default_output("demo", "cpu", "fp32", "ecapa")
+    ('results/bench/published_cuda0_bf16.json', 'results/bench/demo_ecapa.json')
     """
-    suffix = "" if (device, precision) == ("cpu", "fp32") else f"_{device.replace(':', '')}_{precision}"
+    suffix = "" if family == "cnn14" else f"_{family}"
+    suffix += "" if (device, precision) == ("cpu", "fp32") else f"_{device.replace(':', '')}_{precision}"
     return os.path.join("results", "bench", f"{config}{suffix}.json")
 
 
@@ -348,6 +356,7 @@ def main(argv=None):
     """Command-line entry point; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="demo")
+    parser.add_argument("--classifier_family", choices=FAMILIES, default="cnn14")
     parser.add_argument("--iterations", type=int, default=5, help="measured batches per stage (after one warm-up)")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_workers", type=int, default=2)
@@ -369,14 +378,14 @@ def main(argv=None):
     else:
         results = run(
             args.config, args.iterations, args.batch_size, args.num_workers, data_folder, args.clips_per_class,
-            args.device, args.precision,
+            args.device, args.precision, args.classifier_family,
         )  # fmt: skip
-        default = default_output(args.config, args.device, args.precision)
+        default = default_output(args.config, args.device, args.precision, args.classifier_family)
     output = args.output or default
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2)
-    logger.info("Benchmark (%s), also in %s:\n%s", args.config, output, table(results))
+    logger.info("Benchmark (%s, %s), also in %s:\n%s", args.config, args.classifier_family, output, table(results))
     return results
 
 

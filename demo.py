@@ -17,7 +17,7 @@
    L-MAC with L2I and the gradient baselines on the clean test fold
    (``eval.py --compare``, ``lmac/eval/comparison_clean.md``);
 8. interprets a classifier of a second family (``--second_family``,
-   SpeechBrain's 2-D conv encoder by default) on the same data: trains it,
+   ECAPA-TDNN by default: 1-D feature maps) on the same data: trains it,
    trains L-MAC on it and compares every method that applies to it
    (``<family>/lmac/eval/comparison_clean.md``);
 9. writes ``report.html`` (the clean test fold, linking every model's
@@ -97,8 +97,8 @@ def parse_args(argv):
     parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--background_rms", type=float, default=DEMO_BACKGROUND_RMS, help="events at a lower SNR")
-    parser.add_argument("--second_family", default="conv2d", help="another classifier family to interpret ('' for none)")
-    parser.add_argument("--second_width", type=float, default=1 / 8, help="the second family's width")
+    parser.add_argument("--second_family", default="ecapa", help="another classifier family to interpret ('' for none)")
+    parser.add_argument("--second_width", type=float, default=1 / 16, help="the second family's width")
     parser.add_argument("--second_classifier_epochs", type=int, default=10)
     parser.add_argument("--second_lmac_epochs", type=int, default=6)
     return parser.parse_args(argv)

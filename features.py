@@ -122,6 +122,19 @@ class DeviceFilterbank(Filterbank):
         return self._amplitude_to_DB(fbanks) if self.log_mel else fbanks
 
 
+def sentence_mean_norm(classifier_input):
+    """``[batch, frames, bins]`` less each clip's mean over frames, per bin (SpeechBrain's ``InputNormalization``
+    with ``norm_type="sentence"`` and ``std_norm=False``).
+
+    Example
+    -------
+    >>> sentence_mean_norm(torch.tensor([[[1.0, 4.0], [3.0, 4.0]]]))
+    tensor([[[-1.,  0.],
+             [ 1.,  0.]]])
+    """
+    return classifier_input - classifier_input.mean(dim=1, keepdim=True)
+
+
 class LogMelInput(torch.nn.Module):
     """A classifier input on mel bands: ``log1p(Mel(expm1(L)))`` of a ``log1p`` magnitude ``L`` (CNN14, ECAPA-TDNN).
 
@@ -129,6 +142,8 @@ class LogMelInput(torch.nn.Module):
     ---------
     compute_fbank : DeviceFilterbank
         With ``log_mel=False``; applied to the magnitude.
+    mean_norm : bool
+        Subtract each clip's mean per band (``sentence_mean_norm``), as SpeechBrain's ECAPA-TDNN recipes do.
 
     Example
     -------
@@ -137,13 +152,15 @@ class LogMelInput(torch.nn.Module):
     (torch.Size([2, 5, 8]), torch.Size([2, 5, 33]))
     """
 
-    def __init__(self, compute_fbank):
+    def __init__(self, compute_fbank, mean_norm=False):
         super().__init__()
         self.compute_fbank = compute_fbank
+        self.mean_norm = mean_norm
 
     def forward(self, log_mag):
         """``[batch, frames, freq]`` to ``[batch, frames, n_mels]``; differentiable with respect to ``log_mag``."""
-        return torch.log1p(self.compute_fbank(torch.expm1(log_mag)))
+        log_mel = torch.log1p(self.compute_fbank(torch.expm1(log_mag)))
+        return sentence_mean_norm(log_mel) if self.mean_norm else log_mel
 
     def to_linear(self, attribution):
         """An attribution over the input ``[batch, frames, n_mels]`` on the STFT grid ``[batch, frames, freq]``:
@@ -154,6 +171,11 @@ class LogMelInput(torch.nn.Module):
 class LogMagnitudeInput(torch.nn.Module):
     """A classifier input on the linear STFT: ``L = log1p|STFT|`` itself (SpeechBrain's ``Conv2dEncoder_v2``).
 
+    Arguments
+    ---------
+    mean_norm : bool
+        Subtract each clip's mean per bin (``sentence_mean_norm``).
+
     Example
     -------
     >>> log_mag = torch.rand(1, 3, 5)
@@ -161,9 +183,13 @@ class LogMagnitudeInput(torch.nn.Module):
     True
     """
 
+    def __init__(self, mean_norm=False):
+        super().__init__()
+        self.mean_norm = mean_norm
+
     def forward(self, log_mag):
-        """``[batch, frames, freq]``, unchanged."""
-        return log_mag
+        """``[batch, frames, freq]``, unchanged, or less each clip's mean per bin (``mean_norm``)."""
+        return sentence_mean_norm(log_mag) if self.mean_norm else log_mag
 
     def to_linear(self, attribution):
         """An attribution over the input is already on the STFT grid ``[batch, frames, freq]``."""

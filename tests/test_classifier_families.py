@@ -2,15 +2,17 @@
 L-MAC decoder trained on a toy classifier of each family that reads one band puts its mask in that band."""
 
 import copy
+import json
 import os
 
 import pytest
+import soundfile
 import torch
 import torch.nn.functional as F
 
 import eval as lmac_eval
 from classifier_families import FAMILIES, FAMILY_FOLDER, FeatureMapEncoder, check_l2i_family, load_family, new_decoder
-from features import LogMagnitudeInput
+from features import LogMagnitudeInput, spectral_features
 from frozen_classifier import FrozenClassifier
 from map_decoder import MapDecoder
 from mask_methods import MASK_METHODS
@@ -21,6 +23,7 @@ from test_train_classifier import load_recipe
 SETTINGS = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 16, "win_length": 32, "n_mels": 80, "width": 1 / 16, "n_classes": 3}
 FREQ_BINS = SETTINGS["n_fft"] // 2 + 1
 # The map shapes each family's decoder reads: rank 2 [batch, channels, frames', freq'] or rank 1 [batch, channels, frames'].
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAP_RANKS = {"cnn14": [2, 2, 2, 2], "conv2d": [2, 2], "ecapa": [1, 1], "vit": [2, 2]}
 
 
@@ -198,3 +201,50 @@ def test_lmac_on_a_classifier_that_reads_one_band_masks_that_band(name):
     below = (outside < inside.median(dim=1, keepdim=True).values).float().mean()
     assert inside.mean() > 0.5, f"{name}: the band's mask is {inside.mean():.3f}"
     assert below > 0.95, f"{name}: only {below:.1%} of the cells outside the band are masked below the band's median"
+
+
+# --- A tiny run of each family: classifier, L-MAC and the comparison ------------------------------------------
+
+
+@pytest.mark.parametrize("name", [family for family in FAMILIES if family != "cnn14"])  # CNN14's: test_demo.py
+def test_a_tiny_run_trains_a_classifier_and_lmac_and_compares_every_method(tiny_data, tmp_path, name):
+    import export_interpreter
+    import train_classifier
+    import train_lmac
+    from audio_io import peak_normalize
+    from lmac_interpreter import LMACInterpreter
+
+    common = [
+        "--data_folder", tiny_data["esc50_folder"], "--classifier_family", name, "--width", "0.0625",
+        "--n_classes", "2", "--batch_size", "2", "--num_workers", "0", "--noise_num_workers", "0",
+        "--number_of_epochs", "1",
+    ]  # fmt: skip
+    classifier_folder = tmp_path / "classifier"
+    train_classifier.main([os.path.join(REPO, "hparams", "cnn14_classifier.yaml"), *common, "--output_folder", str(classifier_folder)])
+    export = classifier_folder / "export"
+    interpreter = [
+        os.path.join(REPO, "hparams", "lmac_cnn14.yaml"), *common, "--output_folder", str(tmp_path / "lmac"),
+        "--embedding_model_path", str(export / "embedding_model.ckpt"),
+        "--classifier_model_path", str(export / "classifier.ckpt"), "--interpretations_per_stage", "2",
+    ]  # fmt: skip
+    brain, _ = train_lmac.main(interpreter)
+    assert type(brain.modules.psi).__name__ == "MapDecoder"
+    assert 0 <= brain.last_stage_stats["fid_in"] <= 1
+    lmac_eval.main([*interpreter, "--compare", "all", "--ig_steps", "2", "--smoothgrad_samples", "2"])
+    with open(tmp_path / "lmac" / "eval" / "comparison_clean.json", encoding="utf-8") as file:
+        table = json.load(file)["methods"]
+    assert list(table) == [method for method in lmac_eval.METHODS if method != "l2i"]
+    for method, row in table.items():
+        assert 0 <= row["fid_in"] <= 1 and 0 <= row["energy_kept"] <= 1, method
+    saved = list((tmp_path / "lmac" / "interpretations" / "test").glob("*/interpretation.wav"))
+    assert len(saved) == 2
+    export_folder = export_interpreter.main([*interpreter, "--export_folder", str(tmp_path / "export")])
+    loaded = LMACInterpreter.from_hparams(source=os.path.abspath(export_folder), savedir=str(tmp_path / "pretrained"))
+    assert type(loaded.mods.psi).__name__ == "MapDecoder"
+    clip = saved[0].parent / "original.wav"
+    result = loaded.interpret_file(str(clip))
+    with torch.no_grad():  # the export answers as the run's own modules do
+        waveform = peak_normalize(torch.from_numpy(soundfile.read(str(clip), dtype="float32")[0])[None])
+        features = spectral_features(waveform, brain.modules.compute_stft, brain.modules.classifier_input)
+        logits, _ = brain.modules.classifier(features.classifier_input)
+    torch.testing.assert_close(result.probabilities, torch.softmax(logits, dim=1), rtol=1e-4, atol=1e-5)

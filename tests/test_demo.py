@@ -102,8 +102,8 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
     assert table["empty_mask"]["energy_kept"] == 0.0 and table["all_ones_mask"]["energy_kept"] == 1.0
     assert all(math.isfinite(table[method]["localization"]) for method in table)
     second = written["second_family"]
-    assert second["family"] == "conv2d" and 0 <= second["classifier_acc"] <= 1
+    assert second["family"] == "ecapa" and 0 <= second["classifier_acc"] <= 1
     assert list(second["comparison"]) == [method for method in demo.lmac_eval.METHODS if method != "l2i"]
-    assert (tmp_path / "demo" / "conv2d" / "lmac" / "eval" / "comparison_clean.md").is_file()
-    conv2d_log = (tmp_path / "demo" / "conv2d" / "classifier" / "hyperparams.yaml").read_text()
-    assert "classifier_family: conv2d" in conv2d_log
+    assert (tmp_path / "demo" / "ecapa" / "lmac" / "eval" / "comparison_clean.md").is_file()
+    saved = (tmp_path / "demo" / "ecapa" / "classifier" / "hyperparams.yaml").read_text()
+    assert "classifier_family: ecapa" in saved
