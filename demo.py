@@ -100,7 +100,7 @@ def parse_args(argv):
     parser.add_argument("--second_family", default="ecapa", help="another classifier family to interpret ('' for none)")
     parser.add_argument("--second_width", type=float, default=1 / 16, help="the second family's width")
     parser.add_argument("--second_classifier_epochs", type=int, default=10)
-    parser.add_argument("--second_lmac_epochs", type=int, default=6)
+    parser.add_argument("--second_lmac_epochs", type=int, default=3)
     return parser.parse_args(argv)
 
 

@@ -149,6 +149,12 @@ class LMACInterpreter(Pretrained):
 
     def __init__(self, *args, mask_method=None, class_names=None, **kwargs):
         super().__init__(*args, **kwargs)
+        missing = [name for name in self.MODULES_NEEDED if name not in self.mods]
+        if missing:
+            raise ValueError(
+                f"The interpreter's modules lack {missing}; an export written before classifier families has "
+                "compute_fbank instead of classifier_input: export the run again with export_interpreter.py."
+            )
         self.mask_method = mask_method
         self.class_names = list(class_names) if class_names is not None else self._encoder_class_names()
         self.stft_hop = self.mods.compute_stft.hop_length

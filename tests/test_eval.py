@@ -341,6 +341,16 @@ def test_one_savedir_for_two_exports_answers_with_each_ones_own_model(exported, 
     assert (savedir / "notes.txt").read_text() == "mine"
 
 
+def test_an_export_from_before_classifier_families_is_named_with_the_fix(exported, tmp_path):
+    old = tmp_path / "old_export"
+    shutil.copytree(exported["folder"], old)
+    text = (old / "hyperparams.yaml").read_text()
+    assert "\n  classifier_input: *" in text  # the modules' entry
+    (old / "hyperparams.yaml").write_text(text.replace("\n  classifier_input: *", "\n  compute_fbank: *", 1))
+    with pytest.raises(ValueError, match=r"lack \['classifier_input'\].*export the run again with export_interpreter.py"):
+        LMACInterpreter.from_hparams(source=str(old), savedir=str(tmp_path / "pretrained"))
+
+
 def test_the_export_is_a_model_card_folder(exported):
     names = sorted(os.listdir(exported["folder"]))
     assert names == ["classifier.ckpt", "embedding_model.ckpt", "hyperparams.yaml", "label_encoder.ckpt", "psi.ckpt"]
