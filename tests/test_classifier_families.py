@@ -116,11 +116,11 @@ FRAMES, BATCH = 32, 6
 
 
 class BandReader(torch.nn.Module):
-    """A toy classifier that reads one band: class 1 when the band's mean input is over ``threshold``.
+    """A toy classifier that reads one band: class 1 when the band's mean square input is over ``threshold``.
 
-    Its logits are ``[0, gain * (mean band input - threshold)]``; its feature
-    maps are those of the family's embedding model on the input with
-    everything outside ``band`` (a ``[bins]`` 0/1 vector) zeroed.
+    Its logits are ``[0, gain * (band energy / threshold - 1)]`` (the mean square, so that it also hears
+    a band in an input with each clip's mean removed); its feature maps are those of the family's
+    embedding model on the input with everything outside ``band`` (a ``[bins]`` 0/1 vector) zeroed.
     """
 
     def __init__(self, embedding_model, band, threshold, gain=8.0):
@@ -129,21 +129,29 @@ class BandReader(torch.nn.Module):
         self.register_buffer("band", band)
         self.threshold, self.gain = threshold, gain
 
-    def band_mean(self, classifier_input):
-        return (classifier_input * self.band).sum(dim=2).mean(dim=1) / self.band.sum()
+    def band_energy(self, classifier_input):
+        return (classifier_input * self.band).square().sum(dim=2).mean(dim=1) / self.band.sum()
 
     def forward(self, classifier_input):
         _, feature_maps = self.embedding_model(classifier_input * self.band)
-        score = self.gain * (self.band_mean(classifier_input) - self.threshold)
+        score = self.gain * (self.band_energy(classifier_input) / self.threshold - 1)
         return torch.stack([torch.zeros_like(score), score], dim=1), feature_maps
 
 
 def input_band(classifier_input):
-    """The input bins that carry the linear band ``BAND_BINS``: its energy's largest share."""
-    band = torch.zeros(1, 1, FREQ_BINS)
-    band[..., BAND_BINS] = 1.0
-    response = classifier_input(torch.log1p(band))[0, 0] / classifier_input(torch.log1p(torch.ones(1, 1, FREQ_BINS)))[0, 0]
-    return (response > 0.5).float()
+    """The input bins that carry the linear band ``BAND_BINS``: its energy's largest share.
+
+    Each bin's response to the band, against its response to every bin, from a frame with them less a
+    silent frame (a difference that a clip's mean removal leaves alone).
+    """
+    band = torch.zeros(FREQ_BINS)
+    band[BAND_BINS] = 1.0
+
+    def response(frame):
+        out = classifier_input(torch.log1p(torch.stack([frame, torch.zeros(FREQ_BINS)]))[None])[0]
+        return out[0] - out[1]
+
+    return (response(band) / response(torch.ones(FREQ_BINS)) > 0.5).float()
 
 
 def calibrate_batch_norms(model, batches):
@@ -160,9 +168,10 @@ def calibrate_batch_norms(model, batches):
 
 
 def toy_batch(generator, tone):
-    """``[BATCH, FRAMES, FREQ_BINS]`` log magnitudes: noise everywhere, plus a loud band ``BAND_BINS`` where ``tone``."""
+    """``[BATCH, FRAMES, FREQ_BINS]`` log magnitudes: noise everywhere, plus a loud band ``BAND_BINS`` in the
+    first half of the frames where ``tone``."""
     log_mag = 0.3 * torch.rand(BATCH, FRAMES, FREQ_BINS, generator=generator)
-    log_mag[tone, :, BAND_BINS] += 1.5
+    log_mag[tone, : FRAMES // 2, BAND_BINS] += 1.5
     return log_mag
 
 
@@ -175,8 +184,8 @@ def test_lmac_on_a_classifier_that_reads_one_band_masks_that_band(name):
     band = input_band(to_input)
     loud = torch.ones(BATCH, dtype=torch.bool)
     calibrate_batch_norms(family["embedding_model"], [to_input(toy_batch(generator, loud)) * band for _ in range(4)])
-    reader = BandReader(family["embedding_model"], band, threshold=0.0)
-    reader.threshold = 0.6 * float(reader.band_mean(to_input(toy_batch(generator, loud))).mean())  # 60% of a loud band
+    reader = BandReader(family["embedding_model"], band, threshold=1.0)
+    reader.threshold = 0.6 * float(reader.band_energy(to_input(toy_batch(generator, loud))).mean())  # 60% of a loud band
     classifier = FrozenClassifier(reader, torch.nn.Identity())
     decoder = new_decoder(family)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
@@ -196,7 +205,7 @@ def test_lmac_on_a_classifier_that_reads_one_band_masks_that_band(name):
         logits, feature_maps = classifier(to_input(toy_batch(generator, loud)))
         assert (logits.argmax(dim=1) == 1).all(), "the toy classifier hears the loud band"
         mask = torch.sigmoid(decoder(feature_maps, FRAMES))
-    inside = mask[:, :, BAND_BINS].flatten(1)
+    inside = mask[:, : FRAMES // 2, BAND_BINS].flatten(1)  # where and when the band is loud
     outside = torch.cat([mask[:, :, : BAND_BINS.start], mask[:, :, BAND_BINS.stop :]], dim=2).flatten(1)
     below = (outside < inside.median(dim=1, keepdim=True).values).float().mean()
     assert inside.mean() > 0.5, f"{name}: the band's mask is {inside.mean():.3f}"
