@@ -153,7 +153,7 @@ class CaptumMask(MaskMethod):
     Arguments
     ---------
     classifier : torch.nn.Module
-        Maps ``[batch, frames, n_mels]`` to ``(logits, ...)`` (a ``FrozenClassifier``).
+        Maps the classifier input ``[batch, frames, bins]`` to ``(logits, ...)`` (a ``FrozenClassifier``).
     classifier_input : torch.nn.Module
         The classifier's input (``features.LogMelInput``, ``features.LogMagnitudeInput``): its ``to_linear``
         puts an attribution over that input on the STFT grid.
