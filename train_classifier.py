@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Trains the CNN14 ESC-50 classifier that L-MAC interprets.
+"""Trains the ESC-50 classifier that L-MAC interprets: CNN14 by default, or any classifier family.
 
-    python train_classifier.py hparams/cnn14_classifier.yaml --data_folder /data/ESC50
+    python train_classifier.py hparams/cnn14_classifier.yaml --data_folder /data/ESC50 [--classifier_family ecapa]
 
-It uses the interpreter's data preparation and features (``log1p`` of the
-mel filterbank of the STFT magnitude), optionally WHAM! noise in training,
+It uses the interpreter's data preparation and the family's input features
+(CNN14's: ``log1p`` of the mel filterbank of the STFT magnitude), optionally WHAM! noise in training,
 keeps the checkpoint with the best validation accuracy, tests it, draws a
 confusion matrix and exports ``embedding_model.ckpt`` and ``classifier.ckpt``
 to ``<output_folder>/export/`` for ``train_lmac.py``::
@@ -39,7 +39,7 @@ EXPORTED_MODULES = ("embedding_model", "classifier")
 
 
 class ClassifierBrain(CudaFedBrain):
-    """CNN14 embedding + linear head trained with cross-entropy on the ESC-50 labels.
+    """The family's embedding model and head (CNN14 + linear by default), trained with cross-entropy on the labels.
 
     Arguments
     ---------
