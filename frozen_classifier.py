@@ -1,5 +1,6 @@
 """The frozen classifier an interpreter explains, and the copy of it that the model-randomisation check uses."""
 
+import math
 from copy import deepcopy
 
 import torch
@@ -65,12 +66,16 @@ def named_submodule(model, dotted_name, setting):
 
 
 def randomised_classifier(classifier, layer_names, seed):
-    """A copy of ``classifier`` whose layers ``layer_names`` are re-initialised: the model-randomisation check.
+    """A copy of ``classifier`` whose layers ``layer_names`` have every parameter re-drawn: the model-randomisation check.
 
     Every submodule of those layers with a ``reset_parameters`` (convolutions,
-    linear layers, batch norms) gets its initial weights again, drawn from a
-    generator seeded with ``seed``; the global random state is left as it was.
-    ``classifier`` is not changed.
+    linear layers, batch norms) gets its initial weights again, in the order
+    of ``modules()`` (as quantus' MPRT does); a parameter that keeps its
+    trained value after that (a cosine head's weight, an attention's
+    ``in_proj_weight``: their modules have no ``reset_parameters``) is
+    re-drawn by ``redraw_parameter``. The draws come from a generator seeded
+    with ``seed``; the global random state is left as it was. ``classifier``
+    is not changed.
 
     Arguments
     ---------
@@ -90,7 +95,30 @@ def randomised_classifier(classifier, layer_names, seed):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for name in layer_names:
-            for module in named_submodule(copy, name, "randomisation_layers").modules():
+            layer = named_submodule(copy, name, "randomisation_layers")
+            trained = {key: parameter.detach().clone() for key, parameter in layer.named_parameters()}
+            for module in layer.modules():
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
+            for key, parameter in layer.named_parameters():
+                if torch.equal(parameter, trained[key]):
+                    redraw_parameter(parameter)
     return copy
+
+
+@torch.no_grad()
+def redraw_parameter(parameter):
+    """Draws ``parameter`` afresh, in place: Glorot-uniform for a matrix or kernel, ``U(-1/sqrt(n), 1/sqrt(n))``
+    for a vector of ``n`` (a bias or a norm's scale).
+
+    Example
+    -------
+    >>> vector = torch.nn.Parameter(torch.zeros(4))
+    >>> redraw_parameter(vector); bool((vector != 0).all()), bool((vector.abs() <= 0.5).all())
+    (True, True)
+    """
+    if parameter.dim() >= 2:
+        torch.nn.init.xavier_uniform_(parameter)
+    else:
+        bound = 1 / math.sqrt(max(1, parameter.numel()))
+        parameter.uniform_(-bound, bound)

@@ -13,7 +13,8 @@ from speechbrain.processing.features import ISTFT, STFT
 
 import eval as lmac_eval
 from features import DeviceFilterbank, LogMelInput, spectral_features
-from frozen_classifier import randomised_classifier
+from classifier_families import FAMILIES, load_family
+from frozen_classifier import FrozenClassifier, randomised_classifier
 from interpretation_metrics import energy_kept, profile_cosine, spearman_similarity, trust_scores
 from interpreter_brain import InterpreterBrain, warn_if_collapsed
 from mask_references import MASK_REFERENCES, make_mask_reference
@@ -134,6 +135,20 @@ def test_randomising_a_copy_leaves_the_classifier_and_the_global_random_state_al
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
     with pytest.raises(ValueError, match="randomisation_layers='nope' is not a layer"):
         randomised_classifier(model, ["nope"], seed=0)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_randomisation_redraws_every_parameter_of_the_named_layers_of_each_family(name):
+    torch.manual_seed(0)
+    settings = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 16, "win_length": 32, "n_mels": 80, "width": 1 / 16, "n_classes": 3}
+    family = load_family(name, settings)
+    classifier = FrozenClassifier(family["embedding_model"], family["classifier"])
+    randomised = randomised_classifier(classifier, family["randomisation_layers"], seed=1)
+    for layer in family["randomisation_layers"]:
+        trained = dict(classifier.get_submodule(layer).named_parameters())
+        redrawn = dict(randomised.get_submodule(layer).named_parameters())
+        unchanged = [key for key in trained if torch.equal(trained[key], redrawn[key])]
+        assert trained and not unchanged, f"{name}: {layer} keeps {unchanged}"
 
 
 def test_the_references_fill_what_they_say():
