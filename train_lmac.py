@@ -240,6 +240,8 @@ class AdaptiveWeight(torch.nn.Module):
     After each training step ``w <- clamp(w * exp(rate * (target - quantity)), low, high)``:
     the weight grows while the quantity is under its target and shrinks
     while it is over. With ``rate`` 0 it stays ``initial`` (a fixed weight).
+    Under DDP the quantity is first averaged over the processes, so every
+    process holds the same weight (the one rank 0 saves).
     For L-MAC's sparsity: the L1 weight, constrained by the masked-in
     cross-entropy, so the masks get as sparse as the decision allows
     instead of as sparse as one data set's weight makes them.
@@ -264,9 +266,14 @@ class AdaptiveWeight(torch.nn.Module):
 
     @torch.no_grad()
     def update(self, quantity):
-        """One dual-ascent step from the batch's ``quantity`` (a 0-d tensor; no host read)."""
-        if self.rate:
-            self.value.mul_(torch.exp(self.rate * (self.target - quantity.detach().float()))).clamp_(self.low, self.high)
+        """One dual-ascent step from the batch's ``quantity`` (a 0-d tensor; no host read), averaged over DDP's processes."""
+        if not self.rate:
+            return
+        quantity = quantity.detach().float().clone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(quantity)
+            quantity /= torch.distributed.get_world_size()
+        self.value.mul_(torch.exp(self.rate * (self.target - quantity))).clamp_(self.low, self.high)
 
 
 class LMAC(InterpreterBrain):
@@ -329,9 +336,7 @@ class LMAC(InterpreterBrain):
         decision = output.logits.argmax(dim=1)
         loss_in = F.cross_entropy(output.logits_masked_in, decision)
         loss_out = -F.cross_entropy(output.logits_masked_out, decision)
-        l1_weight = self.hparams.l1_weight
-        if stage == sb.Stage.TRAIN:
-            l1_weight.update(loss_in)
+        l1_weight = self.l1_weight_in_force(stage)
         noisy = output.clean_wavs is not output.wavs
         needs_clean = self.hparams.finetuning or (noisy and stage != sb.Stage.TRAIN)
         clean = crop_frames(self.clean_log_magnitude(output), output.mask.shape[1]) if needs_clean else None
@@ -344,7 +349,7 @@ class LMAC(InterpreterBrain):
         loss = (
             self.hparams.l_in_w * loss_in
             + self.hparams.l_out_w * loss_out
-            + l1_weight.value * (regulariser_weight * output.mask.abs().mean(dim=(1, 2))).mean()
+            + l1_weight * (regulariser_weight * output.mask.abs().mean(dim=(1, 2))).mean()
             + self.hparams.g_w * guidance
         )
         if self.hparams.l_contrast_w:  # 0 by default (the published objective)
@@ -354,12 +359,22 @@ class LMAC(InterpreterBrain):
             loss = loss + self.hparams.l_empty_w * beyond.mean()
         if self.hparams.reg_w_tv:  # 0 by default: then neither TV nor its backward is computed
             loss = loss + self.hparams.reg_w_tv * (regulariser_weight * tv_loss(output.mask)).mean()
+        if stage == sb.Stage.TRAIN:
+            self.hparams.l1_weight.update(loss_in)  # after its use: the next step's weight
         if stage != sb.Stage.TRAIN:
             extra = {"in_masks": keep} if self.hparams.finetuning else {}
             if noisy:
                 extra["clean_energy_share"] = clean_energy_share(output.mask.detach().float(), clean, self.hparams.bin_th)
             self.record_stage_outputs(output, batch, stage, extra)
         return loss
+
+    def l1_weight_in_force(self, stage):
+        """The L1 weight of a step: in TRAIN the adaptive weight's value before this step's update (a copy, so the
+        update cannot change what backward reads); in VALID and TEST the fixed ``reg_w_l1``, so that the validation
+        loss, the best checkpoint's key, measures every epoch with one objective."""
+        if stage == sb.Stage.TRAIN:
+            return self.hparams.l1_weight.value.clone()
+        return self.hparams.reg_w_l1
 
     def needs_empty_logits(self, stage):
         """VALID and TEST, and training too when the beyond-empty term (``l_empty_w``) or gate (``sparsity_gate``)
@@ -381,12 +396,16 @@ class LMAC(InterpreterBrain):
         """``keep`` (``[batch]``, 1 where the guidance applies) and the guidance loss (scalar).
 
         ``clean`` is the clean input's ``log1p|STFT|`` over the mask's frames.
-        Without fine-tuning no sample is kept and the guidance is 0.
+        The guidance reads the interpretation ``M * L`` (``docs/method.md``,
+        Fine-tuning guidance), not the classifier's masked-in input
+        ``M * L + (1 - M) * R``: with a reference ``R`` an empty mask would
+        correlate with every clean clip. Without fine-tuning no sample is
+        kept and the guidance is 0.
         """
         if not self.hparams.finetuning:
             zeros = torch.zeros(output.mask.shape[0], device=output.mask.device)
             return zeros, zeros.sum()
-        masked_in = output.log_mag_masked_in
+        masked_in, _ = masked_log_magnitudes(output.mask, output.features.log_mag)
         keep = (crosscor(clean, masked_in, self.hparams.crosscortype) >= self.hparams.crosscor_th).float()
         per_example = guidance_per_example(
             output.mask, masked_in, clean, self.hparams.guidelosstype, self.hparams.bin_th

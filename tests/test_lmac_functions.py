@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import speechbrain as sb
 import torch
+import torch.nn.functional as F
 
 from features import SpectralFeatures
 from interpretation_metrics import (
@@ -168,7 +169,7 @@ def hand_made_output(seed=9, batch=3, classes=4):
         features=SpectralFeatures(stft=torch.zeros(batch, 8, 5, 2), log_mag=log_mag, classifier_input=torch.zeros(batch, 8, 3)),
         logits=torch.randn(batch, classes, generator=generator),
         mask=mask,
-        log_mag_masked_in=mask * log_mag[:, :7],
+        log_mag_masked_in=mask * log_mag[:, :7] + (1 - mask) * 0.5,  # the classifier's input, with R = 0.5
         logits_masked_in=torch.randn(batch, classes, generator=generator),
         logits_masked_out=torch.randn(batch, classes, generator=generator),
         logits_empty=torch.randn(batch, classes, generator=generator),
@@ -223,6 +224,59 @@ def test_the_objective_equals_a_direct_computation(finetuning, sparsity_gate):
     if finetuning:
         keep, _ = brain.guidance(output, clean_log_mag[:, : output.mask.shape[1]])
         assert keep.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_the_guidance_reads_the_interpretation_not_the_reference_filled_input():
+    hparams = {**LOSS_HPARAMS, "finetuning": True, "sparsity_gate": False, "crosscortype": "conv"}
+    brain = LMAC(modules={}, hparams=hparams, run_opts={"device": "cpu"})
+    output, clean_log_mag = hand_made_output()
+    reference = torch.linspace(0.0, 2.0, 5)  # a mean spectrum: it correlates with every clip that rises with frequency
+    clean = clean_log_mag[:, :7] * 0 + reference + 0.1 * torch.rand(3, 7, 5, generator=torch.Generator().manual_seed(1))
+    output.mask = torch.zeros_like(output.mask)  # the empty mask: its interpretation is silence
+    output.log_mag_masked_in = reference.expand_as(output.mask)
+    keep, guidance = brain.guidance(output, clean)
+    assert keep.tolist() == [0.0, 0.0, 0.0]
+    assert guidance.item() == 0.0
+
+
+def test_the_l1_weight_of_a_step_is_the_one_before_its_update_and_validation_uses_the_fixed_weight():
+    hparams = {
+        **LOSS_HPARAMS, "finetuning": False, "sparsity_gate": False, "l_contrast_w": 0.0, "l_empty_w": 0.0, "reg_w_tv": 0.0,
+        "l1_weight": AdaptiveWeight(LOSS_HPARAMS["reg_w_l1"], target=0.3, rate=0.5),
+    }  # fmt: skip
+    brain = LMAC(modules={}, hparams=hparams, run_opts={"device": "cpu"})
+    output, clean_log_mag = hand_made_output()
+    expected = direct_loss(output, clean_log_mag, {**hparams, "sparsity_gate": False}, False).item()
+    loss = brain.compute_objectives(output, batch=None, stage=sb.Stage.TRAIN)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)  # the weight of this step: reg_w_l1, not the updated one
+    decision = output.logits.argmax(dim=1)
+    cross_entropy = F.cross_entropy(output.logits_masked_in, decision).item()
+    assert float(hparams["l1_weight"].value) == pytest.approx(6.4 * math.exp(0.5 * (0.3 - cross_entropy)), rel=1e-5)
+    hparams["l1_weight"].value.fill_(100.0)  # wherever the weight has moved, validation measures with reg_w_l1
+    brain.clean_log_magnitude = lambda given: clean_log_mag
+    brain.record_stage_outputs = lambda *args: None
+    valid_loss = brain.compute_objectives(output, batch=None, stage=sb.Stage.VALID)
+    assert valid_loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def update_on_two_processes(rank, port, results):
+    """One dual-ascent step on each of two gloo processes, each from its own quantity; the value each ends with."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    weight = AdaptiveWeight(1.0, target=0.5, rate=1.0)
+    weight.update(torch.tensor([0.0, 2.0][rank]))
+    results[rank] = float(weight.value)
+    torch.distributed.destroy_process_group()
+
+
+def test_the_adaptive_weight_is_the_same_on_every_ddp_process():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = torch.multiprocessing.Manager().dict()
+    torch.multiprocessing.spawn(update_on_two_processes, args=(port, results), nprocs=2)
+    assert results[0] == results[1] == pytest.approx(math.exp(0.5 - 1.0))  # the mean quantity, 1.0
 
 
 def test_features_match_their_definition_and_an_all_ones_mask_gives_the_input_back_exactly():
