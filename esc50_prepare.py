@@ -404,9 +404,13 @@ def _write_json_atomically(path, content):
 def build_label_encoder(datasets, encoder_path):
     """Loads the label encoder of an experiment, or creates it from the data.
 
-    A new encoder maps each ``class_string`` to its ESC-50 ``class_id``. An
-    existing file (for instance the one shipped with a pretrained classifier)
-    is reused as it is, after checking it knows every class in the data.
+    A new encoder gives the data's classes the indices ``0..N-1``, in the
+    order of their ESC-50 ``class_id`` (on the whole of ESC-50, index and
+    target are the same; on a subset, such as SpeechBrain's recipe-test
+    sample with targets 0, 43 and 19, they are not, and a head of ``N``
+    outputs reads them). An existing file (for instance the one shipped with
+    a pretrained classifier) is reused as it is, after checking it knows
+    every class in the data and its indices are ``0..N-1``.
     Under DDP only the main process writes the file (atomically), and every
     process loads it after a barrier.
 
@@ -435,12 +439,19 @@ def build_label_encoder(datasets, encoder_path):
             f"Label encoder {encoder_path} does not know classes {unknown}; "
             "delete it to rebuild it from the data, or use the classifier's own encoder."
         )
+    indices = sorted(encoder.ind2lab)
+    if indices != list(range(len(indices))):
+        raise ValueError(
+            f"Label encoder {encoder_path} gives its {len(indices)} classes the indices {indices[:8]}..., not "
+            f"0..{len(indices) - 1} (a file written from ESC-50 target ids); delete it to rebuild it from the data."
+        )
     encoder.expect_len(len(encoder))
     return encoder
 
 
 def _save_new_label_encoder(class_ids, encoder_path):
-    """Writes an encoder of ``class_ids`` (class string to id) to ``encoder_path`` unless one is there.
+    """Writes an encoder of the classes of ``class_ids`` (class string to ESC-50 id) to ``encoder_path`` unless one
+    is there: indices ``0..N-1`` in the order of the ids.
 
     The file is written under a temporary name and moved into place, so a
     reader never sees half of it.
@@ -448,8 +459,8 @@ def _save_new_label_encoder(class_ids, encoder_path):
     if os.path.isfile(encoder_path):
         return
     encoder = CategoricalEncoder()
-    for class_string, class_id in sorted(class_ids.items(), key=lambda pair: pair[1]):
-        encoder.enforce_label(class_string, class_id)
+    for index, (class_string, _) in enumerate(sorted(class_ids.items(), key=lambda pair: pair[1])):
+        encoder.enforce_label(class_string, index)
     os.makedirs(os.path.dirname(os.path.abspath(encoder_path)), exist_ok=True)
     partial = f"{encoder_path}.partial"
     encoder.save(partial)

@@ -438,16 +438,23 @@ def write_esc50(folder, n_classes, clips_per_class, seed, background_rms=BACKGRO
     return write_clips(folder, scenario_classes(scenario, n_classes), jobs, seed, background_rms)
 
 
-def write_recipe_test_sample(folder, n_classes=3, seed=1234):
-    """Writes SpeechBrain's recipe-test sample of ESC-50: 5 clips, one per fold, the classes in turn.
+# The ESC-50 targets of SpeechBrain's recipe-test sample: not 0..N-1.
+RECIPE_TEST_TARGETS = (0, 43, 19)
+
+
+def write_recipe_test_sample(folder, targets=RECIPE_TEST_TARGETS, seed=1234):
+    """Writes SpeechBrain's recipe-test sample of ESC-50: 5 clips, one per fold, the ``targets`` in turn.
+
+    The classes are the synthetic ``events`` scenario's first ``len(targets)``, under those ESC-50 target ids.
 
     Returns
     -------
     pandas.DataFrame
         The rows of ``meta/esc50.csv``.
     """
-    jobs = [(index % n_classes, index + 1) for index in range(N_FOLDS)]
-    return write_clips(folder, scenario_classes("events", n_classes), jobs, seed, BACKGROUND_RMS)
+    classes = scenario_classes("events", len(targets))
+    jobs = [(targets[index % len(targets)], index + 1) for index in range(N_FOLDS)]
+    return write_clips(folder, dict(zip(targets, classes)), jobs, seed, BACKGROUND_RMS)
 
 
 def write_clips(folder, classes, jobs, seed, background_rms):

@@ -280,6 +280,15 @@ def test_an_existing_encoder_that_lacks_a_class_is_an_error(tmp_path):
         datasets_for(tmp_path, {"a": (tmp_path / "a.wav", "bird"), "b": (tmp_path / "b.wav", "cat")})
 
 
+def test_an_existing_encoder_indexed_by_esc50_targets_is_refused_with_what_to_do(tmp_path):
+    sf.write(tmp_path / "a.wav", sine(440.0, 0.5, 16000), 16000)
+    shutil.copy(tmp_path / "a.wav", tmp_path / "b.wav")
+    (tmp_path / "save").mkdir()
+    (tmp_path / "save" / esc50_prepare.LABEL_ENCODER_FILE).write_text("'bird' => 0\n'cat' => 43\n================\n'starting_index' => 0\n")
+    with pytest.raises(ValueError, match=r"gives its 2 classes the indices \[0, 43\].*delete it to rebuild it from the data"):
+        datasets_for(tmp_path, {"a": (tmp_path / "a.wav", "bird"), "b": (tmp_path / "b.wav", "cat")})
+
+
 def test_command_line_prepares_and_summarises(synthetic_data, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="esc50_prepare"):
         esc50_prepare.main(["--data_folder", synthetic_data["esc50_folder"], "--output_folder", str(tmp_path)])
