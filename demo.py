@@ -55,6 +55,7 @@ from interpretation_metrics import (
     sparseness,
 )
 from make_synthetic_data import generate
+from masking import masked_log_magnitudes
 
 logger = logging.getLogger(__name__)
 
@@ -323,10 +324,12 @@ def reference_scores(brain, dataset, events, batch_size, seed):
 
 
 def trivial_mask_fidelity(brain, output, mask):
-    """AD, AI, FF, Fid-In and SPS of ``mask`` ``[batch, frames, freq]`` on the batch of ``output``."""
+    """AD, AI, FF, Fid-In and SPS of ``mask`` ``[batch, frames, freq]`` on the batch of ``output``, the removed
+    cells filled with the run's reference ``R``, as for L-MAC's masks."""
     log_mag = output.features.log_mag[:, : mask.shape[1]]
-    logits_in, _ = brain.classify(brain.input_from_log_mag(mask * log_mag))
-    logits_out, _ = brain.classify(brain.input_from_log_mag((1 - mask) * log_mag))
+    masked_in, masked_out = masked_log_magnitudes(mask, log_mag, brain.mask_reference.fill(log_mag))
+    logits_in, _ = brain.classify(brain.input_from_log_mag(masked_in))
+    logits_out, _ = brain.classify(brain.input_from_log_mag(masked_out))
     fidelity = fidelity_scores(output.logits, logits_in, logits_out)
     return {name: fidelity[name] for name in ("AD", "AI", "FF", "fid_in")} | {"SPS": sparseness(mask)}
 

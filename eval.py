@@ -50,7 +50,7 @@ from recipe_setup import (
     build_mask_reference,
     check_overlap_type,
     load_classifier,
-    log_silence_decision,
+    log_empty_mask_decision,
     named_class_count,
     note_class_count,
     run_script,
@@ -519,9 +519,9 @@ def main(argv):
     datasets, label_encoder = prepare_datasets(hparams)
     note_class_count(hparams, label_encoder)
     load_classifier(hparams)
-    log_silence_decision(hparams, class_names_of(hparams))
-    events = load_event_table(hparams["data_folder"])  # read once, used by every method
     mask_reference = build_mask_reference(hparams, datasets["train"])
+    log_empty_mask_decision(hparams, class_names_of(hparams), mask_reference)
+    events = load_event_table(hparams["data_folder"])  # read once, used by every method
     if hparams["compare"]:
         methods = build_methods(hparams, dict.fromkeys([*names, *REFERENCE_ROWS]))
         compare_methods(hparams, run_opts, datasets, methods, events, mask_reference)

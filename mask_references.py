@@ -9,11 +9,14 @@ listenable interpretation stays ``M * L`` whatever the reference.
 Every reference maps the input's ``log1p|STFT|`` ``[batch, frames, freq]`` to
 ``R`` of the same shape. A new one is one ``MaskReference`` subclass and one
 line in ``MASK_REFERENCES``; ``--mask_reference NAME`` chooses it for
-training and for the metrics.
+training and for the metrics. A run saves its reference
+(``save_mask_reference``, ``MASK_REFERENCE_FILE`` in its save folder), so that
+its evaluations score masks against the ``R`` it was trained with.
 """
 
 import abc
 import logging
+import os
 
 import torch
 
@@ -21,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 # The share of a clip's frames, per frequency, under its noise floor (``noise_floor``).
 NOISE_FLOOR_QUANTILE = 0.1
+# A run's reference, in its save folder.
+MASK_REFERENCE_FILE = "mask_reference.pt"
 
 
 class MaskReference(abc.ABC):
@@ -38,6 +43,10 @@ class MaskReference(abc.ABC):
     @abc.abstractmethod
     def fill(self, log_mag):
         """``R`` ``[batch, frames, freq]`` for an input ``log_mag`` ``[batch, frames, freq]``."""
+
+    def state(self):
+        """What defines ``R`` beside its name: the constructor's arguments (``save_mask_reference``)."""
+        return {}
 
 
 class SilenceReference(MaskReference):
@@ -114,6 +123,9 @@ class MeanSpectrumReference(MaskReference):
     def __init__(self, mean_log_spectrum):
         self.mean_log_spectrum = mean_log_spectrum
 
+    def state(self):
+        return {"mean_log_spectrum": self.mean_log_spectrum}
+
     def fill(self, log_mag):
         return self.mean_log_spectrum.to(log_mag.device, log_mag.dtype).expand_as(log_mag)
 
@@ -170,3 +182,27 @@ def make_mask_reference(name, training_batches=None, compute_log_mag=None):
         return reference_class()
     logger.info("mask_reference=%s: computing the training set's mean log-spectrum.", name)
     return reference_class(training_mean_log_spectrum(training_batches, compute_log_mag))
+
+
+def save_mask_reference(reference, path):
+    """Writes ``reference``'s name and ``state`` to ``path`` (through a temporary file, so no half-written file remains)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = f"{path}.partial"
+    torch.save({"name": reference.name, **reference.state()}, partial)
+    os.replace(partial, path)
+
+
+def load_mask_reference(path):
+    """The ``MaskReference`` that ``save_mask_reference`` wrote to ``path``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), MASK_REFERENCE_FILE)
+    >>> save_mask_reference(MeanSpectrumReference(torch.tensor([1.0, 2.0])), path)
+    >>> loaded = load_mask_reference(path)
+    >>> loaded.name, loaded.mean_log_spectrum.tolist()
+    ('mean_spectrum', [1.0, 2.0])
+    """
+    state = torch.load(path, map_location="cpu")
+    return MASK_REFERENCES[state.pop("name")](**state)

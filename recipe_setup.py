@@ -25,7 +25,13 @@ from speechbrain.utils.train_logger import TensorboardLogger, TrainLogger
 from checkpointing import BEST_CHECKPOINT_KEY
 from esc50_prepare import validate_fold_lists
 from features import spectral_features, stft_frame_count
-from mask_references import check_mask_reference, make_mask_reference
+from mask_references import (
+    MASK_REFERENCE_FILE,
+    check_mask_reference,
+    load_mask_reference,
+    make_mask_reference,
+    save_mask_reference,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -215,10 +221,35 @@ def validate_data_hparams(hparams):
         raise ValueError("add_wham_noise=True needs --wham_folder (a folder holding tr/*.wav).")
     validate_fold_lists(**{key: hparams[key] for key in ("train_fold_nums", "valid_fold_nums", "test_fold_nums")})
     check_mask_reference(hparams["mask_reference"])
+    check_saved_mask_reference(hparams)
+
+
+def saved_mask_reference_path(hparams):
+    """Where a run keeps its reference ``R``: ``MASK_REFERENCE_FILE`` in ``save_folder``."""
+    return os.path.join(hparams["save_folder"], MASK_REFERENCE_FILE)
+
+
+def check_saved_mask_reference(hparams):
+    """Raises a ``SettingError`` when the run in ``save_folder`` saved another reference than ``mask_reference``."""
+    path = saved_mask_reference_path(hparams)
+    if not os.path.isfile(path):
+        return
+    saved = load_mask_reference(path).name
+    if saved != hparams["mask_reference"]:
+        raise SettingError(
+            f"mask_reference={hparams['mask_reference']!r}, but the run in {hparams['output_folder']!r} was trained "
+            f"with {saved!r} ({path}); pass --mask_reference {saved}, or another --output_folder for a new run."
+        )
 
 
 def build_mask_reference(hparams, train_set):
-    """The run's ``mask_reference`` (``mask_references``); ``mean_spectrum`` reads the clean training clips."""
+    """The run's ``mask_reference``: the one its save folder holds, else built (``mean_spectrum`` reads the clean
+    training clips) and saved there on the main process, so that the run's evaluations use the same ``R``."""
+    path = saved_mask_reference_path(hparams)
+    check_saved_mask_reference(hparams)
+    if os.path.isfile(path):
+        logger.info("mask_reference=%s: the run's own, from %s.", hparams["mask_reference"], path)
+        return load_mask_reference(path)
 
     def training_batches():
         loader = sb.dataio.dataloader.make_dataloader(train_set, batch_size=hparams["batch_size"])
@@ -228,12 +259,22 @@ def build_mask_reference(hparams, train_set):
     def log_magnitude(wavs):
         return spectral_features(wavs, hparams["compute_stft"], hparams["classifier_input"]).log_mag
 
-    return make_mask_reference(hparams["mask_reference"], training_batches(), log_magnitude)
+    def build_and_save():
+        save_mask_reference(make_mask_reference(hparams["mask_reference"], training_batches(), log_magnitude), path)
+
+    run_on_main(build_and_save)
+    return load_mask_reference(path)
 
 
 @torch.no_grad()
-def silence_decision(hparams):
-    """The loaded classifier's decision on a silent clip (``L = 0``, an empty mask's input with ``R = 0``).
+def empty_mask_decision(hparams, mask_reference):
+    """The loaded classifier's decision on an empty mask's input: the reference ``R`` alone (silence for ``zeros``;
+    a reference made from the clip is that of a silent clip).
+
+    Arguments
+    ---------
+    hparams : dict
+    mask_reference : mask_references.MaskReference
 
     Returns
     -------
@@ -245,28 +286,34 @@ def silence_decision(hparams):
     classifier = hparams["modules"]["classifier"]
     parameter = next(classifier.parameters())
     silence = torch.zeros(1, frames, hparams["n_fft"] // 2 + 1, device=parameter.device)
-    logits, _ = classifier(hparams["classifier_input"].to(parameter.device)(silence))
+    empty_input = mask_reference.fill(silence)  # [1, frames, freq]
+    logits, _ = classifier(hparams["classifier_input"].to(parameter.device)(empty_input))
     probability, decision = torch.softmax(logits.float(), dim=1).max(dim=1)
     return int(decision), float(probability)
 
 
-def log_silence_decision(hparams, class_names):
-    """Logs which class the classifier gives silence, with its probability; warns above ``SILENCE_WARNING_PROBABILITY``.
+def log_empty_mask_decision(hparams, class_names, mask_reference):
+    """Logs which class the classifier gives an empty mask's input (``R``), with its probability; warns above
+    ``SILENCE_WARNING_PROBABILITY``.
 
     Returns
     -------
     tuple of (str, float)
         The class name and the probability.
     """
-    decision, probability = silence_decision(hparams)
-    name = class_names[decision]
-    logger.info("The classifier gives silence class %r with probability %.2f.", name, probability)
+    decision, probability = empty_mask_decision(hparams, mask_reference)
+    name, reference = class_names[decision], mask_reference.name
+    logger.info(
+        "The classifier gives an empty mask's input (mask_reference=%s) class %r with probability %.2f.",
+        reference, name, probability,
+    )  # fmt: skip
     if probability > SILENCE_WARNING_PROBABILITY:
         logger.warning(
-            "The classifier gives silence %r with probability %.2f: with --mask_reference zeros an empty mask "
+            "The classifier gives an empty mask's input (mask_reference=%s) %r with probability %.2f: an empty mask "
             "already keeps that decision, so %r interpretations may be silent. Check energy_kept, silent_share "
-            "and fid_in_beyond_empty; the default objective (--mask_reference mean_spectrum --l_empty_w 1 "
-            "--sparsity_gate True) asks every mask to beat its empty input.", name, probability, name,
+            "and fid_in_beyond_empty; the default objective (--l_empty_w 1 --sparsity_gate True) asks every mask "
+            "to beat its empty input, and another --mask_reference may be less telling to this classifier.",
+            reference, name, probability, name,
         )  # fmt: skip
     return name, probability
 

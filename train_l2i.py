@@ -46,7 +46,7 @@ from recipe_setup import (
     build_mask_reference,
     load_classifier,
     load_nmf_dictionary,
-    log_silence_decision,
+    log_empty_mask_decision,
     named_class_count,
     note_class_count,
     run_script,
@@ -130,11 +130,12 @@ def main(argv):
     datasets, label_encoder = prepare_datasets(hparams)
     note_class_count(hparams, label_encoder)
     load_classifier(hparams)
-    log_silence_decision(hparams, class_names_from_encoder(label_encoder, named_class_count(hparams)))
+    mask_reference = build_mask_reference(hparams, datasets["train"])
+    log_empty_mask_decision(hparams, class_names_from_encoder(label_encoder, named_class_count(hparams)), mask_reference)
     brain = L2I(
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
         checkpointer=hparams["checkpointer"], noise_stream=noise_stream,
-        mask_reference=build_mask_reference(hparams, datasets["train"]),
+        mask_reference=mask_reference,
     )  # fmt: skip
     brain.fit(
         brain.hparams.epoch_counter,

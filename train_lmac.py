@@ -39,7 +39,7 @@ from recipe_setup import (
     check_overlap_type,
     load_classifier,
     load_interpreter,
-    log_silence_decision,
+    log_empty_mask_decision,
     named_class_count,
     note_class_count,
     run_script,
@@ -472,7 +472,8 @@ def main(argv):
     note_class_count(hparams, label_encoder)
     load_classifier(hparams)
     class_names = class_names_from_encoder(label_encoder, named_class_count(hparams))
-    log_silence_decision(hparams, class_names)
+    mask_reference = build_mask_reference(hparams, datasets["train"])
+    log_empty_mask_decision(hparams, class_names, mask_reference)
     brain = LMAC(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
@@ -481,7 +482,7 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
         noise_stream=noise_stream,
         events=load_event_table(hparams["data_folder"]),
-        mask_reference=build_mask_reference(hparams, datasets["train"]),
+        mask_reference=mask_reference,
     )
     if hparams["pretrained_interpreter"]:
         load_interpreter(brain.modules.psi, hparams["pretrained_interpreter"], brain.device)

@@ -19,7 +19,7 @@ from interpretation_metrics import energy_kept, profile_cosine, spearman_similar
 from interpreter_brain import InterpreterBrain, warn_if_collapsed
 from mask_references import MASK_REFERENCES, make_mask_reference
 from masking import inverted_interpretation
-from recipe_setup import SILENCE_WARNING_PROBABILITY, log_silence_decision
+from recipe_setup import SILENCE_WARNING_PROBABILITY, empty_mask_decision, log_empty_mask_decision
 
 SAMPLE_RATE = 16000
 
@@ -207,10 +207,55 @@ def test_every_run_says_which_class_silence_gets_and_warns_when_it_is_likely(cap
         "modules": {"classifier": Biased(probability)},
     }  # fmt: skip
     with caplog.at_level(logging.INFO, logger="recipe_setup"):
-        assert log_silence_decision(hparams, ["kick", "snare", "hihat"]) == ("snare", pytest.approx(probability))
-    assert f"gives silence class 'snare' with probability {probability:.2f}" in caplog.text
+        assert log_empty_mask_decision(hparams, ["kick", "snare", "hihat"], MASK_REFERENCES["zeros"]()) == (
+            "snare", pytest.approx(probability)
+        )
+    assert f"gives an empty mask's input (mask_reference=zeros) class 'snare' with probability {probability:.2f}" in caplog.text
     warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
     assert bool(warnings) == warns == (probability > SILENCE_WARNING_PROBABILITY)
+
+
+class Loudness(torch.nn.Module):
+    """A classifier that answers class 1 the louder its input is on average, class 0 for silence."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, mel_input):
+        level = mel_input.mean(dim=(1, 2))
+        return torch.stack([torch.zeros_like(level), self.gain * level], dim=1), ()
+
+
+def test_the_start_up_probe_classifies_the_empty_mask_s_input_the_reference_not_silence():
+    hparams = {
+        "signal_length_s": 0.5, "sample_rate": SAMPLE_RATE, "hop_length": 10, "n_fft": 512,
+        "classifier_input": LogMelInput(DeviceFilterbank(n_mels=20, n_fft=512, log_mel=False)),
+        "modules": {"classifier": Loudness()},
+    }  # fmt: skip
+    loud = MASK_REFERENCES["mean_spectrum"](torch.full((257,), 2.0))
+    assert empty_mask_decision(hparams, MASK_REFERENCES["zeros"]())[0] == 0
+    decision, probability = empty_mask_decision(hparams, loud)
+    assert decision == 1 and probability > 0.99
+
+
+def test_a_run_keeps_its_reference_and_refuses_another(synthetic_data, tmp_path):
+    from test_train_classifier import load_recipe
+
+    from esc50_prepare import prepare_datasets
+    from recipe_setup import SettingError, build_mask_reference, validate_data_hparams
+
+    overrides = {"data_folder": synthetic_data["esc50_folder"], "output_folder": str(tmp_path), "use_pretrained": False}
+    hparams = load_recipe("lmac_cnn14.yaml", overrides)
+    datasets, _ = prepare_datasets(hparams)
+    trained = build_mask_reference(hparams, datasets["train"])
+    assert (tmp_path / "save" / "mask_reference.pt").is_file()
+    # An evaluation of the run given other training clips still scores against the run's own R.
+    again = build_mask_reference(hparams, datasets["test"])
+    assert torch.equal(again.mean_log_spectrum, trained.mean_log_spectrum)
+    other = load_recipe("lmac_cnn14.yaml", {**overrides, "mask_reference": "zeros"})
+    with pytest.raises(SettingError, match=r"mask_reference='zeros', but the run in .* was trained with 'mean_spectrum'.*pass --mask_reference mean_spectrum"):
+        validate_data_hparams(other)
 
 
 def test_a_collapsed_validation_stage_is_reported(caplog):
