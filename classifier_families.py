@@ -115,7 +115,9 @@ def check_l2i_family(hparams):
 
 
 def _keep_output(maps, name, module, inputs, output):
-    maps[name] = output
+    """A forward hook's record of a layer's output; of a tuple (attention's ``(output, weights)``, an LSTM's
+    ``(output, (h, c))``), its first element."""
+    maps[name] = output[0] if isinstance(output, (tuple, list)) else output
 
 
 class FeatureMapEncoder(torch.nn.Module):
@@ -130,7 +132,8 @@ class FeatureMapEncoder(torch.nn.Module):
         Maps the classifier input to its embedding: ``[batch, 1, emb_dim]``,
         or a 2-D map ``[batch, channels, frames', freq']`` that is averaged.
     feature_layers : list of str
-        Dotted names inside ``encoder``; each output is ``[batch, channels, frames', freq']`` or ``[batch, channels, frames']``.
+        Dotted names inside ``encoder``; each output is ``[batch, channels, frames', freq']`` or ``[batch, channels, frames']``
+        (of a layer that returns a tuple, its first element).
 
     Example
     -------

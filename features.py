@@ -162,10 +162,11 @@ class LogMelInput(torch.nn.Module):
         log_mel = torch.log1p(self.compute_fbank(torch.expm1(log_mag)))
         return sentence_mean_norm(log_mel) if self.mean_norm else log_mel
 
-    def to_linear(self, attribution):
+    def to_linear(self, attribution, every_bin=False):
         """An attribution over the input ``[batch, frames, n_mels]`` on the STFT grid ``[batch, frames, freq]``:
-        each bin takes the filterbank-weighted mean of the bands covering it (``mel_to_linear``)."""
-        return mel_to_linear(attribution, self.compute_fbank.fbank_matrix.to(attribution.dtype))
+        each bin takes the filterbank-weighted mean of the bands covering it (``mel_to_linear``); a bin no band
+        covers (DC, Nyquist) gets 0, or with ``every_bin`` (a mask's logits) the value of the nearest covered bin."""
+        return mel_to_linear(attribution, self.compute_fbank.fbank_matrix.to(attribution.dtype), every_bin)
 
 
 class LogMagnitudeInput(torch.nn.Module):
@@ -191,25 +192,45 @@ class LogMagnitudeInput(torch.nn.Module):
         """``[batch, frames, freq]``, unchanged, or less each clip's mean per bin (``mean_norm``)."""
         return sentence_mean_norm(log_mag) if self.mean_norm else log_mag
 
-    def to_linear(self, attribution):
-        """An attribution over the input is already on the STFT grid ``[batch, frames, freq]``."""
+    def to_linear(self, attribution, every_bin=False):
+        """An attribution over the input is already on the STFT grid ``[batch, frames, freq]``, every bin covered."""
         return attribution
 
 
-def mel_to_linear(attribution, fbank_matrix):
+def mel_to_linear(attribution, fbank_matrix, every_bin=False):
     """Maps ``[batch, frames, n_mels]`` to ``[batch, frames, freq]``: the filterbank-weighted mean per bin.
 
-    ``fbank_matrix`` is ``[freq, n_mels]``; a bin no mel band covers gets 0.
+    ``fbank_matrix`` is ``[freq, n_mels]``; a bin no mel band covers gets 0,
+    or with ``every_bin`` the value of the nearest covered bin (the lower one on a tie).
 
     Example
     -------
-    >>> weights = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])
+    >>> weights = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])
     >>> mel_to_linear(torch.tensor([[[2.0, 4.0]]]), weights)
-    tensor([[[2., 3., 0.]]])
+    tensor([[[0., 2., 3., 0.]]])
+    >>> mel_to_linear(torch.tensor([[[2.0, 4.0]]]), weights, every_bin=True)
+    tensor([[[2., 2., 3., 3.]]])
     """
     coverage = fbank_matrix.sum(dim=1)  # [freq]
     share = fbank_matrix / coverage.clamp_min(torch.finfo(fbank_matrix.dtype).tiny)[:, None]
+    if every_bin:
+        share = share[nearest_covered_bin(coverage > 0)]
     return attribution @ share.T
+
+
+def nearest_covered_bin(covered):
+    """For each bin, the index of the nearest bin with ``covered`` True (the lower one on a tie): ``[freq]`` bool to
+    ``[freq]`` long.
+
+    Example
+    -------
+    >>> nearest_covered_bin(torch.tensor([False, True, False, False, True, False]))
+    tensor([1, 1, 1, 4, 4, 4])
+    """
+    positions = torch.arange(covered.shape[0], device=covered.device)
+    covered_positions = positions[covered]  # [covered bins]
+    distance = (positions[:, None] - covered_positions[None, :]).abs()  # [freq, covered bins]
+    return covered_positions[distance.argmin(dim=1)]
 
 
 @dataclasses.dataclass

@@ -19,7 +19,8 @@ a common grid of ``ceil(frames / grid_stride[0])`` x ``ceil(input_bins / grid_st
 The maps are summed, two 3x3 convolutions fuse them, a 1x1 convolution
 gives one logit per grid cell, and the logits are resized bilinearly to
 ``[batch, frames, input_bins]``, then put on the STFT grid ``[batch, frames,
-freq]``. ``hidden`` and ``grid_stride`` set its size.
+freq]``; a bin no mel band covers (DC, Nyquist) takes its nearest covered
+bin's logit, so no part of the interpretation stays at 0.5. ``hidden`` and ``grid_stride`` set its size.
 CNN14 keeps SpeechBrain's published ``CNN14PSI_stft`` (``cnn14_family.CNN14Decoder``).
 """
 
@@ -98,7 +99,7 @@ class MapDecoder(torch.nn.Module):
         )
         logits = self.fuse(torch.relu(fused))  # [batch, 1, grid frames, grid bins]
         on_input = F.interpolate(logits, size=(num_frames, self.input_bins), mode="bilinear", align_corners=False)[:, 0]
-        return self.classifier_input.to_linear(on_input)
+        return self.classifier_input.to_linear(on_input, every_bin=True)  # no bin left at logit 0 (mask 0.5)
 
     def on_grid_plane(self, projection, feature_map, rank):
         """One map projected to ``[batch, hidden, frames', rows]``; a 1-D map's channels become ``freq_rows`` rows."""

@@ -2,12 +2,17 @@
 
 Patches of ``patch`` frames x bands of the classifier input become tokens,
 with a learned position embedding on their grid (stretched over time for
-clips of another length). Each ``GridBlock`` is a pre-norm transformer layer
+clips of another length). The input is padded with silence (0) to whole
+patches, so every frame is read and the token grid spans
+``ceil(frames / patch) * patch`` frames, the clip and at most ``patch - 1``
+frames of padding. Each ``GridBlock`` is a pre-norm transformer layer
 (``torch.nn.TransformerEncoderLayer``) that takes and returns the tokens on
 their grid, ``[batch, dim, frames', bands']``: its output is a 2-D feature map
 that L-MAC's decoder and Grad-CAM read like a CNN's. The embedding is the
 mean of the last layer's tokens.
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +66,7 @@ class SpectrogramViT(torch.nn.Module):
         self.patch = tuple(patch)
         self.norm = torch.nn.BatchNorm2d(1)
         self.embed = torch.nn.Conv2d(1, dim, kernel_size=self.patch, stride=self.patch)
-        grid = (max(1, frames // self.patch[0]), max(1, input_bins // self.patch[1]))
+        grid = (math.ceil(frames / self.patch[0]), math.ceil(input_bins / self.patch[1]))
         self.position = torch.nn.Parameter(torch.zeros(1, dim, *grid))
         torch.nn.init.trunc_normal_(self.position, std=0.02)
         self.blocks = torch.nn.Sequential(*(GridBlock(dim, heads) for _ in range(depth)))
@@ -69,7 +74,19 @@ class SpectrogramViT(torch.nn.Module):
 
     def forward(self, spectrogram):
         """``[batch, frames, bins]`` to ``[batch, 1, dim]``."""
-        grid = self.embed(self.norm(spectrogram[:, None]))  # [batch, dim, frames', bands']
+        grid = self.embed(self.norm(whole_patches(spectrogram, self.patch)[:, None]))  # [batch, dim, frames', bands']
         grid = grid + F.interpolate(self.position, size=grid.shape[2:], mode="bilinear", align_corners=False)
         tokens = self.blocks(grid)
         return self.out_norm(tokens.mean(dim=(2, 3)))[:, None]
+
+
+def whole_patches(spectrogram, patch):
+    """``[batch, frames, bins]`` padded with zeros at the end of each axis to whole ``patch`` (frames, bins).
+
+    Example
+    -------
+    >>> whole_patches(torch.ones(1, 17, 16), (16, 16)).shape
+    torch.Size([1, 32, 16])
+    """
+    frames, bins = spectrogram.shape[1:]
+    return F.pad(spectrogram, (0, -bins % patch[1], 0, -frames % patch[0]))

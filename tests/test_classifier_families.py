@@ -39,6 +39,8 @@ def test_every_family_classifies_and_its_decoder_covers_the_stft_grid(name, fram
     assert [feature_map.dim() - 2 for feature_map in feature_maps] == MAP_RANKS[name]
     mask_logits = new_decoder(family)(feature_maps, frames)
     assert mask_logits.shape == (2, frames, FREQ_BINS) and torch.isfinite(mask_logits).all()
+    # DC and Nyquist, which no mel band covers, are decoded too: not left at logit 0 (a mask of 0.5 for ever)
+    assert (mask_logits[..., 0] != 0).all() and (mask_logits[..., -1] != 0).all()
     for layer in (family["gradcam_layer"], *family["randomisation_layers"]):
         classifier.get_submodule(layer)  # every named layer exists
 
@@ -90,6 +92,49 @@ def test_feature_maps_are_the_named_layers_outputs_and_copies_keep_their_own():
     _, (copied_first, _) = copied(inputs)
     torch.testing.assert_close(copied_first, encoder[0].bias.expand(3, 1, 6))
     torch.testing.assert_close(model(inputs)[1][0], first)
+
+
+class PairLayer(torch.nn.Module):
+    """A layer that returns a tuple, as attention ``(output, weights)`` and LSTM ``(output, state)`` layers do."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, inputs):
+        output = self.linear(inputs)
+        return output, output.sum()
+
+
+class PairEncoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pair = PairLayer()
+
+    def forward(self, inputs):
+        output, _ = self.pair(inputs)
+        return output
+
+
+def test_a_layer_that_returns_a_tuple_gives_its_first_element_as_the_map():
+    encoder = PairEncoder()
+    inputs = torch.rand(2, 3, 4)
+    embedding, (feature_map,) = FeatureMapEncoder(encoder, ["pair"])(inputs)
+    assert isinstance(feature_map, torch.Tensor)
+    torch.testing.assert_close(feature_map, encoder.pair.linear(inputs))
+
+
+def test_the_vit_reads_every_frame_of_a_clip_whose_length_is_not_whole_patches():
+    torch.manual_seed(0)
+    family = load_family("vit", SETTINGS)
+    classifier = FrozenClassifier(family["embedding_model"], family["classifier"])
+    log_mel = torch.rand(1, 431, SETTINGS["n_mels"])  # 26 whole patches of 16 frames and 15 frames more
+    changed = log_mel.clone()
+    changed[:, 420:] += 3.0  # only the last 11 frames
+    with torch.no_grad():
+        (logits, maps), (changed_logits, _) = classifier(log_mel), classifier(changed)
+    assert not torch.allclose(logits, changed_logits)
+    assert maps[0].shape[2] == 27  # ceil(431 / 16) tokens over time
 
 
 def test_a_one_dimensional_map_is_spread_over_learned_frequency_rows():
