@@ -156,7 +156,7 @@ def _floor_times(brain, batch, train):
     decoder_seconds, mask = timed(decoder_pass if train else lambda: _no_grad(decoder_pass))
     reference = brain.mask_reference.fill(crop_frames(features.log_mag, mask.shape[1]))
     masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag, reference)
-    inputs = [brain.input_from_log_mag(part).detach() for part in (masked_in, masked_out)]
+    inputs = [brain.input_from_log_mag(part, features.log_mag).detach() for part in (masked_in, masked_out)]
     reads_empty = brain.needs_empty_logits(sb.Stage.TRAIN if train else sb.Stage.TEST)
 
     def masked_passes():
@@ -167,7 +167,7 @@ def _floor_times(brain, batch, train):
                 logits_masked.sum().backward()
 
     masked_seconds, _ = timed(masked_passes if train else lambda: _no_grad(masked_passes))
-    empty_seconds = timed(lambda: brain.classify_empty(reference.detach()))[0] if reads_empty else 0.0
+    empty_seconds = timed(lambda: brain.classify_empty(reference.detach(), features.log_mag))[0] if reads_empty else 0.0
     brain.optimizer.zero_grad(set_to_none=True)
     return seconds + decoder_seconds + masked_seconds + empty_seconds
 

@@ -328,8 +328,8 @@ def trivial_mask_fidelity(brain, output, mask):
     cells filled with the run's reference ``R``, as for L-MAC's masks."""
     log_mag = output.features.log_mag[:, : mask.shape[1]]
     masked_in, masked_out = masked_log_magnitudes(mask, log_mag, brain.mask_reference.fill(log_mag))
-    logits_in, _ = brain.classify(brain.input_from_log_mag(masked_in))
-    logits_out, _ = brain.classify(brain.input_from_log_mag(masked_out))
+    logits_in, _ = brain.classify(brain.input_from_log_mag(masked_in, output.features.log_mag))
+    logits_out, _ = brain.classify(brain.input_from_log_mag(masked_out, output.features.log_mag))
     fidelity = fidelity_scores(output.logits, logits_in, logits_out)
     return {name: fidelity[name] for name in ("AD", "AI", "FF", "fid_in")} | {"SPS": sparseness(mask)}
 

@@ -122,17 +122,24 @@ class DeviceFilterbank(Filterbank):
         return self._amplitude_to_DB(fbanks) if self.log_mel else fbanks
 
 
-def sentence_mean_norm(classifier_input):
+def sentence_mean_norm(classifier_input, statistics_of=None):
     """``[batch, frames, bins]`` less each clip's mean over frames, per bin (SpeechBrain's ``InputNormalization``
     with ``norm_type="sentence"`` and ``std_norm=False``).
+
+    ``statistics_of`` (``[batch, frames'', bins]``), when given, is the clip whose mean is removed: a masked
+    input is normalised with its unmasked clip's statistics (``docs/method.md``, Other classifier families).
 
     Example
     -------
     >>> sentence_mean_norm(torch.tensor([[[1.0, 4.0], [3.0, 4.0]]]))
     tensor([[[-1.,  0.],
              [ 1.,  0.]]])
+    >>> sentence_mean_norm(torch.zeros(1, 2, 2), statistics_of=torch.tensor([[[1.0, 4.0], [3.0, 4.0]]]))
+    tensor([[[-2., -4.],
+             [-2., -4.]]])
     """
-    return classifier_input - classifier_input.mean(dim=1, keepdim=True)
+    clip = classifier_input if statistics_of is None else statistics_of
+    return classifier_input - clip.mean(dim=1, keepdim=True)
 
 
 class LogMelInput(torch.nn.Module):
@@ -157,10 +164,25 @@ class LogMelInput(torch.nn.Module):
         self.compute_fbank = compute_fbank
         self.mean_norm = mean_norm
 
-    def forward(self, log_mag):
-        """``[batch, frames, freq]`` to ``[batch, frames, n_mels]``; differentiable with respect to ``log_mag``."""
-        log_mel = torch.log1p(self.compute_fbank(torch.expm1(log_mag)))
-        return sentence_mean_norm(log_mel) if self.mean_norm else log_mel
+    @property
+    def uses_clip_statistics(self):
+        """True when the input of a masked spectrogram depends on its unmasked clip (``mean_norm``)."""
+        return self.mean_norm
+
+    def log_mel(self, log_mag):
+        """``log1p(Mel(expm1(L)))``: ``[batch, frames, freq]`` to ``[batch, frames, n_mels]``."""
+        return torch.log1p(self.compute_fbank(torch.expm1(log_mag)))
+
+    def forward(self, log_mag, clip_log_mag=None):
+        """``[batch, frames, freq]`` to ``[batch, frames, n_mels]``; differentiable with respect to ``log_mag``.
+
+        With ``mean_norm``, the mean per band removed is that of ``clip_log_mag`` (the unmasked clip of a
+        masked ``log_mag``, ``[batch, frames'', freq]``), or of ``log_mag`` itself when None.
+        """
+        log_mel = self.log_mel(log_mag)
+        if not self.mean_norm:
+            return log_mel
+        return sentence_mean_norm(log_mel, None if clip_log_mag is None else self.log_mel(clip_log_mag))
 
     def to_linear(self, attribution, every_bin=False):
         """An attribution over the input ``[batch, frames, n_mels]`` on the STFT grid ``[batch, frames, freq]``:
@@ -188,9 +210,15 @@ class LogMagnitudeInput(torch.nn.Module):
         super().__init__()
         self.mean_norm = mean_norm
 
-    def forward(self, log_mag):
-        """``[batch, frames, freq]``, unchanged, or less each clip's mean per bin (``mean_norm``)."""
-        return sentence_mean_norm(log_mag) if self.mean_norm else log_mag
+    @property
+    def uses_clip_statistics(self):
+        """True when the input of a masked spectrogram depends on its unmasked clip (``mean_norm``)."""
+        return self.mean_norm
+
+    def forward(self, log_mag, clip_log_mag=None):
+        """``[batch, frames, freq]``, unchanged, or less the mean per bin (``mean_norm``) of ``clip_log_mag`` (the
+        unmasked clip of a masked ``log_mag``), or of ``log_mag`` itself when None."""
+        return sentence_mean_norm(log_mag, clip_log_mag) if self.mean_norm else log_mag
 
     def to_linear(self, attribution, every_bin=False):
         """An attribution over the input is already on the STFT grid ``[batch, frames, freq]``, every bin covered."""

@@ -158,10 +158,11 @@ class InterpreterBrain(CudaFedBrain):
         """STFT, ``log1p`` magnitude and classifier input of ``wavs`` ``[batch, samples]``."""
         return spectral_features(wavs, self.modules.compute_stft, self.modules.classifier_input)
 
-    def input_from_log_mag(self, log_mag):
+    def input_from_log_mag(self, log_mag, clip_log_mag=None):
         """The classifier family's input (CNN14: ``log1p(Mel(expm1(L)))``) of a (masked) ``log1p`` magnitude
-        ``[batch, frames, freq]``."""
-        return self.modules.classifier_input(log_mag)
+        ``[batch, frames, freq]``; a mean-normalised input removes the mean of ``clip_log_mag``, the unmasked clip
+        (``features.sentence_mean_norm``)."""
+        return self.modules.classifier_input(log_mag, clip_log_mag)
 
     def classify(self, classifier_input):
         """Logits ``[batch, n_classes]`` and feature maps of the frozen classifier."""
@@ -210,15 +211,17 @@ class InterpreterBrain(CudaFedBrain):
         return stage != sb.Stage.TRAIN
 
     @torch.no_grad()
-    def classify_empty(self, reference):
-        """Logits ``[batch, n_classes]`` of the empty mask's input, the reference ``R`` ``[batch, frames, freq]``.
+    def classify_empty(self, reference, clip_log_mag):
+        """Logits ``[batch, n_classes]`` of the empty mask's input, the reference ``R`` ``[batch, frames, freq]``, in
+        the normalisation of the clips ``clip_log_mag`` ``[batch, frames, freq]``.
 
-        A reference that is the same for every clip is classified once and its answer repeated.
+        A reference that is the same for every clip, read by an input that
+        does not depend on the clip, is classified once and its answer repeated.
         """
-        if self.mask_reference.same_for_every_clip:
+        if self.mask_reference.same_for_every_clip and not self.modules.classifier_input.uses_clip_statistics:
             logits, _ = self.classify(self.input_from_log_mag(reference[:1]))
             return logits.expand(reference.shape[0], -1)
-        logits, _ = self.classify(self.input_from_log_mag(reference))
+        logits, _ = self.classify(self.input_from_log_mag(reference, clip_log_mag))
         return logits
 
     def masked_output(self, wavs, clean, features, logits, mask, stage):
@@ -228,9 +231,9 @@ class InterpreterBrain(CudaFedBrain):
         """
         reference = self.mask_reference.fill(crop_frames(features.log_mag, mask.shape[1]))
         masked_in, masked_out = masked_log_magnitudes(mask, features.log_mag, reference)
-        logits_masked_in, _ = self.classify(self.input_from_log_mag(masked_in))
-        logits_masked_out, _ = self.classify(self.input_from_log_mag(masked_out))
-        logits_empty = self.classify_empty(reference) if self.needs_empty_logits(stage) else None
+        logits_masked_in, _ = self.classify(self.input_from_log_mag(masked_in, features.log_mag))
+        logits_masked_out, _ = self.classify(self.input_from_log_mag(masked_out, features.log_mag))
+        logits_empty = self.classify_empty(reference, features.log_mag) if self.needs_empty_logits(stage) else None
         return MaskedOutput(
             wavs, clean, features, logits, mask, masked_in, logits_masked_in, logits_masked_out, logits_empty
         )

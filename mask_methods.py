@@ -179,14 +179,15 @@ class CaptumMask(MaskMethod):
         return self.classifier(classifier_input)[0]
 
     @abc.abstractmethod
-    def input_attribution(self, classifier_input, decision):
-        """Attribution of ``decision`` ``[batch]`` over ``classifier_input`` ``[batch, frames, bins]``, same shape."""
+    def input_attribution(self, classifier_input, decision, features):
+        """Attribution of ``decision`` ``[batch]`` over ``classifier_input`` ``[batch, frames, bins]``, same shape;
+        ``features`` are the clips' ``SpectralFeatures``."""
 
     def mask(self, features, logits, feature_maps=None):
         decision = logits.argmax(dim=1)
         classifier_input = features.classifier_input.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            attribution = self.input_attribution(classifier_input, decision).detach()
+            attribution = self.input_attribution(classifier_input, decision, features).detach()
         return attribution_mask(self.classifier_input.to_linear(attribution))
 
 
@@ -196,7 +197,7 @@ class SaliencyMask(CaptumMask):
     name = "saliency"
     title = "Saliency"
 
-    def input_attribution(self, classifier_input, decision):
+    def input_attribution(self, classifier_input, decision, features):
         return Saliency(self.logits).attribute(classifier_input, target=decision, abs=True)
 
 
@@ -215,7 +216,7 @@ class SmoothGradMask(CaptumMask):
     def from_hparams(cls, hparams, modules):
         return cls(modules["classifier"], modules["classifier_input"], hparams["smoothgrad_samples"], hparams["smoothgrad_noise"])
 
-    def input_attribution(self, classifier_input, decision):
+    def input_attribution(self, classifier_input, decision, features):
         # captum takes the noise's std as a Python float; the input in units of its range (a tensor, never read
         # on the host) takes noise of std ``noise``, and the gradients are scaled back.
         spread = (classifier_input.max() - classifier_input.min()).clamp_min(1e-6)
@@ -231,7 +232,8 @@ class SmoothGradMask(CaptumMask):
 
 
 class IntegratedGradientsMask(CaptumMask):
-    """Integrated gradients from a silent (all-zero) input in ``steps`` steps."""
+    """Integrated gradients from the classifier input of silence (``L = 0``, in the clip's own normalisation for a
+    mean-normalised input) in ``steps`` steps."""
 
     name = "integrated_gradients"
     title = "Integrated Gradients"
@@ -244,9 +246,10 @@ class IntegratedGradientsMask(CaptumMask):
     def from_hparams(cls, hparams, modules):
         return cls(modules["classifier"], modules["classifier_input"], hparams["ig_steps"])
 
-    def input_attribution(self, classifier_input, decision):
+    def input_attribution(self, classifier_input, decision, features):
+        silence = self.classifier_input(torch.zeros_like(features.log_mag), features.log_mag)  # [batch, frames, bins]
         return IntegratedGradients(self.logits).attribute(
-            classifier_input, baselines=0.0, target=decision, n_steps=self.steps, internal_batch_size=classifier_input.shape[0]
+            classifier_input, baselines=silence, target=decision, n_steps=self.steps, internal_batch_size=classifier_input.shape[0]
         )
 
 
@@ -270,7 +273,7 @@ class GradCAMMask(CaptumMask):
     def from_hparams(cls, hparams, modules):
         return cls(modules["classifier"], modules["classifier_input"], hparams["gradcam_layer"])
 
-    def input_attribution(self, classifier_input, decision):
+    def input_attribution(self, classifier_input, decision, features):
         cam = LayerGradCam(self.logits, self.layer).attribute(classifier_input, target=decision, relu_attributions=True)
         return cam_on_input_grid(cam, classifier_input.shape[1:])
 

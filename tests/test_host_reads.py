@@ -120,7 +120,7 @@ def test_smoothgrad_reads_nothing_on_the_host_and_matches_captum_with_a_float_no
     decision = torch.tensor([0, 2])
     torch.manual_seed(1)
     with HostReads() as mode:
-        attribution = method.input_attribution(mel_input.clone().requires_grad_(True), decision)
+        attribution = method.input_attribution(mel_input.clone().requires_grad_(True), decision, None)
     assert mode.reads == []
     spread = float(mel_input.max() - mel_input.min())
     torch.manual_seed(1)

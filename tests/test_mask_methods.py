@@ -133,3 +133,29 @@ def test_a_new_method_is_one_class_with_the_interface(toy):
     assert mask.shape == toy["features"].log_mag.shape and set(mask.unique().tolist()) <= {0.0, 1.0}
     with pytest.raises(TypeError, match="abstract"):
         type("NoMask", (MaskMethod,), {"name": "none"})()
+
+
+class LinearOnInput(torch.nn.Module):
+    """``logits = mean over frames of the input @ weights``: integrated gradients are exact for it."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.register_buffer("weights", weights)
+
+    def forward(self, classifier_input):
+        return classifier_input.mean(dim=1) @ self.weights, ()
+
+
+def test_integrated_gradients_start_from_silence_in_the_clip_s_own_normalisation():
+    to_input = LogMelInput(DeviceFilterbank(n_mels=N_MELS, n_fft=N_FFT, log_mel=False), mean_norm=True)
+    log_mag = torch.rand(2, FRAMES, N_FFT // 2 + 1, generator=torch.Generator().manual_seed(4)) * 3
+    features = SpectralFeatures(None, log_mag, to_input(log_mag))
+    weights = torch.randn(N_MELS, 2, generator=torch.Generator().manual_seed(5))
+    method = IntegratedGradientsMask(LinearOnInput(weights), to_input, steps=8)
+    decision = torch.tensor([0, 1])
+    attribution = method.input_attribution(features.classifier_input.clone().requires_grad_(True), decision, features)
+    # For a linear classifier IG is (input - baseline) * gradient; silence's input is log1p-mel(0) - the clip's mean,
+    # so input - baseline is the clip's log1p-mel itself (not its mean-removed input, the zero baseline's answer).
+    log_mel = torch.log1p(to_input.compute_fbank(torch.expm1(log_mag)))
+    expected = log_mel * weights.T[decision][:, None, :] / FRAMES
+    torch.testing.assert_close(attribution, expected, rtol=1e-4, atol=1e-6)

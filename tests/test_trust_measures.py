@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import types
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 from speechbrain.processing.features import ISTFT, STFT
 
 import eval as lmac_eval
-from features import DeviceFilterbank, LogMelInput, spectral_features
+from features import DeviceFilterbank, LogMelInput, SpectralFeatures, spectral_features
 from classifier_families import FAMILIES, load_family
 from frozen_classifier import FrozenClassifier, randomised_classifier
 from interpretation_metrics import energy_kept, profile_cosine, spearman_similarity, trust_scores
@@ -168,8 +169,9 @@ def test_the_references_fill_what_they_say():
         make_mask_reference("quiet")
 
 
+@pytest.mark.parametrize("clip_statistics", [False, True])
 @pytest.mark.parametrize("name", ["zeros", "mean_spectrum", "noise_floor", "pink"])
-def test_the_empty_mask_is_classified_once_per_batch_only_when_its_reference_is_the_same_for_every_clip(name):
+def test_the_empty_mask_is_classified_once_per_batch_only_when_its_reference_is_the_same_for_every_clip(name, clip_statistics):
     log_mag = torch.rand(3, 20, 9) * torch.arange(1.0, 4.0)[:, None, None]
     reference_of = make_mask_reference(name, [torch.rand(2, 20, 9)], lambda wavs: wavs)
     reference = reference_of.fill(log_mag)
@@ -181,11 +183,16 @@ def test_the_empty_mask_is_classified_once_per_batch_only_when_its_reference_is_
         return mel_input.mean(dim=1) @ weights, ()
 
     brain = type("Stub", (), {"mask_reference": reference_of, "classify": staticmethod(classify)})()
-    brain.input_from_log_mag = lambda log_mag: log_mag
-    logits = InterpreterBrain.classify_empty(brain, reference)
+    brain.modules = types.SimpleNamespace(classifier_input=types.SimpleNamespace(uses_clip_statistics=clip_statistics))
+    def input_from_log_mag(log_mag, clip_log_mag=None):  # a mean-normalised input removes the clip's mean
+        return log_mag - clip_log_mag.mean(dim=1, keepdim=True) if clip_statistics else log_mag
+
+    brain.input_from_log_mag = input_from_log_mag
+    logits = InterpreterBrain.classify_empty(brain, reference, log_mag)
     assert logits.shape == (3, 4)
-    assert torch.allclose(logits, reference.mean(dim=1) @ weights, atol=1e-6)
-    assert batch_sizes == ([1] if name in ("zeros", "mean_spectrum") else [3])
+    expected_input = reference - clip_statistics * log_mag.mean(dim=1, keepdim=True)
+    assert torch.allclose(logits, expected_input.mean(dim=1) @ weights, atol=1e-5)
+    assert batch_sizes == ([1] if name in ("zeros", "mean_spectrum") and not clip_statistics else [3])
 
 
 class Biased(torch.nn.Module):
@@ -286,3 +293,39 @@ def test_the_report_shows_energy_kept_and_says_when_an_interpretation_is_not_tru
     assert "Near-silent: the interpretation keeps 0.4% of the input&#x27;s energy." in silent_row.split("<img")[0]
     assert "This classifier gives kick to an empty mask (silence or the reference) with probability 0.79" in silent_row
     assert "Not trustworthy" not in heard_row.split("<img")[0]
+
+
+def test_a_mean_normalised_input_reads_the_reference_and_a_level_change_through_the_clip_s_statistics():
+    """ECAPA and conv2d remove each clip's mean per band: a constant-over-time R or a mask uniform over time would
+    vanish in the masked input's own mean; normalised with the unmasked clip's mean, they do not."""
+    to_input = LogMelInput(DeviceFilterbank(n_mels=8, n_fft=64, log_mel=False), mean_norm=True)
+    log_mag = torch.rand(2, 30, 33, generator=torch.Generator().manual_seed(6)) + 1.0
+    weights = torch.randn(8, 3, generator=torch.Generator().manual_seed(7))
+
+    class Stub:
+        masked_output = InterpreterBrain.masked_output
+        classify_empty = InterpreterBrain.classify_empty
+        input_from_log_mag = InterpreterBrain.input_from_log_mag
+        classify = InterpreterBrain.classify
+        modules = types.SimpleNamespace(classifier_input=to_input, classifier=lambda x: (x.mean(dim=1) @ weights, ()))
+
+        def needs_empty_logits(self, stage):
+            return True
+
+    features = SpectralFeatures(torch.zeros(2, 30, 33, 2), log_mag, to_input(log_mag))
+    empties = []
+    for reference in (MASK_REFERENCES["zeros"](), MASK_REFERENCES["mean_spectrum"](torch.full((33,), 2.0))):
+        brain = Stub()
+        brain.mask_reference = reference
+        output = brain.masked_output(None, None, features, None, torch.zeros(2, 30, 33), None)
+        empties.append(output.logits_empty)
+        torch.testing.assert_close(output.logits_empty, output.logits_masked_in)  # the empty mask keeps R only
+    assert not torch.allclose(*empties)  # R changes what the classifier hears
+    half = Stub()
+    half.mask_reference = MASK_REFERENCES["zeros"]()
+    output = half.masked_output(None, None, features, None, torch.full((2, 30, 33), 0.5), None)
+    # This classifier reads only the input's level against the clip's mean: normalised with its own mean, every
+    # masked input would give it 0, as the whole clip does; with the clip's mean it hears the halved level.
+    whole = features.classifier_input.mean(dim=1) @ weights
+    assert torch.allclose(whole, torch.zeros_like(whole), atol=1e-5)
+    assert not torch.allclose(output.logits_masked_in, whole, atol=1e-3)
