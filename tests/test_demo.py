@@ -36,7 +36,7 @@ def test_the_trivial_masks_are_scored_with_the_run_s_reference():
     weights = torch.randn(6, 3, generator=torch.Generator().manual_seed(2))
     brain = SimpleNamespace(
         classify=lambda classifier_input: (classifier_input.mean(dim=1) @ weights, ()),
-        input_from_log_mag=lambda log_mag: log_mag,
+        input_from_log_mag=lambda log_mag, clip_log_mag=None: log_mag,
         mask_reference=MeanSpectrumReference(torch.linspace(0.5, 3.0, 6)),
     )  # fmt: skip
     log_mag = torch.rand(2, 5, 6)
