@@ -54,6 +54,9 @@ logger = logging.getLogger(__name__)
 PER_CLASS_TEST_FILE = "test_per_class.json"
 # A validation stage with at least this share of near-silent interpretations is reported as collapsed.
 COLLAPSE_SILENT_SHARE = 0.5
+# A class whose interpretations are at least COLLAPSE_SILENT_SHARE near-silent while its Fid-In is under this
+# has collapsed: its masks went silent and lost the decision.
+COLLAPSE_CLASS_FID_IN = 0.75
 # The feature modules (``features.Device*``) every interpreter brain holds next to its models.
 FEATURE_MODULES = ("compute_stft", "compute_istft", "classifier_input")
 
@@ -115,10 +118,15 @@ class InterpreterBrain(CudaFedBrain):
     mask_reference : mask_references.MaskReference or None
         What fills the cells a mask removes, in the objective and the
         metrics (``mask_reference``); None: silence.
+    class_names : list of str or None
+        Name of each class index, for the warnings; None: the indices.
     """
 
-    def __init__(self, *args, mask_method=None, noise_stream=None, events=None, mask_reference=None, **kwargs):
+    def __init__(
+        self, *args, mask_method=None, noise_stream=None, events=None, mask_reference=None, class_names=None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
+        self.class_names = class_names
         self.mask_method = mask_method
         self.noise_stream = noise_stream
         self.events = events
@@ -359,6 +367,7 @@ class InterpreterBrain(CudaFedBrain):
         stats.update((key, value) for key, value in zip(whole_stage, values[len(names) : len(overall)]) if math.isfinite(value))
         per_class = values[len(overall) :]
         self.per_class_stats = per_class_table(names, per_class[: len(per_class) // 2], per_class[len(per_class) // 2 :], n_classes)
+        stats.update(class_collapse_stats(self.per_class_stats))
         return stats
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -380,6 +389,7 @@ class InterpreterBrain(CudaFedBrain):
                 meta={BEST_CHECKPOINT_KEY: stats[BEST_CHECKPOINT_KEY]}, min_keys=[BEST_CHECKPOINT_KEY]
             )
             warn_if_collapsed(stats, epoch)
+            warn_of_collapsed_classes(self.per_class_stats, epoch, self.class_names)
             if if_main_process():
                 save_training_curves(self.hparams.train_log, f"{type(self).__name__} training")
         else:
@@ -487,6 +497,53 @@ def warn_if_collapsed(stats, epoch):
         stats["energy_kept"], stats["fid_in"], stats["fid_in_beyond_empty"],
     )  # fmt: skip
     return True
+
+
+def collapsed_classes(per_class_stats):
+    """The classes (indices) whose interpretations are mostly near-silent (``silent_share >= COLLAPSE_SILENT_SHARE``)
+    while their Fid-In is under ``COLLAPSE_CLASS_FID_IN``.
+
+    Example
+    -------
+    >>> collapsed_classes({0: {"fid_in": 1.0, "silent_share": 0.0}, 1: {"fid_in": 0.125, "silent_share": 0.875}})
+    [1]
+    """
+    return [
+        label for label, stats in per_class_stats.items()
+        if stats.get("silent_share", 0.0) >= COLLAPSE_SILENT_SHARE and stats.get("fid_in", 1.0) < COLLAPSE_CLASS_FID_IN
+    ]  # fmt: skip
+
+
+def class_collapse_stats(per_class_stats):
+    """``worst_class_fid_in`` (the lowest per-class Fid-In) and ``collapsed_classes`` (how many ``collapsed_classes``)
+    of a stage's per-class table; nothing for a stage without Fid-In.
+
+    Example
+    -------
+    >>> class_collapse_stats({0: {"fid_in": 1.0, "silent_share": 0.0}, 1: {"fid_in": 0.125, "silent_share": 0.875}})
+    {'worst_class_fid_in': 0.125, 'collapsed_classes': 1}
+    """
+    fid_in = [stats["fid_in"] for stats in per_class_stats.values() if "fid_in" in stats]
+    if not fid_in:
+        return {}
+    return {"worst_class_fid_in": min(fid_in), "collapsed_classes": len(collapsed_classes(per_class_stats))}
+
+
+def warn_of_collapsed_classes(per_class_stats, epoch, class_names=None):
+    """Warns, naming them, of the classes whose validation interpretations have collapsed (``collapsed_classes``);
+    returns their indices."""
+    collapsed = collapsed_classes(per_class_stats)
+    if collapsed:
+        described = ", ".join(
+            f"{class_names[label] if class_names else label} (Fid-In {per_class_stats[label]['fid_in']:.2f}, "
+            f"{100 * per_class_stats[label]['silent_share']:.0f}% near-silent)"
+            for label in collapsed
+        )  # fmt: skip
+        logger.warning(
+            "Epoch %s: the interpretations of %d class(es) have collapsed to silence and lost the decision: %s. "
+            "Listen to them; see docs/method.md (Trust measures).", epoch, len(collapsed), described,
+        )  # fmt: skip
+    return collapsed
 
 
 def per_class_means(scores, classes, n_classes):

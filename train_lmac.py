@@ -483,6 +483,7 @@ def main(argv):
         noise_stream=noise_stream,
         events=load_event_table(hparams["data_folder"]),
         mask_reference=mask_reference,
+        class_names=class_names,
     )
     if hparams["pretrained_interpreter"]:
         load_interpreter(brain.modules.psi, hparams["pretrained_interpreter"], brain.device)

@@ -329,3 +329,18 @@ def test_a_mean_normalised_input_reads_the_reference_and_a_level_change_through_
     whole = features.classifier_input.mean(dim=1) @ weights
     assert torch.allclose(whole, torch.zeros_like(whole), atol=1e-5)
     assert not torch.allclose(output.logits_masked_in, whole, atol=1e-3)
+
+
+def test_a_class_whose_masks_go_silent_and_lose_the_decision_is_named_in_validation(caplog):
+    from interpreter_brain import class_collapse_stats, warn_of_collapsed_classes
+
+    per_class = {
+        0: {"fid_in": 1.0, "silent_share": 0.0},
+        1: {"fid_in": 0.125, "silent_share": 0.875},  # noise_burst_mid on another machine
+        2: {"fid_in": 0.9, "silent_share": 0.6},  # near-silent but keeps its decision: not a collapse
+    }
+    assert class_collapse_stats(per_class) == {"worst_class_fid_in": 0.125, "collapsed_classes": 1}
+    with caplog.at_level(logging.WARNING, logger="interpreter_brain"):
+        assert warn_of_collapsed_classes(per_class, 3, ["kick", "noise_burst_mid", "hihat"]) == [1]
+    assert "Epoch 3: the interpretations of 1 class(es) have collapsed" in caplog.text
+    assert "noise_burst_mid (Fid-In 0.12, 88% near-silent)" in caplog.text and "hihat" not in caplog.text
