@@ -105,14 +105,17 @@ class LMACMask(MaskMethod):
 
     A decoder maps ``(feature_maps, num_frames)`` to mask logits
     ``[batch, num_frames, freq]``: ``cnn14_family.CNN14Decoder`` (the
-    published one) or ``map_decoder.MapDecoder`` (any other family).
+    published one) or ``map_decoder.MapDecoder`` (any other family). The
+    mask is their sigmoid; in training its gradient is at least
+    ``gradient_floor`` (``floored_sigmoid``), so a saturated mask can reopen.
     """
 
     name = "lmac"
     title = "L-MAC"
 
-    def __init__(self, decoder):
+    def __init__(self, decoder, gradient_floor=0.0):
         self.decoder = decoder
+        self.gradient_floor = gradient_floor
 
     @classmethod
     def from_hparams(cls, hparams, modules):
@@ -130,7 +133,42 @@ class LMACMask(MaskMethod):
         return eval_folder
 
     def mask(self, features, logits, feature_maps):
-        return torch.sigmoid(self.decoder(feature_maps, features.log_mag.shape[1]))
+        return floored_sigmoid(self.decoder(feature_maps, features.log_mag.shape[1]), self.gradient_floor)
+
+
+class _FlooredSigmoid(torch.autograd.Function):
+    """``sigmoid``, whose backward uses ``max(sigmoid'(x), floor)``."""
+
+    @staticmethod
+    def forward(ctx, logits, floor):
+        mask = torch.sigmoid(logits)
+        ctx.save_for_backward(mask)
+        ctx.floor = floor
+        return mask
+
+    @staticmethod
+    def backward(ctx, grad_mask):
+        (mask,) = ctx.saved_tensors
+        return grad_mask * (mask * (1 - mask)).clamp_min(ctx.floor), None
+
+
+def floored_sigmoid(logits, floor=0.0):
+    """``sigmoid(logits)``, any shape; its gradient is ``max(sigmoid'(logits), floor)`` instead of ``sigmoid'``.
+
+    A mask that saturates (logits far below 0: silence) has a vanishing
+    ``sigmoid'``, so no loss term can open it again; the floor keeps a gradient
+    there. The values are the sigmoid's; ``floor`` 0 is the plain sigmoid.
+
+    Example
+    -------
+    >>> logits = torch.tensor([-30.0, 0.0], requires_grad=True)
+    >>> floored_sigmoid(logits, 0.01).sum().backward()
+    >>> logits.grad
+    tensor([0.0100, 0.2500])
+    """
+    if not floor:
+        return torch.sigmoid(logits)
+    return _FlooredSigmoid.apply(logits, floor)
 
 
 def attribution_mask(attribution):

@@ -294,7 +294,7 @@ class LMAC(InterpreterBrain):
 
     def own_mask_method(self):
         """The decoder of this Brain's modules (wrapped for DDP when training is distributed)."""
-        return LMACMask(self.modules.psi)
+        return LMACMask(self.modules.psi, self.hparams.mask_gradient_floor)
 
     @torch.no_grad()
     def interpret_computation_steps(self, wavs):
