@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEMO_DATA := data/synthetic
 DEMO_OUTPUT := results/demo
 
-.PHONY: demo test venv browser bench bench-gpu
+.PHONY: demo test venv browser bench bench-gpu sweep
 
 $(VENV)/.runtime-installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,9 @@ bench: $(VENV)/.runtime-installed
 # The published configuration on a CUDA GPU in bf16: clips per second for training and evaluation.
 bench-gpu: $(VENV)/.runtime-installed
 	$(PY) benchmark.py --config published --device cuda --precision bf16
+
+# How robust the interpretations are (not in CI; hours on 2 cores): classifier + L-MAC + comparison over 5 seeds
+# for CNN14 and ECAPA-TDNN (sweep.py), on the validation fold (where settings are chosen), then the test fold.
+sweep: $(VENV)/.runtime-installed
+	$(PY) sweep.py --fold valid
+	$(PY) sweep.py --fold test

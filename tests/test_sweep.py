@@ -1,0 +1,44 @@
+"""The robustness sweep at a tiny size: its tables come from the runs' own files, the chosen fold is scored, and a
+second pass reuses what is done."""
+
+import json
+
+import sweep
+
+TINY = [
+    "--n_classes", "2", "--clips_per_class", "5", "--noise_files", "3", "1", "1", "--batch_size", "4",
+    "--num_workers", "0", "--ig_steps", "2",
+]  # fmt: skip
+
+
+def test_a_tiny_sweep_scores_the_validation_fold_and_reuses_its_runs(tmp_path, monkeypatch):
+    monkeypatch.setitem(sweep.FAMILY_RUNS, "cnn14", {"width": 1 / 32, "classifier_epochs": 1, "lmac_epochs": 1})
+    argv = ["--output_folder", str(tmp_path), "--seeds", "3", "--families", "cnn14", "--fold", "valid", *TINY]
+    results = sweep.main(argv)
+    run = tmp_path / "seed3" / "cnn14"
+    manifest = json.loads((run / "lmac" / "manifests" / "test.json").read_text())
+    assert manifest and {entry["fold"] for entry in manifest.values()} == {4}  # the validation fold, read as eval's test
+    per_class = json.loads((run / "lmac" / "eval_valid" / "clean" / "metrics_clean_per_class.json").read_text())
+    classes = results["cnn14"]["3"]["classes"]
+    assert set(classes) == set(per_class) and len(classes) == 2
+    for name, stats in classes.items():
+        assert stats == {key: per_class[name][key] for key in sweep.PER_CLASS}
+    comparison = json.loads((run / "lmac" / "eval_valid" / "comparison_clean.json").read_text())["methods"]
+    assert results["cnn14"]["3"]["methods"]["gradcam"]["AD"] == comparison["gradcam"]["AD"]
+    markdown = (tmp_path / "sweep_valid.md").read_text()
+    assert "## cnn14 (1 seeds: 3)" in markdown and "| gradcam |" in markdown
+    classifier_log = run / "classifier" / "train_log.txt"
+    written = classifier_log.stat().st_mtime_ns
+    assert sweep.main(argv) == results  # a second pass trains and evaluates nothing again
+    assert classifier_log.stat().st_mtime_ns == written
+
+
+def test_the_targets_flag_a_class_the_classifier_knows_whose_masks_go_silent():
+    classes = {
+        "kept": {"acc": 1.0, "fid_in": 1.0, "silent_share": 0.0},
+        "silent": {"acc": 1.0, "fid_in": 0.9, "silent_share": 0.5},
+        "lost": {"acc": 0.8, "fid_in": 0.5, "silent_share": 0.0},
+        "unknown_to_the_classifier": {"acc": 0.25, "fid_in": 0.0, "silent_share": 1.0},
+    }
+    assert sweep.failing_classes(classes) == ["silent", "lost"]
+    assert sweep.worst_class(classes) == ("lost", 0.5)
