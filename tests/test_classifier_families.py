@@ -154,18 +154,22 @@ def test_a_one_dimensional_map_is_spread_over_learned_frequency_rows():
         MapDecoder([3, 4], [1], LogMagnitudeInput(), input_bins=17)
 
 
-# --- Known answer: a toy classifier of each family that reads one band ---------------------------------------
+# --- Known answer: a toy classifier of each family that hears an event in either of two bands ---------------------
 
-BAND_BINS = slice(192, 288)  # linear bins 3-4.5 kHz
-FRAMES, BATCH = 32, 6
+BANDS = (slice(64, 112), slice(192, 288))  # linear bins 1-1.75 kHz and 3-4.5 kHz
+FRAMES, BATCH = 32, 8
+# The families whose masks are checked in time too. Over 32 frames CNN14's deepest maps are one frame long, and its
+# published decoder kept the band through the silent half on some clips (a longer toy clip did not train in time).
+TIMED_AT_32_FRAMES = ("conv2d", "ecapa", "vit")
 
 
 class BandReader(torch.nn.Module):
-    """A toy classifier that reads one band: class 1 when the band's mean square input is over ``threshold``.
+    """A toy classifier that reads some bands: class 1 when their input's mean square rise is over ``threshold``.
 
-    Its logits are ``[0, gain * (band energy / threshold - 1)]`` (the mean square, so that it also hears
-    a band in an input with each clip's mean removed); its feature maps are those of the family's
-    embedding model on the input with everything outside ``band`` (a ``[bins]`` 0/1 vector) zeroed.
+    Its logits are ``[0, gain * (band energy / threshold - 1)]``, the band energy the mean square of the
+    input's positive part (so that it also hears an event in an input with the clip's mean removed, where
+    what is quieter than the mean is negative); its feature maps are those of the family's embedding
+    model on the input with everything outside ``band`` (a ``[bins]`` 0/1 vector) zeroed.
     """
 
     def __init__(self, embedding_model, band, threshold, gain=8.0):
@@ -175,7 +179,7 @@ class BandReader(torch.nn.Module):
         self.threshold, self.gain = threshold, gain
 
     def band_energy(self, classifier_input):
-        return (classifier_input * self.band).square().sum(dim=2).mean(dim=1) / self.band.sum()
+        return (classifier_input * self.band).clamp_min(0).square().sum(dim=2).mean(dim=1) / self.band.sum()
 
     def forward(self, classifier_input):
         _, feature_maps = self.embedding_model(classifier_input * self.band)
@@ -183,14 +187,14 @@ class BandReader(torch.nn.Module):
         return torch.stack([torch.zeros_like(score), score], dim=1), feature_maps
 
 
-def input_band(classifier_input):
-    """The input bins that carry the linear band ``BAND_BINS``: its energy's largest share.
+def input_band(classifier_input, bins):
+    """The input bins that carry the linear ``bins``: their energy's largest share.
 
     Each bin's response to the band, against its response to every bin, from a frame with them less a
     silent frame (a difference that a clip's mean removal leaves alone).
     """
     band = torch.zeros(FREQ_BINS)
-    band[BAND_BINS] = 1.0
+    band[bins] = 1.0
 
     def response(frame):
         out = classifier_input(torch.log1p(torch.stack([frame, torch.zeros(FREQ_BINS)]))[None])[0]
@@ -212,49 +216,59 @@ def calibrate_batch_norms(model, batches):
     model.eval()
 
 
-def toy_batch(generator, tone):
-    """``[BATCH, FRAMES, FREQ_BINS]`` log magnitudes: noise everywhere, plus a loud band ``BAND_BINS`` in the
-    first half of the frames where ``tone``."""
+def toy_batch(generator):
+    """``[BATCH, FRAMES, FREQ_BINS]`` log magnitudes: noise everywhere, plus in each clip a loud event in one of
+    ``BANDS`` during one half of the frames, both drawn per clip; and each clip's event box ``[BATCH, FRAMES, FREQ_BINS]``."""
     log_mag = 0.3 * torch.rand(BATCH, FRAMES, FREQ_BINS, generator=generator)
-    log_mag[tone, : FRAMES // 2, BAND_BINS] += 1.5
-    return log_mag
+    boxes = torch.zeros(BATCH, FRAMES, FREQ_BINS, dtype=torch.bool)
+    bands = torch.randint(len(BANDS), (BATCH,), generator=generator).tolist()
+    halves = torch.randint(2, (BATCH,), generator=generator).tolist()
+    for clip, (band, half) in enumerate(zip(bands, halves)):
+        boxes[clip, half * FRAMES // 2 : (half + 1) * FRAMES // 2, BANDS[band]] = True
+    return log_mag + 1.5 * boxes, boxes
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_lmac_on_a_classifier_that_reads_one_band_masks_that_band(name):
+def test_lmac_masks_each_clip_s_event_where_and_when_it_is(name):
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     family = load_family(name, {**SETTINGS, "n_classes": 2})
     to_input = family["classifier_input"]
-    band = input_band(to_input)
-    loud = torch.ones(BATCH, dtype=torch.bool)
-    calibrate_batch_norms(family["embedding_model"], [to_input(toy_batch(generator, loud)) * band for _ in range(4)])
+    band = torch.clamp(sum(input_band(to_input, bins) for bins in BANDS), max=1.0)
+    calibrate_batch_norms(family["embedding_model"], [to_input(toy_batch(generator)[0]) * band for _ in range(4)])
     reader = BandReader(family["embedding_model"], band, threshold=1.0)
-    reader.threshold = 0.6 * float(reader.band_energy(to_input(toy_batch(generator, loud))).mean())  # 60% of a loud band
+    reader.threshold = 0.6 * float(reader.band_energy(to_input(toy_batch(generator)[0])).mean())  # 60% of an event
     classifier = FrozenClassifier(reader, torch.nn.Identity())
     decoder = new_decoder(family)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
-    for _ in range(40):  # L-MAC's objective on clips with the band loud
-        log_mag = toy_batch(generator, loud)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
+    for _ in range(120):  # L-MAC's objective on clips with an event
+        log_mag, _ = toy_batch(generator)
         logits, feature_maps = classifier(to_input(log_mag))
         decision = logits.argmax(dim=1)
         mask = torch.sigmoid(decoder(feature_maps, FRAMES))
-        logits_in, _ = classifier(to_input(mask * log_mag))
-        logits_out, _ = classifier(to_input((1 - mask) * log_mag))
+        logits_in, _ = classifier(to_input(mask * log_mag, log_mag))
+        logits_out, _ = classifier(to_input((1 - mask) * log_mag, log_mag))
         loss = 4 * F.cross_entropy(logits_in, decision) - 0.2 * F.cross_entropy(logits_out, decision) + 4 * mask.mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     decoder.eval()
+    log_mag, boxes = toy_batch(generator)
     with torch.no_grad():
-        logits, feature_maps = classifier(to_input(toy_batch(generator, loud)))
-        assert (logits.argmax(dim=1) == 1).all(), "the toy classifier hears the loud band"
+        logits, feature_maps = classifier(to_input(log_mag))
+        assert (logits.argmax(dim=1) == 1).all(), "the toy classifier hears every event"
         mask = torch.sigmoid(decoder(feature_maps, FRAMES))
-    inside = mask[:, : FRAMES // 2, BAND_BINS].flatten(1)  # where and when the band is loud
-    outside = torch.cat([mask[:, :, : BAND_BINS.start], mask[:, :, BAND_BINS.stop :]], dim=2).flatten(1)
-    below = (outside < inside.median(dim=1, keepdim=True).values).float().mean()
-    assert inside.mean() > 0.5, f"{name}: the band's mask is {inside.mean():.3f}"
-    assert below > 0.95, f"{name}: only {below:.1%} of the cells outside the band are masked below the band's median"
+    for clip in range(BATCH):
+        inside, outside = mask[clip][boxes[clip]], mask[clip][~boxes[clip]]
+        median = inside.median()
+        in_its_band = boxes[clip].any(dim=0)  # the event's bins ...
+        at_other_times = mask[clip][:, in_its_band][~boxes[clip][:, in_its_band]]  # ... in the half without it
+        other_band = [bins for bins in BANDS if not boxes[clip][:, bins].any()][0]
+        assert inside.mean() > 0.5, f"{name}, clip {clip}: the event's mask is {inside.mean():.3f}"
+        assert (outside < median).float().mean() > 0.9, f"{name}, clip {clip}: too much of the rest is masked in"
+        if name in TIMED_AT_32_FRAMES:
+            assert (at_other_times < median).float().mean() > 0.9, f"{name}, clip {clip}: its band is kept when silent"
+        assert (mask[clip][:, other_band] < median).float().mean() > 0.9, f"{name}, clip {clip}: the other band is kept"
 
 
 # --- A tiny run of each family: classifier, L-MAC and the comparison ------------------------------------------
@@ -283,7 +297,6 @@ def test_a_tiny_run_trains_a_classifier_and_lmac_and_compares_every_method(tiny_
     ]  # fmt: skip
     brain, _ = train_lmac.main(interpreter)
     assert type(brain.modules.psi).__name__ == "MapDecoder"
-    assert 0 <= brain.last_stage_stats["fid_in"] <= 1
     # Every method once (conv2d); the family's own parts elsewhere: its decoder and its Grad-CAM layer.
     compare = "all" if name == "conv2d" else "lmac,gradcam"
     lmac_eval.main([*interpreter, "--compare", compare, "--ig_steps", "2", "--smoothgrad_samples", "2"])
@@ -292,8 +305,9 @@ def test_a_tiny_run_trains_a_classifier_and_lmac_and_compares_every_method(tiny_
     every = [method for method in lmac_eval.METHODS if method != "l2i"]
     expected = every if compare == "all" else ["lmac", "gradcam", "empty_mask", "all_ones_mask"]  # with the reference rows
     assert list(table) == expected
-    for method, row in table.items():
-        assert 0 <= row["fid_in"] <= 1 and 0 <= row["energy_kept"] <= 1, method
+    # eval.py scores the run's decoder as its own TEST did: the same masks, the same saved reference R.
+    for key in ("fid_in", "AD", "energy_kept"):
+        assert table["lmac"][key] == pytest.approx(brain.last_stage_stats[key], rel=1e-4, abs=1e-6), key
     saved = list((tmp_path / "lmac" / "interpretations" / "test").glob("*/interpretation.wav"))
     assert len(saved) == 2
     export_folder = export_interpreter.main([*interpreter, "--export_folder", str(tmp_path / "export")])

@@ -86,7 +86,6 @@ def test_relevance_is_theta_weight_times_pooled_activation():
 def test_l2i_training_wrote_checkpoints_and_finite_scores(run):
     stats = run["l2i"].last_stage_stats
     assert all(math.isfinite(value) for value in stats.values())
-    assert 0 <= stats["SPS"] < 1
     assert os.path.isfile(run["root"] / "l2i" / "train_log.txt")
     checkpoints = os.listdir(run["root"] / "l2i" / "save")
     assert any(name.startswith("CKPT") for name in checkpoints)

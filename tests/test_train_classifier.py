@@ -38,7 +38,6 @@ def test_training_logs_accuracy_per_epoch_and_tests_the_best_checkpoint(trained_
     assert [line.split(",")[0] for line in lines[:2]] == ["epoch: 1", "epoch: 2"]
     assert all("valid acc:" in line for line in lines[:2])
     assert lines[2].startswith("Epoch loaded") and "test acc:" in lines[2]
-    assert 0.0 <= brain.test_stats["acc"] <= 1.0
     assert (output_folder / "confusion_matrix.png").stat().st_size > 5_000
 
 
