@@ -57,9 +57,6 @@ COLLAPSE_SILENT_SHARE = 0.5
 # A class whose interpretations are at least COLLAPSE_SILENT_SHARE near-silent while its Fid-In is under this
 # has collapsed: its masks went silent and lost the decision.
 COLLAPSE_CLASS_FID_IN = 0.75
-# Added to an epoch's checkpoint key per collapsed validation class: the best checkpoint is the one of the
-# lowest validation loss among the epochs with the fewest collapsed classes (losses are far below this).
-COLLAPSED_CLASS_PENALTY = 1000.0
 # The feature modules (``features.Device*``) every interpreter brain holds next to its models.
 FEATURE_MODULES = ("compute_stft", "compute_istft", "classifier_input")
 
@@ -389,7 +386,7 @@ class InterpreterBrain(CudaFedBrain):
                 valid_stats=stats,
             )
             self.checkpointer.save_and_keep_only(
-                meta={BEST_CHECKPOINT_KEY: checkpoint_key(stats)}, min_keys=[BEST_CHECKPOINT_KEY]
+                meta={BEST_CHECKPOINT_KEY: stats[BEST_CHECKPOINT_KEY]}, min_keys=[BEST_CHECKPOINT_KEY]
             )
             warn_if_collapsed(stats, epoch)
             warn_of_collapsed_classes(self.per_class_stats, epoch, self.class_names)
@@ -500,19 +497,6 @@ def warn_if_collapsed(stats, epoch):
         stats["energy_kept"], stats["fid_in"], stats["fid_in_beyond_empty"],
     )  # fmt: skip
     return True
-
-
-def checkpoint_key(stats):
-    """The value a validation epoch's checkpoint is selected by (lower is better): its loss, plus
-    ``COLLAPSED_CLASS_PENALTY`` per collapsed class (``collapsed_classes``), so that an epoch where a class's
-    interpretations went silent is kept only when every epoch has as many.
-
-    Example
-    -------
-    >>> checkpoint_key({"loss": 0.8, "collapsed_classes": 2}) > checkpoint_key({"loss": 2.1, "collapsed_classes": 0})
-    True
-    """
-    return stats[BEST_CHECKPOINT_KEY] + COLLAPSED_CLASS_PENALTY * stats.get("collapsed_classes", 0)
 
 
 def collapsed_classes(per_class_stats):
