@@ -232,9 +232,12 @@ def saved_mask_reference_path(hparams):
 def check_saved_mask_reference(hparams):
     """Raises a ``SettingError`` when the run in ``save_folder`` saved another reference than ``mask_reference``."""
     path = saved_mask_reference_path(hparams)
-    if not os.path.isfile(path):
-        return
-    saved = load_mask_reference(path).name
+    if os.path.isfile(path):
+        refuse_another_reference(hparams, load_mask_reference(path).name, path)
+
+
+def refuse_another_reference(hparams, saved, path):
+    """Raises a ``SettingError`` when ``saved``, the reference name of the run's ``path``, is not ``mask_reference``."""
     if saved != hparams["mask_reference"]:
         raise SettingError(
             f"mask_reference={hparams['mask_reference']!r}, but the run in {hparams['output_folder']!r} was trained "
@@ -246,10 +249,11 @@ def build_mask_reference(hparams, train_set):
     """The run's ``mask_reference``: the one its save folder holds, else built (``mean_spectrum`` reads the clean
     training clips) and saved there on the main process, so that the run's evaluations use the same ``R``."""
     path = saved_mask_reference_path(hparams)
-    check_saved_mask_reference(hparams)
     if os.path.isfile(path):
-        logger.info("mask_reference=%s: the run's own, from %s.", hparams["mask_reference"], path)
-        return load_mask_reference(path)
+        reference = load_mask_reference(path)
+        refuse_another_reference(hparams, reference.name, path)
+        logger.info("mask_reference=%s: the run's own, from %s.", reference.name, path)
+        return reference
 
     def training_batches():
         loader = sb.dataio.dataloader.make_dataloader(train_set, batch_size=hparams["batch_size"])

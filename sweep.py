@@ -85,25 +85,32 @@ def seed_args(demo_args, output_folder, seed, family):
     })  # fmt: skip
 
 
+def family_flags(args, family):
+    """``--classifier_family`` and ``--width`` of the seed's runs of ``family``."""
+    return ["--classifier_family", family, "--width", str(args.width)]
+
+
 def classifier_export(args, data, family):
     """Trains the seed's classifier of ``family`` unless its export is there; returns the export folder."""
     export = os.path.join(args.output_folder, "classifier", "export")
     if not os.path.isfile(os.path.join(export, "classifier.ckpt")):
-        family_flags = ["--classifier_family", family, "--width", str(args.width)]
-        demo.train_the_classifier(args, data, family_flags)
+        demo.train_the_classifier(args, data, family_flags(args, family))
     return export
 
 
+def lmac_recipe(variant):
+    """The folder of an L-MAC run in a seed's family folder: ``lmac`` or ``lmac_<variant>``."""
+    return f"lmac_{variant}" if variant else "lmac"
+
+
 def lmac_run_flags(args, data, export, family, variant):
-    """The flags of the seed's L-MAC run of ``family`` (``lmac`` or ``lmac_<variant>``)."""
-    recipe = f"lmac_{variant}" if variant else "lmac"
-    family_flags = ["--classifier_family", family, "--width", str(args.width)]
-    return [*demo.interpreter_flags(args, data, export, recipe, family_flags), "--lr", str(args.lmac_lr)]
+    """The flags of the seed's L-MAC run of ``family`` (in ``lmac_recipe(variant)``)."""
+    flags = demo.interpreter_flags(args, data, export, lmac_recipe(variant), family_flags(args, family))
+    return [*flags, "--lr", str(args.lmac_lr)]
 
 
-def train_lmac_once(args, data, flags, extra_flags):
-    """Trains L-MAC with ``flags`` unless its run has finished (its ``test_per_class.json`` is there)."""
-    output_folder = flags[flags.index("--output_folder") + 1]
+def train_lmac_once(args, data, flags, extra_flags, output_folder):
+    """Trains L-MAC with ``flags`` unless its run in ``output_folder`` has finished (``test_per_class.json``)."""
     if os.path.isfile(os.path.join(output_folder, "test_per_class.json")):
         return
     train_lmac.main([
@@ -112,9 +119,8 @@ def train_lmac_once(args, data, flags, extra_flags):
     ])  # fmt: skip
 
 
-def compare_on_fold(args, flags, extra_flags, fold):
-    """``eval.py --compare`` of ``COMPARED`` on ``fold``, into the run's ``eval_<fold>/``; returns that folder."""
-    output_folder = flags[flags.index("--output_folder") + 1]
+def compare_on_fold(args, flags, extra_flags, fold, output_folder):
+    """``eval.py --compare`` of ``COMPARED`` on ``fold``, into ``output_folder``'s ``eval_<fold>/``; returns that folder."""
     eval_folder = os.path.join(output_folder, f"eval_{fold}")
     if not os.path.isfile(os.path.join(eval_folder, "comparison_clean.json")):
         lmac_eval.main([
@@ -233,8 +239,9 @@ def main(argv=None):
             args = seed_args(demo_args, own.output_folder, seed, family)
             export = classifier_export(args, data, family)
             flags = lmac_run_flags(args, data, export, family, own.variant)
-            train_lmac_once(args, data, flags, extra_flags)
-            results[family][str(seed)] = seed_results(compare_on_fold(args, flags, extra_flags, own.fold))
+            lmac_folder = os.path.join(args.output_folder, lmac_recipe(own.variant))
+            train_lmac_once(args, data, flags, extra_flags, lmac_folder)
+            results[family][str(seed)] = seed_results(compare_on_fold(args, flags, extra_flags, own.fold, lmac_folder))
     name = f"sweep_{own.fold}" + (f"_{own.variant}" if own.variant else "")
     with open(os.path.join(own.output_folder, f"{name}.json"), "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2)
