@@ -48,10 +48,12 @@ import train_nmf
 from checkpointing import BEST_CHECKPOINT_KEY
 from interpretation_metrics import (
     TRUST_METRICS,
+    audible_localization,
+    energy_kept,
     event_boxes,
     fidelity_scores,
     load_event_table,
-    localization_ratio,
+    near_silent,
     sparseness,
 )
 from make_synthetic_data import generate
@@ -313,7 +315,8 @@ def reference_scores(brain, dataset, events, batch_size, seed):
             boxes = event_boxes([events.loc[clip_id] for clip_id in batch.id], output.mask.shape[1:], hop, rate, n_fft)
             boxes = boxes.to(output.mask.device)
             for name, mask in masks.items():
-                per_example = {"localization_ratio": localization_ratio(mask, boxes)}
+                silent = near_silent(energy_kept(mask, output.features.log_mag))
+                per_example = {"localization_ratio": audible_localization(mask, boxes, silent)}
                 if name != "lmac":
                     per_example.update(trivial_mask_fidelity(brain, output, mask))
                 for metric, values in per_example.items():

@@ -64,10 +64,13 @@ logger = logging.getLogger(__name__)
 
 METHODS = tuple(MASK_METHODS)
 COMPARISON_COLUMNS = (
-    "AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "localization", *TRUST_METRICS, "seconds_per_clip",
+    "AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "localization", "event_fid_in", *TRUST_METRICS,
+    "seconds_per_clip",
 )  # fmt: skip
 # Masks whose classes' mean frequency profiles are this similar are called class-agnostic in a comparison.
 CLASS_AGNOSTIC_PROFILE_COSINE = 0.95
+# Where a mask exactly on the event keeps the decision on fewer clips than this, a comparison says so in words.
+EVENT_ALONE_FID_IN = 0.75
 # The reference rows of every comparison: a mask that removes everything and one that keeps everything.
 REFERENCE_ROWS = (EmptyMask.name, AllOnesMask.name)
 AUDIO_EXTENSIONS = tuple(sorted({".wav", ".flac", ".ogg", *(f".{kind.lower()}" for kind in sf.available_formats())}))
@@ -334,18 +337,18 @@ def comparison_warnings(table):
     >>> for warning in comparison_warnings({"ig": {"silent_share": 1.0, "profile_cosine": 0.2},
     ...                                      "cam": {"silent_share": 0.0, "profile_cosine": 0.99}}):
     ...     print(warning)
-    ig: 100% of its interpretations are near-silent (under 1% of the input's energy): its localisation, SPS and COMP describe masks one cannot hear.
+    ig: 100% of its interpretations are near-silent (under 1% of the input's energy): its SPS and COMP describe masks one cannot hear, and it localises at chance.
     cam: its masks have nearly one frequency profile for every class (profile_cosine 0.99): they do not show what tells the classes apart.
     """
-    warnings = []
+    warnings = event_alone_warnings(table)
     for method, row in table.items():
         if method in REFERENCE_ROWS:
             continue
         if row.get("silent_share", 0.0) >= COLLAPSE_SILENT_SHARE:
             warnings.append(
                 f"{method}: {100 * row['silent_share']:.0f}% of its interpretations are near-silent (under "
-                f"{100 * SILENT_ENERGY_SHARE:.0f}% of the input's energy): its localisation, SPS and COMP describe "
-                "masks one cannot hear."
+                f"{100 * SILENT_ENERGY_SHARE:.0f}% of the input's energy): its SPS and COMP describe masks one "
+                "cannot hear, and it localises at chance."
             )
         if row.get("profile_cosine", 0.0) >= CLASS_AGNOSTIC_PROFILE_COSINE:
             warnings.append(
@@ -353,6 +356,27 @@ def comparison_warnings(table):
                 f"{row['profile_cosine']:.2f}): they do not show what tells the classes apart."
             )
     return warnings
+
+
+def event_alone_warnings(table):
+    """Plain words when a mask exactly on the event (``event_fid_in``, the same for every method) keeps the
+    decision on fewer than ``EVENT_ALONE_FID_IN`` of the clips; empty otherwise.
+
+    Example
+    -------
+    >>> event_alone_warnings({"lmac": {"event_fid_in": 0.6}, "gradcam": {"event_fid_in": 0.6}})
+    ['A mask exactly on the event keeps the decision on 60% of the clips (event_fid_in): the classifier does not decide from the event alone there, so a faithful mask keeps more than the event and its localisation is lower.']
+    >>> event_alone_warnings({"lmac": {"event_fid_in": 0.9}}), event_alone_warnings({"lmac": {}})
+    ([], [])
+    """
+    shares = [row["event_fid_in"] for row in table.values() if "event_fid_in" in row]
+    if not shares or shares[0] >= EVENT_ALONE_FID_IN:
+        return []
+    return [
+        f"A mask exactly on the event keeps the decision on {100 * shares[0]:.0f}% of the clips (event_fid_in): the "
+        "classifier does not decide from the event alone there, so a faithful mask keeps more than the event and "
+        "its localisation is lower."
+    ]
 
 
 def write_comparison(table, folder, condition):

@@ -320,6 +320,36 @@ def localization_ratio(mask, box):
     return torch.where(box_share > 0, mass_inside / box_share.clamp_min(torch.finfo(mask.dtype).tiny), 0.0)
 
 
+def audible_localization(mask, box, silent):
+    """``localization_ratio`` of the interpretations one can hear; a near-silent one (``silent``) scores 1, chance.
+
+    A near-silent interpretation points at nothing a listener can find, so
+    its few faint cells inside the box do not count as localising the event.
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        ``[batch, frames, freq]``, non-negative.
+    box : torch.Tensor
+        ``[batch, frames, freq]``, boolean.
+    silent : torch.Tensor
+        ``[batch]``, 1 where the interpretation is near-silent (``trust_scores``' ``silent_share``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``.
+
+    Example
+    -------
+    >>> box = torch.zeros(2, 4, 5, dtype=torch.bool)
+    >>> box[:, :2, :2] = True
+    >>> audible_localization(1e-6 * box.float(), box, torch.tensor([0.0, 1.0]))
+    tensor([5., 1.])
+    """
+    return torch.where(silent.bool(), 1.0, localization_ratio(mask, box))
+
+
 # An interpretation that keeps less than this share of the input's energy is near-silent (``silent_share``).
 SILENT_ENERGY_SHARE = 0.01
 # The trust measures of ``docs/method.md`` (Trust measures), beside ``INTERPRETATION_METRICS``.
@@ -359,6 +389,12 @@ def energy_kept(mask, log_mag):
     return torch.where(total > 0, kept / total.clamp_min(torch.finfo(total.dtype).tiny), 1.0)
 
 
+def near_silent(kept):
+    """1 where an interpretation keeps under ``SILENT_ENERGY_SHARE`` of its input's energy (``energy_kept``'s
+    ``[batch]``), else 0: ``[batch]``."""
+    return (kept < SILENT_ENERGY_SHARE).float()
+
+
 def trust_scores(logits, logits_empty, fid_in, mask, log_mag):
     """Per-example trust measures of a mask: ``energy_kept``, ``silent_share``, ``empty_keeps_decision`` and
     ``fid_in_beyond_empty`` (``docs/method.md``, Trust measures).
@@ -392,7 +428,7 @@ def trust_scores(logits, logits_empty, fid_in, mask, log_mag):
     empty_keeps = (logits_empty.argmax(dim=1) == logits.argmax(dim=1)).float()
     return {
         "energy_kept": kept,
-        "silent_share": (kept < SILENT_ENERGY_SHARE).float(),
+        "silent_share": near_silent(kept),
         "empty_keeps_decision": empty_keeps,
         "fid_in_beyond_empty": fid_in * (1 - empty_keeps),
     }

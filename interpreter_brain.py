@@ -30,11 +30,11 @@ from features import SpectralFeatures, spectral_features
 from figures import save_spectrogram_figure
 from frozen_classifier import randomised_classifier
 from interpretation_metrics import (
+    audible_localization,
     energy_kept,
     event_boxes,
     frequency_profile,
     interpretation_scores,
-    localization_ratio,
     profile_cosine,
     spearman_similarity,
     trust_scores,
@@ -67,8 +67,8 @@ class MaskedOutput:
 
     Shapes: ``wavs`` ``[batch, samples]`` (the interpreted input) and
     ``clean_wavs`` (before any noise; the same tensor without it),
-    ``logits*`` ``[batch, n_classes]``, ``mask`` and ``log_mag_masked_in``
-    (``M * L + (1 - M) * R``) ``[batch, frames', freq]``. ``logits_empty``
+    ``logits*`` ``[batch, n_classes]``, ``mask`` and ``reference`` (``R``,
+    what fills the cells a mask removes) ``[batch, frames', freq]``. ``logits_empty``
     is the classifier on the masked-in input of an empty mask (``R``), or
     None where nothing reads it (training with an objective that does not).
     """
@@ -78,7 +78,7 @@ class MaskedOutput:
     features: SpectralFeatures
     logits: torch.Tensor
     mask: torch.Tensor
-    log_mag_masked_in: torch.Tensor
+    reference: torch.Tensor
     logits_masked_in: torch.Tensor
     logits_masked_out: torch.Tensor
     logits_empty: torch.Tensor | None = None
@@ -243,7 +243,7 @@ class InterpreterBrain(CudaFedBrain):
         logits_masked_out, _ = self.classify(self.input_from_log_mag(masked_out, features.log_mag))
         logits_empty = self.classify_empty(reference, features.log_mag) if self.needs_empty_logits(stage) else None
         return MaskedOutput(
-            wavs, clean, features, logits, mask, masked_in, logits_masked_in, logits_masked_out, logits_empty
+            wavs, clean, features, logits, mask, reference, logits_masked_in, logits_masked_out, logits_empty
         )
 
     def record_stage_outputs(self, output, batch, stage, extra_scores):
@@ -267,8 +267,9 @@ class InterpreterBrain(CudaFedBrain):
         self.stage_profiles["classes"].append(labels)
         if self.events is not None:
             boxes = self.event_boxes(batch.id, output.mask.shape[1:], output.mask.device)
-            scores["localization"] = localization_ratio(output.mask.detach().float(), boxes)
+            scores["localization"] = audible_localization(output.mask.detach().float(), boxes, scores["silent_share"])
             scores["event_energy_kept"] = energy_kept(boxes.float(), output.features.log_mag)
+            scores["event_fid_in"] = self.event_mask_keeps_decision(output, boxes)
             self.stage_profiles["event"].append(frequency_profile(boxes.float()))
         self.record_scores(scores, labels)
         if stage == sb.Stage.TEST:
@@ -278,6 +279,19 @@ class InterpreterBrain(CudaFedBrain):
             folder_name = "test" if stage == sb.Stage.TEST else f"valid_epoch{epoch}"
             folder = os.path.join(self.hparams.interpretations_folder, folder_name)
             self.save_interpretations(batch.id, output, labels, folder)
+
+    @torch.no_grad()
+    def event_mask_keeps_decision(self, output, boxes):
+        """``event_fid_in`` per clip: 1 where a mask exactly on the clip's event box (``[batch, frames', freq]``,
+        boolean), its other cells filled with ``output.reference``, keeps the classifier's decision; ``[batch]``.
+
+        What a perfect localiser's Fid-In is worth: where it is low, the
+        classifier does not decide from the event alone, and a faithful mask
+        has to keep more than the event.
+        """
+        masked_in, _ = masked_log_magnitudes(boxes.to(output.mask.dtype), output.features.log_mag, output.reference)
+        logits, _ = self.classify(self.input_from_log_mag(masked_in, output.features.log_mag))
+        return (logits.argmax(dim=1) == output.logits.argmax(dim=1)).float()
 
     def event_boxes(self, ids, shape, device):
         """Boolean ``[batch, *shape]`` event boxes of the clips ``ids`` in ``self.events``, on ``device``."""
@@ -535,8 +549,7 @@ def warn_of_collapsed_classes(per_class_stats, epoch, class_names=None):
     collapsed = collapsed_classes(per_class_stats)
     if collapsed:
         described = ", ".join(
-            f"{class_names[label] if class_names else label} (Fid-In {per_class_stats[label]['fid_in']:.2f}, "
-            f"{100 * per_class_stats[label]['silent_share']:.0f}% near-silent)"
+            f"{class_names[label] if class_names else label} ({collapse_description(per_class_stats[label])})"
             for label in collapsed
         )  # fmt: skip
         logger.warning(
@@ -544,6 +557,21 @@ def warn_of_collapsed_classes(per_class_stats, epoch, class_names=None):
             "Listen to them; see docs/method.md (Trust measures).", epoch, len(collapsed), described,
         )  # fmt: skip
     return collapsed
+
+
+def collapse_description(stats):
+    """A collapsed class's numbers in words: Fid-In, near-silent share and, with events, what a mask exactly on
+    the event keeps (``event_fid_in``).
+
+    Example
+    -------
+    >>> collapse_description({"fid_in": 0.125, "silent_share": 0.875, "event_fid_in": 0.0})
+    'Fid-In 0.12, 88% near-silent; a mask exactly on its event keeps 0% of its decisions'
+    """
+    words = f"Fid-In {stats['fid_in']:.2f}, {100 * stats['silent_share']:.0f}% near-silent"
+    if "event_fid_in" in stats:
+        words += f"; a mask exactly on its event keeps {100 * stats['event_fid_in']:.0f}% of its decisions"
+    return words
 
 
 def per_class_means(scores, classes, n_classes):

@@ -20,7 +20,7 @@ METRIC_DESCRIPTIONS = {
     "acc": ("classifier accuracy against the true labels", ""),
     "classifier_acc": ("classifier accuracy against the true labels", ""),
     "in_masks": ("fine-tuning: share of clips whose masked-in input correlates with the clean clip", ""),
-    "localization": ("mask mass inside the event's box / the box's share (1 = chance)", "higher"),
+    "localization": ("mask mass inside the event's box / the box's share (1 = chance, as for a near-silent interpretation)", "higher"),
     "localization_ratio": ("mask mass inside the event's box / the box's share (1 = chance)", "higher"),
     "clean_energy_share": ("noisy input: mask mass on the clean sound's loud cells / their share (1 = chance)", "higher"),
     "seconds_per_clip": ("seconds per clip of the whole evaluation pass", "lower"),
@@ -31,6 +31,7 @@ METRIC_DESCRIPTIONS = {
     "profile_cosine": ("mean cosine between the classes' mean mask frequency profiles (1 = the same band for every class)", "lower"),
     "event_profile_cosine": ("profile_cosine of the event boxes themselves: the value of masks exactly on the events", ""),
     "event_energy_kept": ("share of the input's energy a mask exactly on the event box keeps", ""),
+    "event_fid_in": ("share of clips whose decision a mask exactly on the event box keeps: a perfect localiser's Fid-In", ""),
     "randomisation_similarity": ("rank correlation of the masks with those after re-initialising the classifier's last block (1 = unchanged)", "lower"),
     "l1_weight": ("the L1 weight in force (adapted when l1_rate > 0)", ""),
 }

@@ -48,7 +48,7 @@ FAMILY_RUNS = {
 }
 COMPARED = ("lmac", "gradcam", "integrated_gradients")
 MEANS = ("fid_in", "AD", "localization", "silent_share", "profile_cosine", "randomisation_similarity")
-PER_CLASS = ("acc", "fid_in", "AD", "silent_share", "localization")
+PER_CLASS = ("acc", "fid_in", "AD", "silent_share", "localization", "event_fid_in")
 # A class the classifier gets right on at least ``min_acc`` of its clips must keep Fid-In and stay audible on every seed.
 ROBUST_CLASS = {"min_acc": 0.75, "min_fid_in": 0.75, "max_silent_share": 0.25}
 # The folds scored: ``eval.py`` reads the chosen fold as its test fold.
@@ -141,7 +141,7 @@ def seed_results(eval_folder):
     per_class = read_json(os.path.join(eval_folder, "clean", "metrics_clean_per_class.json"))
     means = {method: {key: table[method][key] for key in MEANS if key in table[method]} for method in COMPARED}
     classes = {name: {key: stats[key] for key in PER_CLASS if key in stats} for name, stats in per_class.items()}
-    return {"methods": means, "classes": classes}
+    return {"methods": means, "classes": classes, "event_fid_in": table["lmac"].get("event_fid_in")}
 
 
 def failing_classes(classes):
@@ -157,6 +157,17 @@ def failing_classes(classes):
         if stats["acc"] >= ROBUST_CLASS["min_acc"]
         and (stats["fid_in"] < ROBUST_CLASS["min_fid_in"] or stats["silent_share"] > ROBUST_CLASS["max_silent_share"])
     ]  # fmt: skip
+
+
+def with_event_fid_in(name, stats):
+    """A class's name, with its ``event_fid_in`` in brackets when the run had event boxes.
+
+    Example
+    -------
+    >>> with_event_fid_in("a", {"event_fid_in": 0.125}), with_event_fid_in("b", {})
+    ('a (event_fid_in 0.12)', 'b')
+    """
+    return f"{name} (event_fid_in {stats['event_fid_in']:.2f})" if "event_fid_in" in stats else name
 
 
 def worst_class(classes):
@@ -209,16 +220,23 @@ def summary_markdown(results, fold):
         for method, values in summary["methods"].items():
             cells = [f"{values[key][0]:.3g} ± {values[key][1]:.2g}" if key in values else "" for key in MEANS]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines += ["", "| seed | classifier acc | L-MAC worst class (Fid-In) | classes failing the targets |", "|---|---|---|---|"]
+        lines += [
+            "", "| seed | classifier acc | event_fid_in | L-MAC worst class (Fid-In) | classes failing the targets |",
+            "|---|---|---|---|---|",
+        ]  # fmt: skip
         for seed, result in seeds.items():
             accuracy = statistics.fmean(stats["acc"] for stats in result["classes"].values())
+            event_fid_in = "-" if result.get("event_fid_in") is None else f"{result['event_fid_in']:.2f}"
             name, fid_in = summary["worst_class"][seed]
-            failing = ", ".join(summary["failing_classes"][seed]) or "none"
-            lines.append(f"| {seed} | {accuracy:.2f} | {name} ({fid_in:.2f}) | {failing} |")
+            failing = ", ".join(with_event_fid_in(name, result["classes"][name]) for name in summary["failing_classes"][seed])
+            failing = failing or "none"
+            lines.append(f"| {seed} | {accuracy:.2f} | {event_fid_in} | {name} ({fid_in:.2f}) | {failing} |")
         lines.append("")
     lines.append(
         f"A class fails when the classifier is right on >= {ROBUST_CLASS['min_acc']} of its clips but L-MAC's "
-        f"Fid-In is under {ROBUST_CLASS['min_fid_in']} or its silent_share over {ROBUST_CLASS['max_silent_share']}."
+        f"Fid-In is under {ROBUST_CLASS['min_fid_in']} or its silent_share over {ROBUST_CLASS['max_silent_share']}. "
+        "In brackets, event_fid_in: the share of its decisions that a mask exactly on the event keeps (a perfect "
+        "localiser's Fid-In); where it is low, the classifier does not decide that class from its event alone."
     )
     return "\n".join(lines) + "\n"
 

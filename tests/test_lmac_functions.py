@@ -169,7 +169,7 @@ def hand_made_output(seed=9, batch=3, classes=4):
         features=SpectralFeatures(stft=torch.zeros(batch, 8, 5, 2), log_mag=log_mag, classifier_input=torch.zeros(batch, 8, 3)),
         logits=torch.randn(batch, classes, generator=generator),
         mask=mask,
-        log_mag_masked_in=mask * log_mag[:, :7] + (1 - mask) * 0.5,  # the classifier's input, with R = 0.5
+        reference=torch.full_like(mask, 0.5),
         logits_masked_in=torch.randn(batch, classes, generator=generator),
         logits_masked_out=torch.randn(batch, classes, generator=generator),
         logits_empty=torch.randn(batch, classes, generator=generator),
@@ -233,7 +233,7 @@ def test_the_guidance_reads_the_interpretation_not_the_reference_filled_input():
     reference = torch.linspace(0.0, 2.0, 5)  # a mean spectrum: it correlates with every clip that rises with frequency
     clean = clean_log_mag[:, :7] * 0 + reference + 0.1 * torch.rand(3, 7, 5, generator=torch.Generator().manual_seed(1))
     output.mask = torch.zeros_like(output.mask)  # the empty mask: its interpretation is silence
-    output.log_mag_masked_in = reference.expand_as(output.mask)
+    output.reference = reference.expand_as(output.mask)
     keep, guidance = brain.guidance(output, clean)
     assert keep.tolist() == [0.0, 0.0, 0.0]
     assert guidance.item() == 0.0

@@ -205,7 +205,7 @@ def test_all_zero_and_all_one_masks_with_a_certain_classifier_are_finite(tiny_br
         features=SpectralFeatures(stft=torch.zeros(2, 10, 6, 2), log_mag=log_mag, classifier_input=torch.zeros(2, 10, 80)),
         logits=certain,
         mask=torch.full((2, 10, 6), mask_value),
-        log_mag_masked_in=log_mag,
+        reference=torch.zeros_like(log_mag),
         logits_masked_in=certain,
         logits_masked_out=certain.flip(1),
         logits_empty=certain.flip(1),

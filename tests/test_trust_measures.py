@@ -16,7 +16,7 @@ import eval as lmac_eval
 from features import DeviceFilterbank, LogMelInput, SpectralFeatures, spectral_features
 from classifier_families import FAMILIES, load_family
 from frozen_classifier import FrozenClassifier, randomised_classifier
-from interpretation_metrics import energy_kept, profile_cosine, spearman_similarity, trust_scores
+from interpretation_metrics import audible_localization, energy_kept, profile_cosine, spearman_similarity, trust_scores
 from interpreter_brain import InterpreterBrain, warn_if_collapsed
 from mask_references import MASK_REFERENCES, make_mask_reference
 from masking import inverted_interpretation
@@ -344,3 +344,39 @@ def test_a_class_whose_masks_go_silent_and_lose_the_decision_is_named_in_validat
         assert warn_of_collapsed_classes(per_class, 3, ["kick", "noise_burst_mid", "hihat"]) == [1]
     assert "Epoch 3: the interpretations of 1 class(es) have collapsed" in caplog.text
     assert "noise_burst_mid (Fid-In 0.12, 88% near-silent)" in caplog.text and "hihat" not in caplog.text
+
+
+def test_event_fid_in_is_what_a_mask_exactly_on_the_event_keeps_with_the_removed_cells_filled_by_the_reference():
+    # A classifier that answers the louder of two bands (bins 0-1: class 0, bins 3-4: class 1), on its log-magnitude.
+    def classify(log_mag):
+        return torch.stack([log_mag[..., :2].sum(dim=(1, 2)), log_mag[..., 3:].sum(dim=(1, 2))], dim=1), ()
+
+    brain = type("Stub", (), {"classify": staticmethod(classify)})()
+    brain.input_from_log_mag = lambda log_mag, clip_log_mag=None: log_mag
+    log_mag = torch.zeros(3, 4, 5)
+    log_mag[:, :, :2] = 2.0  # every clip is loud in the low band: decision 0
+    log_mag[:, :, 3:] = 1.0
+    boxes = torch.zeros(3, 4, 5, dtype=torch.bool)
+    boxes[0, :2, :2] = True  # on the low band: keeps it
+    boxes[1, :, 3:] = True  # on the other band: the decision becomes 1
+    boxes[2, :2, :2] = True  # on the low band, but the reference is loud in the high band
+    reference = torch.zeros(3, 4, 5)
+    reference[2, :, 3:] = 5.0
+    output = types.SimpleNamespace(
+        features=types.SimpleNamespace(log_mag=log_mag), logits=classify(log_mag)[0], mask=torch.rand(3, 4, 5),
+        reference=reference,
+    )  # fmt: skip
+    kept = InterpreterBrain.event_mask_keeps_decision(brain, output, boxes)
+    assert kept.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_a_near_silent_interpretation_localises_at_chance_whatever_its_faint_cells_hold():
+    box = torch.zeros(2, 6, 8, dtype=torch.bool)
+    box[:, 1:3, 2:5] = True
+    on_the_box = box.float()
+    masks = torch.stack([on_the_box[0], 1e-4 * on_the_box[1]])
+    log_mag = torch.ones(2, 6, 8)
+    silent = trust_scores(torch.zeros(2, 2), torch.zeros(2, 2), torch.ones(2), masks, log_mag)["silent_share"]
+    assert silent.tolist() == [0.0, 1.0]
+    localisation = audible_localization(masks, box, silent)
+    assert localisation.tolist() == pytest.approx([48 / 6, 1.0])  # the box holds 6 of the 48 cells
