@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from make_synthetic_data import generate  # noqa: E402
+from lmac.data.synthetic import generate
 
 SMALL_DATA = {"n_classes": 3, "clips_per_class": 5, "noise_files": (4, 2, 2), "seed": 7}
 TINY_DATA = {"n_classes": 2, "clips_per_class": 5, "noise_files": (3, 1, 1), "seed": 3}

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-import benchmark
+import lmac.recipes.benchmark as benchmark
 
 KEYS = (
     "train_step_s_per_clip", "train_floor_s_per_clip", "train_step_over_floor", "train_data_wait_share",

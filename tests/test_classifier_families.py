@@ -9,15 +9,15 @@ import pytest
 import soundfile
 import torch
 import torch.nn.functional as F
-
-import eval as lmac_eval
-from classifier_families import FAMILIES, FAMILY_FOLDER, FeatureMapEncoder, check_l2i_family, load_family, new_decoder
-from features import LogMagnitudeInput, spectral_features
-from frozen_classifier import FrozenClassifier
-from map_decoder import MapDecoder
-from mask_methods import MASK_METHODS
-from recipe_setup import SettingError
 from test_train_classifier import load_recipe
+
+import lmac.recipes.eval as lmac_eval
+from lmac.checks import SettingError
+from lmac.features import LogMagnitudeInput, spectral_features
+from lmac.methods import MASK_METHODS
+from lmac.models.families import FAMILIES, FAMILY_FOLDER, FeatureMapEncoder, check_l2i_family, load_family, new_decoder
+from lmac.models.frozen_classifier import FrozenClassifier
+from lmac.models.map_decoder import MapDecoder
 
 # CNN14's published decoder needs 80 mel bands and 513 bins.
 SETTINGS = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 16, "win_length": 32, "n_mels": 80, "width": 1 / 16, "n_classes": 3}
@@ -278,11 +278,11 @@ def test_lmac_masks_each_clip_s_event_where_and_when_it_is(name):
 
 @pytest.mark.parametrize("name", [family for family in FAMILIES if family != "cnn14"])  # CNN14's: test_demo.py
 def test_a_tiny_run_trains_a_classifier_and_lmac_and_compares_every_method(tiny_data, tmp_path, name):
-    import export_interpreter
-    import train_classifier
-    import train_lmac
-    from audio_io import peak_normalize
-    from lmac_interpreter import LMACInterpreter
+    import lmac.recipes.export_interpreter as export_interpreter
+    import lmac.recipes.train_classifier as train_classifier
+    import lmac.recipes.train_lmac as train_lmac
+    from lmac.audio.io import peak_normalize
+    from lmac.inference import LMACInterpreter
 
     common = [
         "--data_folder", tiny_data["esc50_folder"], "--classifier_family", name, "--width", "0.0625",

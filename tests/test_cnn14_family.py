@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from speechbrain.lobes.models.Cnn14 import CNN14PSI_stft, Cnn14
+from speechbrain.lobes.models.Cnn14 import Cnn14, CNN14PSI_stft
 from speechbrain.processing.features import STFT
 
-from cnn14_family import ScaledCnn14, cnn14_embedding_model, decode_any_length
-from device_runtime import set_weight_layout
-from features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, LogMelInput
-from interpreter_brain import InterpreterBrain
+from lmac.features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, LogMelInput
+from lmac.models.cnn14 import ScaledCnn14, cnn14_embedding_model, decode_any_length
+from lmac.training.brain import InterpreterBrain
+from lmac.training.device import set_weight_layout
 
 HOP_MS, WIN_MS = 11.6099, 23.2199
 
@@ -111,7 +111,7 @@ def test_channels_last_weights_give_the_same_masks_and_can_be_undone():
 
 
 def test_pictures_show_seconds_and_kilohertz_and_one_colour_scale_for_input_and_interpretation():
-    from figures import spectrogram_figure
+    from lmac.reporting.figures import spectrogram_figure
 
     log_mag = torch.rand(431, 513) * 3
     mask = torch.rand(431, 513)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-import demo
-from interpretation_metrics import event_box, localization_ratio
+import lmac.recipes.demo as demo
+from lmac.metrics import event_box, localization_ratio
 
 REQUIRED_KEYS = (
     "classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP",
@@ -29,9 +29,9 @@ def real_event_boxes(synthetic_data, num_frames=431, num_bins=513):
 def test_the_trivial_masks_are_scored_with_the_run_s_reference():
     from types import SimpleNamespace
 
-    from features import SpectralFeatures
-    from interpretation_metrics import fidelity_scores
-    from mask_references import MeanSpectrumReference
+    from lmac.features import SpectralFeatures
+    from lmac.mask_references import MeanSpectrumReference
+    from lmac.metrics import fidelity_scores
 
     weights = torch.randn(6, 3, generator=torch.Generator().manual_seed(2))
     brain = SimpleNamespace(

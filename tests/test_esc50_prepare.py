@@ -13,8 +13,9 @@ import pytest
 import soundfile as sf
 import torch
 
-import esc50_prepare
-from esc50_prepare import dataio_prep, prepare_esc50
+import lmac.data.esc50 as esc50
+import lmac.recipes.esc50_prepare as esc50_prepare
+from lmac.data.esc50 import dataio_prep, prepare_esc50
 
 
 def run_prepare(data_folder, out_folder, **fold_lists):
@@ -96,7 +97,7 @@ def test_unreadable_files_are_skipped_and_counted(esc50_copy, tmp_path, caplog):
     whole = (audio / cut).read_bytes()
     (audio / cut).write_bytes(whole[: len(whole) * 2 // 3])  # cut off mid-data: libsndfile reads it shorter
     assert 0 < sf.info(audio / cut).frames
-    with caplog.at_level(logging.INFO, logger="esc50_prepare"):
+    with caplog.at_level(logging.INFO, logger="lmac.data.esc50"):
         paths = run_prepare(esc50_copy, tmp_path / "manifests")
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     for name in (corrupt, empty, missing):
@@ -116,7 +117,7 @@ def test_a_second_run_with_the_same_inputs_does_no_work(synthetic_data, tmp_path
     def must_not_scan(*args):
         raise AssertionError("preparation was redone")
 
-    monkeypatch.setattr(esc50_prepare, "scan_clips", must_not_scan)
+    monkeypatch.setattr(esc50, "scan_clips", must_not_scan)
     run_prepare(synthetic_data["esc50_folder"], tmp_path)
     assert {path: os.stat(path).st_mtime_ns for path in paths.values()} == mtimes
     with pytest.raises(AssertionError, match="preparation was redone"):
@@ -158,19 +159,19 @@ def fail_download(url, dest, **kwargs):
 
 
 def test_missing_data_raises_with_the_expected_layout(tmp_path, monkeypatch):
-    monkeypatch.setattr(esc50_prepare, "download_file", fail_download)
+    monkeypatch.setattr(esc50, "download_file", fail_download)
     data_folder = tmp_path / "no_esc50_here"
     with pytest.raises(FileNotFoundError) as error:
         run_prepare(data_folder, tmp_path / "manifests")
     message = str(error.value)
-    assert str(data_folder) in message and esc50_prepare.ESC50_URL in message
+    assert str(data_folder) in message and esc50.ESC50_URL in message
     assert "meta/esc50.csv" in message and "audio/*.wav" in message and "offline" in message
     assert not data_folder.exists(), "a failed download must not leave a folder behind"
 
 
 def test_download_unpacks_the_official_layout(synthetic_data, tmp_path, monkeypatch):
     def serve_archive(url, dest, **kwargs):
-        assert url == esc50_prepare.ESC50_URL
+        assert url == esc50.ESC50_URL
         with zipfile.ZipFile(dest, "w") as archive:
             for root, _, files in os.walk(synthetic_data["esc50_folder"]):
                 for name in files:
@@ -178,7 +179,7 @@ def test_download_unpacks_the_official_layout(synthetic_data, tmp_path, monkeypa
                     relative = os.path.relpath(path, synthetic_data["esc50_folder"])
                     archive.write(path, os.path.join("ESC-50-master", relative))
 
-    monkeypatch.setattr(esc50_prepare, "download_file", serve_archive)
+    monkeypatch.setattr(esc50, "download_file", serve_archive)
     data_folder = tmp_path / "ESC50"
     paths = run_prepare(data_folder, tmp_path / "manifests")
     assert set(load_json(paths["test"])) == expected_ids(synthetic_data["esc50_folder"], [5])
@@ -264,9 +265,9 @@ def test_labels_follow_the_esc50_target_ids_and_the_encoder_is_saved(synthetic_d
     manifest = load_json(paths["valid"])
     for item in datasets["valid"]:
         assert item["class_string_encoded"].tolist() == [manifest[item["id"]]["class_id"]]
-    encoder_file = tmp_path / "save" / esc50_prepare.LABEL_ENCODER_FILE
+    encoder_file = tmp_path / "save" / esc50.LABEL_ENCODER_FILE
     assert encoder_file.is_file()
-    assert os.listdir(tmp_path / "save") == [esc50_prepare.LABEL_ENCODER_FILE]  # no partial file left
+    assert os.listdir(tmp_path / "save") == [esc50.LABEL_ENCODER_FILE]  # no partial file left
     written = encoder_file.stat().st_mtime_ns
     assert dataio_prep(hparams)[1].lab2ind == encoder.lab2ind
     assert encoder_file.stat().st_mtime_ns == written  # loaded, not written again
@@ -284,13 +285,13 @@ def test_an_existing_encoder_indexed_by_esc50_targets_is_refused_with_what_to_do
     sf.write(tmp_path / "a.wav", sine(440.0, 0.5, 16000), 16000)
     shutil.copy(tmp_path / "a.wav", tmp_path / "b.wav")
     (tmp_path / "save").mkdir()
-    (tmp_path / "save" / esc50_prepare.LABEL_ENCODER_FILE).write_text("'bird' => 0\n'cat' => 43\n================\n'starting_index' => 0\n")
+    (tmp_path / "save" / esc50.LABEL_ENCODER_FILE).write_text("'bird' => 0\n'cat' => 43\n================\n'starting_index' => 0\n")
     with pytest.raises(ValueError, match=r"gives its 2 classes the indices \[0, 43\].*delete it to rebuild it from the data"):
         datasets_for(tmp_path, {"a": (tmp_path / "a.wav", "bird"), "b": (tmp_path / "b.wav", "cat")})
 
 
 def test_command_line_prepares_and_summarises(synthetic_data, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="esc50_prepare"):
+    with caplog.at_level(logging.INFO, logger="lmac"):
         esc50_prepare.main(["--data_folder", synthetic_data["esc50_folder"], "--output_folder", str(tmp_path)])
     assert "3 classes; train 9, valid 3, test 3 clips" in caplog.text
     assert "80000 samples at 16000 Hz" in caplog.text

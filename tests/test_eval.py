@@ -16,13 +16,14 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-import eval as lmac_eval
-import export_interpreter
-import train_lmac
+import lmac.data.contamination as contamination
+import lmac.recipes.eval as lmac_eval
+import lmac.recipes.export_interpreter as export_interpreter
+import lmac.recipes.train_lmac as train_lmac
 from conftest import tiny_run_flags
-from esc50_prepare import prepare_datasets
-from lmac_interpreter import LMACInterpreter
-from make_synthetic_data import synthesize_noise
+from lmac.data.esc50 import prepare_datasets
+from lmac.data.synthetic import synthesize_noise
+from lmac.inference import LMACInterpreter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
@@ -117,13 +118,13 @@ def test_overlaps_mix_with_the_weights_of_the_spec(tmp_path):
     clean = torch.randn(3, 4000, generator=generator)
     recording = tmp_path / "other.wav"
     sf.write(recording, np.random.default_rng(1).normal(size=8000).astype("float32") * 0.1, 16000)
-    overlap = lmac_eval.ClipOverlap([str(recording)], 16000, seed=0)
+    overlap = contamination.ClipOverlap([str(recording)], 16000, seed=0)
     mixture = overlap.mix_into(clean)
     assert torch.allclose(mixture.abs().amax(dim=1), torch.ones(3))
-    again = lmac_eval.ClipOverlap([str(recording)], 16000, seed=0)
+    again = contamination.ClipOverlap([str(recording)], 16000, seed=0)
     rng_clips = torch.stack([again.other_clip(4000) for _ in range(3)])
     assert torch.allclose(mixing_weights(mixture, clean, rng_clips), torch.full((3,), 4.0), rtol=1e-3)
-    white = lmac_eval.WhiteNoiseOverlap(seed=3).mix_into(clean)
+    white = contamination.WhiteNoiseOverlap(seed=3).mix_into(clean)
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(mixing_weights(white, clean, noise), torch.full((3,), 2.0), rtol=1e-3)
 

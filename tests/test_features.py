@@ -6,11 +6,11 @@ import pytest
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.processing.features import ISTFT, STFT, Filterbank
+from speechbrain.processing.features import ISTFT, STFT, Filterbank, InputNormalization
 
-import train_lmac
-from esc50_prepare import prepare_datasets
-from features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, spectral_features
+import lmac.training.lmac as lmac_brain
+from lmac.data.esc50 import prepare_datasets
+from lmac.features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, sentence_mean_norm, spectral_features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
@@ -52,7 +52,7 @@ def build_tiny_lmac(data, output_folder):
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     datasets, _ = prepare_datasets(hparams)
-    brain = train_lmac.LMAC(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"})
+    brain = lmac_brain.LMAC(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"})
     brain.init_optimizers()
     batch = next(iter(sb.dataio.dataloader.make_dataloader(datasets["train"], batch_size=2)))
     return brain, batch, hparams
@@ -91,3 +91,13 @@ def test_feature_constants_move_with_the_brains_modules_and_stay_out_of_checkpoi
     assert hparams["classifier_input"].compute_fbank.fbank_matrix.dtype == torch.float64
     features = spectral_features(torch.randn(1, 16000, dtype=torch.float64), hparams["compute_stft"], hparams["classifier_input"])
     assert features.classifier_input.dtype == torch.float64
+
+
+def test_the_sentence_mean_norm_is_speechbrain_s_and_a_masked_input_takes_its_clip_s_mean():
+    torch.manual_seed(0)
+    clip = torch.rand(3, 40, 12) * 5
+    expected = InputNormalization(norm_type="sentence", std_norm=False)(clip)
+    torch.testing.assert_close(sentence_mean_norm(clip), expected)
+    torch.testing.assert_close(sentence_mean_norm(clip), clip - clip.mean(dim=1, keepdim=True))
+    masked = clip * (torch.rand(3, 40, 12) > 0.7)
+    torch.testing.assert_close(sentence_mean_norm(masked, statistics_of=clip), masked - clip.mean(dim=1, keepdim=True))

@@ -8,11 +8,11 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from torch.overrides import TorchFunctionMode
 
-import interpretation_metrics
-import train_lmac
-from esc50_prepare import prepare_datasets
-from interpretation_metrics import load_event_table
-from wham_prepare import make_noise_stream
+import lmac.metrics as interpretation_metrics
+import lmac.training.lmac as lmac_brain
+from lmac.data.esc50 import prepare_datasets
+from lmac.data.wham import make_noise_stream
+from lmac.metrics import load_event_table
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
@@ -59,7 +59,7 @@ def noisy_lmac(request, synthetic_data, tmp_path):
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     datasets, _ = prepare_datasets(hparams)
-    brain = train_lmac.LMAC(
+    brain = lmac_brain.LMAC(
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"},
         noise_stream=make_noise_stream(hparams),
     )  # fmt: skip
@@ -107,7 +107,7 @@ def test_smoothgrad_reads_nothing_on_the_host_and_matches_captum_with_a_float_no
     from captum.attr import NoiseTunnel, Saliency
     from speechbrain.processing.features import Filterbank
 
-    from mask_methods import SmoothGradMask
+    from lmac.methods import SmoothGradMask
 
     torch.manual_seed(0)
     weights = torch.randn(12, 3)

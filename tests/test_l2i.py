@@ -3,7 +3,6 @@
 import json
 import math
 import os
-
 import random
 
 import pandas
@@ -11,15 +10,18 @@ import pytest
 import torch
 from speechbrain.lobes.models.L2I import NMFDecoderAudio, Theta
 
-import eval as lmac_eval
-import mask_methods
-import recipe_setup
-import train_l2i
-import train_lmac
-import train_nmf
-from audio_io import peak_normalize, read_audio_mono
+import lmac.loading as loading
+import lmac.methods as mask_methods
+import lmac.recipes.eval as lmac_eval
+import lmac.recipes.train_l2i as train_l2i
+import lmac.recipes.train_lmac as train_lmac
+import lmac.recipes.train_nmf as train_nmf
+import lmac.reporting.comparison as comparison
+import lmac.training.lmac as lmac_brain
+import lmac.training.nmf as nmf
 from conftest import tiny_run_flags
-from features import spectral_features
+from lmac.audio.io import peak_normalize, read_audio_mono
+from lmac.features import spectral_features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
@@ -64,7 +66,7 @@ def test_more_components_reconstruct_better():
     generator = torch.Generator().manual_seed(3)
     spectrogram = torch.rand(20, 200, generator=generator) ** 3
     errors = [
-        train_nmf.relative_error(spectrogram, *train_nmf.nmf_multiplicative(spectrogram, k, 200, generator))
+        nmf.relative_error(spectrogram, *nmf.nmf_multiplicative(spectrogram, k, 200, generator))
         for k in (1, 4, 16)
     ]
     assert errors[0] > errors[1] > errors[2]
@@ -110,7 +112,7 @@ def test_l2i_mask_is_the_share_of_the_reconstruction_the_relevant_components_exp
 def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
     methods = list(lmac_eval.METHODS)
     channels_last_during_evaluation = []
-    evaluate = train_lmac.LMAC.evaluate
+    evaluate = lmac_brain.LMAC.evaluate
 
     def recording_evaluate(brain, *args, **kwargs):
         weight = brain.modules.psi.convt1.weight
@@ -119,7 +121,7 @@ def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
         )
         return evaluate(brain, *args, **kwargs)
 
-    monkeypatch.setattr(train_lmac.LMAC, "evaluate", recording_evaluate)
+    monkeypatch.setattr(lmac_brain.LMAC, "evaluate", recording_evaluate)
     l2i_loads = []
     load_l2i_run = mask_methods.load_l2i_run
     monkeypatch.setattr(mask_methods, "load_l2i_run", lambda *args: l2i_loads.append(args) or load_l2i_run(*args))
@@ -132,7 +134,7 @@ def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
     # Forward-only methods run with channels-last weights, the gradient baselines in the default order.
     assert channels_last_during_evaluation == [mask_methods.MASK_METHODS[method].forward_only for method in methods]
     for method, row in table.items():
-        assert set(row) == set(lmac_eval.COMPARISON_COLUMNS), method
+        assert set(row) == set(comparison.COMPARISON_COLUMNS), method
         assert all(math.isfinite(value) for value in row.values()), method
         assert row["seconds_per_clip"] > 0
     markdown = (folder / "comparison_clean.md").read_text(encoding="utf-8")
@@ -202,7 +204,7 @@ def test_the_l2i_run_loads_with_its_dictionary_and_leaves_the_random_state_alone
     expected = random.random(), torch.rand(3)
     random.seed(5)
     torch.manual_seed(5)
-    l2i = recipe_setup.load_l2i_run(str(run["root"] / "l2i"), {"width": 0.03125, "n_classes": 2})
+    l2i = loading.load_l2i_run(str(run["root"] / "l2i"), {"width": 0.03125, "n_classes": 2})
     assert (random.random(), torch.rand(3)) == (expected[0], pytest.approx(expected[1]))
     saved = torch.load(run["root"] / "l2i" / "nmf" / "nmf_decoder.ckpt")["W"]
     assert l2i["nmf_components"] == COMPONENTS and torch.equal(l2i["nmf_decoder"].W, saved)

@@ -11,8 +11,8 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 
-from features import SpectralFeatures
-from interpretation_metrics import (
+from lmac.features import SpectralFeatures
+from lmac.metrics import (
     INTERPRETATION_METRICS,
     clean_energy_share,
     complexity,
@@ -20,8 +20,8 @@ from interpretation_metrics import (
     interpretation_scores,
     sparseness,
 )
-from interpreter_brain import InterpreterBrain, MaskedOutput
-from train_lmac import LMAC, AdaptiveWeight, crosscor, guidance_per_example, tv_loss
+from lmac.training.brain import InterpreterBrain, MaskedOutput
+from lmac.training.lmac import LMAC, AdaptiveWeight, crosscor, guidance_per_example, tv_loss
 
 
 def random_spectrograms(batch=3, frames=7, freq=5, seed=0):
@@ -283,8 +283,8 @@ def test_features_match_their_definition_and_an_all_ones_mask_gives_the_input_ba
     from speechbrain.lobes.models.Cnn14 import Cnn14
     from speechbrain.processing.features import STFT, Filterbank
 
-    from features import DeviceFilterbank, LogMelInput, spectral_features
-    from frozen_classifier import FrozenClassifier
+    from lmac.features import DeviceFilterbank, LogMelInput, spectral_features
+    from lmac.models.frozen_classifier import FrozenClassifier
 
     torch.manual_seed(0)
     compute_stft = STFT(sample_rate=16000, n_fft=1024, hop_length=11.6099, win_length=23.2199)

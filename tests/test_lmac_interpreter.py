@@ -8,12 +8,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from audio_io import peak_normalize, read_audio_mono
-from audio_stream import ResampledAudio
-from features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, LogMelInput, spectral_features
-from lmac_interpreter import LMACInterpreter, output_names, stitch_masks
-from mask_methods import MaskMethod
-from masking import inverted_interpretation
+from lmac.audio.io import peak_normalize, read_audio_mono
+from lmac.audio.stream import ResampledAudio
+from lmac.features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, LogMelInput, spectral_features
+from lmac.inference import LMACInterpreter, output_names, stitch_masks
+from lmac.masking import inverted_interpretation
+from lmac.methods import MaskMethod
 
 HOP_MS, WIN_MS = 11.6099, 23.2199
 

@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-import make_synthetic_data
-from make_synthetic_data import (
+import lmac.data.synthetic as synthetic
+from conftest import SMALL_DATA
+from lmac.data.synthetic import (
     BACKGROUND_RMS,
     event_classes,
     generate,
@@ -20,8 +21,6 @@ from make_synthetic_data import (
     synthesize_clip,
     synthesize_event,
 )
-
-from conftest import SMALL_DATA
 
 
 def folder_digest(folder):
@@ -68,9 +67,9 @@ def test_wham_folder_has_the_official_format(synthetic_data):
             assert 3.0 <= info.duration <= 8.0
 
 
-@pytest.mark.parametrize("kind", make_synthetic_data.NOISE_KINDS)
+@pytest.mark.parametrize("kind", synthetic.NOISE_KINDS)
 def test_noises_are_non_stationary(kind):
-    noise = make_synthetic_data.synthesize_noise(kind, np.random.default_rng(0), 16000 * 4)
+    noise = synthetic.synthesize_noise(kind, np.random.default_rng(0), 16000 * 4)
     frame_energy = (noise.reshape(-1, 800) ** 2).mean(axis=1)  # 50 ms frames
     assert np.isfinite(noise).all()
     assert np.sqrt(np.mean(noise**2)) == pytest.approx(1.0)
@@ -106,7 +105,7 @@ def event_energy_in_box(event, sample_rate):
 def test_event_boxes_hold_most_of_the_event_energy(event_class):
     for seed in range(3):
         event = synthesize_event(event_class, np.random.default_rng(seed))
-        assert event_energy_in_box(event, make_synthetic_data.ESC50_SAMPLE_RATE) > 0.95
+        assert event_energy_in_box(event, synthetic.ESC50_SAMPLE_RATE) > 0.95
         box_share = (event.offset_s - event.onset_s) / 5.0 * (event.fmax_hz - event.fmin_hz) / 8000.0
         assert box_share < 0.35, "a box covering most of the spectrogram would make localisation meaningless"
 
@@ -174,7 +173,7 @@ def test_a_louder_background_keeps_the_events_and_lowers_their_snr():
 def test_the_scenario_classes_events_lie_in_their_boxes(event_class):
     for seed in range(3):
         event = synthesize_event(event_class, np.random.default_rng(seed))
-        assert event_energy_in_box(event, make_synthetic_data.ESC50_SAMPLE_RATE) > 0.9
+        assert event_energy_in_box(event, synthetic.ESC50_SAMPLE_RATE) > 0.9
 
 
 def test_the_silence_class_is_a_short_tick_in_near_silence_and_the_others_keep_their_background():

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import eval as lmac_eval
-from features import DeviceFilterbank, LogMelInput, SpectralFeatures, mel_to_linear
-from mask_methods import (
+import lmac.recipes.eval as lmac_eval
+from lmac.features import DeviceFilterbank, LogMelInput, SpectralFeatures, mel_to_linear
+from lmac.methods import (
     MASK_METHODS,
     CaptumMask,
     GradCAMMask,

@@ -19,12 +19,13 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.checkpoints import Checkpointer
 
-import esc50_prepare
-import train_lmac
-from checkpointing import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer
-from device_runtime import optimizer_class_for
-from features import SpectralFeatures
-from interpreter_brain import MaskedOutput
+import lmac.data.esc50 as esc50
+import lmac.recipes.train_lmac as train_lmac
+import lmac.training.lmac as lmac_brain
+from lmac.features import SpectralFeatures
+from lmac.training.brain import MaskedOutput
+from lmac.training.checkpointing import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer
+from lmac.training.device import optimizer_class_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
@@ -145,8 +146,8 @@ def test_two_processes_train_once_and_score_the_whole_validation_set(tiny_data, 
     }  # fmt: skip
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
-    datasets, _ = esc50_prepare.prepare_datasets(hparams)
-    brain = train_lmac.LMAC(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"}, checkpointer=hparams["checkpointer"])
+    datasets, _ = esc50.prepare_datasets(hparams)
+    brain = lmac_brain.LMAC(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"}, checkpointer=hparams["checkpointer"])
     hparams["interpretations_per_stage"] = 0
     brain.evaluate(datasets["valid"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs={"batch_size": 1})
     for name in ("fid_in", "AD", "SPS", "COMP"):
@@ -162,7 +163,7 @@ def tiny_brain(tiny_data, tmp_path_factory):
     }  # fmt: skip
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
-    brain = train_lmac.LMAC(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
+    brain = lmac_brain.LMAC(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
     brain.modules.eval()
     return brain
 
@@ -221,7 +222,7 @@ def test_a_non_finite_loss_stops_with_the_batch_ids_before_any_checkpoint_of_it(
     # A checkpoint after every step; the loss of the third training batch is NaN.
     flags = [*run_flags(tiny_data, tmp_path / "run", 1)[1:], "--ckpt_interval_steps", "1", "--ckpt_interval_minutes", "0"]
     batches, weights_before = [], {}
-    finite_objectives = train_lmac.LMAC.compute_objectives
+    finite_objectives = lmac_brain.LMAC.compute_objectives
 
     def nan_on_the_third_batch(brain, output, batch, stage):
         loss = finite_objectives(brain, output, batch, stage)
@@ -232,7 +233,7 @@ def test_a_non_finite_loss_stops_with_the_batch_ids_before_any_checkpoint_of_it(
                 return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(train_lmac.LMAC, "compute_objectives", nan_on_the_third_batch)
+    monkeypatch.setattr(lmac_brain.LMAC, "compute_objectives", nan_on_the_third_batch)
     with pytest.raises(FloatingPointError, match=r"TRAIN loss is nan on the batch of clips (\[.*\]); stopping") as error:
         train_lmac.main([HPARAMS, *flags])
     assert len(batches) == 3 and str(batches[2]) in str(error.value)
@@ -271,7 +272,7 @@ def fail_download(url, dest, **kwargs):
     ],
 )
 def test_more_misconfigurations_fail_before_anything_is_written(tiny_data, tmp_path, monkeypatch, flags, error, message):
-    monkeypatch.setattr(esc50_prepare, "download_file", fail_download)
+    monkeypatch.setattr(esc50, "download_file", fail_download)
     output_folder = tmp_path / "run"
     with pytest.raises(error, match=message):
         train_lmac.main([*run_flags(tiny_data, output_folder, 1), *flags])
@@ -280,8 +281,9 @@ def test_more_misconfigurations_fail_before_anything_is_written(tiny_data, tmp_p
 
 
 def test_a_classifier_checkpoint_with_other_outputs_is_refused(tiny_data, tmp_path):
-    from cnn14_family import ScaledCnn14
     from speechbrain.nnet.linear import Linear
+
+    from lmac.models.cnn14 import ScaledCnn14
 
     torch.save(ScaledCnn14(80, 0.03125).state_dict(), tmp_path / "embedding_model.ckpt")
     torch.save(Linear(input_size=64, n_neurons=3).state_dict(), tmp_path / "classifier.ckpt")

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 from speechbrain.dataio.encoder import CategoricalEncoder
 
-import eval as lmac_eval
-import export_interpreter
-import train_classifier
-import train_l2i
-import train_lmac
-import train_nmf
-from make_synthetic_data import write_recipe_test_sample
-from recipe_setup import run_script
+import lmac.recipes.eval as lmac_eval
+import lmac.recipes.export_interpreter as export_interpreter
+import lmac.recipes.train_classifier as train_classifier
+import lmac.recipes.train_l2i as train_l2i
+import lmac.recipes.train_lmac as train_lmac
+import lmac.recipes.train_nmf as train_nmf
+from lmac.cli import run_script
+from lmac.data.synthetic import write_recipe_test_sample
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED_FILES = ("train_log.txt", "log.txt", "env.log", "hyperparams.yaml", os.path.join("save", "label_encoder.txt"))

@@ -3,7 +3,7 @@ second pass reuses what is done."""
 
 import json
 
-import sweep
+import lmac.recipes.sweep as sweep
 
 TINY = [
     "--n_classes", "2", "--clips_per_class", "5", "--noise_files", "3", "1", "1", "--batch_size", "4",

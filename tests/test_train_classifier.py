@@ -6,8 +6,9 @@ import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-import train_classifier
-import recipe_setup
+import lmac.loading as loading
+import lmac.recipes.train_classifier as train_classifier
+import lmac.training.classifier as classifier_training
 from conftest import SMALL_DATA
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +45,7 @@ def test_training_logs_accuracy_per_epoch_and_tests_the_best_checkpoint(trained_
 def test_confusion_matrix_counts_every_test_clip(trained_classifier):
     brain, _ = trained_classifier
     predictions, labels = torch.cat(brain.predictions), torch.cat(brain.labels)
-    matrix = train_classifier.confusion_matrix(predictions, labels, SMALL_DATA["n_classes"])
+    matrix = classifier_training.confusion_matrix(predictions, labels, SMALL_DATA["n_classes"])
     assert matrix.sum() == len(labels) == SMALL_DATA["n_classes"]  # one test clip per class (fold 5)
     assert matrix.trace().item() / len(labels) == pytest.approx(brain.test_stats["acc"])
 
@@ -63,7 +64,7 @@ def test_the_export_loads_unchanged_into_the_interpreter_recipe(trained_classifi
     }
     with open(os.path.join(REPO, "hparams", "lmac_cnn14.yaml"), encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
-    recipe_setup.load_classifier(hparams)
+    loading.load_classifier(hparams)
     for name in ("embedding_model", "classifier"):
         saved = torch.load(export / f"{name}.ckpt")
         loaded = hparams[name].state_dict()
@@ -118,10 +119,10 @@ def test_use_pretrained_starts_the_embedding_from_a_checkpoint_and_refuses_anoth
     settings = {"use_pretrained": True, "embedding_model_path": str(tmp_path / "embedding_model.ckpt")}
     hparams = load_recipe("cnn14_classifier.yaml", {"output_folder": str(tmp_path / "run"), "width": 0.03125, **settings})
     head = {key: value.clone() for key, value in hparams["classifier"].state_dict().items()}
-    recipe_setup.load_pretrained_embedding(hparams)
+    loading.load_pretrained_embedding(hparams)
     loaded, saved = hparams["embedding_model"].state_dict(), source["embedding_model"].state_dict()
     assert all(torch.equal(loaded[key], saved[key]) for key in saved)
     assert all(torch.equal(value, hparams["classifier"].state_dict()[key]) for key, value in head.items())
     wider = load_recipe("cnn14_classifier.yaml", {"output_folder": str(tmp_path / "wider"), "width": 0.0625, **settings})
     with pytest.raises(ValueError, match=r"embedding_model_path=.*embedding_model.ckpt' does not fit a CNN14 of width 0.0625"):
-        recipe_setup.load_pretrained_embedding(wider)
+        loading.load_pretrained_embedding(wider)

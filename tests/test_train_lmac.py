@@ -18,12 +18,14 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.checkpoints import Checkpointer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import recipe_setup
-import train_lmac
-from checkpointing import BEST_CHECKPOINT_KEY
-from esc50_prepare import prepare_datasets
-from interpretation_metrics import INTERPRETATION_METRICS
-from training_curves import read_train_log
+import lmac.cli as cli
+import lmac.loading as loading
+import lmac.recipes.train_lmac as train_lmac
+import lmac.training.lmac as lmac_brain
+from lmac.data.esc50 import prepare_datasets
+from lmac.metrics import INTERPRETATION_METRICS
+from lmac.reporting.curves import read_train_log
+from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
@@ -115,7 +117,7 @@ def test_tensorboard_without_the_package_is_a_clear_error(tiny_data, tmp_path, m
     def not_installed(save_dir):
         raise ImportError("No module named 'tensorboard'")
 
-    monkeypatch.setattr(recipe_setup, "FlushedTensorboardLogger", not_installed)
+    monkeypatch.setattr(cli, "FlushedTensorboardLogger", not_installed)
     with pytest.raises(ImportError, match=r"use_tensorboard=True needs TensorBoard.*pip install tensorboard.*--use_tensorboard False"):
         train_lmac.main([HPARAMS, *small_run_flags(tiny_data, tmp_path / "run"), "--use_tensorboard", "True"])
     assert not (tmp_path / "run" / "train_log.txt").exists()
@@ -200,7 +202,7 @@ def test_one_optimiser_step_changes_the_decoder_and_not_the_classifier(tiny_data
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     datasets, _ = prepare_datasets(hparams)
-    brain = train_lmac.LMAC(
+    brain = lmac_brain.LMAC(
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"}
     )
     brain.init_optimizers()
@@ -236,7 +238,7 @@ def test_local_classifier_checkpoints_load_through_the_pretrainer(tmp_path):
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     assert not torch.equal(hparams["classifier"].w.weight, trained_head.w.weight)
-    recipe_setup.load_classifier(hparams)
+    loading.load_classifier(hparams)
     for loaded, saved in ((hparams["embedding_model"], trained_embedding), (hparams["classifier"], trained_head)):
         saved_state = saved.state_dict()
         assert all(torch.equal(value, saved_state[key]) for key, value in loaded.state_dict().items())
@@ -251,7 +253,7 @@ def test_the_interpretation_steps_of_speechbrains_recipe_equal_the_forward_pass(
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     datasets, _ = prepare_datasets(hparams)
-    brain = train_lmac.LMAC(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
+    brain = lmac_brain.LMAC(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
     brain.modules.eval()
     batch = next(iter(sb.dataio.dataloader.make_dataloader(datasets["test"], batch_size=2)))
     with torch.no_grad():
@@ -260,11 +262,12 @@ def test_the_interpretation_steps_of_speechbrains_recipe_equal_the_forward_pass(
     frames, freq = output.mask.shape[1:]
     assert interpretation.shape == mask.shape == (2, freq, frames) and phase.shape == log_mag.shape == (2, frames, freq)
     assert torch.equal(mask, output.mask.transpose(1, 2))
-    assert torch.equal(interpretation, output.log_mag_masked_in.transpose(1, 2))
+    kept = output.mask * output.features.log_mag[:, :frames]  # M * L: the interpretation, whatever fills the rest
+    assert torch.equal(interpretation, kept.transpose(1, 2))
     assert torch.equal(log_mag, output.features.log_mag)
     stft = output.features.stft
     assert torch.allclose(torch.polar(stft.norm(dim=-1), phase), torch.view_as_complex(stft.contiguous()), atol=1e-5)
     clean = output.features.log_mag
-    expected = train_lmac.crosscor(clean, output.log_mag_masked_in, crosscortype)
-    assert torch.equal(brain.crosscor(clean, output.log_mag_masked_in), expected)
+    expected = lmac_brain.crosscor(clean, kept, crosscortype)
+    assert torch.equal(brain.crosscor(clean, kept), expected)
     assert torch.allclose(brain.crosscor(clean, clean), torch.ones(2), atol=1e-3)  # float32 sums of 220k cells

@@ -12,15 +12,15 @@ import scipy.stats
 import torch
 from speechbrain.processing.features import ISTFT, STFT
 
-import eval as lmac_eval
-from features import DeviceFilterbank, LogMelInput, SpectralFeatures, spectral_features
-from classifier_families import FAMILIES, load_family
-from frozen_classifier import FrozenClassifier, randomised_classifier
-from interpretation_metrics import audible_localization, energy_kept, profile_cosine, spearman_similarity, trust_scores
-from interpreter_brain import InterpreterBrain, warn_if_collapsed
-from mask_references import MASK_REFERENCES, make_mask_reference
-from masking import inverted_interpretation
-from recipe_setup import SILENCE_WARNING_PROBABILITY, empty_mask_decision, log_empty_mask_decision
+import lmac.reporting.comparison as comparison
+from lmac.features import DeviceFilterbank, LogMelInput, SpectralFeatures, spectral_features
+from lmac.loading import SILENCE_WARNING_PROBABILITY, empty_mask_decision, log_empty_mask_decision
+from lmac.mask_references import MASK_REFERENCES, make_mask_reference
+from lmac.masking import inverted_interpretation
+from lmac.metrics import audible_localization, energy_kept, profile_cosine, spearman_similarity, trust_scores
+from lmac.models.families import FAMILIES, load_family
+from lmac.models.frozen_classifier import FrozenClassifier, randomised_classifier
+from lmac.training.brain import InterpreterBrain, warn_if_collapsed
 
 SAMPLE_RATE = 16000
 
@@ -213,7 +213,7 @@ def test_every_run_says_which_class_silence_gets_and_warns_when_it_is_likely(cap
         "classifier_input": LogMelInput(DeviceFilterbank(n_mels=20, n_fft=512, log_mel=False)),
         "modules": {"classifier": Biased(probability)},
     }  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="recipe_setup"):
+    with caplog.at_level(logging.INFO, logger="lmac.loading"):
         assert log_empty_mask_decision(hparams, ["kick", "snare", "hihat"], MASK_REFERENCES["zeros"]()) == (
             "snare", pytest.approx(probability)
         )
@@ -249,8 +249,9 @@ def test_the_start_up_probe_classifies_the_empty_mask_s_input_the_reference_not_
 def test_a_run_keeps_its_reference_and_refuses_another(synthetic_data, tmp_path):
     from test_train_classifier import load_recipe
 
-    from esc50_prepare import prepare_datasets
-    from recipe_setup import SettingError, build_mask_reference, validate_data_hparams
+    from lmac.checks import SettingError, validate_data_hparams
+    from lmac.data.esc50 import prepare_datasets
+    from lmac.loading import build_mask_reference
 
     overrides = {"data_folder": synthetic_data["esc50_folder"], "output_folder": str(tmp_path), "use_pretrained": False}
     hparams = load_recipe("lmac_cnn14.yaml", overrides)
@@ -267,7 +268,7 @@ def test_a_run_keeps_its_reference_and_refuses_another(synthetic_data, tmp_path)
 
 def test_a_collapsed_validation_stage_is_reported(caplog):
     stats = {"silent_share": 0.75, "energy_kept": 0.004, "fid_in": 0.2, "fid_in_beyond_empty": 0.0}
-    with caplog.at_level(logging.WARNING, logger="interpreter_brain"):
+    with caplog.at_level(logging.WARNING, logger="lmac.training.brain"):
         assert warn_if_collapsed(stats, epoch=3)
         assert not warn_if_collapsed({**stats, "silent_share": 0.25}, epoch=4)
     assert "Epoch 3: the masks have collapsed: 75% of the validation interpretations" in caplog.text
@@ -286,7 +287,7 @@ def test_the_report_shows_energy_kept_and_says_when_an_interpretation_is_not_tru
         for name in ("original.wav", "interpretation.wav", "spectrogram.png"):
             (folder / name).write_bytes(b"")
     stats = {"silent_share": 0.5, "fid_in": 0.5}
-    page = open(lmac_eval.report_test_interpretations(str(tmp_path), stats, "t", ["kick", "snare"]), encoding="utf-8").read()
+    page = open(comparison.report_test_interpretations(str(tmp_path), stats, "t", ["kick", "snare"]), encoding="utf-8").read()
     assert '<div class="warning"><strong>Not trustworthy:</strong><ul><li>50% of the interpretations are near-silent' in page
     silent_row, heard_row = page.split("<tr><td>silent</td>")[1], page.split("<tr><td>heard</td>")[1]
     assert "<td>0.4%</td>" in silent_row.split("<img")[0] and "<td>35.0%</td>" in heard_row.split("<img")[0]
@@ -332,7 +333,7 @@ def test_a_mean_normalised_input_reads_the_reference_and_a_level_change_through_
 
 
 def test_a_class_whose_masks_go_silent_and_lose_the_decision_is_named_in_validation(caplog):
-    from interpreter_brain import class_collapse_stats, warn_of_collapsed_classes
+    from lmac.training.brain import class_collapse_stats, warn_of_collapsed_classes
 
     per_class = {
         0: {"fid_in": 1.0, "silent_share": 0.0},
@@ -340,7 +341,7 @@ def test_a_class_whose_masks_go_silent_and_lose_the_decision_is_named_in_validat
         2: {"fid_in": 0.9, "silent_share": 0.6},  # near-silent but keeps its decision: not a collapse
     }
     assert class_collapse_stats(per_class) == {"worst_class_fid_in": 0.125, "collapsed_classes": 1}
-    with caplog.at_level(logging.WARNING, logger="interpreter_brain"):
+    with caplog.at_level(logging.WARNING, logger="lmac.training.brain"):
         assert warn_of_collapsed_classes(per_class, 3, ["kick", "noise_burst_mid", "hihat"]) == [1]
     assert "Epoch 3: the interpretations of 1 class(es) have collapsed" in caplog.text
     assert "noise_burst_mid (Fid-In 0.12, 88% near-silent)" in caplog.text and "hihat" not in caplog.text

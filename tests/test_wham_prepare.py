@@ -10,9 +10,10 @@ import pytest
 import soundfile as sf
 import torch
 
-import esc50_prepare
-import wham_prepare
-from wham_prepare import NoiseFile, WhamNoise, WhamNoiseStream, combine_batches, prepare_wham
+import lmac.data.esc50 as esc50
+import lmac.data.wham as wham
+import lmac.recipes.wham_prepare as wham_prepare
+from lmac.data.wham import NoiseFile, WhamNoise, WhamNoiseStream, combine_batches, prepare_wham
 
 
 def fail_download(url, dest, **kwargs):
@@ -45,9 +46,19 @@ def test_combine_batches_leaves_inputs_alone_and_handles_silence():
     clean_before, noise_before = clean.clone(), noise.clone()
     mixture = combine_batches(clean, noise)
     assert torch.isfinite(mixture).all()
-    assert torch.allclose(mixture[0], torch.ones(100))  # silent clean: the noise alone, peak 1
+    assert torch.equal(mixture[0], torch.zeros(100))  # a silent clean clip stays silent: the SNR scales the noise to it
     assert torch.equal(clean, clean_before) and torch.equal(noise, noise_before)
     assert torch.equal(combine_batches(torch.zeros(1, 8), torch.zeros(1, 8)), torch.zeros(1, 8))
+
+
+@pytest.mark.parametrize("clean_weight, noise_weight", [(1.0, 1.0), (0.8, 0.2), (1.0, 0.5)])
+def test_combine_batches_weighs_unit_energy_clips_and_noise_as_speechbrain_s_add_noise_does(clean_weight, noise_weight):
+    generator = torch.Generator().manual_seed(1)
+    clean = torch.randn(3, 500, generator=generator) * torch.tensor([[0.1], [2.0], [1.0]])
+    noise = torch.randn(3, 500, generator=generator) * torch.tensor([[1.0], [0.3], [4.0]])
+    mixture = combine_batches(clean, noise, clean_weight, noise_weight)
+    expected = clean_weight * clean / clean.norm(dim=1, keepdim=True) + noise_weight * noise / noise.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(mixture, expected / expected.abs().amax(dim=1, keepdim=True), rtol=1e-5, atol=1e-6)
 
 
 def test_combine_batches_names_both_shapes_when_they_differ():
@@ -109,7 +120,7 @@ def test_prepare_wham_skips_a_corrupt_file(tmp_path, caplog):
     (tmp_path / "tr").mkdir()
     write_ramp(tmp_path / "tr" / "good.wav", 1600, 16000)
     (tmp_path / "tr" / "bad.wav").write_bytes(b"not audio")
-    with caplog.at_level(logging.WARNING, logger="wham_prepare"):
+    with caplog.at_level(logging.WARNING, logger="lmac.data.wham"):
         noise_files = prepare_wham(str(tmp_path))
     assert [os.path.basename(f.path) for f in noise_files] == ["good.wav"]
     assert "bad.wav" in caplog.text
@@ -117,14 +128,14 @@ def test_prepare_wham_skips_a_corrupt_file(tmp_path, caplog):
 
 @pytest.mark.parametrize("make_folder", [False, True], ids=["missing", "empty"])
 def test_missing_or_empty_folder_raises_after_the_download_fails(tmp_path, monkeypatch, make_folder):
-    monkeypatch.setattr(esc50_prepare, "download_file", fail_download)
+    monkeypatch.setattr(esc50, "download_file", fail_download)
     wham_folder = tmp_path / "wham_noise"
     if make_folder:
         wham_folder.mkdir()
     with pytest.raises(FileNotFoundError) as error:
         prepare_wham(str(wham_folder))
     message = str(error.value)
-    assert str(wham_folder) in message and wham_prepare.WHAM_URL in message and "offline" in message
+    assert str(wham_folder) in message and wham.WHAM_URL in message and "offline" in message
     assert "<wham_folder>/tr/*.wav" in message and "--add_wham_noise False" in message
     assert wham_folder.exists() == make_folder
     if make_folder:
@@ -137,12 +148,12 @@ def test_download_unpacks_the_official_layout(tmp_path, monkeypatch):
     write_ramp(source / "n.wav", 1600, 16000)
 
     def serve_archive(url, dest, **kwargs):
-        assert url == wham_prepare.WHAM_URL
+        assert url == wham.WHAM_URL
         with zipfile.ZipFile(dest, "w") as archive:
             for split in ("tr", "cv", "tt"):
                 archive.write(source / "n.wav", f"wham_noise/{split}/{split}_noise.wav")
 
-    monkeypatch.setattr(esc50_prepare, "download_file", serve_archive)
+    monkeypatch.setattr(esc50, "download_file", serve_archive)
     noise_files = prepare_wham(str(tmp_path / "wham"))
     assert [os.path.basename(f.path) for f in noise_files] == ["tr_noise.wav"]
     assert (tmp_path / "wham" / "tt" / "tt_noise.wav").is_file()

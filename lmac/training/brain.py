@@ -24,12 +24,10 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from checkpointing import BEST_CHECKPOINT_KEY
-from device_runtime import CudaFedBrain, to_device
-from features import SpectralFeatures, spectral_features
-from figures import save_spectrogram_figure
-from frozen_classifier import randomised_classifier
-from interpretation_metrics import (
+from lmac.features import SpectralFeatures, spectral_features
+from lmac.mask_references import SilenceReference
+from lmac.masking import crop_frames, inverted_interpretation, masked_log_magnitudes
+from lmac.metrics import (
     audible_localization,
     energy_kept,
     event_boxes,
@@ -39,14 +37,11 @@ from interpretation_metrics import (
     spearman_similarity,
     trust_scores,
 )
-from mask_references import SilenceReference
-from masking import crop_frames, inverted_interpretation, masked_log_magnitudes
-from training_curves import save_training_curves
-
-# Configurations saved before these had modules of their own (an export's or an L2I run's
-# hyperparams.yaml, which the recipe loads again) name them here.
-from checkpointing import CompleteCheckpointer  # noqa: F401, E402
-from frozen_classifier import FrozenClassifier  # noqa: F401, E402
+from lmac.models.frozen_classifier import randomised_classifier
+from lmac.reporting.curves import save_training_curves
+from lmac.reporting.figures import save_spectrogram_figure
+from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
+from lmac.training.device import CudaFedBrain, to_device
 
 logger = logging.getLogger(__name__)
 

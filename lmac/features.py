@@ -17,7 +17,7 @@ STFT, ``L = log1p|STFT|`` and the classifier's input, a function of ``L``
 import dataclasses
 
 import torch
-from speechbrain.processing.features import ISTFT, STFT, Filterbank
+from speechbrain.processing.features import ISTFT, STFT, Filterbank, InputNormalization
 
 
 class _WindowOnDevice:
@@ -122,12 +122,17 @@ class DeviceFilterbank(Filterbank):
         return self._amplitude_to_DB(fbanks) if self.log_mel else fbanks
 
 
+# SpeechBrain's per-clip mean removal (``InputNormalization`` of its ECAPA-TDNN recipes, without the std).
+SENTENCE_MEAN_NORM = InputNormalization(norm_type="sentence", std_norm=False)
+
+
 def sentence_mean_norm(classifier_input, statistics_of=None):
-    """``[batch, frames, bins]`` less each clip's mean over frames, per bin (SpeechBrain's ``InputNormalization``
-    with ``norm_type="sentence"`` and ``std_norm=False``).
+    """``[batch, frames, bins]`` less each clip's mean over frames, per bin: SpeechBrain's ``InputNormalization``
+    with ``norm_type="sentence"`` and ``std_norm=False`` (``SENTENCE_MEAN_NORM``).
 
     ``statistics_of`` (``[batch, frames'', bins]``), when given, is the clip whose mean is removed: a masked
-    input is normalised with its unmasked clip's statistics (``docs/method.md``, Other classifier families).
+    input is normalised with its unmasked clip's statistics (``docs/method.md``, Other classifier families), that
+    is shifted by as much as SpeechBrain's normalisation shifts the clip.
 
     Example
     -------
@@ -138,8 +143,10 @@ def sentence_mean_norm(classifier_input, statistics_of=None):
     tensor([[[-2., -4.],
              [-2., -4.]]])
     """
-    clip = classifier_input if statistics_of is None else statistics_of
-    return classifier_input - clip.mean(dim=1, keepdim=True)
+    if statistics_of is None:
+        return SENTENCE_MEAN_NORM(classifier_input)
+    minus_clip_mean = (SENTENCE_MEAN_NORM(statistics_of) - statistics_of)[:, :1]  # [batch, 1, bins]
+    return classifier_input + minus_clip_mean
 
 
 class LogMelInput(torch.nn.Module):

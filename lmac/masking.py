@@ -7,7 +7,7 @@ input (the decoder's output length), and everything is cropped to it.
 
 import torch
 
-from features import stft_phase
+from lmac.features import stft_phase
 
 
 def crop_frames(spectrogram, num_frames):

@@ -14,7 +14,7 @@ import math
 import soundfile as sf
 import torch
 
-from audio_io import check_wav_complete, make_resampler
+from lmac.audio.io import check_wav_complete, make_resampler
 
 # Input samples read on each side of a span, at least: more than half of torchaudio's resampling
 # filter (6 zero crossings of the lower rate; 13 input samples from 44.1 to 16 kHz).

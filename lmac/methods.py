@@ -39,12 +39,13 @@ import torch
 import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 
-from checkpointing import BEST_CHECKPOINT_KEY
-from classifier_families import check_l2i_family
-from cnn14_family import fit_feature_maps
-from device_runtime import set_weight_layout
-from frozen_classifier import named_submodule
-from recipe_setup import check_l2i_folder, check_lmac_decoder, load_l2i_run, load_lmac_decoder
+from lmac.checks import check_l2i_folder, check_lmac_decoder
+from lmac.loading import load_l2i_run, load_lmac_decoder
+from lmac.models.cnn14 import fit_feature_maps
+from lmac.models.families import check_l2i_family
+from lmac.models.frozen_classifier import named_submodule
+from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
+from lmac.training.device import set_weight_layout
 
 
 class MaskMethod(abc.ABC):

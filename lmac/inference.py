@@ -22,15 +22,15 @@ import re
 import soundfile as sf
 import torch
 from speechbrain.inference.interfaces import Pretrained
-
 from tqdm import tqdm
 
-from audio_io import peak_normalize
-from audio_stream import ResampledAudio
-from features import spectral_features
-from figures import save_spectrogram_figure
-from mask_methods import LMACMask
-from masking import inverted_interpretation
+from lmac.audio.io import peak_normalize
+from lmac.audio.stream import ResampledAudio
+from lmac.compat import old_module_names
+from lmac.features import spectral_features
+from lmac.masking import inverted_interpretation
+from lmac.methods import LMACMask
+from lmac.reporting.figures import save_spectrogram_figure
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,8 @@ class LMACInterpreter(Pretrained):
         """
         if savedir is not None:
             refresh_savedir(source, savedir)
-        interpreter = super().from_hparams(source, hparams_file=hparams_file, savedir=savedir, **kwargs)
+        with old_module_names(os.path.join(str(source), hparams_file)):  # an export of the flat layout loads too
+            interpreter = super().from_hparams(source, hparams_file=hparams_file, savedir=savedir, **kwargs)
         if savedir is not None:
             record_savedir_source(source, savedir)
         return interpreter

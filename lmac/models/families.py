@@ -28,11 +28,11 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 
-from frozen_classifier import named_submodule
-from recipe_setup import SettingError
+from lmac import HPARAMS_FOLDER
+from lmac.checks import SettingError
+from lmac.models.frozen_classifier import named_submodule
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-FAMILY_FOLDER = os.path.join(HERE, "hparams", "blocks")
+FAMILY_FOLDER = os.path.join(HPARAMS_FOLDER, "blocks")
 # The families this recipe ships: hparams/blocks/<name>.yaml.
 FAMILIES = ("cnn14", "conv2d", "ecapa", "vit")
 # The recipe settings every block receives (and must declare).
@@ -48,8 +48,8 @@ def family_block_path(name):
 
     Example
     -------
-    >>> os.path.relpath(family_block_path("conv2d"), HERE)
-    'hparams/blocks/conv2d.yaml'
+    >>> os.path.relpath(family_block_path("conv2d"), HPARAMS_FOLDER)
+    'blocks/conv2d.yaml'
     """
     if name in FAMILIES:
         return os.path.join(FAMILY_FOLDER, f"{name}.yaml")
@@ -57,7 +57,7 @@ def family_block_path(name):
         return name
     raise SettingError(
         f"classifier_family={name!r} is neither a family of this recipe {FAMILIES} nor an existing .yaml block; "
-        "pass one of those names or the path of your own block (README: Interpreting your own classifier)."
+        "pass one of those names or the path of your own block (docs/usage.md: Interpreting your own classifier)."
     )
 
 

@@ -54,7 +54,7 @@ class MapDecoder(torch.nn.Module):
 
     Example
     -------
-    >>> from features import DeviceFilterbank, LogMelInput
+    >>> from lmac.features import DeviceFilterbank, LogMelInput
     >>> to_input = LogMelInput(DeviceFilterbank(n_mels=20, n_fft=128, log_mel=False))
     >>> decoder = MapDecoder([16, 8], [2, 1], to_input, input_bins=20, hidden=8)
     >>> maps = (torch.rand(2, 16, 5, 4), torch.rand(2, 8, 12))

@@ -11,7 +11,7 @@ so it matches a scaled classifier as it is.
 import math
 
 import torch
-from speechbrain.lobes.models.Cnn14 import CNN14PSI_stft, Cnn14, ConvBlock, init_bn
+from speechbrain.lobes.models.Cnn14 import Cnn14, CNN14PSI_stft, ConvBlock, init_bn
 
 CNN14_CHANNELS = (64, 128, 256, 512, 1024, 2048)
 # Facts of CNN14PSI_stft on CNN14 feature maps: the deepest two maps have

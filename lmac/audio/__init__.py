@@ -1,0 +1,2 @@
+"""Reading audio files (``io``) and long recordings block by block (``stream``).
+"""

@@ -1,0 +1,125 @@
+"""Settings checked before any work starts: each bad one raises one line that names it and the fix.
+
+``SettingError`` is that line's exception (the scripts end with it, without a traceback).
+"""
+
+import logging
+import os
+
+import torch
+
+from lmac.data.esc50 import validate_fold_lists
+from lmac.mask_references import MASK_REFERENCE_FILE, check_mask_reference, load_mask_reference
+from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
+
+logger = logging.getLogger(__name__)
+
+
+OVERLAP_TYPES = ("mixtures", "white_noise", "speech")
+
+
+class SettingError(ValueError):
+    """A flag or setting that cannot work; the message is one line naming it and the fix."""
+
+
+def validate_data_hparams(hparams):
+    """Checks the settings every interpreter recipe shares, before any work starts.
+
+    Raises
+    ------
+    ValueError
+        WHAM! noise without ``wham_folder``, bad fold lists.
+    FileNotFoundError
+        A local classifier weight file that does not exist (with ``use_pretrained``).
+    """
+    if hparams["use_pretrained"]:
+        for key in ("embedding_model_path", "classifier_model_path"):
+            if _looks_local(hparams[key]) and not os.path.isfile(hparams[key]):
+                raise FileNotFoundError(
+                    f"{key}={hparams[key]!r} does not exist; give a local .ckpt file, a HuggingFace path "
+                    "such as speechbrain/cnn14-esc50/embedding_model.ckpt, or --use_pretrained False (tests only)."
+                )
+    if hparams["add_wham_noise"] and not hparams["wham_folder"]:
+        raise ValueError("add_wham_noise=True needs --wham_folder (a folder holding tr/*.wav).")
+    validate_fold_lists(**{key: hparams[key] for key in ("train_fold_nums", "valid_fold_nums", "test_fold_nums")})
+    check_mask_reference(hparams["mask_reference"])
+    check_saved_mask_reference(hparams)
+
+
+def saved_mask_reference_path(hparams):
+    """Where a run keeps its reference ``R``: ``MASK_REFERENCE_FILE`` in ``save_folder``."""
+    return os.path.join(hparams["save_folder"], MASK_REFERENCE_FILE)
+
+
+def check_saved_mask_reference(hparams):
+    """Raises a ``SettingError`` when the run in ``save_folder`` saved another reference than ``mask_reference``."""
+    path = saved_mask_reference_path(hparams)
+    if os.path.isfile(path):
+        refuse_another_reference(hparams, load_mask_reference(path).name, path)
+
+
+def refuse_another_reference(hparams, saved, path):
+    """Raises a ``SettingError`` when ``saved``, the reference name of the run's ``path``, is not ``mask_reference``."""
+    if saved != hparams["mask_reference"]:
+        raise SettingError(
+            f"mask_reference={hparams['mask_reference']!r}, but the run in {hparams['output_folder']!r} was trained "
+            f"with {saved!r} ({path}); pass --mask_reference {saved}, or another --output_folder for a new run."
+        )
+
+
+def check_overlap_type(hparams):
+    """Raises for an ``overlap_type`` (``eval.py``'s contamination of the test clips) that is not one of ``OVERLAP_TYPES``."""
+    if hparams["overlap_type"] is not None and hparams["overlap_type"] not in OVERLAP_TYPES:
+        raise ValueError(
+            f"overlap_type={hparams['overlap_type']!r}; accepted values are {OVERLAP_TYPES} (or null for none)."
+        )
+
+
+def _looks_local(path):
+    """True for paths meant as local files: absolute, relative to ``.``/``~``, or under an existing folder."""
+    return os.path.isabs(path) or path.startswith((".", "~")) or os.path.isdir(path.split("/")[0])
+
+
+def check_classifier_outputs(hparams, classifier_file):
+    """Raises when the classifier checkpoint's number of outputs is not ``n_classes``."""
+    weight = torch.load(classifier_file, map_location="cpu").get("w.weight")
+    if weight is not None and weight.shape[0] != hparams["n_classes"]:
+        raise ValueError(
+            f"classifier_model_path={hparams['classifier_model_path']!r} has {weight.shape[0]} outputs, "
+            f"but n_classes={hparams['n_classes']}; pass --n_classes {weight.shape[0]} (and the data it was trained on)."
+        )
+
+
+def check_class_count(hparams, label_encoder):
+    """Raises when the data's number of classes is not ``n_classes``, the head's outputs (training a classifier)."""
+    if len(label_encoder) != hparams["n_classes"]:
+        raise SettingError(
+            f"n_classes={hparams['n_classes']}, but the data in {hparams['data_folder']!r} has "
+            f"{len(label_encoder)} classes; pass --n_classes {len(label_encoder)} (or --out_n_neurons)."
+        )
+
+
+def check_l2i_folder(folder):
+    """The path of the ``hyperparams.yaml`` of the L2I run in ``folder``; a ``FileNotFoundError`` saying how to
+    make one when there is none."""
+    path = os.path.join(folder, "hyperparams.yaml")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"l2i_folder={folder!r} holds no L2I run ({path} does not exist); run `python train_nmf.py "
+            "hparams/l2i_cnn14.yaml` and `python train_l2i.py hparams/l2i_cnn14.yaml` with --output_folder "
+            f"{folder} and the same classifier first, or pass --l2i_folder."
+        )
+    return path
+
+
+def check_lmac_decoder(hparams, purpose):
+    """Raises when there is no L-MAC decoder to ``purpose`` (evaluate, export): neither
+    ``pretrained_interpreter`` nor a checkpoint of the run."""
+    interpreter = hparams["pretrained_interpreter"]
+    if interpreter and not os.path.isfile(interpreter):
+        raise FileNotFoundError(f"pretrained_interpreter={interpreter!r} does not exist; give a psi_model.ckpt file.")
+    if not interpreter and hparams["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None:
+        raise FileNotFoundError(
+            f"No interpreter to {purpose}: {hparams['save_folder']} holds no checkpoint; "
+            "pass --pretrained_interpreter path/psi_model.ckpt or --output_folder of a trained run."
+        )

@@ -1,0 +1,269 @@
+"""What a recipe loads before its work: the classifier's weights, an L-MAC decoder, an NMF dictionary,
+a trained L2I run, and the run's masking reference ``R`` (built once, saved with the run).
+"""
+
+import contextlib
+import logging
+import os
+import random
+
+import numpy as np
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import run_on_main
+
+from lmac.checks import (
+    SettingError,
+    check_classifier_outputs,
+    check_l2i_folder,
+    refuse_another_reference,
+    saved_mask_reference_path,
+)
+from lmac.compat import old_module_names
+from lmac.features import spectral_features, stft_frame_count
+from lmac.mask_references import load_mask_reference, make_mask_reference, save_mask_reference
+from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
+
+logger = logging.getLogger(__name__)
+
+
+# Above this probability for the class silence gets, empty masks can pass for interpretations of that class.
+SILENCE_WARNING_PROBABILITY = 0.5
+
+
+def build_mask_reference(hparams, train_set):
+    """The run's ``mask_reference``: the one its save folder holds, else built (``mean_spectrum`` reads the clean
+    training clips) and saved there on the main process, so that the run's evaluations use the same ``R``."""
+    path = saved_mask_reference_path(hparams)
+    if os.path.isfile(path):
+        reference = load_mask_reference(path)
+        refuse_another_reference(hparams, reference.name, path)
+        logger.info("mask_reference=%s: the run's own, from %s.", reference.name, path)
+        return reference
+
+    def training_batches():
+        loader = sb.dataio.dataloader.make_dataloader(train_set, batch_size=hparams["batch_size"])
+        for batch in loader:
+            yield batch.sig.data
+
+    def log_magnitude(wavs):
+        return spectral_features(wavs, hparams["compute_stft"], hparams["classifier_input"]).log_mag
+
+    def build_and_save():
+        save_mask_reference(make_mask_reference(hparams["mask_reference"], training_batches(), log_magnitude), path)
+
+    run_on_main(build_and_save)
+    return load_mask_reference(path)
+
+
+@torch.no_grad()
+def empty_mask_decision(hparams, mask_reference):
+    """The loaded classifier's decision on an empty mask's input: the reference ``R`` alone (silence for ``zeros``;
+    a reference made from the clip is that of a silent clip).
+
+    Arguments
+    ---------
+    hparams : dict
+    mask_reference : mask_references.MaskReference
+
+    Returns
+    -------
+    decision : int
+        The class index.
+    probability : float
+    """
+    frames = stft_frame_count(hparams["signal_length_s"], hparams["sample_rate"], hparams["hop_length"])
+    classifier = hparams["modules"]["classifier"]
+    parameter = next(classifier.parameters())
+    silence = torch.zeros(1, frames, hparams["n_fft"] // 2 + 1, device=parameter.device)
+    empty_input = mask_reference.fill(silence)  # [1, frames, freq]
+    logits, _ = classifier(hparams["classifier_input"].to(parameter.device)(empty_input))
+    probability, decision = torch.softmax(logits.float(), dim=1).max(dim=1)
+    return int(decision), float(probability)
+
+
+def log_empty_mask_decision(hparams, class_names, mask_reference):
+    """Logs which class the classifier gives an empty mask's input (``R``), with its probability; warns above
+    ``SILENCE_WARNING_PROBABILITY``.
+
+    Returns
+    -------
+    tuple of (str, float)
+        The class name and the probability.
+    """
+    decision, probability = empty_mask_decision(hparams, mask_reference)
+    name, reference = class_names[decision], mask_reference.name
+    logger.info(
+        "The classifier gives an empty mask's input (mask_reference=%s) class %r with probability %.2f.",
+        reference, name, probability,
+    )  # fmt: skip
+    if probability > SILENCE_WARNING_PROBABILITY:
+        logger.warning(
+            "The classifier gives an empty mask's input (mask_reference=%s) %r with probability %.2f: an empty mask "
+            "already keeps that decision, so %r interpretations may be silent. Check energy_kept, silent_share "
+            "and fid_in_beyond_empty; the default objective (--l_empty_w 1 --sparsity_gate True) asks every mask "
+            "to beat its empty input, and another --mask_reference may be less telling to this classifier.",
+            reference, name, probability, name,
+        )  # fmt: skip
+    return name, probability
+
+
+def load_classifier(hparams):
+    """Loads the classifier weights through the Pretrainer, unless ``use_pretrained`` is False.
+
+    Raises
+    ------
+    FileNotFoundError
+        A weight file is neither a local file nor fetchable; the message names the setting.
+    """
+    if not hparams["use_pretrained"]:
+        logger.warning("use_pretrained=False: the classifier keeps random weights (for tests only).")
+        return
+    pretrainer = hparams["pretrainer"]
+    collect_pretrained(pretrainer, hparams, ("embedding_model_path", "classifier_model_path"))
+    check_classifier_outputs(hparams, os.path.join(str(pretrainer.collect_in), "classifier.ckpt"))
+    pretrainer.load_collected()
+
+
+def load_pretrained_embedding(hparams):
+    """With ``use_pretrained``, starts the classifier's embedding from ``embedding_model_path`` (``train_classifier.py``).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file is neither local nor fetchable.
+    SettingError
+        Its weights do not fit the embedding (another ``width``).
+    """
+    if not hparams["use_pretrained"]:
+        return
+    pretrainer = hparams["pretrained_encoder"]
+    collect_pretrained(pretrainer, hparams, ("embedding_model_path",))
+    try:
+        pretrainer.load_collected()
+    except RuntimeError as error:
+        raise SettingError(
+            f"embedding_model_path={hparams['embedding_model_path']!r} does not fit a CNN14 of width "
+            f"{hparams['width']} ({str(error).splitlines()[0]}); the published one is width 1: pass --width 1."
+        ) from error
+    logger.info("The embedding starts from %s.", hparams["embedding_model_path"])
+
+
+def collect_pretrained(pretrainer, hparams, path_keys):
+    """Fetches a ``Pretrainer``'s files on the main process.
+
+    Raises
+    ------
+    FileNotFoundError
+        A file is neither local nor fetchable; the message names the settings ``path_keys``.
+    """
+    try:
+        run_on_main(pretrainer.collect_files)
+    except (OSError, ValueError, RuntimeError) as error:
+        settings = ", ".join(f"{key}={hparams[key]!r}" for key in path_keys)
+        raise FileNotFoundError(
+            f"Could not get the classifier weights ({settings}): {error}. Give local .ckpt files or a reachable HuggingFace path."
+        ) from error
+
+
+def named_class_count(hparams):
+    """How many classes a run names: those of the classifier's head and those of the data, whichever are more."""
+    return max(hparams["n_classes"], hparams["data_classes"])
+
+
+def note_class_count(hparams, label_encoder):
+    """Records the data's class count as ``data_classes``; warns when the classifier's head has another.
+
+    An interpreter explains the classifier's decision, so its head may have
+    another class count than the data (a random head in SpeechBrain's recipe
+    tests, another data set's classifier); accuracy is then not computed.
+    """
+    hparams["data_classes"] = len(label_encoder)
+    if len(label_encoder) != hparams["n_classes"]:
+        logger.warning(
+            "The classifier has %d outputs (n_classes) and the data in %r %d classes: its decisions are interpreted, "
+            "but accuracy is not computed.", hparams["n_classes"], hparams["data_folder"], len(label_encoder),
+        )  # fmt: skip
+
+
+def load_interpreter(psi_model, path, device):
+    """Loads decoder weights (a state dict, e.g. ``psi_model.ckpt``) into ``psi_model``."""
+    psi_model.load_state_dict(torch.load(path, map_location=device))
+    logger.info("Loaded the interpreter from %s.", path)
+
+
+def load_nmf_dictionary(hparams):
+    """Loads the NMF dictionary of ``train_nmf.py`` (``nmf_dictionary``) into ``nmf_decoder`` and freezes it.
+
+    Raises
+    ------
+    FileNotFoundError
+        No dictionary at ``nmf_dictionary``.
+    ValueError
+        A dictionary of another size than ``nmf_components``.
+    """
+    path = hparams["nmf_dictionary"]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"nmf_dictionary={path!r} does not exist; run `python train_nmf.py hparams/l2i_cnn14.yaml ...` with the "
+            "same --output_folder first, or pass --nmf_dictionary."
+        )
+    state = torch.load(path, map_location="cpu")
+    components = state["W"].shape[1]
+    if components != hparams["nmf_components"]:
+        raise ValueError(
+            f"nmf_dictionary={path!r} has {components} components, but nmf_components={hparams['nmf_components']}; "
+            f"pass --nmf_components {components}."
+        )
+    hparams["nmf_decoder"].load_state_dict(state)
+    hparams["nmf_decoder"].requires_grad_(False)
+
+
+def load_l2i_run(folder, hparams):
+    """The configuration of the ``train_l2i.py`` run in ``folder``, to compare with the run of ``hparams``.
+
+    It is the ``hyperparams.yaml`` that SpeechBrain saved there, loaded with
+    the global random state left as it was (loading it seeds and initialises
+    models), and with the NMF dictionary loaded.
+
+    Raises
+    ------
+    FileNotFoundError
+        No L2I run, or no trained checkpoint, in ``folder``.
+    ValueError
+        The L2I run interprets a classifier of another width or class count.
+    """
+    path = check_l2i_folder(folder)
+    with keep_random_state(), old_module_names(path), open(path, encoding="utf-8") as file:
+        l2i = load_hyperpyyaml(file)
+    for key in ("width", "n_classes"):
+        if l2i[key] != hparams[key]:
+            raise ValueError(
+                f"The L2I run in {folder!r} has {key}={l2i[key]}, but this run has {key}={hparams[key]}; "
+                "pass the --l2i_folder of an L2I run on the same classifier."
+            )
+    if l2i["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None:
+        raise FileNotFoundError(f"l2i_folder={folder!r} holds no trained L2I checkpoint; run train_l2i.py to the end first.")
+    load_nmf_dictionary(l2i)
+    return l2i
+
+
+@contextlib.contextmanager
+def keep_random_state():
+    """Restores the random states of Python, NumPy and PyTorch (CPU and CUDA) on exit."""
+    states = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng():
+        try:
+            yield
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+
+
+def load_lmac_decoder(hparams):
+    """Loads ``pretrained_interpreter``, or the run's best checkpoint, into ``hparams["psi_model"]``."""
+    if hparams["pretrained_interpreter"]:
+        load_interpreter(hparams["psi_model"], hparams["pretrained_interpreter"], "cpu")
+    else:
+        hparams["checkpointer"].recover_if_possible(min_key=BEST_CHECKPOINT_KEY)

@@ -1,0 +1,274 @@
+"""How robust the interpretations are: the whole pipeline over several seeds and classifier families (``make sweep``).
+
+For each seed, the synthetic data of that seed (``make_synthetic_data.generate``);
+for each family, a classifier, L-MAC on it and a comparison with Grad-CAM and
+integrated gradients (``eval.py --compare``), each run with that seed. It
+writes, in ``<output_folder>/sweep_<fold>.json`` and ``.md``:
+
+- per family, seed and class: the classifier's accuracy and L-MAC's Fid-In,
+  AD, ``silent_share`` and localisation;
+- per family and seed: L-MAC's, Grad-CAM's and integrated gradients' means
+  (Fid-In, AD, localisation, ``profile_cosine``, ``randomisation_similarity``)
+  and L-MAC's worst class;
+- per family: the mean and spread over seeds, and the classes that fail the
+  robustness targets (``ROBUST_CLASS``) on some seed.
+
+``--fold valid`` scores the validation fold (fold 4) instead of the test fold:
+settings are chosen there. A finished step is not run again (its output is
+kept), so a second ``--fold`` or a new ``--variant`` reuses the data and the
+classifiers. ``--variant NAME --lmac_flags "--flag value ..."`` trains
+another L-MAC beside the default one (``lmac_NAME/``).
+
+    python sweep.py [--seeds 1 2 3 4 5] [--families cnn14 ecapa] [--fold test|valid]
+"""
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import statistics
+import sys
+
+import lmac.recipes.demo as demo
+import lmac.recipes.eval as lmac_eval
+import lmac.recipes.train_lmac as train_lmac
+from lmac.data.synthetic import generate
+
+logger = logging.getLogger(__name__)
+
+# Each family's classifier width and epochs, and L-MAC's epochs on it: classifiers of useful accuracy on the
+# demo's data (CNN14 and ECAPA as the demo trains them).
+FAMILY_RUNS = {
+    "cnn14": {"width": 1 / 16, "classifier_epochs": 10, "lmac_epochs": 6},
+    "ecapa": {"width": 1 / 16, "classifier_epochs": 10, "lmac_epochs": 3},
+    "conv2d": {"width": 1 / 8, "classifier_epochs": 30, "lmac_epochs": 6},
+    "vit": {"width": 1 / 16, "classifier_epochs": 30, "lmac_epochs": 6},
+}
+COMPARED = ("lmac", "gradcam", "integrated_gradients")
+MEANS = ("fid_in", "AD", "localization", "silent_share", "profile_cosine", "randomisation_similarity")
+PER_CLASS = ("acc", "fid_in", "AD", "silent_share", "localization", "event_fid_in")
+# A class the classifier gets right on at least ``min_acc`` of its clips must keep Fid-In and stay audible on every seed.
+ROBUST_CLASS = {"min_acc": 0.75, "min_fid_in": 0.75, "max_silent_share": 0.25}
+# The folds scored: ``eval.py`` reads the chosen fold as its test fold.
+FOLD_FLAGS = {
+    "test": [],
+    "valid": ["--train_fold_nums", "[1, 2, 3]", "--valid_fold_nums", "[5]", "--test_fold_nums", "[4]"],
+}
+
+
+def parse_args(argv):
+    """The sweep's own settings; the rest are ``demo.py``'s (data size, batch size, ``--lmac_lr``, ...)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_folder", default="results/sweep")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--families", nargs="+", default=["cnn14", "ecapa"], choices=list(FAMILY_RUNS))
+    parser.add_argument("--fold", default="test", choices=list(FOLD_FLAGS))
+    parser.add_argument("--variant", default="", help="a name for --lmac_flags: L-MAC goes to lmac_<variant>/")
+    parser.add_argument("--lmac_flags", default="", help="more flags of train_lmac.py for this variant")
+    own, rest = parser.parse_known_args(argv)
+    return own, demo.parse_args(rest)
+
+
+def run_folder(output_folder, seed, family):
+    """Where one seed's runs of one family go: ``<output_folder>/seed<seed>/<family>``."""
+    return os.path.join(output_folder, f"seed{seed}", family)
+
+
+def seed_args(demo_args, output_folder, seed, family):
+    """``demo.py``'s settings for one seed and family: its folder, seed, width and epochs."""
+    runs = FAMILY_RUNS[family]
+    return argparse.Namespace(**{
+        **vars(demo_args), "output_folder": run_folder(output_folder, seed, family), "seed": seed,
+        "width": runs["width"], "classifier_epochs": runs["classifier_epochs"], "lmac_epochs": runs["lmac_epochs"],
+    })  # fmt: skip
+
+
+def family_flags(args, family):
+    """``--classifier_family`` and ``--width`` of the seed's runs of ``family``."""
+    return ["--classifier_family", family, "--width", str(args.width)]
+
+
+def classifier_export(args, data, family):
+    """Trains the seed's classifier of ``family`` unless its export is there; returns the export folder."""
+    export = os.path.join(args.output_folder, "classifier", "export")
+    if not os.path.isfile(os.path.join(export, "classifier.ckpt")):
+        demo.train_the_classifier(args, data, family_flags(args, family))
+    return export
+
+
+def lmac_recipe(variant):
+    """The folder of an L-MAC run in a seed's family folder: ``lmac`` or ``lmac_<variant>``."""
+    return f"lmac_{variant}" if variant else "lmac"
+
+
+def lmac_run_flags(args, data, export, family, variant):
+    """The flags of the seed's L-MAC run of ``family`` (in ``lmac_recipe(variant)``)."""
+    flags = demo.interpreter_flags(args, data, export, lmac_recipe(variant), family_flags(args, family))
+    return [*flags, "--lr", str(args.lmac_lr)]
+
+
+def train_lmac_once(args, data, flags, extra_flags, output_folder):
+    """Trains L-MAC with ``flags`` unless its run in ``output_folder`` has finished (``test_per_class.json``)."""
+    if os.path.isfile(os.path.join(output_folder, "test_per_class.json")):
+        return
+    train_lmac.main([
+        demo.LMAC_HPARAMS, *flags, *extra_flags, "--number_of_epochs", str(args.lmac_epochs),
+        "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
+    ])  # fmt: skip
+
+
+def compare_on_fold(args, flags, extra_flags, fold, output_folder):
+    """``eval.py --compare`` of ``COMPARED`` on ``fold``, into ``output_folder``'s ``eval_<fold>/``; returns that folder."""
+    eval_folder = os.path.join(output_folder, f"eval_{fold}")
+    if not os.path.isfile(os.path.join(eval_folder, "comparison_clean.json")):
+        lmac_eval.main([
+            demo.LMAC_HPARAMS, *flags, *extra_flags, *FOLD_FLAGS[fold], "--eval_folder", eval_folder,
+            "--compare", ",".join(COMPARED), "--ig_steps", str(args.ig_steps),
+        ])  # fmt: skip
+    return eval_folder
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def seed_results(eval_folder):
+    """One seed's results from its comparison: per method the ``MEANS``, per class L-MAC's ``PER_CLASS``."""
+    table = read_json(os.path.join(eval_folder, "comparison_clean.json"))["methods"]
+    per_class = read_json(os.path.join(eval_folder, "clean", "metrics_clean_per_class.json"))
+    means = {method: {key: table[method][key] for key in MEANS if key in table[method]} for method in COMPARED}
+    classes = {name: {key: stats[key] for key in PER_CLASS if key in stats} for name, stats in per_class.items()}
+    return {"methods": means, "classes": classes, "event_fid_in": table["lmac"].get("event_fid_in")}
+
+
+def failing_classes(classes):
+    """The classes of one seed that fail ``ROBUST_CLASS``: right on enough clips, but Fid-In too low or too silent.
+
+    Example
+    -------
+    >>> failing_classes({"a": {"acc": 1.0, "fid_in": 0.125, "silent_share": 0.875}, "b": {"acc": 0.5, "fid_in": 0.0, "silent_share": 1.0}})
+    ['a']
+    """
+    return [
+        name for name, stats in classes.items()
+        if stats["acc"] >= ROBUST_CLASS["min_acc"]
+        and (stats["fid_in"] < ROBUST_CLASS["min_fid_in"] or stats["silent_share"] > ROBUST_CLASS["max_silent_share"])
+    ]  # fmt: skip
+
+
+def with_event_fid_in(name, stats):
+    """A class's name, with its ``event_fid_in`` in brackets when the run had event boxes.
+
+    Example
+    -------
+    >>> with_event_fid_in("a", {"event_fid_in": 0.125}), with_event_fid_in("b", {})
+    ('a (event_fid_in 0.12)', 'b')
+    """
+    return f"{name} (event_fid_in {stats['event_fid_in']:.2f})" if "event_fid_in" in stats else name
+
+
+def worst_class(classes):
+    """The class of the lowest L-MAC Fid-In among those the classifier gets right on ``min_acc`` of its clips.
+
+    Example
+    -------
+    >>> worst_class({"a": {"acc": 1.0, "fid_in": 0.5}, "b": {"acc": 0.9, "fid_in": 0.25}, "c": {"acc": 0.2, "fid_in": 0.0}})
+    ('b', 0.25)
+    """
+    known = {name: stats["fid_in"] for name, stats in classes.items() if stats["acc"] >= ROBUST_CLASS["min_acc"]}
+    if not known:
+        return None, float("nan")
+    name = min(known, key=known.get)
+    return name, known[name]
+
+
+def mean_and_spread(values):
+    """``(mean, sample standard deviation)`` of a list (spread 0 for one value).
+
+    Example
+    -------
+    >>> mean_and_spread([1.0, 3.0])
+    (2.0, 1.4142135623730951)
+    """
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def family_summary(seeds):
+    """Mean and spread over seeds of each method's ``MEANS``, each seed's worst class and failing classes."""
+    summary = {"methods": {}, "worst_class": {}, "failing_classes": {}}
+    for method in COMPARED:
+        keys = [key for key in MEANS if all(key in result["methods"][method] for result in seeds.values())]
+        summary["methods"][method] = {
+            key: mean_and_spread([result["methods"][method][key] for result in seeds.values()]) for key in keys
+        }
+    for seed, result in seeds.items():
+        summary["worst_class"][seed] = worst_class(result["classes"])
+        summary["failing_classes"][seed] = failing_classes(result["classes"])
+    return summary
+
+
+def summary_markdown(results, fold):
+    """The sweep as markdown: per family a table of means and spreads, then each seed's worst and failing classes."""
+    lines = [f"# Sweep on the {fold} fold", ""]
+    for family, seeds in results.items():
+        summary = family_summary(seeds)
+        lines += [f"## {family} ({len(seeds)} seeds: {', '.join(seeds)})", "", "| method | " + " | ".join(MEANS) + " |"]
+        lines.append("|---" * (len(MEANS) + 1) + "|")
+        for method, values in summary["methods"].items():
+            cells = [f"{values[key][0]:.3g} ± {values[key][1]:.2g}" if key in values else "" for key in MEANS]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += [
+            "", "| seed | classifier acc | event_fid_in | L-MAC worst class (Fid-In) | classes failing the targets |",
+            "|---|---|---|---|---|",
+        ]  # fmt: skip
+        for seed, result in seeds.items():
+            accuracy = statistics.fmean(stats["acc"] for stats in result["classes"].values())
+            event_fid_in = "-" if result.get("event_fid_in") is None else f"{result['event_fid_in']:.2f}"
+            name, fid_in = summary["worst_class"][seed]
+            failing = ", ".join(with_event_fid_in(name, result["classes"][name]) for name in summary["failing_classes"][seed])
+            failing = failing or "none"
+            lines.append(f"| {seed} | {accuracy:.2f} | {event_fid_in} | {name} ({fid_in:.2f}) | {failing} |")
+        lines.append("")
+    lines.append(
+        f"A class fails when the classifier is right on >= {ROBUST_CLASS['min_acc']} of its clips but L-MAC's "
+        f"Fid-In is under {ROBUST_CLASS['min_fid_in']} or its silent_share over {ROBUST_CLASS['max_silent_share']}. "
+        "In brackets, event_fid_in: the share of its decisions that a mask exactly on the event keeps (a perfect "
+        "localiser's Fid-In); where it is low, the classifier does not decide that class from its event alone."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    """Runs the sweep and writes ``sweep_<fold>[_<variant>].json`` and ``.md``; returns the results."""
+    own, demo_args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    extra_flags = shlex.split(own.lmac_flags)
+    results = {family: {} for family in own.families}
+    for seed in own.seeds:
+        data = generate(
+            os.path.join(own.output_folder, f"seed{seed}", "data"), demo_args.n_classes, demo_args.clips_per_class,
+            tuple(demo_args.noise_files), seed, demo_args.background_rms,
+        )  # fmt: skip
+        for family in own.families:
+            logger.info("Sweep: seed %d, %s.", seed, family)
+            args = seed_args(demo_args, own.output_folder, seed, family)
+            export = classifier_export(args, data, family)
+            flags = lmac_run_flags(args, data, export, family, own.variant)
+            lmac_folder = os.path.join(args.output_folder, lmac_recipe(own.variant))
+            train_lmac_once(args, data, flags, extra_flags, lmac_folder)
+            results[family][str(seed)] = seed_results(compare_on_fold(args, flags, extra_flags, own.fold, lmac_folder))
+    name = f"sweep_{own.fold}" + (f"_{own.variant}" if own.variant else "")
+    with open(os.path.join(own.output_folder, f"{name}.json"), "w", encoding="utf-8") as file:
+        json.dump(results, file, indent=2)
+    markdown = summary_markdown(results, own.fold)
+    with open(os.path.join(own.output_folder, f"{name}.md"), "w", encoding="utf-8") as file:
+        file.write(markdown)
+    logger.info("Sweep (%s), also in %s:\n%s", name, os.path.join(own.output_folder, f"{name}.md"), markdown)
+    return results
+
+
+def command_line():
+    """What the script runs: ``main`` on the command line's arguments."""
+    main()

@@ -1,0 +1,3 @@
+"""Pictures (``figures``), training curves (``curves``), the listening report (``report``) and the
+comparison tables (``comparison``).
+"""

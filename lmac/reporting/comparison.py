@@ -1,0 +1,199 @@
+"""The tables and words of an evaluation: metrics files, the comparison of methods with its warnings in
+plain words, and the listening report of the test clips.
+"""
+
+import json
+import logging
+import os
+
+from lmac.methods import AllOnesMask, EmptyMask
+from lmac.metrics import SILENT_ENERGY_SHARE, TRUST_METRICS
+from lmac.reporting.report import write_report
+from lmac.training.brain import COLLAPSE_SILENT_SHARE, write_per_class
+
+logger = logging.getLogger(__name__)
+
+
+COMPARISON_COLUMNS = (
+    "AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "localization", "event_fid_in", *TRUST_METRICS,
+    "seconds_per_clip",
+)  # fmt: skip
+
+
+# Masks whose classes' mean frequency profiles are this similar are called class-agnostic in a comparison.
+CLASS_AGNOSTIC_PROFILE_COSINE = 0.95
+
+
+# Where a mask exactly on the event keeps the decision on fewer clips than this, a comparison says so in words.
+EVENT_ALONE_FID_IN = 0.75
+
+
+def write_metrics(stats, folder, condition, per_class_stats=None, class_names=None):
+    """Writes ``metrics_<condition>.json`` and ``metrics_<condition>.md`` (and, given ``per_class_stats``,
+    ``metrics_<condition>_per_class.json``, keyed by ``class_names``); returns the first two paths."""
+    os.makedirs(folder, exist_ok=True)
+    if per_class_stats is not None:
+        write_per_class(per_class_stats, class_names, os.path.join(folder, f"metrics_{condition}_per_class.json"))
+    json_path = os.path.join(folder, f"metrics_{condition}.json")
+    with open(json_path, "w", encoding="utf-8") as file:
+        json.dump({"condition": condition, **stats}, file, indent=2)
+    markdown_path = os.path.join(folder, f"metrics_{condition}.md")
+    rows = [f"| {name} | {value:.4g} |" for name, value in stats.items()]
+    with open(markdown_path, "w", encoding="utf-8") as file:
+        file.write(f"Test fold, {condition}\n\n| metric | value |\n|---|---|\n" + "\n".join(rows) + "\n")
+    return json_path, markdown_path
+
+
+def comparison_markdown(table):
+    """The comparison as a markdown table: a row per method, a column per metric; then, as a list, what
+    ``comparison_warnings`` says about the methods.
+
+    Example
+    -------
+    >>> print(comparison_markdown({"lmac": {"AI": 50.0, "AD": 1.25}}))
+    | method | AI | AD |
+    |---|---|---|
+    | lmac | 50 | 1.25 |
+    """
+    columns = [column for column in COMPARISON_COLUMNS if any(column in row for row in table.values())]
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for method, row in table.items():
+        cells = [f"{row[column]:.4g}" if column in row else "" for column in columns]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    warnings = comparison_warnings(table)
+    return "\n".join([*lines, *([""] if warnings else []), *(f"- {warning}" for warning in warnings)])
+
+
+def comparison_warnings(table):
+    """Plain words about the methods of a comparison whose numbers describe interpretations one cannot trust:
+    mostly near-silent ones, and masks with one frequency profile for every class (the reference rows apart).
+
+    Example
+    -------
+    >>> for warning in comparison_warnings({"ig": {"silent_share": 1.0, "profile_cosine": 0.2},
+    ...                                      "cam": {"silent_share": 0.0, "profile_cosine": 0.99}}):
+    ...     print(warning)
+    ig: 100% of its interpretations are near-silent (under 1% of the input's energy): its SPS and COMP describe masks one cannot hear, and it localises at chance.
+    cam: its masks have nearly one frequency profile for every class (profile_cosine 0.99): they do not show what tells the classes apart.
+    """
+    warnings = event_alone_warnings(table)
+    for method, row in table.items():
+        if method in REFERENCE_ROWS:
+            continue
+        if row.get("silent_share", 0.0) >= COLLAPSE_SILENT_SHARE:
+            warnings.append(
+                f"{method}: {100 * row['silent_share']:.0f}% of its interpretations are near-silent (under "
+                f"{100 * SILENT_ENERGY_SHARE:.0f}% of the input's energy): its SPS and COMP describe masks one "
+                "cannot hear, and it localises at chance."
+            )
+        if row.get("profile_cosine", 0.0) >= CLASS_AGNOSTIC_PROFILE_COSINE:
+            warnings.append(
+                f"{method}: its masks have nearly one frequency profile for every class (profile_cosine "
+                f"{row['profile_cosine']:.2f}): they do not show what tells the classes apart."
+            )
+    return warnings
+
+
+def event_alone_warnings(table):
+    """Plain words when a mask exactly on the event (``event_fid_in``, the same for every method) keeps the
+    decision on fewer than ``EVENT_ALONE_FID_IN`` of the clips; empty otherwise.
+
+    Example
+    -------
+    >>> event_alone_warnings({"lmac": {"event_fid_in": 0.6}, "gradcam": {"event_fid_in": 0.6}})
+    ['A mask exactly on the event keeps the decision on 60% of the clips (event_fid_in): the classifier does not decide from the event alone there, so a faithful mask keeps more than the event and its localisation is lower.']
+    >>> event_alone_warnings({"lmac": {"event_fid_in": 0.9}}), event_alone_warnings({"lmac": {}})
+    ([], [])
+    """
+    shares = [row["event_fid_in"] for row in table.values() if "event_fid_in" in row]
+    if not shares or shares[0] >= EVENT_ALONE_FID_IN:
+        return []
+    return [
+        f"A mask exactly on the event keeps the decision on {100 * shares[0]:.0f}% of the clips (event_fid_in): the "
+        "classifier does not decide from the event alone there, so a faithful mask keeps more than the event and "
+        "its localisation is lower."
+    ]
+
+
+def write_comparison(table, folder, condition):
+    """Writes ``comparison_<condition>.json`` and ``.md`` in ``folder``; returns the markdown."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"comparison_{condition}.json"), "w", encoding="utf-8") as file:
+        json.dump({"condition": condition, "methods": table}, file, indent=2)
+    markdown = comparison_markdown(table)
+    with open(os.path.join(folder, f"comparison_{condition}.md"), "w", encoding="utf-8") as file:
+        file.write(f"Test fold, {condition}: interpretation methods compared\n\n{markdown}\n")
+    return markdown
+
+
+def report_test_interpretations(folder, stats, title, class_names, links=()):
+    """Writes ``<folder>/report.html`` for the clips saved under ``<folder>/test/<clip>/``; returns its path.
+
+    Each row names the clip's true class and the classifier's prediction with
+    its probability (from the clip's ``clip.json``), by ``class_names``, the
+    interpretation's ``energy_kept``, and a warning in plain words when it is
+    near-silent or when an empty mask already gets the clip's decision
+    (``trust_notes``); ``links`` are ``write_report``'s.
+    """
+    rows = []
+    for clip in sorted(os.listdir(os.path.join(folder, "test"))):
+        with open(os.path.join(folder, "test", clip, "clip.json"), encoding="utf-8") as file:
+            record = json.load(file)
+        rows.append(
+            {
+                "name": clip,
+                "label": class_names[record["label"]],
+                "prediction": f"{class_names[record['prediction']]} ({record['probability']:.2f})",
+                "energy_kept": record["energy_kept"],
+                "notes": trust_notes(record, class_names),
+                "input": f"test/{clip}/original.wav",
+                "interpretation": f"test/{clip}/interpretation.wav",
+                "image": f"test/{clip}/spectrogram.png",
+            }
+        )
+    return write_report(folder, rows, stats, title=title, links=links, warnings=evaluation_warnings(stats))
+
+
+def evaluation_warnings(stats):
+    """Plain-words warnings about a whole evaluation from its ``stats``: collapsed (mostly near-silent) masks.
+
+    Example
+    -------
+    >>> evaluation_warnings({"silent_share": 0.75, "fid_in": 0.2})
+    ['75% of the interpretations are near-silent: the masks have collapsed towards the empty mask (Fid-In 0.20). Listen before trusting any metric here.']
+    >>> evaluation_warnings({"silent_share": 0.1, "fid_in": 1.0}), evaluation_warnings(None)
+    ([], [])
+    """
+    if not stats or stats.get("silent_share", 0.0) < COLLAPSE_SILENT_SHARE:
+        return []
+    return [
+        f"{100 * stats['silent_share']:.0f}% of the interpretations are near-silent: the masks have collapsed towards "
+        f"the empty mask (Fid-In {stats['fid_in']:.2f}). Listen before trusting any metric here."
+    ]
+
+
+def trust_notes(record, class_names):
+    """Plain-words warnings about one clip's interpretation (its ``clip.json`` record); empty when there is none.
+
+    Example
+    -------
+    >>> record = {"prediction": 0, "energy_kept": 0.002, "empty_decision": 0, "empty_probability": 0.8}
+    >>> for note in trust_notes(record, ["kick", "snare"]):
+    ...     print(note)
+    Near-silent: the interpretation keeps 0.2% of the input's energy.
+    This classifier gives kick to an empty mask (silence or the reference) with probability 0.80: keeping kick does not show that this mask holds its evidence.
+    """
+    notes = []
+    if record["energy_kept"] < SILENT_ENERGY_SHARE:
+        notes.append(f"Near-silent: the interpretation keeps {100 * record['energy_kept']:.1f}% of the input's energy.")
+    if record["empty_decision"] == record["prediction"]:
+        name = class_names[record["prediction"]]
+        notes.append(
+            f"This classifier gives {name} to an empty mask (silence or the reference) with probability "
+            f"{record['empty_probability']:.2f}: keeping {name} does not show that this mask holds its evidence."
+        )
+    return notes
+
+
+# The reference rows of every comparison: a mask that removes everything and one that keeps everything.
+REFERENCE_ROWS = (EmptyMask.name, AllOnesMask.name)

@@ -1,0 +1,89 @@
+"""The house rules of the layout: scripts at the top call the package; the library imports no script and no
+command-line module; old saved configurations load or fail in one line."""
+
+import ast
+import glob
+import os
+
+import pytest
+from hyperpyyaml import load_hyperpyyaml
+
+from lmac.compat import OLD_MODULES, OldConfigurationError, old_module_names
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(REPO, "*.py")))
+COMMAND_LINE = ("lmac.cli", "lmac.recipes")
+
+
+def imported_modules(path):
+    """The dotted names a Python file imports (``from a.b import c`` gives ``a.b`` and ``a.b.c``)."""
+    names = set()
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def package_modules(*, command_line):
+    """The package's files, those of the command line (``COMMAND_LINE``) or those of the library."""
+    paths = sorted(glob.glob(os.path.join(REPO, "lmac", "**", "*.py"), recursive=True))
+    dotted = {path: os.path.relpath(path, REPO)[:-3].replace(os.sep, ".").removesuffix(".__init__") for path in paths}
+    return [path for path, name in dotted.items() if name.startswith(COMMAND_LINE) == command_line]
+
+
+def test_the_scripts_at_the_top_are_the_recipes_and_each_runs_its_recipe_module():
+    assert SCRIPTS == sorted([
+        "benchmark", "demo", "esc50_prepare", "eval", "export_interpreter", "make_synthetic_data", "sweep",
+        "train_classifier", "train_l2i", "train_lmac", "train_nmf", "wham_prepare",
+    ])  # fmt: skip
+    for script in SCRIPTS:
+        assert imported_modules(os.path.join(REPO, f"{script}.py")) == {
+            f"lmac.recipes.{script}", f"lmac.recipes.{script}.command_line"
+        }, script
+
+
+@pytest.mark.parametrize("path", [*glob.glob(os.path.join(REPO, "lmac", "**", "*.py"), recursive=True)])
+def test_no_module_of_the_package_imports_a_script(path):
+    assert not imported_modules(path) & set(SCRIPTS), path
+
+
+@pytest.mark.parametrize("path", package_modules(command_line=False))
+def test_the_library_does_not_import_the_command_line(path):
+    assert not [name for name in imported_modules(path) if name.startswith(COMMAND_LINE)], path
+
+
+def test_a_configuration_saved_with_the_flat_layout_loads_into_the_package_s_classes():
+    saved = """
+compute_stft: !new:features.DeviceSTFT {sample_rate: 16000, n_fft: 64, hop_length: 10, win_length: 20}
+l1_weight: !new:train_lmac.AdaptiveWeight {initial: 2.0, target: 0.3, rate: 0.0}
+checkpointer: !new:interpreter_brain.CompleteCheckpointer {checkpoints_dir: /nonexistent}
+frozen: !name:interpreter_brain.FrozenClassifier
+family_item: !name:classifier_families.family_item
+"""
+    with old_module_names("hyperparams.yaml"):
+        loaded = load_hyperpyyaml(saved)
+    built = {key: f"{type(loaded[key]).__module__}.{type(loaded[key]).__name__}" for key in ("compute_stft", "l1_weight", "checkpointer")}
+    assert built == {
+        "compute_stft": "lmac.features.DeviceSTFT", "l1_weight": "lmac.training.lmac.AdaptiveWeight",
+        "checkpointer": "lmac.training.checkpointing.CompleteCheckpointer",
+    }  # fmt: skip
+    assert loaded["frozen"].__module__ == "lmac.models.frozen_classifier"
+    assert loaded["family_item"].__module__ == "lmac.models.families"
+    with pytest.raises((ImportError, AttributeError)):  # outside the context the old names are gone again
+        load_hyperpyyaml("w: !new:train_lmac.AdaptiveWeight {initial: 2.0, target: 0.3, rate: 0.0}")
+
+
+def test_a_saved_configuration_naming_what_no_longer_exists_fails_in_one_line_that_says_what_to_do():
+    with pytest.raises(OldConfigurationError) as error, old_module_names("run/hyperparams.yaml"):
+        load_hyperpyyaml("x: !new:features.NoSuchModule {}")
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("run/hyperparams.yaml names something this version does not have")
+    assert "export_interpreter.py" in message
+
+
+def test_every_old_module_name_stands_for_modules_that_exist():
+    for old_name, modules in OLD_MODULES.items():
+        assert all(os.path.isfile(os.path.join(REPO, *name.split(".")) + ".py") for name in modules), old_name
