@@ -21,7 +21,9 @@ Another interpretation method, or all of them compared on the same clips
 
 Results go to ``eval_folder`` (``<output_folder>/eval``): metrics as JSON and
 a markdown table, listenable interpretations, pictures and ``report.html``;
-a comparison adds ``comparison_<condition>.md`` and ``.json``.
+a comparison adds ``comparison_<condition>.md`` and ``.json``. The evaluation's
+own ``hyperparams.yaml``, ``log.txt`` and ``eval_log.txt`` (the stage lines) go
+there too: the trained run's configuration and training log stay as they were.
 Without ``--pretrained_interpreter`` the run's best checkpoint is used.
 """
 
@@ -31,6 +33,7 @@ import sys
 import time
 
 import speechbrain as sb
+from speechbrain.utils.train_logger import FileTrainLogger
 
 from lmac.checks import check_overlap_type, validate_data_hparams
 from lmac.cli import run_script, start_recipe
@@ -263,8 +266,9 @@ def main(argv):
     hparams_file, hparams, run_opts, overrides = start_recipe(argv, placeholders_not_needed=files_mode_needs_no_data(argv))
     validate_eval_hparams(hparams)
     sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+        experiment_directory=hparams["eval_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
+    hparams["train_logger"] = FileTrainLogger(os.path.join(hparams["eval_folder"], "eval_log.txt"))
     names = methods_of(hparams)
     if hparams["single_sample"] is not None or hparams["interpret_folder"] is not None:
         paths = [hparams["single_sample"]] if hparams["single_sample"] else audio_files(hparams["interpret_folder"])
