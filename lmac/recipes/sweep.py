@@ -47,7 +47,7 @@ FAMILY_RUNS = {
 }
 COMPARED = ("lmac", "gradcam", "integrated_gradients")
 MEANS = ("fid_in", "AD", "localization", "silent_share", "profile_cosine", "randomisation_similarity")
-PER_CLASS = ("acc", "fid_in", "AD", "silent_share", "localization", "event_fid_in")
+PER_CLASS = ("acc", "fid_in", "AD", "silent_share", "localization", "event_fid_in", "empty_keeps_decision")
 # A class the classifier gets right on at least ``min_acc`` of its clips must keep Fid-In and stay audible on every seed.
 ROBUST_CLASS = {"min_acc": 0.75, "min_fid_in": 0.75, "max_silent_share": 0.25}
 # The folds scored: ``eval.py`` reads the chosen fold as its test fold.
@@ -158,15 +158,20 @@ def failing_classes(classes):
     ]  # fmt: skip
 
 
-def with_event_fid_in(name, stats):
-    """A class's name, with its ``event_fid_in`` in brackets when the run had event boxes.
+def with_reasons(name, stats):
+    """A class's name, with in brackets the share of its decisions that the event alone keeps (``event_fid_in``,
+    when the run had event boxes) and that the reference alone keeps (``empty_keeps_decision``).
 
     Example
     -------
-    >>> with_event_fid_in("a", {"event_fid_in": 0.125}), with_event_fid_in("b", {})
-    ('a (event_fid_in 0.12)', 'b')
+    >>> with_reasons("a", {"event_fid_in": 0.125, "empty_keeps_decision": 1.0}), with_reasons("b", {})
+    ('a (event alone 0.12, R alone 1.00)', 'b')
     """
-    return f"{name} (event_fid_in {stats['event_fid_in']:.2f})" if "event_fid_in" in stats else name
+    reasons = [
+        f"{words} {stats[key]:.2f}"
+        for key, words in (("event_fid_in", "event alone"), ("empty_keeps_decision", "R alone")) if key in stats
+    ]  # fmt: skip
+    return f"{name} ({', '.join(reasons)})" if reasons else name
 
 
 def worst_class(classes):
@@ -227,15 +232,17 @@ def summary_markdown(results, fold):
             accuracy = statistics.fmean(stats["acc"] for stats in result["classes"].values())
             event_fid_in = "-" if result.get("event_fid_in") is None else f"{result['event_fid_in']:.2f}"
             name, fid_in = summary["worst_class"][seed]
-            failing = ", ".join(with_event_fid_in(name, result["classes"][name]) for name in summary["failing_classes"][seed])
+            failing = ", ".join(with_reasons(name, result["classes"][name]) for name in summary["failing_classes"][seed])
             failing = failing or "none"
             lines.append(f"| {seed} | {accuracy:.2f} | {event_fid_in} | {name} ({fid_in:.2f}) | {failing} |")
         lines.append("")
     lines.append(
         f"A class fails when the classifier is right on >= {ROBUST_CLASS['min_acc']} of its clips but L-MAC's "
         f"Fid-In is under {ROBUST_CLASS['min_fid_in']} or its silent_share over {ROBUST_CLASS['max_silent_share']}. "
-        "In brackets, event_fid_in: the share of its decisions that a mask exactly on the event keeps (a perfect "
-        "localiser's Fid-In); where it is low, the classifier does not decide that class from its event alone."
+        "In brackets, the share of its decisions that a mask exactly on the event keeps (event_fid_in, a perfect "
+        "localiser's Fid-In; where it is low, the classifier does not decide that class from its event alone) and "
+        "that the reference R alone keeps (empty_keeps_decision; where it is high, the empty mask is already "
+        "faithful for that class, so the sparsest faithful mask is silent)."
     )
     return "\n".join(lines) + "\n"
 
