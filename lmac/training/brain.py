@@ -555,17 +555,19 @@ def warn_of_collapsed_classes(per_class_stats, epoch, class_names=None):
 
 
 def collapse_description(stats):
-    """A collapsed class's numbers in words: Fid-In, near-silent share and, with events, what a mask exactly on
-    the event keeps (``event_fid_in``).
+    """A collapsed class's numbers in words: Fid-In, near-silent share, what the reference alone keeps
+    (``empty_keeps_decision``) and, with events, what a mask exactly on the event keeps (``event_fid_in``).
 
     Example
     -------
-    >>> collapse_description({"fid_in": 0.125, "silent_share": 0.875, "event_fid_in": 0.0})
-    'Fid-In 0.12, 88% near-silent; a mask exactly on its event keeps 0% of its decisions'
+    >>> collapse_description({"fid_in": 0.125, "silent_share": 0.875, "empty_keeps_decision": 0.125, "event_fid_in": 0.0})
+    'Fid-In 0.12, 88% near-silent; the reference alone keeps 12% of its decisions; a mask exactly on its event keeps 0% of them'
     """
     words = f"Fid-In {stats['fid_in']:.2f}, {100 * stats['silent_share']:.0f}% near-silent"
+    if "empty_keeps_decision" in stats:
+        words += f"; the reference alone keeps {100 * stats['empty_keeps_decision']:.0f}% of its decisions"
     if "event_fid_in" in stats:
-        words += f"; a mask exactly on its event keeps {100 * stats['event_fid_in']:.0f}% of its decisions"
+        words += f"; a mask exactly on its event keeps {100 * stats['event_fid_in']:.0f}% of them"
     return words
 
 
