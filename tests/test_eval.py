@@ -98,7 +98,7 @@ def test_the_test_fold_report_names_true_and_predicted_classes_and_explains_the_
 def test_an_evaluation_leaves_the_runs_configuration_and_log_alone(trained, tmp_path):
     run = trained["root"] / "run"
     before = {name: (run / name).read_bytes() for name in ("hyperparams.yaml", "train_log.txt")}
-    eval_folder = tmp_path / "zeros"
+    eval_folder = tmp_path / "another_eval"
     lmac_eval.main([HPARAMS, *trained["flags"], "--randomisation_clips", "3", "--eval_folder", str(eval_folder)])
     assert {name: (run / name).read_bytes() for name in before} == before
     assert "randomisation_clips: 3" in (eval_folder / "hyperparams.yaml").read_text()
