@@ -21,7 +21,7 @@ from lmac.metrics import (
     sparseness,
 )
 from lmac.training.brain import InterpreterBrain, MaskedOutput
-from lmac.training.lmac import LMAC, AdaptiveWeight, crosscor, guidance_per_example, tv_loss
+from lmac.training.lmac import LMAC, AdaptiveWeight, crosscor, guidance_per_example, masked_out_loss, tv_loss
 
 
 def random_spectrograms(batch=3, frames=7, freq=5, seed=0):
@@ -144,6 +144,7 @@ def test_per_example_metrics_do_not_depend_on_the_batch_size():
 LOSS_HPARAMS = {
     "l_in_w": 4.0,
     "l_out_w": 0.2,
+    "masked_out_loss": "negative_cross_entropy",
     "reg_w_l1": 6.4,
     "reg_w_tv": 0.5,
     "g_w": 4.0,
@@ -183,7 +184,11 @@ def direct_loss(output, clean_log_mag, hparams, finetuning):
     batch = decision.shape[0]
     cross_entropy = lambda logits: -torch.log_softmax(logits, dim=1)[torch.arange(batch), decision]  # noqa: E731
     total = hparams["l_in_w"] * cross_entropy(output.logits_masked_in).mean()
-    total = total - hparams["l_out_w"] * cross_entropy(output.logits_masked_out).mean()
+    if hparams["masked_out_loss"] == "negative_cross_entropy":
+        total = total - hparams["l_out_w"] * cross_entropy(output.logits_masked_out).mean()
+    else:  # not_decision: -log(1 - q_out_c)
+        q_out = torch.softmax(output.logits_masked_out, dim=1)[torch.arange(batch), decision]
+        total = total - hparams["l_out_w"] * torch.log(1 - q_out).mean()
     for b in range(batch):  # the class-contrastive term: log(1 + exp(runner-up logit - decision's logit))
         logits = output.logits_masked_in[b].tolist()
         runner_up = max(value for k, value in enumerate(logits) if k != decision[b])
@@ -210,10 +215,14 @@ def direct_loss(output, clean_log_mag, hparams, finetuning):
     return total + regularisers / batch + hparams["g_w"] * guidance / batch
 
 
-@pytest.mark.parametrize("finetuning, sparsity_gate", [(False, False), (True, False), (False, True)])
-def test_the_objective_equals_a_direct_computation(finetuning, sparsity_gate):
+@pytest.mark.parametrize(
+    "finetuning, sparsity_gate, out_loss",
+    [(False, False, "negative_cross_entropy"), (True, False, "negative_cross_entropy"),
+     (False, True, "negative_cross_entropy"), (False, False, "not_decision")],
+)  # fmt: skip
+def test_the_objective_equals_a_direct_computation(finetuning, sparsity_gate, out_loss):
     hparams = {
-        **LOSS_HPARAMS, "finetuning": finetuning, "sparsity_gate": sparsity_gate,
+        **LOSS_HPARAMS, "finetuning": finetuning, "sparsity_gate": sparsity_gate, "masked_out_loss": out_loss,
         "l1_weight": AdaptiveWeight(LOSS_HPARAMS["reg_w_l1"], 0.3, 0.0),
     }  # fmt: skip
     brain = LMAC(modules={}, hparams=hparams, run_opts={"device": "cpu"})
@@ -351,3 +360,21 @@ def test_the_saved_interpretations_cover_the_classes_before_repeating_one():
     brain.saved_per_class.clear()
     assert InterpreterBrain.clips_to_save(brain, torch.tensor([0, 0, 0, 0, 1, 2])) == [0, 1, 2, 4, 5]  # at most 3 a class
     assert InterpreterBrain.clips_to_save(brain, torch.tensor([2, 2, 2, 1])) == [0, 1, 3]  # then 8 in all
+
+
+def test_the_not_decision_term_stops_pushing_once_the_decision_is_gone_and_the_published_one_does_not():
+    decision = torch.tensor([0])
+    gradients = {}
+    for kind in ("negative_cross_entropy", "not_decision"):
+        logits = torch.tensor([[-12.0, 3.0, 1.0]], requires_grad=True)  # q_0 about 3e-7: the decision is gone
+        masked_out_loss(kind, logits, decision).sum().backward()
+        gradients[kind] = logits.grad[0, 0].item()
+    assert gradients["negative_cross_entropy"] == pytest.approx(1.0, abs=1e-5)  # 1 - q_0
+    assert abs(gradients["not_decision"]) < 1e-5  # q_0
+    q = torch.tensor([[0.2, 0.5, 0.3]])
+    assert masked_out_loss("not_decision", q.log(), decision).item() == pytest.approx(-math.log(0.8), rel=1e-5)
+
+
+def test_an_unknown_masked_out_term_is_named_with_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"masked_out_loss='neg_ce'; accepted values are \['negative_cross_entropy', 'not_decision'\]"):
+        masked_out_loss("neg_ce", torch.zeros(1, 3), torch.tensor([0]))

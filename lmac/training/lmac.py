@@ -150,6 +150,71 @@ def decision_log_probability(logits, decision):
     return torch.log_softmax(logits.float(), dim=1).gather(1, decision[:, None]).squeeze(1)
 
 
+def negative_cross_entropy(logits, decision):
+    """Per-example ``-CE(z, c) = log q_c``, the published masked-out term: it rewards a masked-out input that
+    gives ``c`` ever less probability, without end (its gradient on ``z_c`` tends to 1, not 0, as ``q_c -> 0``).
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        ``[batch, n_classes]``.
+    decision : torch.Tensor
+        ``[batch]`` class indices ``c``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``, at most 0.
+
+    Example
+    -------
+    >>> round(negative_cross_entropy(torch.log(torch.tensor([[0.25, 0.75]])), torch.tensor([0])).item(), 4)  # log 0.25
+    -1.3863
+    """
+    return decision_log_probability(logits, decision)
+
+
+def not_decision_loss(logits, decision):
+    """Per-example ``-log(1 - q_c)``: small once the masked-out input no longer gives the decision ``c``.
+
+    Unlike ``negative_cross_entropy`` it ends: at least 0, and its gradient on
+    ``z_c`` is ``q_c``, which vanishes once ``c`` has lost its probability,
+    so it does not keep rewarding a mask for destroying more of the input
+    than the decision needs. Computed as ``-logsumexp_{k != c} log q_k``.
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        ``[batch, n_classes]``.
+    decision : torch.Tensor
+        ``[batch]`` class indices ``c``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]``, at least 0.
+
+    Example
+    -------
+    >>> round(not_decision_loss(torch.log(torch.tensor([[0.25, 0.75]])), torch.tensor([0])).item(), 4)  # -log 0.75
+    0.2877
+    """
+    log_probabilities = torch.log_softmax(logits.float(), dim=1)
+    others = log_probabilities.scatter(1, decision[:, None], float("-inf"))
+    return -torch.logsumexp(others, dim=1)
+
+
+# The masked-out term (``masked_out_loss``): per-example loss of the masked-out logits, weighed by ``l_out_w``.
+MASKED_OUT_LOSSES = {"negative_cross_entropy": negative_cross_entropy, "not_decision": not_decision_loss}
+
+
+def masked_out_loss(kind, logits, decision):
+    """The masked-out term of ``MASKED_OUT_LOSSES[kind]``, ``[batch, n_classes]`` logits to ``[batch]``."""
+    if kind not in MASKED_OUT_LOSSES:
+        raise ValueError(f"masked_out_loss={kind!r}; accepted values are {sorted(MASKED_OUT_LOSSES)}.")
+    return MASKED_OUT_LOSSES[kind](logits, decision)
+
+
 def beyond_empty_loss(logits_masked_in, logits_empty, decision):
     """Per-example ``softplus(log q_empty_c - log q_in_c)``: small when the masked-in input gives the decision
     ``c`` a higher probability than the empty mask's input does (log 2 when they are equal).
@@ -304,7 +369,7 @@ class LMAC(InterpreterBrain):
         """The L-MAC loss; in VALID and TEST also records every metric and saves interpretations."""
         decision = output.logits.argmax(dim=1)
         loss_in = F.cross_entropy(output.logits_masked_in, decision)
-        loss_out = -F.cross_entropy(output.logits_masked_out, decision)
+        loss_out = masked_out_loss(self.hparams.masked_out_loss, output.logits_masked_out, decision).mean()
         l1_weight = self.l1_weight_in_force(stage)
         noisy = output.clean_wavs is not output.wavs
         needs_clean = self.hparams.finetuning or (noisy and stage != sb.Stage.TRAIN)
