@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lmac.masking import masked_log_magnitudes
+
 INTERPRETATION_METRICS = ("fid_in", "FF", "AI", "AD", "AG", "SPS", "COMP")
 
 
@@ -355,7 +357,7 @@ SILENT_ENERGY_SHARE = 0.01
 # The trust measures of ``docs/method.md`` (Trust measures), beside ``INTERPRETATION_METRICS``.
 TRUST_METRICS = (
     "energy_kept", "silent_share", "empty_keeps_decision", "fid_in_beyond_empty",
-    "profile_cosine", "event_profile_cosine", "randomisation_similarity",
+    "profile_cosine", "event_profile_cosine", "sensitivity_profile_cosine", "randomisation_similarity",
 )  # fmt: skip
 
 
@@ -432,6 +434,55 @@ def trust_scores(logits, logits_empty, fid_in, mask, log_mag):
         "empty_keeps_decision": empty_keeps,
         "fid_in_beyond_empty": fid_in * (1 - empty_keeps),
     }
+
+
+def deletion_sensitivity(log_mag, reference, logits_of, decision):
+    """How much the decision's log-probability moves with each cell of a mask at the full input:
+    ``|d log q_c / d M|`` at ``M = 1``, the gradient a mask-learning objective starts from. No gradient flows out.
+
+    Arguments
+    ---------
+    log_mag : torch.Tensor
+        ``L``, ``[batch, frames, freq]``.
+    reference : torch.Tensor
+        ``R``, ``[batch, frames, freq]``: what a removed cell holds.
+    logits_of : callable
+        A masked-in ``log1p`` magnitude ``[batch, frames, freq]`` to the classifier's logits ``[batch, n_classes]``.
+    decision : torch.Tensor
+        ``[batch]`` class indices ``c``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, frames, freq]``, at least 0.
+
+    Example
+    -------
+    >>> logits_of = lambda masked_in: masked_in[:, 0]  # logit k reads bin k of the one frame
+    >>> deletion_sensitivity(torch.ones(1, 1, 2), torch.zeros(1, 1, 2), logits_of, torch.tensor([0]))  # 1 - q_0, q_1
+    tensor([[[0.5000, 0.5000]]])
+    """
+    log_mag, reference = log_mag.detach(), reference.detach()
+    with torch.enable_grad():
+        full = torch.ones_like(log_mag, requires_grad=True)
+        masked_in, _ = masked_log_magnitudes(full, log_mag, reference)
+        log_q = torch.log_softmax(logits_of(masked_in).float(), dim=1).gather(1, decision[:, None])
+        (gradient,) = torch.autograd.grad(log_q.sum(), full)
+    return gradient.abs()
+
+
+def share_profile(weights):
+    """Each clip's frequency profile as shares that sum to 1 (all zero where ``weights`` are):
+    ``[batch, frames, freq]`` to ``[batch, freq]``, so that every clip counts the same in a class's mean.
+
+    Example
+    -------
+    >>> share_profile(torch.tensor([[[1.0, 3.0], [1.0, 3.0]], [[0.0, 0.0], [0.0, 0.0]]]))
+    tensor([[0.2500, 0.7500],
+            [0.0000, 0.0000]])
+    """
+    profile = frequency_profile(weights)
+    return profile / profile.sum(dim=1, keepdim=True).clamp_min(torch.finfo(profile.dtype).tiny)
 
 
 def frequency_profile(mask):

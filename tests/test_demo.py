@@ -17,7 +17,7 @@ REQUIRED_KEYS = (
     "AD_random_mask", "AD_all_ones_mask", "localization_ratio", "wall_time_s",
     # L-MAC's trust measures, at the top level beside its other metrics
     "energy_kept", "silent_share", "empty_keeps_decision", "fid_in_beyond_empty", "profile_cosine",
-    "event_profile_cosine", "randomisation_similarity",
+    "event_profile_cosine", "sensitivity_profile_cosine", "randomisation_similarity",
 )  # fmt: skip
 
 

@@ -26,9 +26,12 @@ def test_a_tiny_sweep_scores_the_validation_fold_and_reuses_its_runs(tmp_path, m
     comparison = json.loads((run / "lmac" / "eval_valid" / "comparison_clean.json").read_text())["methods"]
     assert results["cnn14"]["3"]["methods"]["gradcam"]["AD"] == comparison["gradcam"]["AD"]
     assert results["cnn14"]["3"]["event_fid_in"] == comparison["lmac"]["event_fid_in"]
+    assert results["cnn14"]["3"]["sensitivity_profile_cosine"] == comparison["lmac"]["sensitivity_profile_cosine"]
     markdown = (tmp_path / "sweep_valid.md").read_text()
     assert "## cnn14 (1 seeds: 3)" in markdown and "| gradcam |" in markdown
-    assert f"| 3 | {sum(stats['acc'] for stats in classes.values()) / 2:.2f} | {comparison['lmac']['event_fid_in']:.2f} |" in markdown
+    lmac = comparison["lmac"]
+    accuracy = sum(stats["acc"] for stats in classes.values()) / 2
+    assert f"| 3 | {accuracy:.2f} | {lmac['event_fid_in']:.2f} | {lmac['sensitivity_profile_cosine']:.2f} |" in markdown
     classifier_log = run / "classifier" / "train_log.txt"
     written = classifier_log.stat().st_mtime_ns
     assert sweep.main(argv) == results  # a second pass trains and evaluates nothing again

@@ -47,6 +47,9 @@ FAMILY_RUNS = {
 }
 COMPARED = ("lmac", "gradcam", "integrated_gradients")
 MEANS = ("fid_in", "AD", "localization", "silent_share", "profile_cosine", "randomisation_similarity")
+# What a seed's table says of the classifier itself (the same for every method): what the event alone keeps of its
+# decisions, and whether its own sensitivity has one frequency profile for every class.
+CLASSIFIER_MEASURES = ("event_fid_in", "sensitivity_profile_cosine")
 PER_CLASS = ("acc", "fid_in", "AD", "silent_share", "localization", "event_fid_in", "empty_keeps_decision")
 # A class the classifier gets right on at least ``min_acc`` of its clips must keep Fid-In and stay audible on every seed.
 ROBUST_CLASS = {"min_acc": 0.75, "min_fid_in": 0.75, "max_silent_share": 0.25}
@@ -140,7 +143,8 @@ def seed_results(eval_folder):
     per_class = read_json(os.path.join(eval_folder, "clean", "metrics_clean_per_class.json"))
     means = {method: {key: table[method][key] for key in MEANS if key in table[method]} for method in COMPARED}
     classes = {name: {key: stats[key] for key in PER_CLASS if key in stats} for name, stats in per_class.items()}
-    return {"methods": means, "classes": classes, "event_fid_in": table["lmac"].get("event_fid_in")}
+    classifier = {key: table["lmac"].get(key) for key in CLASSIFIER_MEASURES}
+    return {"methods": means, "classes": classes, **classifier}
 
 
 def failing_classes(classes):
@@ -225,16 +229,17 @@ def summary_markdown(results, fold):
             cells = [f"{values[key][0]:.3g} ± {values[key][1]:.2g}" if key in values else "" for key in MEANS]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines += [
-            "", "| seed | classifier acc | event_fid_in | L-MAC worst class (Fid-In) | classes failing the targets |",
-            "|---|---|---|---|---|",
+            "", "| seed | classifier acc | " + " | ".join(CLASSIFIER_MEASURES)
+            + " | L-MAC worst class (Fid-In) | classes failing the targets |",
+            "|---" * (len(CLASSIFIER_MEASURES) + 4) + "|",
         ]  # fmt: skip
         for seed, result in seeds.items():
             accuracy = statistics.fmean(stats["acc"] for stats in result["classes"].values())
-            event_fid_in = "-" if result.get("event_fid_in") is None else f"{result['event_fid_in']:.2f}"
+            measures = " | ".join("-" if result.get(key) is None else f"{result[key]:.2f}" for key in CLASSIFIER_MEASURES)
             name, fid_in = summary["worst_class"][seed]
             failing = ", ".join(with_reasons(name, result["classes"][name]) for name in summary["failing_classes"][seed])
             failing = failing or "none"
-            lines.append(f"| {seed} | {accuracy:.2f} | {event_fid_in} | {name} ({fid_in:.2f}) | {failing} |")
+            lines.append(f"| {seed} | {accuracy:.2f} | {measures} | {name} ({fid_in:.2f}) | {failing} |")
         lines.append("")
     lines.append(
         f"A class fails when the classifier is right on >= {ROBUST_CLASS['min_acc']} of its clips but L-MAC's "
@@ -242,7 +247,8 @@ def summary_markdown(results, fold):
         "In brackets, the share of its decisions that a mask exactly on the event keeps (event_fid_in, a perfect "
         "localiser's Fid-In; where it is low, the classifier does not decide that class from its event alone) and "
         "that the reference R alone keeps (empty_keeps_decision; where it is high, the empty mask is already "
-        "faithful for that class, so the sparsest faithful mask is silent)."
+        "faithful for that class, so the sparsest faithful mask is silent). sensitivity_profile_cosine near 1: the "
+        "classifier's own decision moves most with the same bands for every class, and masks learnt from it keep them."
     )
     return "\n".join(lines) + "\n"
 

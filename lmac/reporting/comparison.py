@@ -90,8 +90,29 @@ def comparison_warnings(table):
             warnings.append(
                 f"{method}: its masks have nearly one frequency profile for every class (profile_cosine "
                 f"{row['profile_cosine']:.2f}): they do not show what tells the classes apart."
+                + class_agnostic_sensitivity_words(row)
             )
     return warnings
+
+
+def class_agnostic_sensitivity_words(row):
+    """The words added to a class-agnostic method's warning when the classifier's own sensitivity has one frequency
+    profile too (``sensitivity_profile_cosine`` at least ``CLASS_AGNOSTIC_PROFILE_COSINE``); empty otherwise.
+
+    Example
+    -------
+    >>> print(class_agnostic_sensitivity_words({"sensitivity_profile_cosine": 0.97}))
+     So is the classifier's own sensitivity (sensitivity_profile_cosine 0.97): its decision moves most with the same bands for every class, and masks learnt from it keep them.
+    >>> class_agnostic_sensitivity_words({"sensitivity_profile_cosine": 0.4}), class_agnostic_sensitivity_words({})
+    ('', '')
+    """
+    cosine = row.get("sensitivity_profile_cosine", 0.0)
+    if cosine < CLASS_AGNOSTIC_PROFILE_COSINE:
+        return ""
+    return (
+        f" So is the classifier's own sensitivity (sensitivity_profile_cosine {cosine:.2f}): its decision moves most "
+        "with the same bands for every class, and masks learnt from it keep them."
+    )
 
 
 def event_alone_warnings(table):

@@ -29,11 +29,13 @@ from lmac.mask_references import SilenceReference
 from lmac.masking import crop_frames, inverted_interpretation, masked_log_magnitudes
 from lmac.metrics import (
     audible_localization,
+    deletion_sensitivity,
     energy_kept,
     event_boxes,
     frequency_profile,
     interpretation_scores,
     profile_cosine,
+    share_profile,
     spearman_similarity,
     trust_scores,
 )
@@ -259,6 +261,7 @@ class InterpreterBrain(CudaFedBrain):
             scores["acc"] = (output.logits.argmax(dim=1) == labels).float()
         scores.update(extra_scores)
         self.stage_profiles["mask"].append(frequency_profile(output.mask))
+        self.stage_profiles["sensitivity"].append(share_profile(self.classifier_sensitivity(output)))
         self.stage_profiles["classes"].append(labels)
         if self.events is not None:
             boxes = self.event_boxes(batch.id, output.mask.shape[1:], output.mask.device)
@@ -274,6 +277,18 @@ class InterpreterBrain(CudaFedBrain):
             folder_name = "test" if stage == sb.Stage.TEST else f"valid_epoch{epoch}"
             folder = os.path.join(self.hparams.interpretations_folder, folder_name)
             self.save_interpretations(batch.id, output, labels, folder)
+
+    def classifier_sensitivity(self, output):
+        """``metrics.deletion_sensitivity`` of the classifier at the clips of ``output``, for its decisions, with
+        ``output.reference`` in the removed cells: ``[batch, frames', freq]``. Where its classes' profiles
+        (``sensitivity_profile_cosine``) are alike, the classifier's decision moves with the same bands for
+        every class, and masks learnt from it tend to keep those bands whatever the class."""
+        log_mag = crop_frames(output.features.log_mag, output.mask.shape[1])
+
+        def logits_of(masked_in):
+            return self.classify(self.input_from_log_mag(masked_in, output.features.log_mag))[0]
+
+        return deletion_sensitivity(log_mag, output.reference, logits_of, output.logits.argmax(dim=1))
 
     @torch.no_grad()
     def event_mask_keeps_decision(self, output, boxes):
@@ -329,7 +344,7 @@ class InterpreterBrain(CudaFedBrain):
         """Starts this stage's per-example scores (VALID and TEST)."""
         self.stage_scores = {}
         self.stage_classes = {}
-        self.stage_profiles = {"mask": [], "event": [], "classes": []}
+        self.stage_profiles = {"mask": [], "event": [], "sensitivity": [], "classes": []}
         self.stage_values = {}
         self.saved_per_class = collections.Counter()  # the stage's saved interpretations, per true class
         self.randomisation_recorded = 0
@@ -347,7 +362,8 @@ class InterpreterBrain(CudaFedBrain):
 
     def stage_statistics(self, stage_loss):
         """The statistics of a VALID or TEST stage: loss, the mean of every recorded score, the profile
-        cosines (``profile_cosine``, and ``event_profile_cosine`` of the event boxes) and the stage values
+        cosines (``profile_cosine``, ``event_profile_cosine`` of the event boxes and
+        ``sensitivity_profile_cosine`` of the classifier's own sensitivity) and the stage values
         (``record_stage_value``), as plain floats.
 
         The means, the cosines and the per-class means reach the host together,
@@ -364,7 +380,9 @@ class InterpreterBrain(CudaFedBrain):
         classes = {name: torch.cat(self.stage_classes[name]) for name in names}
         cosines = {
             key: profile_cosine(torch.cat(self.stage_profiles[kind]), torch.cat(self.stage_profiles["classes"]), n_classes)
-            for key, kind in (("profile_cosine", "mask"), ("event_profile_cosine", "event"))
+            for key, kind in (
+                ("profile_cosine", "mask"), ("event_profile_cosine", "event"), ("sensitivity_profile_cosine", "sensitivity")
+            )
             if self.stage_profiles[kind]
         }  # fmt: skip
         whole_stage = {**cosines, **self.stage_values}
