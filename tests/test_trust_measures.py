@@ -430,6 +430,6 @@ def test_share_profiles_weigh_every_clip_the_same_in_the_sensitivity_profile_cos
 
 def test_a_comparison_says_when_the_classifier_s_own_sensitivity_is_class_agnostic_too():
     table = {"lmac": {"profile_cosine": 0.99, "sensitivity_profile_cosine": 0.97}}
-    assert "So is the classifier's own sensitivity (sensitivity_profile_cosine 0.97)" in comparison.comparison_markdown(table)
+    assert "The classifier's own sensitivity has one too (sensitivity_profile_cosine 0.97)" in comparison.comparison_markdown(table)
     table["lmac"]["sensitivity_profile_cosine"] = 0.5
     assert "classifier's own sensitivity" not in comparison.comparison_markdown(table)

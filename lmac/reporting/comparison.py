@@ -102,7 +102,7 @@ def class_agnostic_sensitivity_words(row):
     Example
     -------
     >>> print(class_agnostic_sensitivity_words({"sensitivity_profile_cosine": 0.97}))
-     So is the classifier's own sensitivity (sensitivity_profile_cosine 0.97): its decision moves most with the same bands for every class, and masks learnt from it keep them.
+     The classifier's own sensitivity has one too (sensitivity_profile_cosine 0.97): its decision moves most with the same bands for every class, so masks learnt from it keep those bands.
     >>> class_agnostic_sensitivity_words({"sensitivity_profile_cosine": 0.4}), class_agnostic_sensitivity_words({})
     ('', '')
     """
@@ -110,8 +110,8 @@ def class_agnostic_sensitivity_words(row):
     if cosine < CLASS_AGNOSTIC_PROFILE_COSINE:
         return ""
     return (
-        f" So is the classifier's own sensitivity (sensitivity_profile_cosine {cosine:.2f}): its decision moves most "
-        "with the same bands for every class, and masks learnt from it keep them."
+        f" The classifier's own sensitivity has one too (sensitivity_profile_cosine {cosine:.2f}): its decision moves "
+        "most with the same bands for every class, so masks learnt from it keep those bands."
     )
 
 
