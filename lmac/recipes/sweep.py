@@ -50,7 +50,9 @@ MEANS = ("fid_in", "AD", "localization", "silent_share", "profile_cosine", "rand
 # What a seed's table says of the classifier itself (the same for every method): what the event alone keeps of its
 # decisions, and whether its own sensitivity has one frequency profile for every class.
 CLASSIFIER_MEASURES = ("event_fid_in", "sensitivity_profile_cosine")
-PER_CLASS = ("acc", "fid_in", "AD", "silent_share", "localization", "event_fid_in", "empty_keeps_decision")
+PER_CLASS = (
+    "acc", "fid_in", "AD", "silent_share", "localization", "event_fid_in", "empty_keeps_decision", "event_silent_share",
+)  # fmt: skip
 # A class the classifier gets right on at least ``min_acc`` of its clips must keep Fid-In and stay audible on every seed.
 ROBUST_CLASS = {"min_acc": 0.75, "min_fid_in": 0.75, "max_silent_share": 0.25}
 # The folds scored: ``eval.py`` reads the chosen fold as its test fold.
@@ -164,16 +166,23 @@ def failing_classes(classes):
 
 def with_reasons(name, stats):
     """A class's name, with in brackets the share of its decisions that the event alone keeps (``event_fid_in``,
-    when the run had event boxes) and that the reference alone keeps (``empty_keeps_decision``).
+    when the run had event boxes) and that the reference alone keeps (``empty_keeps_decision``), and the share of
+    its clips whose event box itself is near-silent (``event_silent_share``).
 
     Example
     -------
-    >>> with_reasons("a", {"event_fid_in": 0.125, "empty_keeps_decision": 1.0}), with_reasons("b", {})
-    ('a (event alone 0.12, R alone 1.00)', 'b')
+    >>> with_reasons("a", {"event_fid_in": 0.125, "empty_keeps_decision": 1.0, "event_silent_share": 0.375})
+    'a (event alone 0.12, R alone 1.00, event near-silent 0.38)'
+    >>> with_reasons("b", {})
+    'b'
     """
     reasons = [
         f"{words} {stats[key]:.2f}"
-        for key, words in (("event_fid_in", "event alone"), ("empty_keeps_decision", "R alone")) if key in stats
+        for key, words in (
+            ("event_fid_in", "event alone"), ("empty_keeps_decision", "R alone"),
+            ("event_silent_share", "event near-silent"),
+        )
+        if key in stats
     ]  # fmt: skip
     return f"{name} ({', '.join(reasons)})" if reasons else name
 
@@ -247,8 +256,10 @@ def summary_markdown(results, fold):
         "In brackets, the share of its decisions that a mask exactly on the event keeps (event_fid_in, a perfect "
         "localiser's Fid-In; where it is low, the classifier does not decide that class from its event alone) and "
         "that the reference R alone keeps (empty_keeps_decision; where it is high, the empty mask is already "
-        "faithful for that class, so the sparsest faithful mask is silent). sensitivity_profile_cosine near 1: the "
-        "classifier's own decision moves most with the same bands for every class, and masks learnt from it keep them."
+        "faithful for that class, so the sparsest faithful mask is silent), and the share of its clips whose event box "
+        "itself keeps under 1% of the energy (event_silent_share, the silent_share of a perfect localiser). "
+        "sensitivity_profile_cosine near 1: the classifier's own decision moves most with the same bands for every "
+        "class, so masks learnt from it keep those bands."
     )
     return "\n".join(lines) + "\n"
 

@@ -32,6 +32,7 @@ METRIC_DESCRIPTIONS = {
     "event_profile_cosine": ("profile_cosine of the event boxes themselves: the value of masks exactly on the events", ""),
     "sensitivity_profile_cosine": ("profile_cosine of the classifier's own sensitivity |d log q_c / d M| at the full input (1 = its decision moves with the same bands for every class)", ""),
     "event_energy_kept": ("share of the input's energy a mask exactly on the event box keeps", ""),
+    "event_silent_share": ("share of clips whose event box itself keeps under 1% of the input's energy: silent_share a perfect localiser would score", ""),
     "event_fid_in": ("share of clips whose decision a mask exactly on the event box keeps: a perfect localiser's Fid-In", ""),
     "randomisation_similarity": ("rank correlation of the masks with those after re-initialising the classifier's last block (1 = unchanged)", "lower"),
     "l1_weight": ("the L1 weight in force (adapted when l1_rate > 0)", ""),

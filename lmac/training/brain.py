@@ -34,6 +34,7 @@ from lmac.metrics import (
     event_boxes,
     frequency_profile,
     interpretation_scores,
+    near_silent,
     profile_cosine,
     share_profile,
     spearman_similarity,
@@ -247,9 +248,10 @@ class InterpreterBrain(CudaFedBrain):
         """Records the scores of a ``MaskedOutput`` and saves interpretations when it is time.
 
         The scores: the interpretation metrics and trust measures, ``acc``,
-        with ``events`` ``localization`` and ``event_energy_kept`` (the energy
+        with ``events`` ``localization``, ``event_energy_kept`` (the energy
         a mask exactly on the event box keeps: what ``energy_kept`` is worth
-        on this data), and ``extra_scores``, more per-example ``[batch]``
+        on this data) and ``event_silent_share`` (1 where that mask would
+        itself count as near-silent), and ``extra_scores``, more per-example ``[batch]``
         scores (``in_masks`` of fine-tuning).
         """
         scores = interpretation_scores(output.logits, output.logits_masked_in, output.logits_masked_out, output.mask)
@@ -267,6 +269,7 @@ class InterpreterBrain(CudaFedBrain):
             boxes = self.event_boxes(batch.id, output.mask.shape[1:], output.mask.device)
             scores["localization"] = audible_localization(output.mask.detach().float(), boxes, scores["silent_share"])
             scores["event_energy_kept"] = energy_kept(boxes.float(), output.features.log_mag)
+            scores["event_silent_share"] = near_silent(scores["event_energy_kept"])
             scores["event_fid_in"] = self.event_mask_keeps_decision(output, boxes)
             self.stage_profiles["event"].append(frequency_profile(boxes.float()))
         self.record_scores(scores, labels)
