@@ -197,6 +197,8 @@ def test_all_zero_and_all_one_masks_with_a_certain_classifier_are_finite(tiny_br
     # Its hand-made 10 frames are too short for CNN14 and the ISTFT: no randomisation check, no saved interpretation.
     monkeypatch.setattr(tiny_brain.hparams, "randomisation_clips", 0)
     monkeypatch.setattr(tiny_brain.hparams, "interpretations_per_stage", 0)
+    # A certain classifier's decision does not move with the mask (1 - q_c = 0): its sensitivity is zero everywhere.
+    monkeypatch.setattr(tiny_brain, "classifier_sensitivity", lambda output: torch.zeros_like(output.mask))
     log_mag = torch.zeros(2, 10, 6)
     certain = torch.tensor([[100.0, 0.0], [0.0, 100.0]])
     wavs = torch.zeros(2, 100)
