@@ -436,6 +436,11 @@ def trust_scores(logits, logits_empty, fid_in, mask, log_mag):
     }
 
 
+def decision_log_probability(logits, decision):
+    """``log softmax(logits)_c`` per example: ``[batch, n_classes]`` logits and ``[batch]`` decisions to ``[batch]``."""
+    return torch.log_softmax(logits.float(), dim=1).gather(1, decision[:, None]).squeeze(1)
+
+
 def deletion_sensitivity(log_mag, reference, logits_of, decision):
     """How much the decision's log-probability moves with each cell of a mask at the full input:
     ``|d log q_c / d M|`` at ``M = 1``, the gradient a mask-learning objective starts from. No gradient flows out.
@@ -466,7 +471,7 @@ def deletion_sensitivity(log_mag, reference, logits_of, decision):
     with torch.enable_grad():
         full = torch.ones_like(log_mag, requires_grad=True)
         masked_in, _ = masked_log_magnitudes(full, log_mag, reference)
-        log_q = torch.log_softmax(logits_of(masked_in).float(), dim=1).gather(1, decision[:, None])
+        log_q = decision_log_probability(logits_of(masked_in), decision)
         (gradient,) = torch.autograd.grad(log_q.sum(), full)
     return gradient.abs()
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from lmac.features import stft_phase
 from lmac.masking import crop_frames, masked_log_magnitudes
 from lmac.methods import LMACMask
-from lmac.metrics import clean_energy_region, clean_energy_share
+from lmac.metrics import clean_energy_region, clean_energy_share, decision_log_probability
 from lmac.training.brain import InterpreterBrain
 
 logger = logging.getLogger(__name__)
@@ -143,11 +143,6 @@ def contrastive_loss(logits, decision):
     own = logits.gather(1, decision[:, None]).squeeze(1)
     others = logits.scatter(1, decision[:, None], float("-inf"))
     return F.softplus(others.amax(dim=1) - own)
-
-
-def decision_log_probability(logits, decision):
-    """``log softmax(logits)_c`` per example: ``[batch, n_classes]`` logits and ``[batch]`` decisions to ``[batch]``."""
-    return torch.log_softmax(logits.float(), dim=1).gather(1, decision[:, None]).squeeze(1)
 
 
 def negative_cross_entropy(logits, decision):
