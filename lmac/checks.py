@@ -8,6 +8,7 @@ import os
 
 import torch
 
+from lmac.data.contamination import OVERLAPS
 from lmac.data.esc50 import validate_fold_lists
 from lmac.mask_references import MASK_REFERENCE_FILE, check_mask_reference, load_mask_reference
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
@@ -15,7 +16,7 @@ from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
 logger = logging.getLogger(__name__)
 
 
-OVERLAP_TYPES = ("mixtures", "white_noise", "speech")
+OVERLAP_TYPES = tuple(OVERLAPS)
 
 
 class SettingError(ValueError):

@@ -162,7 +162,7 @@ def test_a_contamination_reaches_the_evaluated_inputs_and_changes_the_metrics(tr
 @pytest.mark.parametrize(
     "extra, error, message",
     [
-        (["--overlap_type", "babble"], ValueError, r"overlap_type='babble'; accepted values are \('mixtures', 'white_noise', 'speech'\)"),
+        (["--overlap_type", "babble"], ValueError, r"overlap_type='babble'; accepted values are \('mixtures', 'class_mixtures', 'white_noise', 'speech'\)"),
         (["--overlap_type", "speech"], FileNotFoundError, r"overlap_type=speech needs --speech_folder"),
         (["--overlap_type", "mixtures", "--add_wham_noise", "True"], ValueError, r"Choose one contamination"),
         (["--single_sample", "/no/such.wav"], FileNotFoundError, r"single_sample='/no/such.wav' does not exist"),

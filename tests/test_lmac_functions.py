@@ -11,6 +11,7 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 
+from lmac.data.wham import MixedBatch
 from lmac.features import SpectralFeatures
 from lmac.metrics import (
     INTERPRETATION_METRICS,
@@ -165,8 +166,7 @@ def hand_made_output(seed=9, batch=3, classes=4):
     clean[1, 0, 0] = 1.0  # ... example 1 does not
     mask = torch.rand(batch, 7, 5, generator=generator).clamp(0.6, 1.0)
     output = MaskedOutput(
-        wavs=torch.zeros(batch, 16),
-        clean_wavs=torch.zeros(batch, 16),  # noise was added: the clean log-magnitude is ``clean``
+        mixed=MixedBatch(wavs=torch.zeros(batch, 16), clean=torch.zeros(batch, 16)),  # noise was added: clean is ``clean``
         features=SpectralFeatures(stft=torch.zeros(batch, 8, 5, 2), log_mag=log_mag, classifier_input=torch.zeros(batch, 8, 3)),
         logits=torch.randn(batch, classes, generator=generator),
         mask=mask,

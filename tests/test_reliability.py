@@ -22,6 +22,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 import lmac.data.esc50 as esc50
 import lmac.recipes.train_lmac as train_lmac
 import lmac.training.lmac as lmac_brain
+from lmac.data.wham import MixedBatch
 from lmac.features import SpectralFeatures
 from lmac.training.brain import MaskedOutput
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY, COMPLETE_MARKER, CompleteCheckpointer
@@ -203,8 +204,7 @@ def test_all_zero_and_all_one_masks_with_a_certain_classifier_are_finite(tiny_br
     certain = torch.tensor([[100.0, 0.0], [0.0, 100.0]])
     wavs = torch.zeros(2, 100)
     output = MaskedOutput(
-        wavs=wavs,
-        clean_wavs=wavs,
+        mixed=MixedBatch.of_clean(wavs),
         features=SpectralFeatures(stft=torch.zeros(2, 10, 6, 2), log_mag=log_mag, classifier_input=torch.zeros(2, 10, 80)),
         logits=certain,
         mask=torch.full((2, 10, 6), mask_value),
@@ -267,7 +267,7 @@ def fail_download(url, dest, **kwargs):
 @pytest.mark.parametrize(
     "flags, error, message",
     [
-        (["--overlap_type", "reverb"], ValueError, r"overlap_type='reverb'; accepted values are \('mixtures', 'white_noise', 'speech'\)"),
+        (["--overlap_type", "reverb"], ValueError, r"overlap_type='reverb'; accepted values are \('mixtures', 'class_mixtures', 'white_noise', 'speech'\)"),
         (["--train_fold_nums", "[1, 4]"], ValueError, r"train_fold_nums=\[1, 4\] and valid_fold_nums=\[4\] share folds \[4\]"),
         (["--test_fold_nums", "[6]"], ValueError, r"test_fold_nums=\[6\] has folds outside 1..5"),
         (["--add_wham_noise", "True", "--wham_folder", "/no/wham_noise"], FileNotFoundError, r"Found no data in '/no/wham_noise' and the download of .* failed .* --add_wham_noise False"),

@@ -326,13 +326,13 @@ def test_a_mean_normalised_input_reads_the_reference_and_a_level_change_through_
     for reference in (MASK_REFERENCES["zeros"](), MASK_REFERENCES["mean_spectrum"](torch.full((33,), 2.0))):
         brain = Stub()
         brain.mask_reference = reference
-        output = brain.masked_output(None, None, features, None, torch.zeros(2, 30, 33), None)
+        output = brain.masked_output(None, features, None, torch.zeros(2, 30, 33), None)
         empties.append(output.logits_empty)
         torch.testing.assert_close(output.logits_empty, output.logits_masked_in)  # the empty mask keeps R only
     assert not torch.allclose(*empties)  # R changes what the classifier hears
     half = Stub()
     half.mask_reference = MASK_REFERENCES["zeros"]()
-    output = half.masked_output(None, None, features, None, torch.full((2, 30, 33), 0.5), None)
+    output = half.masked_output(None, features, None, torch.full((2, 30, 33), 0.5), None)
     # This classifier reads only the input's level against the clip's mean: normalised with its own mean, every
     # masked input would give it 0, as the whole clip does; with the clip's mean it hears the halved level.
     whole = features.classifier_input.mean(dim=1) @ weights

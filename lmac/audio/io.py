@@ -111,3 +111,30 @@ def peak_normalize(waveform):
     peak = waveform.abs().amax(dim=-1, keepdim=True)
     silent = peak <= torch.finfo(torch.float32).eps
     return torch.where(silent, torch.zeros_like(waveform), waveform / torch.where(silent, torch.ones_like(peak), peak))
+
+
+def fit_length(waveform, num_samples):
+    """Crops or zero-pads the last dimension to ``num_samples``.
+
+    Arguments
+    ---------
+    waveform : torch.Tensor
+        Shape ``[..., samples]``.
+    num_samples : int
+        Wanted length.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``[..., num_samples]``.
+
+    Example
+    -------
+    >>> fit_length(torch.ones(2, 3), 5)
+    tensor([[1., 1., 1., 0., 0.],
+            [1., 1., 1., 0., 0.]])
+    """
+    length = waveform.shape[-1]
+    if length >= num_samples:
+        return waveform[..., :num_samples]
+    return torch.nn.functional.pad(waveform, (0, num_samples - length))

@@ -27,7 +27,7 @@ from speechbrain.utils.data_utils import download_file
 from speechbrain.utils.distributed import run_on_main
 from tqdm import tqdm
 
-from lmac.audio.io import check_wav_complete, peak_normalize, read_audio_mono
+from lmac.audio.io import check_wav_complete, fit_length, peak_normalize, read_audio_mono
 
 logger = logging.getLogger(__name__)
 
@@ -465,6 +465,39 @@ def _save_new_label_encoder(class_ids, encoder_path):
     os.replace(partial, encoder_path)
 
 
+# Each clip's parts, where a data set keeps them (``make_synthetic_data.py``, ``make_real_set.py``):
+# ``<data_folder>/meta/stems/<clip id>_<part>.wav``, at the clip's own scale, ``event + background = clip``.
+STEMS_FOLDER = os.path.join("meta", "stems")
+STEM_PARTS = ("event", "background")
+
+
+def stem_path(data_folder, clip_id, part):
+    """Path of the ``part`` (``STEM_PARTS``) of clip ``clip_id`` in ``data_folder``.
+
+    Example
+    -------
+    >>> stem_path("data", "1-100000-A-0", "event")
+    'data/meta/stems/1-100000-A-0_event.wav'
+    """
+    if part not in STEM_PARTS:
+        raise ValueError(f"part={part!r} is not a stem; accepted: {', '.join(STEM_PARTS)}.")
+    return os.path.join(data_folder, STEMS_FOLDER, f"{clip_id}_{part}.wav")
+
+
+def has_stems(data_folder, clip_ids):
+    """True when every clip of ``clip_ids`` has its event stem in ``data_folder``."""
+    return bool(clip_ids) and all(os.path.isfile(stem_path(data_folder, clip_id, "event")) for clip_id in clip_ids)
+
+
+def event_of_clip(wav, event_wav, sample_rate):
+    """The event stem ``event_wav`` scaled as ``dataio_prep``'s ``sig`` of the clip ``wav`` (peak-normalised
+    by the clip's peak): ``[samples]``."""
+    clip = read_audio_mono(wav, sample_rate)
+    peak = clip.abs().amax()
+    event = read_audio_mono(event_wav, sample_rate)
+    return fit_length(event, clip.shape[0]) / peak if peak > torch.finfo(torch.float32).eps else torch.zeros_like(clip)
+
+
 def dataio_prep(hparams):
     """Builds the train, valid and test datasets from the manifests.
 
@@ -503,7 +536,22 @@ def dataio_prep(hparams):
         dataset.add_dynamic_item(audio_pipeline, takes="wav", provides="sig")
         dataset.add_dynamic_item(label_pipeline, takes="class_string", provides="class_string_encoded")
         dataset.set_output_keys(["id", "sig", "class_string_encoded"])
+    add_event_stems(datasets["test"], hparams["data_folder"], sample_rate)
     return datasets, label_encoder
+
+
+def add_event_stems(dataset, data_folder, sample_rate):
+    """Adds ``event_sig`` (``event_of_clip``) to the items of ``dataset`` when ``data_folder`` keeps every clip's
+    stems; returns True then."""
+    if data_folder is None or not has_stems(data_folder, dataset.data_ids):
+        return False
+
+    def event_pipeline(clip_id, wav):
+        return event_of_clip(wav, stem_path(data_folder, clip_id, "event"), sample_rate)
+
+    dataset.add_dynamic_item(event_pipeline, takes=["id", "wav"], provides="event_sig")
+    dataset.set_output_keys(["id", "sig", "class_string_encoded", "event_sig"])
+    return True
 
 
 def prepare_datasets(hparams):

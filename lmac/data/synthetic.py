@@ -1,7 +1,7 @@
 """Synthetic ESC-50-format and WHAM!-format data, deterministic from a seed.
 
 ``generate`` writes an ESC-50-format folder (with ``meta/events.csv``: each clip's event span and band,
-for localisation checks), a WHAM!-format noise folder and ``synthetic_data.json``, the settings that
+for localisation checks, and ``meta/stems/``: each clip's event and background, for listening checks), a WHAM!-format noise folder and ``synthetic_data.json``, the settings that
 produced them; ``make_synthetic_data.py`` is its command line, and its docstring has the layout. Each class
 is one kind of sound event in its own frequency band (``SCENARIOS`` lists the sets of classes), at a random
 time and level over a pink-noise background whose level ``background_rms`` sets.
@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
+
+from lmac.data.esc50 import STEMS_FOLDER, stem_path
 
 logger = logging.getLogger(__name__)
 
@@ -342,11 +344,13 @@ def synthesize_clip(event_class, rng, background_rms=BACKGROUND_RMS):
     clip : numpy.ndarray
         Shape ``[220500]``, float32, peak below 1.
     event : SyntheticEvent
+        Its ``waveform`` scaled as it is in ``clip``.
     """
     event = synthesize_event(event_class, rng)
     background = event_class.background_gain * background_rms * colored_noise(rng, event.waveform.size, exponent=1.0)
-    clip = event.waveform + background
-    return (clip / max(1.0, 1.01 * np.abs(clip).max())).astype(np.float32), event
+    scale = 1.0 / max(1.0, 1.01 * np.abs(event.waveform + background).max())
+    clip = (event.waveform + background) * scale
+    return clip.astype(np.float32), dataclasses.replace(event, waveform=event.waveform * scale)
 
 
 def _smooth_envelope(rng, num_samples, points_per_second, sample_rate, low=0.1):
@@ -401,8 +405,11 @@ def synthesize_noise(kind, rng, num_samples, sample_rate=WHAM_SAMPLE_RATE):
     return noise / max(np.sqrt(np.mean(noise**2)), 1e-12)
 
 
-def write_esc50(folder, n_classes, clips_per_class, seed, background_rms=BACKGROUND_RMS, scenario="events"):
-    """Writes the synthetic ESC-50-format folder (``meta/`` and ``audio/``).
+def write_esc50(
+    folder, n_classes, clips_per_class, seed, background_rms=BACKGROUND_RMS, scenario="events", stems_only=False
+):  # fmt: skip
+    """Writes the synthetic ESC-50-format folder (``meta/`` and ``audio/``); with ``stems_only``, only the stems
+    of the clips already there (a folder made before the stems were kept).
 
     Clip ``i`` of a class goes to fold ``i % 5 + 1``. Clip ``j`` (over all
     classes) is rendered from ``numpy.random.default_rng([seed, 0, j])``.
@@ -413,6 +420,8 @@ def write_esc50(folder, n_classes, clips_per_class, seed, background_rms=BACKGRO
         The rows of ``meta/esc50.csv``.
     """
     jobs = [(target, i % N_FOLDS + 1) for target in range(n_classes) for i in range(clips_per_class)]
+    if stems_only:
+        return write_missing_stems(folder, scenario_classes(scenario, n_classes), jobs, seed, background_rms)
     return write_clips(folder, scenario_classes(scenario, n_classes), jobs, seed, background_rms)
 
 
@@ -436,7 +445,8 @@ def write_recipe_test_sample(folder, targets=RECIPE_TEST_TARGETS, seed=1234):
 
 
 def write_clips(folder, classes, jobs, seed, background_rms):
-    """Writes ``meta/esc50.csv``, ``meta/events.csv`` and a clip per ``(target, fold)`` of ``jobs`` under ``folder``.
+    """Writes ``meta/esc50.csv``, ``meta/events.csv`` and a clip per ``(target, fold)`` of ``jobs`` under ``folder``,
+    with its stems (``write_stems``).
 
     Clip ``j`` is rendered from ``numpy.random.default_rng([seed, 0, j])``.
 
@@ -450,9 +460,10 @@ def write_clips(folder, classes, jobs, seed, background_rms):
     rows, events = [], []
     for clip_index, (target, fold) in enumerate(tqdm(jobs, desc="Synthetic ESC-50 clips")):
         src_file = 100000 + clip_index
-        filename = f"{fold}-{src_file}-A-{target}.wav"
+        filename = clip_filename(clip_index, target, fold)
         clip, event = synthesize_clip(classes[target], np.random.default_rng([seed, 0, clip_index]), background_rms)
         sf.write(os.path.join(folder, "audio", filename), clip, ESC50_SAMPLE_RATE, subtype="PCM_16")
+        write_stems(folder, filename, event.waveform)
         rows.append((filename, fold, target, classes[target].name, target < 10, src_file, "A"))
         events.append((filename, event.onset_s, event.offset_s, event.fmin_hz, event.fmax_hz))
     metadata = pd.DataFrame(rows, columns=["filename", "fold", "target", "category", "esc10", "src_file", "take"])
@@ -461,6 +472,31 @@ def write_clips(folder, classes, jobs, seed, background_rms):
         os.path.join(folder, "meta", "events.csv"), index=False, float_format="%.4f"
     )
     return metadata
+
+
+def clip_filename(clip_index, target, fold):
+    """The ESC-50 file name of clip ``clip_index``: ``<fold>-<src_file>-A-<target>.wav``."""
+    return f"{fold}-{100000 + clip_index}-A-{target}.wav"
+
+
+def write_missing_stems(folder, classes, jobs, seed, background_rms):
+    """Renders again the events of the clips ``write_clips`` wrote under ``folder`` and writes their stems."""
+    for clip_index, (target, fold) in enumerate(tqdm(jobs, desc="Synthetic ESC-50 stems")):
+        _, event = synthesize_clip(classes[target], np.random.default_rng([seed, 0, clip_index]), background_rms)
+        write_stems(folder, clip_filename(clip_index, target, fold), event.waveform)
+
+
+def write_stems(folder, filename, event):
+    """Writes the stems of the clip ``audio/<filename>`` (``esc50.stem_path``): its event ``[samples]`` (as it is
+    in the clip) and its background, what the written clip holds besides the event, so that the two add up to
+    the clip as it is read back (float32 wavs)."""
+    clip, rate = sf.read(os.path.join(folder, "audio", filename), dtype="float32")
+    clip_id = os.path.splitext(filename)[0]
+    os.makedirs(os.path.join(folder, STEMS_FOLDER), exist_ok=True)
+    event = event.astype(np.float32)
+    parts = {"event": event, "background": clip - event}
+    for part, waveform in parts.items():
+        sf.write(stem_path(folder, clip_id, part), waveform, rate, subtype="FLOAT")
 
 
 def write_wham(folder, files_per_split, seed):
@@ -541,6 +577,9 @@ def generate(
             existing = {"background_rms": BACKGROUND_RMS, "scenario": "events", **json.load(file)}
         if existing == settings:
             logger.info("Synthetic data in %s already matches these settings; reusing it.", output_folder)
+            if not os.path.isdir(os.path.join(paths["esc50_folder"], STEMS_FOLDER)):
+                logger.info("Adding each clip's event and background (%s) to %s.", STEMS_FOLDER, paths["esc50_folder"])
+                write_esc50(paths["esc50_folder"], n_classes, clips_per_class, seed, background_rms, scenario, stems_only=True)
             return paths
         raise FileExistsError(
             f"{output_folder} holds synthetic data made with other settings ({existing}); "

@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 from speechbrain.augment.time_domain import AddNoise
 
-from lmac.audio.io import read_audio_mono
+from lmac.audio.io import fit_length, read_audio_mono
 from lmac.data.esc50 import download_dataset
 
 logger = logging.getLogger(__name__)
@@ -155,33 +155,6 @@ class WhamNoise(torch.utils.data.Dataset):
         return fit_length(excerpt, self.num_samples)
 
 
-def fit_length(waveform, num_samples):
-    """Crops or zero-pads the last dimension to ``num_samples``.
-
-    Arguments
-    ---------
-    waveform : torch.Tensor
-        Shape ``[..., samples]``.
-    num_samples : int
-        Wanted length.
-
-    Returns
-    -------
-    torch.Tensor
-        Shape ``[..., num_samples]``.
-
-    Example
-    -------
-    >>> fit_length(torch.ones(2, 3), 5)
-    tensor([[1., 1., 1., 0., 0.],
-            [1., 1., 1., 0., 0.]])
-    """
-    length = waveform.shape[-1]
-    if length >= num_samples:
-        return waveform[..., :num_samples]
-    return torch.nn.functional.pad(waveform, (0, num_samples - length))
-
-
 class WhamNoiseStream:
     """An endless supply of noise batches, read ahead by DataLoader workers.
 
@@ -218,9 +191,16 @@ class WhamNoiseStream:
 
     def mix_into(self, clean):
         """``clean`` ``[batch, samples]`` mixed at 0 dB with the next noise excerpts (cropped or padded to fit)."""
+        return combine_batches(clean, self.noise_for(clean))
+
+    def mix(self, clean, labels=None):
+        """``mix_into``'s mixture with its parts kept: a ``MixedBatch`` (``labels`` unused)."""
+        return MixedBatch.of_mixture(clean, self.noise_for(clean))
+
+    def noise_for(self, clean):
+        """The next noise excerpts for ``clean`` ``[batch, samples]``, on its device and of its length."""
         noise = self.next_batch(clean.shape[0], pin_memory=clean.device.type == "cuda")
-        noise = noise.to(clean.device, non_blocking=True)
-        return combine_batches(clean, fit_length(noise, clean.shape[1]))
+        return fit_length(noise.to(clean.device, non_blocking=True), clean.shape[1])
 
     def next_batch(self, batch_size, pin_memory=False):
         """Returns the next ``batch_size`` noise excerpts, shape ``[batch_size, samples]``.
@@ -291,13 +271,83 @@ def combine_batches(clean, noise, clean_weight=1.0, noise_weight=1.0):
     >>> combine_batches(torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, -1.0]]))
     tensor([[ 1., -1.]])
     """
+    mixture, _, _ = mix_with_gains(clean, noise, clean_weight, noise_weight)
+    return mixture
+
+
+def mix_with_gains(clean, noise, clean_weight=1.0, noise_weight=1.0):
+    """``combine_batches``' mixture and the gains that made it: ``mixture = g_clean * clean + g_noise * noise``.
+
+    The gains are read back from ``AddNoise`` itself: its output for silent
+    noise is the clean part, projected on ``clean``; what the noise added is
+    the rest, projected on ``noise``.
+
+    Returns
+    -------
+    mixture : torch.Tensor
+        ``[batch, samples]``, as ``combine_batches``.
+    clean_gain, noise_gain : torch.Tensor
+        ``[batch]`` each.
+
+    Example
+    -------
+    >>> mixture, clean_gain, noise_gain = mix_with_gains(torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, -2.0]]))
+    >>> mixture, clean_gain, noise_gain
+    (tensor([[ 1., -1.]]), tensor([0.3333]), tensor([0.5000]))
+    """
     if clean.dim() != 2 or clean.shape != noise.shape:
         raise ValueError(
             f"combine_batches needs clean and noise of the same shape [batch, samples]; "
             f"got clean {tuple(clean.shape)} and noise {tuple(noise.shape)}."
         )
     snr = 20 * math.log10(clean_weight / noise_weight)
-    add_noise = AddNoise(snr_low=snr, snr_high=snr, noise_funct=lambda _: noise.clone())  # AddNoise scales it in place
-    mixture = add_noise(clean, torch.ones(clean.shape[0], device=clean.device))
-    peak = torch.linalg.vector_norm(mixture, ord=float("inf"), dim=1, keepdim=True)
-    return mixture.div_(peak.clamp_min(torch.finfo(mixture.dtype).tiny))
+    lengths = torch.ones(clean.shape[0], device=clean.device)
+    mixture = AddNoise(snr_low=snr, snr_high=snr, noise_funct=lambda _: noise.clone())(clean, lengths)  # scales in place
+    clean_part = AddNoise(snr_low=snr, snr_high=snr, noise_funct=torch.zeros_like)(clean, lengths)
+    peak = torch.linalg.vector_norm(mixture, ord=float("inf"), dim=1).clamp_min(torch.finfo(mixture.dtype).tiny)
+    clean_gain = _projection_gain(clean_part, clean) / peak
+    noise_gain = _projection_gain(mixture - clean_part, noise) / peak
+    return mixture.div_(peak.unsqueeze(1)), clean_gain, noise_gain
+
+
+def _projection_gain(part, signal):
+    """``<part, signal> / |signal|^2`` per row (0 for a silent ``signal``): the ``g`` of ``part = g * signal``."""
+    power = signal.square().sum(dim=1)
+    return (part * signal).sum(dim=1) / power.clamp_min(torch.finfo(power.dtype).tiny)
+
+
+@dataclasses.dataclass
+class MixedBatch:
+    """A batch as an evaluation heard it, with what was mixed in kept apart.
+
+    ``wavs`` ``[batch, samples]`` is the interpreted input and ``clean`` the
+    clips before mixing (the same tensor when nothing was mixed in). With a
+    mixture, ``wavs = clean_gain * clean + added`` exactly: ``clean_gain``
+    ``[batch]``, ``added`` ``[batch, samples]`` what the contamination added,
+    as it sounds in ``wavs``. A contamination by clips of known classes also
+    gives their classes ``added_labels`` ``[batch]`` and their events
+    ``added_event`` ``[batch, samples]``, scaled as in ``added``.
+    """
+
+    wavs: torch.Tensor
+    clean: torch.Tensor
+    clean_gain: torch.Tensor | None = None
+    added: torch.Tensor | None = None
+    added_event: torch.Tensor | None = None
+    added_labels: torch.Tensor | None = None
+
+    @classmethod
+    def of_clean(cls, clean):
+        """The batch as it is, nothing mixed in."""
+        return cls(wavs=clean, clean=clean)
+
+    @classmethod
+    def of_mixture(cls, clean, noise, clean_weight=1.0, noise_weight=1.0, noise_event=None, noise_labels=None):
+        """``clean`` and ``noise`` ``[batch, samples]`` mixed by ``mix_with_gains``; ``noise_event`` (the noise's own
+        event, ``[batch, samples]``) scaled by the noise's gain, and ``noise_labels`` ``[batch]``, kept beside it."""
+        mixture, clean_gain, noise_gain = mix_with_gains(clean, noise, clean_weight, noise_weight)
+        return cls(
+            wavs=mixture, clean=clean, clean_gain=clean_gain, added=mixture - clean_gain.unsqueeze(1) * clean,
+            added_event=None if noise_event is None else noise_gain.unsqueeze(1) * noise_event,
+            added_labels=noise_labels,
+        )  # fmt: skip

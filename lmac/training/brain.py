@@ -25,6 +25,8 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 
 from lmac.features import SpectralFeatures, spectral_features
+from lmac.data.wham import MixedBatch
+from lmac.listening import MEDIAN_SCORES, listening_scores, source_parts
 from lmac.mask_references import SilenceReference
 from lmac.masking import crop_frames, inverted_interpretation, masked_log_magnitudes
 from lmac.metrics import (
@@ -55,6 +57,8 @@ COLLAPSE_SILENT_SHARE = 0.5
 # A class whose interpretations are at least COLLAPSE_SILENT_SHARE near-silent while its Fid-In is under this
 # has collapsed: its masks went silent and lost the decision.
 COLLAPSE_CLASS_FID_IN = 0.75
+# The listening scores a saved clip's clip.json holds (``listening_scores``).
+SAVED_LISTENING_SCORES = ("sir_gain_db", "target_kept")
 # The feature modules (``features.Device*``) every interpreter brain holds next to its models.
 FEATURE_MODULES = ("compute_stft", "compute_istft", "classifier_input")
 
@@ -63,16 +67,15 @@ FEATURE_MODULES = ("compute_stft", "compute_istft", "classifier_input")
 class MaskedOutput:
     """What an interpreter's ``compute_forward`` computes once per batch, with a mask.
 
-    Shapes: ``wavs`` ``[batch, samples]`` (the interpreted input) and
-    ``clean_wavs`` (before any noise; the same tensor without it),
-    ``logits*`` ``[batch, n_classes]``, ``mask`` and ``reference`` (``R``,
+    ``mixed`` holds the interpreted input ``wavs`` ``[batch, samples]``, the
+    clean clips ``clean_wavs`` (the same tensor without noise) and what was
+    mixed in. Shapes: ``logits*`` ``[batch, n_classes]``, ``mask`` and ``reference`` (``R``,
     what fills the cells a mask removes) ``[batch, frames', freq]``. ``logits_empty``
     is the classifier on the masked-in input of an empty mask (``R``), or
     None where nothing reads it (training with an objective that does not).
     """
 
-    wavs: torch.Tensor
-    clean_wavs: torch.Tensor
+    mixed: MixedBatch
     features: SpectralFeatures
     logits: torch.Tensor
     mask: torch.Tensor
@@ -80,6 +83,16 @@ class MaskedOutput:
     logits_masked_in: torch.Tensor
     logits_masked_out: torch.Tensor
     logits_empty: torch.Tensor | None = None
+
+    @property
+    def wavs(self):
+        """The interpreted input, ``[batch, samples]``."""
+        return self.mixed.wavs
+
+    @property
+    def clean_wavs(self):
+        """The clips before any noise, ``[batch, samples]``: ``wavs`` itself when none was mixed in."""
+        return self.mixed.clean
 
 
 class InterpreterBrain(CudaFedBrain):
@@ -107,7 +120,7 @@ class InterpreterBrain(CudaFedBrain):
         As for ``speechbrain.Brain``.
     mask_method : mask_methods.MaskMethod or None
         Computes the masks that are scored and saved; None: the interpreter's own (``own_mask_method``).
-    noise_stream : object with ``mix_into(clean)`` or None
+    noise_stream : object with ``mix(clean, labels)`` (a ``MixedBatch``) or None
         Mixed into every batch when given: WHAM! noise (``add_wham_noise``)
         or an evaluation contamination.
     events : pandas.DataFrame or None
@@ -179,8 +192,8 @@ class InterpreterBrain(CudaFedBrain):
 
         Returns
         -------
-        wavs, clean : torch.Tensor
-            ``[batch, samples]``: with noise added, and before.
+        mixed : MixedBatch
+            The interpreted input ``mixed.wavs`` ``[batch, samples]``, the clean clips and what was mixed in.
         features : SpectralFeatures
         logits : torch.Tensor
             ``[batch, n_classes]``.
@@ -188,17 +201,18 @@ class InterpreterBrain(CudaFedBrain):
         """
         batch = batch.to(self.device, non_blocking=True)  # from pinned memory on CUDA: no wait
         clean, _ = batch.sig  # [batch, samples]
-        wavs = self.add_noise(clean)
-        features = self.compute_features(wavs)
+        mixed = self.add_noise(clean, batch.class_string_encoded.data.squeeze(1))
+        features = self.compute_features(mixed.wavs)
         with torch.no_grad():
             logits, feature_maps = self.classify(features.classifier_input)
-        return wavs, clean, features, logits, feature_maps
+        return mixed, features, logits, feature_maps
 
-    def add_noise(self, clean):
-        """The clean batch mixed by the noise stream, or ``clean`` itself when there is none."""
+    def add_noise(self, clean, labels):
+        """The clean batch (of classes ``labels`` ``[batch]``) mixed by the noise stream, or as it is when there
+        is none: a ``MixedBatch``."""
         if self.noise_stream is None:
-            return clean
-        return self.noise_stream.mix_into(clean)
+            return MixedBatch.of_clean(clean)
+        return self.noise_stream.mix(clean, labels)
 
     def own_mask_method(self):
         """The ``mask_methods.MaskMethod`` of this interpreter's own modules."""
@@ -230,7 +244,7 @@ class InterpreterBrain(CudaFedBrain):
         logits, _ = self.classify(self.input_from_log_mag(reference, clip_log_mag))
         return logits
 
-    def masked_output(self, wavs, clean, features, logits, mask, stage):
+    def masked_output(self, mixed, features, logits, mask, stage):
         """Classifies the masked-in and masked-out inputs (and, when read, the empty mask's); returns a ``MaskedOutput``.
 
         The removed cells hold ``mask_reference``'s ``R`` (``masked_log_magnitudes``).
@@ -241,7 +255,7 @@ class InterpreterBrain(CudaFedBrain):
         logits_masked_out, _ = self.classify(self.input_from_log_mag(masked_out, features.log_mag))
         logits_empty = self.classify_empty(reference, features.log_mag) if self.needs_empty_logits(stage) else None
         return MaskedOutput(
-            wavs, clean, features, logits, mask, reference, logits_masked_in, logits_masked_out, logits_empty
+            mixed, features, logits, mask, reference, logits_masked_in, logits_masked_out, logits_empty
         )
 
     def record_stage_outputs(self, output, batch, stage, extra_scores):
@@ -272,6 +286,14 @@ class InterpreterBrain(CudaFedBrain):
             scores["event_silent_share"] = near_silent(scores["event_energy_kept"])
             scores["event_fid_in"] = self.event_mask_keeps_decision(output, boxes)
             self.stage_profiles["event"].append(frequency_profile(boxes.float()))
+        parts = self.source_parts(output, batch, labels) if stage == sb.Stage.TEST else None
+        if parts is not None:
+            scores.update(
+                listening_scores(
+                    output.mask, output.features.log_mag, parts, scores["silent_share"],
+                    self.modules.compute_stft, self.modules.compute_istft,
+                )
+            )  # fmt: skip
         self.record_scores(scores, labels)
         if stage == sb.Stage.TEST:
             self.record_randomisation_similarity(output, labels)
@@ -279,7 +301,15 @@ class InterpreterBrain(CudaFedBrain):
         if if_main_process() and self.should_save_interpretations(stage, epoch):
             folder_name = "test" if stage == sb.Stage.TEST else f"valid_epoch{epoch}"
             folder = os.path.join(self.hparams.interpretations_folder, folder_name)
-            self.save_interpretations(batch.id, output, labels, folder)
+            listening = {name: scores[name] for name in SAVED_LISTENING_SCORES if name in scores}
+            self.save_interpretations(batch.id, output, labels, folder, parts, listening)
+
+    def source_parts(self, output, batch, labels):
+        """``listening.source_parts`` of the batch: its input split into the decided class's sound and the rest,
+        from what was mixed in and, where the data keeps them, the clips' event stems (``event_sig``); or None."""
+        event_sig = getattr(batch, "event_sig", None)  # a key of the batch only where the data keeps stems
+        event = None if event_sig is None else event_sig.data
+        return source_parts(output.mixed, event, labels, output.logits.argmax(dim=1))
 
     def classifier_sensitivity(self, output):
         """``metrics.deletion_sensitivity`` of the classifier at the clips of ``output``, for its decisions, with
@@ -389,10 +419,11 @@ class InterpreterBrain(CudaFedBrain):
             if self.stage_profiles[kind]
         }  # fmt: skip
         whole_stage = {**cosines, **self.stage_values}
-        class_means, class_counts = per_class_means(scores, classes, n_classes)  # [names, n_classes]
-        overall = torch.stack([*(scores[name].mean() for name in names), *whole_stage.values()])
+        class_means, class_counts = per_class_means(scores, classes, n_classes, MEDIAN_SCORES)  # [names, n_classes]
+        overall = torch.stack([*(stage_value(name, scores[name]) for name in names), *whole_stage.values()])
         values = torch.cat([overall, class_means.flatten(), class_counts.flatten()]).tolist()  # one host copy
-        stats.update(zip(names, values[: len(names)]))
+        # A score no clip has a value of (every interpretation near-silent) is left out.
+        stats.update((name, value) for name, value in zip(names, values[: len(names)]) if math.isfinite(value))
         # Fewer than two classes have no profile cosine.
         stats.update((key, value) for key, value in zip(whole_stage, values[len(names) : len(overall)]) if math.isfinite(value))
         per_class = values[len(overall) :]
@@ -442,15 +473,17 @@ class InterpreterBrain(CudaFedBrain):
             return True
         return stage == sb.Stage.VALID and epoch is not None and epoch % self.hparams.interpret_period == 0
 
-    def save_interpretations(self, ids, output, labels, folder):
+    def save_interpretations(self, ids, output, labels, folder, parts=None, listening=None):
         """Writes ``original.wav``, ``interpretation.wav``, ``spectrogram.png`` and ``clip.json`` under
-        ``folder/<id>/`` for each clip of the batch that ``clips_to_save`` chooses.
+        ``folder/<id>/`` for each clip of the batch that ``clips_to_save`` chooses; with ``parts``, also
+        ``target.wav``, the sound the interpretation should play, as it is in the input.
 
         ``clip.json`` holds the class indices of the true ``label`` and of the
         classifier's ``prediction``, the ``probability`` of the prediction,
-        the interpretation's ``energy_kept``, and the class (``empty_decision``)
+        the interpretation's ``energy_kept``, the class (``empty_decision``)
         and its probability (``empty_probability``) that the classifier gives
-        the masked-in input of an empty mask.
+        the masked-in input of an empty mask, and the ``listening`` scores
+        (null where a clip has none).
 
         Arguments
         ---------
@@ -461,6 +494,9 @@ class InterpreterBrain(CudaFedBrain):
         labels : torch.Tensor
             ``[batch]`` true class indices.
         folder : str
+        parts : listening.SourceParts or None
+        listening : dict of str to torch.Tensor or None
+            ``[batch]`` listening scores (``listening_scores``).
         """
         chosen = self.clips_to_save(labels)
         if not chosen:
@@ -475,14 +511,17 @@ class InterpreterBrain(CudaFedBrain):
             "label": labels[index], "prediction": predictions, "probability": probabilities,
             "energy_kept": energy_kept(mask.detach(), features.log_mag),
             "empty_decision": empty_decisions, "empty_probability": empty_probabilities,
+            **{name: scores[index] for name, scores in (listening or {}).items()},
         }  # fmt: skip
-        values = {name: column.tolist() for name, column in columns.items()}
+        values = {name: [None if value != value else value for value in column.tolist()] for name, column in columns.items()}
         rate = self.hparams.sample_rate
         for row, clip_id in enumerate(ids[position] for position in chosen):
             clip_folder = os.path.join(folder, str(clip_id))
             os.makedirs(clip_folder, exist_ok=True)
             sf.write(os.path.join(clip_folder, "original.wav"), wavs[row].detach().cpu().float().numpy(), rate)
             sf.write(os.path.join(clip_folder, "interpretation.wav"), interpretations[row].cpu().float().numpy(), rate)
+            if parts is not None:
+                sf.write(os.path.join(clip_folder, "target.wav"), parts.target[index[row]].cpu().float().numpy(), rate)
             save_spectrogram_figure(
                 features.log_mag[row], mask[row], os.path.join(clip_folder, "spectrogram.png"), str(clip_id),
                 self.modules.compute_stft.hop_length, rate,
@@ -592,26 +631,56 @@ def collapse_description(stats):
     return words
 
 
-def per_class_means(scores, classes, n_classes):
-    """The mean of every score per class, and the clips it was averaged over; no host read.
+def stage_value(name, values):
+    """A score's value over the stage's clips ``[clips]`` (NaN: the clip has none): the median of the clips with a
+    value for ``MEDIAN_SCORES``, else their mean; NaN when no clip has one. A 0-d tensor.
+
+    Example
+    -------
+    >>> values = torch.tensor([1.0, float("nan"), 2.0, 9.0])
+    >>> stage_value("sir_gain_db", values).item(), stage_value("fid_in", values).item()
+    (2.0, 4.0)
+    """
+    if name in MEDIAN_SCORES:
+        return values.nanmedian()
+    return values.nanmean()
+
+
+def per_class_means(scores, classes, n_classes, medians=frozenset()):
+    """The mean (the median for the names in ``medians``) of every score per class over the clips with a value
+    (not NaN), and how many those are; no host read.
 
     Arguments
     ---------
     scores, classes : dict of str to torch.Tensor
         Per score name, the ``[clips]`` values and the clips' ``[clips]`` class indices (below ``n_classes``).
     n_classes : int
+    medians : set of str
 
     Returns
     -------
     means, counts : torch.Tensor
         ``[len(scores), n_classes]`` each, rows in the order of ``scores``; a mean is 0 where its count is.
+
+    Example
+    -------
+    >>> values = {"AD": torch.tensor([1.0, 3.0, float("nan"), 8.0]), "sir_gain_db": torch.tensor([1.0, 2.0, 3.0, 10.0])}
+    >>> means, counts = per_class_means(values, dict.fromkeys(values, torch.tensor([0, 0, 1, 1])), 2, {"sir_gain_db"})
+    >>> means.tolist(), counts.tolist()
+    ([[2.0, 8.0], [1.0, 3.0]], [[2.0, 1.0], [2.0, 2.0]])
     """
     means, counts = [], []
     for name, values in scores.items():
-        total = torch.zeros(n_classes, dtype=values.dtype, device=values.device).index_add_(0, classes[name], values)
+        present = ~values.isnan()
         count = torch.zeros(n_classes, dtype=values.dtype, device=values.device)
-        count.index_add_(0, classes[name], torch.ones_like(values))
-        means.append(total / count.clamp_min(1))
+        count.index_add_(0, classes[name], present.to(values.dtype))
+        if name in medians:
+            mean = torch.stack([values[classes[name] == label].nanmedian() for label in range(n_classes)])
+            mean = torch.where(count > 0, mean, 0.0)
+        else:
+            total = torch.zeros(n_classes, dtype=values.dtype, device=values.device)
+            mean = total.index_add_(0, classes[name], torch.where(present, values, 0.0)) / count.clamp_min(1)
+        means.append(mean)
         counts.append(count)
     return torch.stack(means), torch.stack(counts)
 

@@ -48,13 +48,13 @@ class L2I(InterpreterBrain):
 
     def compute_forward(self, batch, stage):
         """Activations and ``theta``'s answer; outside TRAIN also the mask and masked classifications."""
-        wavs, clean, features, logits, feature_maps = self.classify_batch(batch)
+        mixed, features, logits, feature_maps = self.classify_batch(batch)
         activations = nmf_activations(self.modules.psi, feature_maps, features.log_mag.shape[1])
         probabilities = self.modules.theta(fit_time(activations, self.hparams.num_frames))
         masked = None
         if stage != sb.Stage.TRAIN:
             mask = self.own_mask_method().mask_of(activations, logits.argmax(dim=1))
-            masked = self.masked_output(wavs, clean, features, logits, mask, stage)
+            masked = self.masked_output(mixed, features, logits, mask, stage)
         return L2IOutput(features, logits, activations, probabilities, masked)
 
     def own_mask_method(self):

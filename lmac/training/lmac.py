@@ -317,9 +317,9 @@ class LMAC(InterpreterBrain):
 
     def compute_forward(self, batch, stage):
         """Classifier, mask, and the masked-in and masked-out classifications: a ``MaskedOutput``."""
-        wavs, clean, features, logits, feature_maps = self.classify_batch(batch)
+        mixed, features, logits, feature_maps = self.classify_batch(batch)
         mask = self.compute_mask(features, logits, feature_maps)
-        return self.masked_output(wavs, clean, features, logits, mask, stage)
+        return self.masked_output(mixed, features, logits, mask, stage)
 
     def own_mask_method(self):
         """The decoder of this Brain's modules (wrapped for DDP when training is distributed)."""

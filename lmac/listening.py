@@ -1,0 +1,222 @@
+"""What a listener hears, measured against what was there.
+
+An interpretation is ``ISTFT(G * X)``: ``X`` the input's STFT and
+``G = expm1(M * L) / |X|`` the effective gain of the mask ``M`` on each cell
+(``L = log1p|X|``). The STFT and ISTFT are linear, so with the input split
+into parts ``x = s_target + s_rest`` (the sound that made the decision and
+everything else, as the mixing made them) the interpretation splits exactly
+into ``y_target = ISTFT(G * S_target)`` and ``y_rest = ISTFT(G * S_rest)``,
+which add up to it sample by sample. From them, per clip:
+
+- ``sir_gain_db``: ``10 log10(|y_target|^2 / |y_rest|^2)`` minus the same ratio
+  of the input resynthesised with ``G = 1``: 0 dB for the all-ones mask, and
+  what a listener hears as "the rest went away and the sound stayed";
+- ``target_kept``: ``|y_target|^2 / |s_target|^2``, the share of the target's
+  energy the interpretation plays;
+- ``si_sdr_db``: the scale-invariant SDR of the interpretation against the target;
+- ``ideal_mask_sir_gain_db``: ``sir_gain_db`` of the ideal binary mask
+  (``|S_target| > |S_rest|``), what a mask could reach on that clip;
+- ``sir_gain_6db_share``: 1 where ``sir_gain_db`` reaches 6 dB, 0 where it does not
+  or the interpretation is near-silent.
+
+A near-silent interpretation has no meaningful ratio: its ``sir_gain_db``,
+``target_kept`` and ``si_sdr_db`` are NaN (it is counted by ``silent_share``),
+and so is every score of a clip without a target (``SourceParts.scored``).
+The stage reports the medians of ``MEDIAN_SCORES`` over the clips that have a
+value, and the mean of the rest.
+"""
+
+import dataclasses
+
+import torch
+
+from lmac.masking import crop_frames
+
+# The listening measures, in the order the tables show them.
+LISTENING_METRICS = ("sir_gain_db", "sir_gain_6db_share", "target_kept", "si_sdr_db", "ideal_mask_sir_gain_db")
+# Listening measures whose stage value is the median over the clips, not the mean: a few clips at +-40 dB
+# would otherwise decide it.
+MEDIAN_SCORES = frozenset({"sir_gain_db", "target_kept", "si_sdr_db", "ideal_mask_sir_gain_db"})
+# The gain a listener clearly hears as "the rest went away" (``sir_gain_6db_share``).
+AUDIBLE_GAIN_DB = 6.0
+
+
+@dataclasses.dataclass
+class SourceParts:
+    """The interpreted input as two parts that add up to it: ``target`` and ``rest``, ``[batch, samples]``.
+
+    ``scored`` ``[batch]`` (boolean) is False for clips without a target:
+    in a mixture of two classes, a clip the classifier gave to neither.
+    """
+
+    target: torch.Tensor
+    rest: torch.Tensor
+    scored: torch.Tensor
+
+
+def effective_gain(mask, log_mag):
+    """``G = expm1(M * L) / expm1(L)``, the gain the interpretation applies to each STFT cell.
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        ``[batch, frames', freq]`` in ``[0, 1]``.
+    log_mag : torch.Tensor
+        ``[batch, frames, freq]``, ``frames >= frames'``: ``log1p|X|``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, frames', freq]``, in ``[0, 1]``; ``M`` itself on silent cells (the limit at ``L = 0``).
+
+    Example
+    -------
+    >>> log_mag = torch.log1p(torch.tensor([[[3.0, 0.0]]]))
+    >>> effective_gain(torch.tensor([[[0.5, 0.25]]]), log_mag)  # expm1(0.5 log 4) / 3 = 1/3
+    tensor([[[0.3333, 0.2500]]])
+    """
+    log_mag = crop_frames(log_mag, mask.shape[1]).float()
+    mask = mask.float()
+    magnitude = torch.expm1(log_mag)
+    loud = magnitude > 0
+    return torch.where(loud, torch.expm1(mask * log_mag) / torch.where(loud, magnitude, 1.0), mask)
+
+
+def gained_signal(gain, wavs, compute_stft, compute_istft):
+    """``ISTFT(G * STFT(wavs))``: ``wavs`` ``[batch, samples]`` through a gain ``[batch, frames', freq]``;
+    the frames past ``frames'`` are silent. Returns ``[batch, samples]``."""
+    spectrum = compute_stft(wavs)  # [batch, frames, freq, 2]
+    gained = crop_frames(spectrum, gain.shape[1]) * gain.unsqueeze(-1)
+    gained = torch.nn.functional.pad(gained, (0, 0, 0, 0, 0, spectrum.shape[1] - gain.shape[1]))
+    return compute_istft(gained, sig_length=wavs.shape[1])
+
+
+def interpretation_parts(gain, parts, compute_stft, compute_istft):
+    """``y_target`` and ``y_rest``, each ``[batch, samples]``: the parts of ``parts`` through the gain ``G``.
+
+    They add up to the interpretation ``ISTFT(G * X)`` of ``parts.target + parts.rest``.
+    """
+    return (
+        gained_signal(gain, parts.target, compute_stft, compute_istft),
+        gained_signal(gain, parts.rest, compute_stft, compute_istft),
+    )
+
+
+def energy(signal):
+    """Sum of squares over the last dimension: ``[batch, samples]`` to ``[batch]``."""
+    return signal.float().square().sum(dim=-1)
+
+
+def ratio_db(numerator, denominator):
+    """``10 log10(numerator / denominator)`` of ``[batch]`` energies; +-inf where one of them is 0."""
+    return 10 * (torch.log10(numerator) - torch.log10(denominator))
+
+
+def si_sdr_db(estimate, target):
+    """Scale-invariant SDR of ``estimate`` against ``target``, both ``[batch, samples]``: ``[batch]`` in dB.
+
+    ``10 log10(|a t|^2 / |a t - e|^2)`` with ``a = <e, t> / |t|^2``; -inf for a silent estimate.
+
+    Example
+    -------
+    >>> target = torch.tensor([[1.0, -1.0, 1.0, -1.0]])
+    >>> si_sdr_db(0.5 * target + torch.tensor([[0.5, 0.5, 0.5, 0.5]]), target)  # |0.5 t|^2 = |noise|^2
+    tensor([0.])
+    """
+    estimate, target = estimate.float(), target.float()
+    scale = (estimate * target).sum(dim=-1, keepdim=True) / energy(target).clamp_min(torch.finfo(target.dtype).tiny).unsqueeze(-1)
+    projection = scale * target
+    return ratio_db(energy(projection), energy(projection - estimate))
+
+
+def ideal_binary_gain(parts, compute_stft, num_frames):
+    """The ideal binary mask's gain ``[batch, num_frames, freq]``: 1 where the target's STFT magnitude exceeds
+    the rest's."""
+    target = crop_frames(compute_stft(parts.target), num_frames)
+    rest = crop_frames(compute_stft(parts.rest), num_frames)
+    return (target.square().sum(dim=-1) > rest.square().sum(dim=-1)).float()
+
+
+def sir_gain(gain, parts, compute_stft, compute_istft):
+    """``sir_gain_db`` ``[batch]`` of a gain ``[batch, frames', freq]``, and the parts ``y_target`` and
+    ``y_rest`` ``[batch, samples]`` it plays."""
+    played_target, played_rest = interpretation_parts(gain, parts, compute_stft, compute_istft)
+    full = torch.ones_like(gain)
+    input_target, input_rest = interpretation_parts(full, parts, compute_stft, compute_istft)
+    gain_db = ratio_db(energy(played_target), energy(played_rest)) - ratio_db(energy(input_target), energy(input_rest))
+    return gain_db, played_target, played_rest
+
+
+def listening_scores(mask, log_mag, parts, silent, compute_stft, compute_istft):
+    """The module's per-clip listening measures of a mask on an input split into ``parts``.
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        ``[batch, frames', freq]`` in ``[0, 1]``.
+    log_mag : torch.Tensor
+        ``[batch, frames, freq]``: ``log1p|STFT|`` of ``parts.target + parts.rest``.
+    parts : SourceParts
+    silent : torch.Tensor
+        ``[batch]``, 1 where the interpretation is near-silent (``metrics.near_silent``).
+    compute_stft, compute_istft : speechbrain.processing.features.STFT, ISTFT
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        ``LISTENING_METRICS``, each ``[batch]``; NaN where the module's docstring says.
+    """
+    with torch.no_grad():
+        gain = effective_gain(mask.detach(), log_mag)
+        gain_db, played_target, played_rest = sir_gain(gain, parts, compute_stft, compute_istft)
+        ideal_db, _, _ = sir_gain(ideal_binary_gain(parts, compute_stft, gain.shape[1]), parts, compute_stft, compute_istft)
+    heard = parts.scored & (silent < 0.5)
+    nan = torch.full_like(gain_db, float("nan"))
+    return {
+        "sir_gain_db": torch.where(heard, gain_db, nan),
+        "sir_gain_6db_share": torch.where(parts.scored, (heard & (gain_db >= AUDIBLE_GAIN_DB)).float(), nan),
+        "target_kept": torch.where(heard, energy(played_target) / energy(parts.target).clamp_min(1e-20), nan),
+        "si_sdr_db": torch.where(heard, si_sdr_db(played_target + played_rest, parts.target), nan),
+        "ideal_mask_sir_gain_db": torch.where(parts.scored, ideal_db, nan),
+    }
+
+
+def source_parts(mixed, event, labels, decisions):
+    """The interpreted input of ``mixed`` split into the sound of the decided class and the rest.
+
+    The clip's own sound is its event (``event``, the event stem scaled as
+    ``mixed.clean``) where the data keeps stems, else the whole clean clip. In
+    a mixture with a clip of a known class (``mixed.added_labels``) the target
+    is the sound of the class decided, the clip's own or the added one (its
+    event when kept), and clips decided as neither, or mixed with a clip of
+    their own class, are not scored. Otherwise the target is the clip's own sound.
+
+    Arguments
+    ---------
+    mixed : lmac.data.wham.MixedBatch
+    event : torch.Tensor or None
+        ``[batch, samples]``.
+    labels, decisions : torch.Tensor
+        ``[batch]``: the clips' true classes and the classifier's decisions.
+
+    Returns
+    -------
+    SourceParts or None
+        None where nothing tells the target from the rest: a clean clip whose event is not kept.
+    """
+    own = mixed.clean if event is None else event
+    scored = torch.ones_like(labels, dtype=torch.bool)
+    if mixed.clean_gain is None:
+        if event is None:
+            return None
+        target = own
+    else:
+        target = mixed.clean_gain.unsqueeze(1) * own
+    if mixed.added_labels is not None:
+        other = mixed.added if mixed.added_event is None else mixed.added_event
+        decided_own = decisions == labels
+        decided_other = decisions == mixed.added_labels
+        target = torch.where(decided_other.unsqueeze(1), other, target)
+        scored = (decided_own | decided_other) & (labels != mixed.added_labels)
+    scored = scored & (energy(target) > 0)
+    return SourceParts(target=target, rest=mixed.wavs - target, scored=scored)

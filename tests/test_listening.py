@@ -1,0 +1,185 @@
+"""The listening measures (``lmac.listening``): known answers, and the parts they rest on."""
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from lmac.data.contamination import ClipOverlap
+from lmac.data.wham import MixedBatch, combine_batches, mix_with_gains
+from lmac.features import DeviceISTFT, DeviceSTFT, LogMagnitudeInput, spectral_features
+from lmac.listening import (
+    SourceParts,
+    effective_gain,
+    interpretation_parts,
+    listening_scores,
+    si_sdr_db,
+    source_parts,
+)
+from lmac.masking import inverted_interpretation
+from lmac.metrics import energy_kept, near_silent
+
+RATE = 16000
+STFT_SETTINGS = {"sample_rate": RATE, "n_fft": 1024, "hop_length": 11.6099, "win_length": 23.2199}  # the recipe's
+
+
+@pytest.fixture(scope="module")
+def transforms():
+    return DeviceSTFT(**STFT_SETTINGS), DeviceISTFT(**STFT_SETTINGS)
+
+
+def tone(frequency, seconds=1.0, amplitude=0.5):
+    time = torch.arange(int(seconds * RATE)) / RATE
+    return amplitude * torch.sin(2 * math.pi * frequency * time)
+
+
+def two_tones():
+    """A target tone at 1 kHz and a rest tone at 4 kHz of the same energy, in a batch of one."""
+    return tone(1000.0).unsqueeze(0), tone(4000.0).unsqueeze(0)
+
+
+def features_of(wavs, compute_stft):
+    return spectral_features(wavs, compute_stft, LogMagnitudeInput())
+
+
+def scores_of(mask, parts, compute_stft, compute_istft):
+    features = features_of(parts.target + parts.rest, compute_stft)
+    silent = near_silent(energy_kept(mask, features.log_mag))
+    return listening_scores(mask, features.log_mag, parts, silent, compute_stft, compute_istft)
+
+
+def mask_for_gain(gain, log_mag):
+    """The mask ``M`` whose effective gain ``expm1(M L) / expm1(L)`` is ``gain`` on every cell: ``log1p(g |X|) / L``."""
+    return torch.where(log_mag > 0, torch.log1p(gain * torch.expm1(log_mag)) / log_mag.clamp_min(1e-12), gain)
+
+
+def test_the_parts_add_up_to_the_interpretation_sample_by_sample(transforms):
+    compute_stft, compute_istft = transforms
+    generator = torch.Generator().manual_seed(0)
+    target, rest = torch.randn(2, RATE // 2, generator=generator) * 0.2, torch.randn(2, RATE // 2, generator=generator)
+    features = features_of(target + rest, compute_stft)
+    mask = torch.rand(features.log_mag.shape[0], features.log_mag.shape[1] - 3, features.log_mag.shape[2], generator=generator)
+    played_target, played_rest = interpretation_parts(
+        effective_gain(mask, features.log_mag), SourceParts(target, rest, torch.ones(2, dtype=torch.bool)),
+        compute_stft, compute_istft,
+    )  # fmt: skip
+    interpretation = inverted_interpretation(mask, features, target.shape[1], compute_istft)
+    torch.testing.assert_close(played_target + played_rest, interpretation, atol=2e-5, rtol=1e-4)
+    assert played_target.abs().max() > 0.05 and played_rest.abs().max() > 0.05  # both parts are heard
+
+
+def test_the_all_ones_mask_gains_nothing_and_keeps_the_whole_target(transforms):
+    compute_stft, compute_istft = transforms
+    target, rest = two_tones()
+    parts = SourceParts(target, rest + 0.3 * tone(1000.0).unsqueeze(0), torch.ones(1, dtype=torch.bool))
+    features = features_of(parts.target + parts.rest, compute_stft)
+    scores = scores_of(torch.ones_like(features.log_mag), parts, compute_stft, compute_istft)
+    assert scores["sir_gain_db"].item() == pytest.approx(0.0, abs=1e-3)
+    assert scores["sir_gain_6db_share"].item() == 0.0
+    # Resynthesis with G = 1 returns the target but for the clip's edges.
+    assert scores["target_kept"].item() == pytest.approx(1.0, abs=2e-3)
+
+
+@pytest.mark.parametrize("rest_gain", [0.1, 0.5])
+def test_a_mask_on_the_target_cells_gains_what_it_takes_off_the_rest(transforms, rest_gain):
+    compute_stft, compute_istft = transforms
+    target, rest = two_tones()
+    parts = SourceParts(target, rest, torch.ones(1, dtype=torch.bool))
+    features = features_of(target + rest, compute_stft)
+    target_cells = compute_stft(target).square().sum(-1) > compute_stft(rest).square().sum(-1)
+    gain = torch.where(target_cells, 1.0, rest_gain)  # keeps the 1 kHz tone, scales the 4 kHz one by rest_gain
+    scores = scores_of(mask_for_gain(gain, features.log_mag), parts, compute_stft, compute_istft)
+    expected_db = -20 * math.log10(rest_gain)  # the rest's amplitude scaled by rest_gain, the target's kept
+    assert scores["sir_gain_db"].item() == pytest.approx(expected_db, abs=0.1)
+    assert scores["target_kept"].item() == pytest.approx(1.0, abs=0.01)
+    # The interpretation is target + rest_gain * rest, and the tones have the same energy.
+    assert scores["si_sdr_db"].item() == pytest.approx(expected_db, abs=0.1)
+    assert scores["sir_gain_6db_share"].item() == float(expected_db >= 6)
+    # Two tones far apart: the ideal binary mask removes the rest almost entirely.
+    assert scores["ideal_mask_sir_gain_db"].item() > 40
+
+
+def test_a_near_silent_interpretation_has_no_ratio_and_does_not_reach_6_db(transforms):
+    compute_stft, compute_istft = transforms
+    target, rest = two_tones()
+    parts = SourceParts(target, rest, torch.ones(1, dtype=torch.bool))
+    features = features_of(target + rest, compute_stft)
+    scores = scores_of(torch.zeros_like(features.log_mag), parts, compute_stft, compute_istft)
+    assert math.isnan(scores["sir_gain_db"].item()) and math.isnan(scores["target_kept"].item())
+    assert scores["sir_gain_6db_share"].item() == 0.0
+    assert scores["ideal_mask_sir_gain_db"].item() > 40  # a property of the clip, not of the mask
+
+
+def test_si_sdr_against_a_direct_computation():
+    generator = torch.Generator().manual_seed(3)
+    target, estimate = torch.randn(3, 500, generator=generator), torch.randn(3, 500, generator=generator)
+    estimate = estimate + 2 * target
+    for row in range(3):
+        t, e = target[row].double().numpy(), estimate[row].double().numpy()
+        projection = (e @ t) / (t @ t) * t
+        expected = 10 * np.log10(np.sum(projection**2) / np.sum((e - projection) ** 2))
+        assert si_sdr_db(estimate, target)[row].item() == pytest.approx(expected, abs=1e-3)
+
+
+def test_mix_with_gains_gives_the_gains_of_combine_batches_mixture():
+    generator = torch.Generator().manual_seed(1)
+    clean, noise = torch.randn(3, 400, generator=generator), 3 * torch.randn(3, 400, generator=generator)
+    mixture, clean_gain, noise_gain = mix_with_gains(clean, noise, 0.8, 0.2)
+    torch.testing.assert_close(mixture, combine_batches(clean, noise, 0.8, 0.2))
+    torch.testing.assert_close(clean_gain.unsqueeze(1) * clean + noise_gain.unsqueeze(1) * noise, mixture, atol=1e-6, rtol=0)
+    # 0.8 s/||s|| + 0.2 u/||u||: the two parts' RMS are 4 to 1 before the peak normalisation.
+    ratio = (clean_gain * clean.square().mean(1).sqrt()) / (noise_gain * noise.square().mean(1).sqrt())
+    torch.testing.assert_close(ratio, torch.full((3,), 4.0))
+
+
+def test_source_parts_of_a_two_class_mixture_follow_the_decision():
+    clean = torch.ones(4, 6)
+    event = torch.zeros(4, 6)
+    event[:, :2] = 1.0
+    mixed = MixedBatch.of_mixture(
+        clean, torch.tensor([[1.0, -1.0, 1.0, -1.0, 2.0, 2.0]]).expand(4, 6), noise_event=torch.tensor([[0, 0, 0, 0, 1.0, 1.0]]).expand(4, 6),
+        noise_labels=torch.tensor([1, 1, 2, 0]),
+    )  # fmt: skip
+    labels = torch.tensor([0, 0, 0, 0])
+    decisions = torch.tensor([0, 1, 3, 0])  # own class; the added clip's; neither; own, but the added clip is of it too
+    parts = source_parts(mixed, event, labels, decisions)
+    assert parts.scored.tolist() == [True, True, False, False]
+    torch.testing.assert_close(parts.target + parts.rest, mixed.wavs)
+    assert parts.target[0].nonzero().flatten().tolist() == [0, 1]  # the clip's own event
+    assert parts.target[1].nonzero().flatten().tolist() == [4, 5]  # the added clip's event
+    torch.testing.assert_close(parts.target[1], mixed.added_event[1])  # as it is in the mixture
+    assert (mixed.added_event[:, 4:] > 0).all() and (mixed.clean_gain > 0).all()
+
+
+def test_source_parts_of_a_clean_clip_need_its_event():
+    clean = torch.randn(2, 8)
+    mixed = MixedBatch.of_clean(clean)
+    labels = torch.tensor([0, 1])
+    assert source_parts(mixed, None, labels, labels) is None
+    event = 0.5 * clean
+    parts = source_parts(mixed, event, labels, torch.tensor([1, 1]))  # a wrong decision still has the clip's event
+    torch.testing.assert_close(parts.target, event)
+    torch.testing.assert_close(parts.rest, clean - event)
+    assert parts.scored.tolist() == [True, True]
+
+
+def test_class_mixtures_draw_another_class_and_keep_its_event(tmp_path):
+    paths, events = [], []
+    for index, frequency in enumerate((300.0, 600.0, 900.0)):
+        clip = tone(frequency, 0.25).numpy()
+        event = clip.copy()
+        event[: len(event) // 2] = 0.0
+        paths.append(str(tmp_path / f"clip{index}.wav"))
+        events.append(str(tmp_path / f"clip{index}_event.wav"))
+        sf.write(paths[-1], clip, RATE, subtype="FLOAT")
+        sf.write(events[-1], event, RATE, subtype="FLOAT")
+    overlap = ClipOverlap(paths, RATE, seed=0, weights=(1.0, 1.0), labels=[0, 1, 2], event_paths=events)
+    clean = torch.stack([tone(5000.0, 0.25)] * 6)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    mixed = overlap.mix(clean, labels)
+    assert (mixed.added_labels != labels).all()
+    added_event_share = mixed.added_event.square().sum(1) / mixed.added.square().sum(1)
+    torch.testing.assert_close(added_event_share, torch.full((6,), 0.5), atol=0.01, rtol=0)  # half of each clip
+    torch.testing.assert_close(mixed.clean_gain.unsqueeze(1) * clean + mixed.added, mixed.wavs)
