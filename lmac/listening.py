@@ -82,13 +82,12 @@ def effective_gain(mask, log_mag):
     return torch.where(loud, torch.expm1(mask * log_mag) / torch.where(loud, magnitude, 1.0), mask)
 
 
-def gained_signal(gain, wavs, compute_stft, compute_istft):
-    """``ISTFT(G * STFT(wavs))``: ``wavs`` ``[batch, samples]`` through a gain ``[batch, frames', freq]``;
-    the frames past ``frames'`` are silent. Returns ``[batch, samples]``."""
-    spectrum = compute_stft(wavs)  # [batch, frames, freq, 2]
+def gained_signal(gain, spectrum, num_samples, compute_istft):
+    """``ISTFT(G * S)``: a gain ``[batch, frames', freq]`` on an STFT ``[batch, frames, freq, 2]``, inverted to
+    ``[batch, num_samples]``; the frames past ``frames'`` are silent."""
     gained = crop_frames(spectrum, gain.shape[1]) * gain.unsqueeze(-1)
     gained = torch.nn.functional.pad(gained, (0, 0, 0, 0, 0, spectrum.shape[1] - gain.shape[1]))
-    return compute_istft(gained, sig_length=wavs.shape[1])
+    return compute_istft(gained, sig_length=num_samples)
 
 
 def interpretation_parts(gain, parts, compute_stft, compute_istft):
@@ -96,10 +95,8 @@ def interpretation_parts(gain, parts, compute_stft, compute_istft):
 
     They add up to the interpretation ``ISTFT(G * X)`` of ``parts.target + parts.rest``.
     """
-    return (
-        gained_signal(gain, parts.target, compute_stft, compute_istft),
-        gained_signal(gain, parts.rest, compute_stft, compute_istft),
-    )
+    num_samples = parts.target.shape[1]
+    return tuple(gained_signal(gain, compute_stft(part), num_samples, compute_istft) for part in (parts.target, parts.rest))
 
 
 def energy(signal):
@@ -129,22 +126,22 @@ def si_sdr_db(estimate, target):
     return ratio_db(energy(projection), energy(projection - estimate))
 
 
-def ideal_binary_gain(parts, compute_stft, num_frames):
+def ideal_binary_gain(target_spectrum, rest_spectrum, num_frames):
     """The ideal binary mask's gain ``[batch, num_frames, freq]``: 1 where the target's STFT magnitude exceeds
-    the rest's."""
-    target = crop_frames(compute_stft(parts.target), num_frames)
-    rest = crop_frames(compute_stft(parts.rest), num_frames)
-    return (target.square().sum(dim=-1) > rest.square().sum(dim=-1)).float()
+    the rest's (both ``[batch, frames, freq, 2]``)."""
+    target_power = crop_frames(target_spectrum, num_frames).square().sum(dim=-1)
+    return (target_power > crop_frames(rest_spectrum, num_frames).square().sum(dim=-1)).float()
 
 
-def sir_gain(gain, parts, compute_stft, compute_istft):
-    """``sir_gain_db`` ``[batch]`` of a gain ``[batch, frames', freq]``, and the parts ``y_target`` and
-    ``y_rest`` ``[batch, samples]`` it plays."""
-    played_target, played_rest = interpretation_parts(gain, parts, compute_stft, compute_istft)
-    full = torch.ones_like(gain)
-    input_target, input_rest = interpretation_parts(full, parts, compute_stft, compute_istft)
-    gain_db = ratio_db(energy(played_target), energy(played_rest)) - ratio_db(energy(input_target), energy(input_rest))
-    return gain_db, played_target, played_rest
+def played_parts(gain, spectra, num_samples, compute_istft):
+    """The parts ``y_target`` and ``y_rest`` ``[batch, num_samples]`` that a gain ``[batch, frames', freq]`` plays
+    of the parts' STFTs ``spectra`` (target, rest)."""
+    return tuple(gained_signal(gain, spectrum, num_samples, compute_istft) for spectrum in spectra)
+
+
+def target_to_rest_db(played_target, played_rest):
+    """``10 log10(|y_target|^2 / |y_rest|^2)`` of ``[batch, samples]`` parts: ``[batch]``."""
+    return ratio_db(energy(played_target), energy(played_rest))
 
 
 def listening_scores(mask, log_mag, parts, silent, compute_stft, compute_istft):
@@ -166,10 +163,15 @@ def listening_scores(mask, log_mag, parts, silent, compute_stft, compute_istft):
     dict of str to torch.Tensor
         ``LISTENING_METRICS``, each ``[batch]``; NaN where the module's docstring says.
     """
+    num_samples = parts.target.shape[1]
     with torch.no_grad():
         gain = effective_gain(mask.detach(), log_mag)
-        gain_db, played_target, played_rest = sir_gain(gain, parts, compute_stft, compute_istft)
-        ideal_db, _, _ = sir_gain(ideal_binary_gain(parts, compute_stft, gain.shape[1]), parts, compute_stft, compute_istft)
+        spectra = (compute_stft(parts.target), compute_stft(parts.rest))  # [batch, frames, freq, 2] each
+        input_db = target_to_rest_db(*played_parts(torch.ones_like(gain), spectra, num_samples, compute_istft))
+        played_target, played_rest = played_parts(gain, spectra, num_samples, compute_istft)
+        gain_db = target_to_rest_db(played_target, played_rest) - input_db
+        ideal = played_parts(ideal_binary_gain(*spectra, gain.shape[1]), spectra, num_samples, compute_istft)
+        ideal_db = target_to_rest_db(*ideal) - input_db
     heard = parts.scored & (silent < 0.5)
     nan = torch.full_like(gain_db, float("nan"))
     return {

@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 import speechbrain as sb
 import torch
+import torchaudio
 from hyperpyyaml import load_hyperpyyaml
 
 import lmac.data.contamination as contamination
@@ -56,6 +57,7 @@ def read_json(path):
         ("clean", []),
         ("wham", ["--add_wham_noise", "True"]),
         ("mixtures", ["--overlap_type", "mixtures"]),
+        ("class_mixtures", ["--overlap_type", "class_mixtures"]),
         ("white_noise", ["--overlap_type", "white_noise"]),
         ("speech", ["--overlap_type", "speech"]),
     ],
@@ -78,6 +80,27 @@ def test_every_condition_reports_every_metric(trained, condition, extra):
     assert all(f"| {name} |" in table for name in METRICS)
     assert len(list((folder / "test").glob("*/interpretation.wav"))) == 2
     assert (folder / "report.html").is_file()
+    # The synthetic clips keep their events, so every condition has a target to listen for; with two classes
+    # every decision is one of the mixture's two.
+    assert math.isfinite(metrics["ideal_mask_sir_gain_db"]) and metrics["ideal_mask_sir_gain_db"] > 0
+    assert 0 <= metrics["sir_gain_6db_share"] <= 1
+    assert len(list((folder / "test").glob("*/target.wav"))) == 2
+    assert "SIR gain" in (folder / "report.html").read_text()
+    per_class = read_json(folder / f"metrics_{condition}_per_class.json")
+    assert all("ideal_mask_sir_gain_db" in stats for stats in per_class.values())
+
+
+def test_the_clean_target_is_the_clips_event_as_the_classifier_hears_it(trained):
+    lmac_eval.main([HPARAMS, *trained["flags"]])
+    esc50 = trained["data"]["esc50_folder"]
+    for clip in (trained["root"] / "run" / "eval" / "clean" / "test").iterdir():
+        target, _ = sf.read(clip / "target.wav", dtype="float32")
+        event, rate = sf.read(os.path.join(esc50, "meta", "stems", f"{clip.name}_event.wav"), dtype="float32")
+        whole, _ = sf.read(os.path.join(esc50, "audio", f"{clip.name}.wav"), dtype="float32")
+        event, whole = (torchaudio.functional.resample(torch.from_numpy(signal), rate, 16000) for signal in (event, whole))
+        expected = event / whole.abs().max()  # scaled as the clip the classifier hears, peak-normalised
+        np.testing.assert_allclose(target, expected.numpy()[: target.shape[0]], atol=2e-4)
+        assert np.abs(target).max() > 0.05  # an event, not silence
 
 
 def test_the_test_fold_report_names_true_and_predicted_classes_and_explains_the_metrics(trained):
@@ -132,7 +155,7 @@ def test_overlaps_mix_with_the_weights_of_the_spec(tmp_path):
     mixture = overlap.mix_into(clean)
     assert torch.allclose(mixture.abs().amax(dim=1), torch.ones(3))
     again = contamination.ClipOverlap([str(recording)], 16000, seed=0)
-    rng_clips = torch.stack([again.other_clip(4000) for _ in range(3)])
+    rng_clips = torch.stack([again.other_clip(again.draw(None), 4000)[0] for _ in range(3)])
     assert torch.allclose(mixing_weights(mixture, clean, rng_clips), torch.full((3,), 4.0), rtol=1e-3)
     white = contamination.WhiteNoiseOverlap(seed=3).mix_into(clean)
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -196,3 +197,32 @@ def test_speech_like_syllables_pause_between_bursts():
         speech_like_classes(6)
     with pytest.raises(ValueError, match="scenario='birds'; accepted values are events, silence_class, speech_like"):
         generate("unused", scenario="birds")
+
+
+def test_each_clip_keeps_its_event_and_background_and_they_add_up_to_it(synthetic_data):
+    folder = synthetic_data["esc50_folder"]
+    metadata = pd.read_csv(os.path.join(folder, "meta", "esc50.csv"))
+    events = pd.read_csv(os.path.join(folder, "meta", "events.csv")).set_index("filename")
+    for filename in metadata["filename"][:4]:
+        clip_id = filename.removesuffix(".wav")
+        clip, rate = sf.read(os.path.join(folder, "audio", filename), dtype="float32")
+        event, event_rate = sf.read(os.path.join(folder, "meta", "stems", f"{clip_id}_event.wav"), dtype="float32")
+        background, _ = sf.read(os.path.join(folder, "meta", "stems", f"{clip_id}_background.wav"), dtype="float32")
+        assert event_rate == rate and event.shape == clip.shape
+        np.testing.assert_allclose(event + background, clip, atol=1e-7)
+        # The event is silent outside its span in events.csv, and loud inside it.
+        onset, offset = (int(events.loc[filename, key] * rate) for key in ("onset_s", "offset_s"))
+        assert np.abs(event[: max(onset - 10, 0)]).max(initial=0.0) == 0 and np.abs(event[offset + 10 :]).max(initial=0.0) == 0
+        assert np.abs(event[onset:offset]).max() > 0.1
+
+
+def test_a_folder_made_before_the_stems_gets_them_when_reused(tmp_path):
+    settings = {"n_classes": 2, "clips_per_class": 5, "noise_files": (1, 1, 1), "seed": 4}
+    paths = generate(str(tmp_path / "data"), **settings)
+    stems = os.path.join(paths["esc50_folder"], "meta", "stems")
+    first = sorted(os.listdir(stems))
+    digests = {name: hashlib.sha1(open(os.path.join(stems, name), "rb").read()).hexdigest() for name in first}
+    shutil.rmtree(stems)
+    generate(str(tmp_path / "data"), **settings)
+    assert sorted(os.listdir(stems)) == first and len(first) == 20
+    assert {name: hashlib.sha1(open(os.path.join(stems, name), "rb").read()).hexdigest() for name in first} == digests

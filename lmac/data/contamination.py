@@ -72,8 +72,10 @@ class ClipOverlap:
         """``clean`` ``[batch, samples]`` (of classes ``labels`` ``[batch]``, or None) contaminated as the class
         docstring says: a ``MixedBatch``."""
         wanted = [None] * clean.shape[0] if labels is None else labels.tolist()
-        indices = [self.draw(label) for label in wanted]
-        drawn = [self.other_clip(index, clean.shape[1]) for index in indices]
+        indices, drawn = [], []
+        for label in wanted:  # a path, then its excerpt: one generator's draws in the order of the clips
+            indices.append(self.draw(label))
+            drawn.append(self.other_clip(indices[-1], clean.shape[1]))
         others = torch.stack([clip for clip, _ in drawn]).to(clean.device)
         events = None if self.event_paths is None else torch.stack([event for _, event in drawn]).to(clean.device)
         added_labels = None if self.labels is None else torch.as_tensor(self.labels[indices], device=clean.device)

@@ -47,6 +47,7 @@ import lmac.recipes.train_nmf as train_nmf
 import lmac.reporting.comparison as comparison
 from lmac import HPARAMS_FOLDER
 from lmac.data.synthetic import generate
+from lmac.listening import LISTENING_METRICS
 from lmac.masking import masked_log_magnitudes
 from lmac.metrics import (
     TRUST_METRICS,
@@ -65,9 +66,12 @@ logger = logging.getLogger(__name__)
 CLASSIFIER_HPARAMS = os.path.join(HPARAMS_FOLDER, "cnn14_classifier.yaml")
 LMAC_HPARAMS = os.path.join(HPARAMS_FOLDER, "lmac_cnn14.yaml")
 L2I_HPARAMS = os.path.join(HPARAMS_FOLDER, "l2i_cnn14.yaml")
-SUMMARY_KEYS = ("classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP", *TRUST_METRICS)
+SUMMARY_KEYS = ("classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP", *TRUST_METRICS, *LISTENING_METRICS)
 # What the fine-tuning is judged on, with noise mixed in (summary.json's in_domain and out_of_domain).
-NOISY_KEYS = ("AD", "AI", "fid_in", "SPS", "localization_ratio", "clean_energy_share")
+NOISY_KEYS = (
+    "AD", "AI", "fid_in", "SPS", "localization_ratio", "clean_energy_share", "silent_share", "sir_gain_db",
+    "sir_gain_6db_share", "target_kept", "ideal_mask_sir_gain_db",
+)  # fmt: skip
 # The synthetic clips' background: loud enough that the classifier errs on some test clips.
 DEMO_BACKGROUND_RMS = 0.8
 
@@ -213,7 +217,8 @@ def finetune(args, data, flags, base_decoder):
 
 
 def noisy_evaluations(data, runs):
-    """Each run's decoder on the test fold with WHAM!'s held-out noise (in domain) and with mixtures (out of domain).
+    """Each run's decoder on the test fold with WHAM!'s held-out noise (in domain), with mixtures (out of domain) and
+    with a clip of another class at 0 dB (two classes: which of the two sounds the interpretation plays).
 
     Arguments
     ---------
@@ -225,11 +230,12 @@ def noisy_evaluations(data, runs):
     Returns
     -------
     dict
-        ``{"in_domain": {name: {key: value}}, "out_of_domain": {...}}`` with the ``NOISY_KEYS``.
+        ``{"in_domain": {name: {key: value}}, "out_of_domain": {...}, "two_classes": {...}}`` with the ``NOISY_KEYS``.
     """
     conditions = {
         "in_domain": ("wham", ["--add_wham_noise", "True", "--wham_folder", data["wham_folder"]]),
         "out_of_domain": ("mixtures", ["--overlap_type", "mixtures"]),
+        "two_classes": ("class_mixtures", ["--overlap_type", "class_mixtures"]),
     }
     results = {domain: {} for domain in conditions}
     for name, flags in runs.items():
@@ -239,7 +245,7 @@ def noisy_evaluations(data, runs):
             with open(os.path.join(output_folder, "eval", condition, f"metrics_{condition}.json"), encoding="utf-8") as file:
                 metrics = json.load(file)
             metrics["localization_ratio"] = metrics.pop("localization")
-            results[domain][name] = {key: metrics[key] for key in NOISY_KEYS}
+            results[domain][name] = {key: metrics.get(key) for key in NOISY_KEYS}  # None: no clip has a value
     return results
 
 
@@ -360,7 +366,7 @@ def finetuning_table(noisy):
     lines = ["| test fold | L-MAC | " + " | ".join(NOISY_KEYS) + " |", "|---|---|" + "---|" * len(NOISY_KEYS)]
     for domain, runs in noisy.items():
         for name, values in runs.items():
-            lines.append(f"| {domain.replace('_', ' ')} | {name} | " + " | ".join(f"{values[key]:.3g}" for key in NOISY_KEYS) + " |")
+            lines.append(f"| {domain.replace('_', ' ')} | {name} | " + " | ".join("-" if values[key] is None else f"{values[key]:.3g}" for key in NOISY_KEYS) + " |")
     return "\n".join(lines)
 
 
@@ -387,7 +393,7 @@ def main(argv=None):
         events = load_event_table(data["esc50_folder"])
         references = reference_scores(brain, datasets["test"], events, args.batch_size, args.seed)
     summary = {"classifier_acc": classifier_acc}
-    summary.update({key: brain.last_stage_stats[key] for key in SUMMARY_KEYS[1:]})
+    summary.update({key: brain.last_stage_stats.get(key) for key in SUMMARY_KEYS[1:]})  # None: no clip has a value
     summary.update(references)
     finetuned = finetuning_flags(args, data, export)
     with timer("finetuning"):

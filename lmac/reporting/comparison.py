@@ -6,6 +6,7 @@ import json
 import logging
 import os
 
+from lmac.listening import AUDIBLE_GAIN_DB, LISTENING_METRICS
 from lmac.methods import AllOnesMask, EmptyMask
 from lmac.metrics import SILENT_ENERGY_SHARE, TRUST_METRICS
 from lmac.reporting.report import write_report
@@ -16,12 +17,16 @@ logger = logging.getLogger(__name__)
 
 COMPARISON_COLUMNS = (
     "AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "localization", "event_fid_in", *TRUST_METRICS,
-    "seconds_per_clip",
+    *LISTENING_METRICS, "seconds_per_clip",
 )  # fmt: skip
 
 
 # Masks whose classes' mean frequency profiles are this similar are called class-agnostic in a comparison.
 CLASS_AGNOSTIC_PROFILE_COSINE = 0.95
+
+
+# A method whose median SIR gain is under this plays the rest about as loud as the decided sound: said in words.
+NO_AUDIBLE_GAIN_DB = 1.0
 
 
 # Where a mask exactly on the event keeps the decision on fewer clips than this, a comparison says so in words.
@@ -86,6 +91,13 @@ def comparison_warnings(table):
                 f"{100 * SILENT_ENERGY_SHARE:.0f}% of the input's energy): its SPS and COMP describe masks one "
                 "cannot hear, and it localises at chance."
             )
+        if "sir_gain_db" in row and row["sir_gain_db"] < NO_AUDIBLE_GAIN_DB:
+            warnings.append(
+                f"{method}: its interpretations play the rest about as loud as the sound that made the decision "
+                f"(median SIR gain {row['sir_gain_db']:+.1f} dB, {100 * row.get('sir_gain_6db_share', 0.0):.0f}% of "
+                f"the clips at {AUDIBLE_GAIN_DB:.0f} dB or more{ideal_words(row)}): listening to them does not pick "
+                "out that sound."
+            )
         if row.get("profile_cosine", 0.0) >= CLASS_AGNOSTIC_PROFILE_COSINE:
             warnings.append(
                 f"{method}: its masks have nearly one frequency profile for every class (profile_cosine "
@@ -93,6 +105,13 @@ def comparison_warnings(table):
                 + class_agnostic_sensitivity_words(row)
             )
     return warnings
+
+
+def ideal_words(row):
+    """``, where the ideal binary mask gains N dB`` for a row with ``ideal_mask_sir_gain_db``; empty otherwise."""
+    if "ideal_mask_sir_gain_db" not in row:
+        return ""
+    return f", where the ideal binary mask gains {row['ideal_mask_sir_gain_db']:+.1f} dB"
 
 
 def class_agnostic_sensitivity_words(row):
@@ -170,9 +189,17 @@ def report_test_interpretations(folder, stats, title, class_names, links=()):
                 "input": f"test/{clip}/original.wav",
                 "interpretation": f"test/{clip}/interpretation.wav",
                 "image": f"test/{clip}/spectrogram.png",
+                **target_entries(folder, clip, record),
             }
         )
     return write_report(folder, rows, stats, title=title, links=links, warnings=evaluation_warnings(stats))
+
+
+def target_entries(folder, clip, record):
+    """The report row's ``target`` and ``sir_gain_db`` of a saved clip that has a ``target.wav``; none otherwise."""
+    if not os.path.isfile(os.path.join(folder, "test", clip, "target.wav")):
+        return {}
+    return {"target": f"test/{clip}/target.wav", "sir_gain_db": record.get("sir_gain_db")}
 
 
 def evaluation_warnings(stats):

@@ -34,6 +34,11 @@ METRIC_DESCRIPTIONS = {
     "event_energy_kept": ("share of the input's energy a mask exactly on the event box keeps", ""),
     "event_silent_share": ("share of clips whose event box itself keeps under 1% of the input's energy: silent_share a perfect localiser would score", ""),
     "event_fid_in": ("share of clips whose decision a mask exactly on the event box keeps: a perfect localiser's Fid-In", ""),
+    "sir_gain_db": ("median gain (dB) of the decided sound over the rest, interpretation against input (0 = the all-ones mask; near-silent ones not counted)", "higher"),
+    "sir_gain_6db_share": ("share of clips whose interpretation gains at least 6 dB (a near-silent one does not)", "higher"),
+    "target_kept": ("median share of the decided sound's energy that the interpretation plays", "higher"),
+    "si_sdr_db": ("median scale-invariant SDR (dB) of the interpretation against the decided sound", "higher"),
+    "ideal_mask_sir_gain_db": ("median sir_gain_db of the ideal binary mask: what a mask can reach on these clips", ""),
     "randomisation_similarity": ("rank correlation of the masks with those after re-initialising the classifier's last block (1 = unchanged)", "lower"),
     "l1_weight": ("the L1 weight in force (adapted when l1_rate > 0)", ""),
 }
@@ -59,7 +64,7 @@ audio {{ width: 100%; min-width: 12em; }}
 {warnings}
 {metrics}
 <table class="clips">
-<tr><th>clip</th><th>true class</th><th>prediction (probability)</th><th>energy kept</th><th>input</th><th>interpretation</th></tr>
+<tr><th>clip</th><th>true class</th><th>prediction (probability)</th><th>energy kept</th><th>input</th><th>interpretation</th><th>the sound that should be heard (SIR gain)</th></tr>
 {rows}
 </table>
 </body>
@@ -110,11 +115,22 @@ def _row(row):
         f"<tr><td>{html.escape(row['name'])}</td><td>{html.escape(row.get('label', ''))}</td>"
         f"<td>{html.escape(row.get('prediction', ''))}</td><td>{energy}</td>"
         f'<td><audio controls preload="metadata" src="{link("input")}"></audio></td>'
-        f'<td><audio controls preload="metadata" src="{link("interpretation")}"></audio></td></tr>\n'
+        f'<td><audio controls preload="metadata" src="{link("interpretation")}"></audio></td>'
+        f"<td>{_target_cell(row)}</td></tr>\n"
         f"{_notes_row(row.get('notes'))}"
-        f'<tr><td class="picture" colspan="6"><img src="{link("image")}" alt="spectrogram of {html.escape(row["name"])}">'
+        f'<tr><td class="picture" colspan="7"><img src="{link("image")}" alt="spectrogram of {html.escape(row["name"])}">'
         f'{_timeline_strip(row.get("timeline"))}</td></tr>'
     )
+
+
+def _target_cell(row):
+    """The target's player and, under it, the interpretation's SIR gain in dB; empty without a target."""
+    if "target" not in row:
+        return ""
+    gain = row.get("sir_gain_db")
+    words = "no gain: near-silent" if gain is None else f"{gain:+.1f} dB"
+    player = f'<audio controls preload="metadata" src="{html.escape(row["target"], quote=True)}"></audio>'
+    return f"{player}<br>SIR gain {words}"
 
 
 def _notes_row(notes):
@@ -122,7 +138,7 @@ def _notes_row(notes):
     if not notes:
         return ""
     items = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
-    return f'<tr class="warning"><td colspan="6"><strong>Not trustworthy:</strong><ul>{items}</ul></td></tr>\n'
+    return f'<tr class="warning"><td colspan="7"><strong>Not trustworthy:</strong><ul>{items}</ul></td></tr>\n'
 
 
 def _timeline_strip(timeline):
@@ -160,7 +176,10 @@ def write_report(folder, rows, stats, title, links=(), warnings=()):
     rows : list of dict
         Per clip: ``name``, ``input``, ``interpretation`` (wav paths), ``image``
         (PNG path) and optionally ``label`` (the true class), ``prediction``
-        (text), ``energy_kept`` (a share), ``notes`` (plain-words warnings) and ``timeline`` (``LMACInterpreter.timeline``'s entries, shown under the picture).
+        (text), ``energy_kept`` (a share), ``notes`` (plain-words warnings),
+        ``timeline`` (``LMACInterpreter.timeline``'s entries, shown under the
+        picture), ``target`` (wav path: the sound the interpretation should play)
+        and ``sir_gain_db`` (its gain, None for a near-silent interpretation).
     stats : dict of str to float or None
         Metrics shown in a table above the clips.
     title : str
@@ -179,7 +198,10 @@ def write_report(folder, rows, stats, title, links=(), warnings=()):
     ValueError
         A row's or a link's file is missing or its path is absolute (the report would not travel).
     """
-    named_files = [(f"report row {row['name']!r}: {key}", row[key]) for row in rows for key in ("input", "interpretation", "image")]
+    named_files = [
+        (f"report row {row['name']!r}: {key}", row[key])
+        for row in rows for key in ("input", "interpretation", "image", "target") if key in row
+    ]  # fmt: skip
     for what, path in [*named_files, *((f"link {text!r}", path) for text, path in links)]:
         if os.path.isabs(path) or not os.path.isfile(os.path.join(folder, path)):
             raise ValueError(f"{what} {path!r} is not a file relative to {folder}.")
