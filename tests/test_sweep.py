@@ -13,7 +13,10 @@ TINY = [
 
 def test_a_tiny_sweep_scores_the_validation_fold_and_reuses_its_runs(tmp_path, monkeypatch):
     monkeypatch.setitem(sweep.FAMILY_RUNS, "cnn14", {"width": 1 / 32, "classifier_epochs": 1, "lmac_epochs": 1})
-    argv = ["--output_folder", str(tmp_path), "--seeds", "3", "--families", "cnn14", "--fold", "valid", *TINY]
+    argv = [
+        "--output_folder", str(tmp_path), "--seeds", "3", "--families", "cnn14", "--fold", "valid",
+        "--conditions", "clean", "wham", *TINY,
+    ]  # fmt: skip
     results = sweep.main(argv)
     run = tmp_path / "seed3" / "cnn14"
     manifest = json.loads((run / "lmac" / "manifests" / "test.json").read_text())
@@ -32,6 +35,12 @@ def test_a_tiny_sweep_scores_the_validation_fold_and_reuses_its_runs(tmp_path, m
     lmac = comparison["lmac"]
     accuracy = sum(stats["acc"] for stats in classes.values()) / 2
     assert f"| 3 | {accuracy:.2f} | {lmac['event_fid_in']:.2f} | {lmac['sensitivity_profile_cosine']:.2f} |" in markdown
+    wham = json.loads((run / "lmac" / "eval_valid" / "comparison_wham.json").read_text())["methods"]
+    listening = results["cnn14"]["3"]["listening"]["wham"]
+    assert listening["lmac"]["ideal_mask_sir_gain_db"] == wham["lmac"]["ideal_mask_sir_gain_db"]
+    assert set(listening) == set(wham) and "all_ones_mask" in listening
+    ideal = wham["gradcam"]["ideal_mask_sir_gain_db"]
+    assert f"{ideal:.3g} ± 0; {ideal:.3g}" in markdown.split("Listening, wham")[1]
     classifier_log = run / "classifier" / "train_log.txt"
     written = classifier_log.stat().st_mtime_ns
     assert sweep.main(argv) == results  # a second pass trains and evaluates nothing again

@@ -484,6 +484,19 @@ def stem_path(data_folder, clip_id, part):
     return os.path.join(data_folder, STEMS_FOLDER, f"{clip_id}_{part}.wav")
 
 
+def write_stems(folder, filename, event):
+    """Writes the stems of the clip ``audio/<filename>`` (``esc50.stem_path``): its event ``[samples]`` (as it is
+    in the clip) and its background, what the written clip holds besides the event, so that the two add up to
+    the clip as it is read back (32-bit wavs: to within 1e-9)."""
+    clip, rate = sf.read(os.path.join(folder, "audio", filename), dtype="float32")
+    clip_id = os.path.splitext(filename)[0]
+    os.makedirs(os.path.join(folder, STEMS_FOLDER), exist_ok=True)
+    event = event.astype(clip.dtype)
+    parts = {"event": event, "background": clip - event}
+    for part, waveform in parts.items():
+        sf.write(stem_path(folder, clip_id, part), waveform, rate, subtype="PCM_32")  # float wavs hold a timestamp
+
+
 def has_stems(data_folder, clip_ids):
     """True when every clip of ``clip_ids`` has its event stem in ``data_folder``."""
     return bool(clip_ids) and all(os.path.isfile(stem_path(data_folder, clip_id, "event")) for clip_id in clip_ids)

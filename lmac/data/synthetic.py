@@ -18,7 +18,7 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
-from lmac.data.esc50 import STEMS_FOLDER, stem_path
+from lmac.data.esc50 import STEMS_FOLDER, write_stems
 
 logger = logging.getLogger(__name__)
 
@@ -484,19 +484,6 @@ def write_missing_stems(folder, classes, jobs, seed, background_rms):
     for clip_index, (target, fold) in enumerate(tqdm(jobs, desc="Synthetic ESC-50 stems")):
         _, event = synthesize_clip(classes[target], np.random.default_rng([seed, 0, clip_index]), background_rms)
         write_stems(folder, clip_filename(clip_index, target, fold), event.waveform)
-
-
-def write_stems(folder, filename, event):
-    """Writes the stems of the clip ``audio/<filename>`` (``esc50.stem_path``): its event ``[samples]`` (as it is
-    in the clip) and its background, what the written clip holds besides the event, so that the two add up to
-    the clip as it is read back (32-bit wavs: to within 1e-9)."""
-    clip, rate = sf.read(os.path.join(folder, "audio", filename), dtype="float32")
-    clip_id = os.path.splitext(filename)[0]
-    os.makedirs(os.path.join(folder, STEMS_FOLDER), exist_ok=True)
-    event = event.astype(np.float32)
-    parts = {"event": event, "background": clip - event}
-    for part, waveform in parts.items():
-        sf.write(stem_path(folder, clip_id, part), waveform, rate, subtype="PCM_32")  # float wavs hold a timestamp
 
 
 def write_wham(folder, files_per_split, seed):

@@ -4,6 +4,7 @@ Writes, under ``--output_folder``::
 
     ESC50/meta/esc50.csv      # filename,fold,target,category,esc10,src_file,take
     ESC50/meta/events.csv     # filename,onset_s,offset_s,fmin_hz,fmax_hz
+    ESC50/meta/stems/<clip id>_event.wav, _background.wav   # each clip's parts; they add up to it
     ESC50/audio/*.wav         # 44.1 kHz mono 5 s clips, one sound event each
     wham_noise/{tr,cv,tt}/*.wav   # 16 kHz two-channel non-stationary noise
     synthetic_data.json       # the settings that produced the folder
@@ -14,7 +15,7 @@ at a random time and level over a pink-noise background (quiet by default;
 ``--background_rms`` raises it, and events then sit at a lower SNR, a harder
 task with the same event boxes). ``events.csv``
 gives the time span and frequency band that hold the event, for localisation
-checks. Every fold holds the same number of clips of every class.
+checks; the stems are the ground truth of the listening measures. Every fold holds the same number of clips of every class.
 
 ``--scenario`` chooses the classes (``SCENARIOS``):
 

@@ -13,13 +13,22 @@ writes, in ``<output_folder>/sweep_<fold>.json`` and ``.md``:
 - per family: the mean and spread over seeds, and the classes that fail the
   robustness targets (``ROBUST_CLASS``) on some seed.
 
+- per family, condition (``--conditions``: the clean fold, WHAM!'s held-out
+  noise at 0 dB, a clip of another class at 0 dB) and method: the listening
+  measures (``LISTENING``), their mean and spread over seeds and the worst seed.
+
+``--esc50_folder`` (with ``--wham_folder``) runs every seed on that data set
+instead of the seed's synthetic one: a set of real recordings
+(``make_real_set.py``), with ``--n_classes`` its number of classes.
+
 ``--fold valid`` scores the validation fold (fold 4) instead of the test fold:
 settings are chosen there. A finished step is not run again (its output is
 kept), so a second ``--fold`` or a new ``--variant`` reuses the data and the
 classifiers. ``--variant NAME --lmac_flags "--flag value ..."`` trains
 another L-MAC beside the default one (``lmac_NAME/``).
 
-    python sweep.py [--seeds 1 2 3 4 5] [--families cnn14 ecapa] [--fold test|valid]
+    python sweep.py [--seeds 1 2 3 4 5] [--families cnn14 ecapa] [--fold test|valid] [--conditions clean wham]
+    python sweep.py --esc50_folder data/drums --wham_folder data/synthetic/wham_noise --n_classes 5 --families cnn14
 """
 
 import argparse
@@ -34,6 +43,7 @@ import lmac.recipes.demo as demo
 import lmac.recipes.eval as lmac_eval
 import lmac.recipes.train_lmac as train_lmac
 from lmac.data.synthetic import generate
+from lmac.listening import AUDIBLE_GAIN_DB
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +65,14 @@ PER_CLASS = (
 )  # fmt: skip
 # A class the classifier gets right on at least ``min_acc`` of its clips must keep Fid-In and stay audible on every seed.
 ROBUST_CLASS = {"min_acc": 0.75, "min_fid_in": 0.75, "max_silent_share": 0.25}
+# What a listener hears, per condition: the listening measures and how often the interpretation is near-silent.
+LISTENING = ("sir_gain_db", "sir_gain_6db_share", "target_kept", "silent_share", "ideal_mask_sir_gain_db")
+# The conditions a comparison runs in (``--conditions``): ``eval.py``'s flags of each (WHAM!'s from the data).
+CONDITIONS = {
+    "clean": [],
+    "wham": ["--add_wham_noise", "True"],
+    "class_mixtures": ["--overlap_type", "class_mixtures"],
+}
 # The folds scored: ``eval.py`` reads the chosen fold as its test fold.
 FOLD_FLAGS = {
     "test": [],
@@ -71,6 +89,9 @@ def parse_args(argv):
     parser.add_argument("--fold", default="test", choices=list(FOLD_FLAGS))
     parser.add_argument("--variant", default="", help="a name for --lmac_flags: L-MAC goes to lmac_<variant>/")
     parser.add_argument("--lmac_flags", default="", help="more flags of train_lmac.py for this variant")
+    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    parser.add_argument("--esc50_folder", default=None, help="a data set of its own for every seed (real recordings)")
+    parser.add_argument("--wham_folder", default=None, help="the WHAM!-format noise of --esc50_folder")
     own, rest = parser.parse_known_args(argv)
     return own, demo.parse_args(rest)
 
@@ -123,13 +144,17 @@ def train_lmac_once(args, data, flags, extra_flags, output_folder):
     ])  # fmt: skip
 
 
-def compare_on_fold(args, flags, extra_flags, fold, output_folder):
-    """``eval.py --compare`` of ``COMPARED`` on ``fold``, into ``output_folder``'s ``eval_<fold>/``; returns that folder."""
+def compare_on_fold(args, flags, extra_flags, fold, output_folder, data, conditions=("clean",)):
+    """``eval.py --compare`` of ``COMPARED`` on ``fold`` in each of ``conditions`` (``CONDITIONS``), into
+    ``output_folder``'s ``eval_<fold>/``; returns that folder."""
     eval_folder = os.path.join(output_folder, f"eval_{fold}")
-    if not os.path.isfile(os.path.join(eval_folder, "comparison_clean.json")):
+    for condition in conditions:
+        if os.path.isfile(os.path.join(eval_folder, f"comparison_{condition}.json")):
+            continue
+        wham = ["--wham_folder", data["wham_folder"]] if condition == "wham" else []
         lmac_eval.main([
             demo.LMAC_HPARAMS, *flags, *extra_flags, *FOLD_FLAGS[fold], "--eval_folder", eval_folder,
-            "--compare", ",".join(COMPARED), "--ig_steps", str(args.ig_steps),
+            "--compare", ",".join(COMPARED), "--ig_steps", str(args.ig_steps), *CONDITIONS[condition], *wham,
         ])  # fmt: skip
     return eval_folder
 
@@ -139,14 +164,19 @@ def read_json(path):
         return json.load(file)
 
 
-def seed_results(eval_folder):
-    """One seed's results from its comparison: per method the ``MEANS``, per class L-MAC's ``PER_CLASS``."""
+def seed_results(eval_folder, conditions=("clean",)):
+    """One seed's results from its comparisons: per method the ``MEANS``, per class L-MAC's ``PER_CLASS`` (clean),
+    and per condition and method (the reference rows too) the ``LISTENING`` measures it has."""
     table = read_json(os.path.join(eval_folder, "comparison_clean.json"))["methods"]
     per_class = read_json(os.path.join(eval_folder, "clean", "metrics_clean_per_class.json"))
     means = {method: {key: table[method][key] for key in MEANS if key in table[method]} for method in COMPARED}
     classes = {name: {key: stats[key] for key in PER_CLASS if key in stats} for name, stats in per_class.items()}
     classifier = {key: table["lmac"].get(key) for key in CLASSIFIER_MEASURES}
-    return {"methods": means, "classes": classes, **classifier}
+    listening = {}
+    for condition in conditions:
+        rows = read_json(os.path.join(eval_folder, f"comparison_{condition}.json"))["methods"]
+        listening[condition] = {method: {key: row[key] for key in LISTENING if key in row} for method, row in rows.items()}
+    return {"methods": means, "classes": classes, "listening": listening, **classifier}
 
 
 def failing_classes(classes):
@@ -227,8 +257,42 @@ def family_summary(seeds):
     return summary
 
 
+def listening_markdown(seeds):
+    """Per condition, a table of each method's ``LISTENING`` measures over the seeds: mean ± spread, and the worst
+    seed's value (the lowest, the highest for ``silent_share``)."""
+    lines = []
+    conditions = next(iter(seeds.values())).get("listening", {})
+    for condition in conditions:
+        methods = list(next(iter(seeds.values()))["listening"][condition])
+        lines += [f"Listening, {condition} (mean ± spread; worst seed):", "", "| method | " + " | ".join(LISTENING) + " |"]
+        lines.append("|---" * (len(LISTENING) + 1) + "|")
+        for method in methods:
+            cells = []
+            for key in LISTENING:
+                values = [seed["listening"][condition][method].get(key) for seed in seeds.values()]
+                values = [value for value in values if value is not None]
+                if not values:
+                    cells.append("-")
+                    continue
+                mean, spread = mean_and_spread(values)
+                worst = max(values) if key == "silent_share" else min(values)
+                cells.append(f"{mean:.3g} ± {spread:.2g}; {worst:.3g}")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if lines:
+        lines.append(
+            f"sir_gain_db: the median over clips of how much louder the decided sound is than the rest in the "
+            f"interpretation than in the input (0 for the all-ones mask); sir_gain_6db_share: the share of clips at "
+            f"{AUDIBLE_GAIN_DB:.0f} dB or more (a near-silent interpretation counts as below); ideal_mask_sir_gain_db: "
+            "the ideal binary mask's gain, what a mask can reach on those clips."
+        )
+        lines.append("")
+    return lines
+
+
 def summary_markdown(results, fold):
-    """The sweep as markdown: per family a table of means and spreads, then each seed's worst and failing classes."""
+    """The sweep as markdown: per family a table of means and spreads, each seed's worst and failing classes, then
+    the listening tables (``listening_markdown``)."""
     lines = [f"# Sweep on the {fold} fold", ""]
     for family, seeds in results.items():
         summary = family_summary(seeds)
@@ -250,6 +314,7 @@ def summary_markdown(results, fold):
             failing = failing or "none"
             lines.append(f"| {seed} | {accuracy:.2f} | {measures} | {name} ({fid_in:.2f}) | {failing} |")
         lines.append("")
+        lines += listening_markdown(seeds)
     lines.append(
         f"A class fails when the classifier is right on >= {ROBUST_CLASS['min_acc']} of its clips but L-MAC's "
         f"Fid-In is under {ROBUST_CLASS['min_fid_in']} or its silent_share over {ROBUST_CLASS['max_silent_share']}. "
@@ -264,6 +329,18 @@ def summary_markdown(results, fold):
     return "\n".join(lines) + "\n"
 
 
+def seed_data(own, demo_args, seed):
+    """The data of one seed: ``--esc50_folder`` and ``--wham_folder`` when given, else the seed's synthetic set."""
+    if own.esc50_folder is not None:
+        if own.wham_folder is None:
+            raise ValueError("--esc50_folder needs --wham_folder: the WHAM!-format noise that training and the wham condition mix in.")
+        return {"esc50_folder": own.esc50_folder, "wham_folder": own.wham_folder}
+    return generate(
+        os.path.join(own.output_folder, f"seed{seed}", "data"), demo_args.n_classes, demo_args.clips_per_class,
+        tuple(demo_args.noise_files), seed, demo_args.background_rms,
+    )  # fmt: skip
+
+
 def main(argv=None):
     """Runs the sweep and writes ``sweep_<fold>[_<variant>].json`` and ``.md``; returns the results."""
     own, demo_args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -271,10 +348,7 @@ def main(argv=None):
     extra_flags = shlex.split(own.lmac_flags)
     results = {family: {} for family in own.families}
     for seed in own.seeds:
-        data = generate(
-            os.path.join(own.output_folder, f"seed{seed}", "data"), demo_args.n_classes, demo_args.clips_per_class,
-            tuple(demo_args.noise_files), seed, demo_args.background_rms,
-        )  # fmt: skip
+        data = seed_data(own, demo_args, seed)
         for family in own.families:
             logger.info("Sweep: seed %d, %s.", seed, family)
             args = seed_args(demo_args, own.output_folder, seed, family)
@@ -282,7 +356,8 @@ def main(argv=None):
             flags = lmac_run_flags(args, data, export, family, own.variant)
             lmac_folder = os.path.join(args.output_folder, lmac_recipe(own.variant))
             train_lmac_once(args, data, flags, extra_flags, lmac_folder)
-            results[family][str(seed)] = seed_results(compare_on_fold(args, flags, extra_flags, own.fold, lmac_folder))
+            eval_folder = compare_on_fold(args, flags, extra_flags, own.fold, lmac_folder, data, own.conditions)
+            results[family][str(seed)] = seed_results(eval_folder, own.conditions)
     name = f"sweep_{own.fold}" + (f"_{own.variant}" if own.variant else "")
     with open(os.path.join(own.output_folder, f"{name}.json"), "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2)
