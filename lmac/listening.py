@@ -12,7 +12,8 @@ which add up to it sample by sample. From them, per clip:
   of the input resynthesised with ``G = 1``: 0 dB for the all-ones mask, and
   what a listener hears as "the rest went away and the sound stayed";
 - ``target_kept``: ``|y_target|^2 / |s_target|^2``, the share of the target's
-  energy the interpretation plays;
+  energy the interpretation plays, and ``rest_kept``, ``|y_rest|^2 / |s_rest|^2``,
+  the share of the rest's (a mask that keeps everything keeps 1 of both);
 - ``si_sdr_db``: the scale-invariant SDR of the interpretation against the target;
 - ``ideal_mask_sir_gain_db``: ``sir_gain_db`` of the ideal binary mask
   (``|S_target| > |S_rest|``), what a mask could reach on that clip;
@@ -20,7 +21,7 @@ which add up to it sample by sample. From them, per clip:
   or the interpretation is near-silent.
 
 A near-silent interpretation has no meaningful ratio: its ``sir_gain_db``,
-``target_kept`` and ``si_sdr_db`` are NaN (it is counted by ``silent_share``),
+``target_kept``, ``rest_kept`` and ``si_sdr_db`` are NaN (it is counted by ``silent_share``),
 and so is every score of a clip without a target (``SourceParts.scored``).
 The stage reports the medians of ``MEDIAN_SCORES`` over the clips that have a
 value, and the mean of the rest.
@@ -33,10 +34,12 @@ import torch
 from lmac.masking import crop_frames
 
 # The listening measures, in the order the tables show them.
-LISTENING_METRICS = ("sir_gain_db", "sir_gain_6db_share", "target_kept", "si_sdr_db", "ideal_mask_sir_gain_db")
+LISTENING_METRICS = (
+    "sir_gain_db", "sir_gain_6db_share", "target_kept", "rest_kept", "si_sdr_db", "ideal_mask_sir_gain_db",
+)  # fmt: skip
 # Listening measures whose stage value is the median over the clips, not the mean: a few clips at +-40 dB
 # would otherwise decide it.
-MEDIAN_SCORES = frozenset({"sir_gain_db", "target_kept", "si_sdr_db", "ideal_mask_sir_gain_db"})
+MEDIAN_SCORES = frozenset({"sir_gain_db", "target_kept", "rest_kept", "si_sdr_db", "ideal_mask_sir_gain_db"})
 # The gain a listener clearly hears as "the rest went away" (``sir_gain_6db_share``).
 AUDIBLE_GAIN_DB = 6.0
 
@@ -178,6 +181,7 @@ def listening_scores(mask, log_mag, parts, silent, compute_stft, compute_istft):
         "sir_gain_db": torch.where(heard, gain_db, nan),
         "sir_gain_6db_share": torch.where(parts.scored, (heard & (gain_db >= AUDIBLE_GAIN_DB)).float(), nan),
         "target_kept": torch.where(heard, energy(played_target) / energy(parts.target).clamp_min(1e-20), nan),
+        "rest_kept": torch.where(heard, energy(played_rest) / energy(parts.rest).clamp_min(1e-20), nan),
         "si_sdr_db": torch.where(heard, si_sdr_db(played_target + played_rest, parts.target), nan),
         "ideal_mask_sir_gain_db": torch.where(parts.scored, ideal_db, nan),
     }

@@ -80,6 +80,7 @@ def test_the_all_ones_mask_gains_nothing_and_keeps_the_whole_target(transforms):
     assert scores["sir_gain_6db_share"].item() == 0.0
     # Resynthesis with G = 1 returns the target but for the clip's edges.
     assert scores["target_kept"].item() == pytest.approx(1.0, abs=2e-3)
+    assert scores["rest_kept"].item() == pytest.approx(1.0, abs=2e-3)
 
 
 @pytest.mark.parametrize("rest_gain", [0.1, 0.5])
@@ -94,6 +95,7 @@ def test_a_mask_on_the_target_cells_gains_what_it_takes_off_the_rest(transforms,
     expected_db = -20 * math.log10(rest_gain)  # the rest's amplitude scaled by rest_gain, the target's kept
     assert scores["sir_gain_db"].item() == pytest.approx(expected_db, abs=0.1)
     assert scores["target_kept"].item() == pytest.approx(1.0, abs=0.01)
+    assert scores["rest_kept"].item() == pytest.approx(rest_gain**2, rel=0.02)
     # The interpretation is target + rest_gain * rest, and the tones have the same energy.
     assert scores["si_sdr_db"].item() == pytest.approx(expected_db, abs=0.1)
     assert scores["sir_gain_6db_share"].item() == float(expected_db >= 6)

@@ -70,7 +70,7 @@ SUMMARY_KEYS = ("classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP
 # What the fine-tuning is judged on, with noise mixed in (summary.json's in_domain and out_of_domain).
 NOISY_KEYS = (
     "AD", "AI", "fid_in", "SPS", "localization_ratio", "clean_energy_share", "silent_share", "sir_gain_db",
-    "sir_gain_6db_share", "target_kept", "ideal_mask_sir_gain_db",
+    "sir_gain_6db_share", "target_kept", "rest_kept", "ideal_mask_sir_gain_db",
 )  # fmt: skip
 # The synthetic clips' background: loud enough that the classifier errs on some test clips.
 DEMO_BACKGROUND_RMS = 0.8

@@ -66,7 +66,7 @@ PER_CLASS = (
 # A class the classifier gets right on at least ``min_acc`` of its clips must keep Fid-In and stay audible on every seed.
 ROBUST_CLASS = {"min_acc": 0.75, "min_fid_in": 0.75, "max_silent_share": 0.25}
 # What a listener hears, per condition: the listening measures and how often the interpretation is near-silent.
-LISTENING = ("sir_gain_db", "sir_gain_6db_share", "target_kept", "silent_share", "ideal_mask_sir_gain_db")
+LISTENING = ("sir_gain_db", "sir_gain_6db_share", "target_kept", "rest_kept", "silent_share", "ideal_mask_sir_gain_db")
 # The conditions a comparison runs in (``--conditions``): ``eval.py``'s flags of each (WHAM!'s from the data).
 CONDITIONS = {
     "clean": [],

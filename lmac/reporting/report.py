@@ -37,6 +37,7 @@ METRIC_DESCRIPTIONS = {
     "sir_gain_db": ("median gain (dB) of the decided sound over the rest, interpretation against input (0 = the all-ones mask; near-silent ones not counted)", "higher"),
     "sir_gain_6db_share": ("share of clips whose interpretation gains at least 6 dB (a near-silent one does not)", "higher"),
     "target_kept": ("median share of the decided sound's energy that the interpretation plays", "higher"),
+    "rest_kept": ("median share of the rest's energy (everything but the decided sound) that the interpretation plays", "lower"),
     "si_sdr_db": ("median scale-invariant SDR (dB) of the interpretation against the decided sound", "higher"),
     "ideal_mask_sir_gain_db": ("median sir_gain_db of the ideal binary mask: what a mask can reach on these clips", ""),
     "randomisation_similarity": ("rank correlation of the masks with those after re-initialising the classifier's last block (1 = unchanged)", "lower"),
