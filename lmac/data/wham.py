@@ -278,9 +278,11 @@ def combine_batches(clean, noise, clean_weight=1.0, noise_weight=1.0):
 def mix_with_gains(clean, noise, clean_weight=1.0, noise_weight=1.0):
     """``combine_batches``' mixture and the gains that made it: ``mixture = g_clean * clean + g_noise * noise``.
 
-    The gains are read back from ``AddNoise`` itself: its output for silent
-    noise is the clean part, projected on ``clean``; what the noise added is
-    the rest, projected on ``noise``.
+    ``AddNoise`` scales the clean clip by ``1 - 1 / (10^(SNR / 20) + 1)``
+    whatever the signals; what the noise added is the rest of its output,
+    projected on ``noise``. (One ``AddNoise`` call, as ``combine_batches``
+    always made: its draw of the SNR from torch's generator is the only one,
+    so training draws the same random numbers as without the gains.)
 
     Returns
     -------
@@ -303,11 +305,10 @@ def mix_with_gains(clean, noise, clean_weight=1.0, noise_weight=1.0):
     snr = 20 * math.log10(clean_weight / noise_weight)
     lengths = torch.ones(clean.shape[0], device=clean.device)
     mixture = AddNoise(snr_low=snr, snr_high=snr, noise_funct=lambda _: noise.clone())(clean, lengths)  # scales in place
-    clean_part = AddNoise(snr_low=snr, snr_high=snr, noise_funct=torch.zeros_like)(clean, lengths)
+    clean_scale = 1.0 - 1.0 / (10 ** (snr / 20) + 1.0)
     peak = torch.linalg.vector_norm(mixture, ord=float("inf"), dim=1).clamp_min(torch.finfo(mixture.dtype).tiny)
-    clean_gain = _projection_gain(clean_part, clean) / peak
-    noise_gain = _projection_gain(mixture - clean_part, noise) / peak
-    return mixture.div_(peak.unsqueeze(1)), clean_gain, noise_gain
+    noise_gain = _projection_gain(mixture - clean_scale * clean, noise) / peak
+    return mixture.div_(peak.unsqueeze(1)), clean_scale / peak, noise_gain
 
 
 def _projection_gain(part, signal):
