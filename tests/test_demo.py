@@ -95,11 +95,15 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
         written = json.load(file)
     flat = {key: value for key, value in summary.items() if not isinstance(value, dict)}
     assert {key: written[key] for key in flat} == pytest.approx(flat)
-    for domain in ("in_domain", "out_of_domain"):
+    for domain in ("in_domain", "out_of_domain", "two_classes"):
         for run in ("base", "finetuned"):
             assert written[domain][run] == pytest.approx(summary[domain][run])
             assert set(written[domain][run]) == set(demo.NOISY_KEYS)
-            assert all(math.isfinite(value) for value in written[domain][run].values()), (domain, run)
+            values = written[domain][run]
+            # A listening ratio is missing (None) only where no interpretation could be heard.
+            assert all(math.isfinite(value) for value in values.values() if value is not None), (domain, run)
+            assert all(values["silent_share"] == 1.0 for key, value in values.items() if value is None), (domain, run)
+            assert math.isfinite(values["ideal_mask_sir_gain_db"]) and values["ideal_mask_sir_gain_db"] > 0
     assert set(written["step_seconds"]) == {
         "data", "classifier", "lmac", "lmac_test_and_export", "finetuning", "noisy_evaluations", "l2i_and_comparison",
         "second_family",
@@ -115,7 +119,8 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
     export = sorted(os.listdir(tmp_path / "demo" / "lmac" / "export"))
     assert export == ["classifier.ckpt", "embedding_model.ckpt", "hyperparams.yaml", "label_encoder.ckpt", "psi.ckpt"]
     report = (tmp_path / "demo" / "lmac" / "interpretations" / "report.html").read_text()
-    assert report.count("<audio") == 4 and "localization_ratio" in report
+    # Per clip, the input, the interpretation and its target (the clip's event), with the gain under them.
+    assert report.count("<audio") == 6 and "localization_ratio" in report and report.count("SIR gain") == 2
     curves = re.findall(r'<a href="([^"]+)">training curves: ([^<]+)</a>', report)
     assert [text for _, text in curves] == ["classifier", "L-MAC", "fine-tuned L-MAC", "L2I"]
     for path, _ in curves:

@@ -515,14 +515,16 @@ def dataio_prep(hparams):
     """Builds the train, valid and test datasets from the manifests.
 
     Each item has ``id``, ``sig`` (mono, ``sample_rate``, peak-normalised,
-    shape ``[samples]``) and ``class_string_encoded`` (shape ``[1]``).
+    shape ``[samples]``) and ``class_string_encoded`` (shape ``[1]``); a test
+    item also ``event_sig`` where ``data_folder`` keeps the clips' stems
+    (``add_event_stems``).
 
     Arguments
     ---------
     hparams : dict
         Needs ``train_annotation``, ``valid_annotation``, ``test_annotation``
         (manifest paths), ``sample_rate`` and ``save_folder`` (where
-        ``label_encoder.txt`` is kept).
+        ``label_encoder.txt`` is kept); ``data_folder``, where there, for the stems.
 
     Returns
     -------
@@ -549,7 +551,7 @@ def dataio_prep(hparams):
         dataset.add_dynamic_item(audio_pipeline, takes="wav", provides="sig")
         dataset.add_dynamic_item(label_pipeline, takes="class_string", provides="class_string_encoded")
         dataset.set_output_keys(["id", "sig", "class_string_encoded"])
-    add_event_stems(datasets["test"], hparams["data_folder"], sample_rate)
+    add_event_stems(datasets["test"], hparams.get("data_folder"), sample_rate)  # SpeechBrain's hparams may lack it
     return datasets, label_encoder
 
 
