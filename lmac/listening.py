@@ -40,6 +40,8 @@ LISTENING_METRICS = (
 # Listening measures whose stage value is the median over the clips, not the mean: a few clips at +-40 dB
 # would otherwise decide it.
 MEDIAN_SCORES = frozenset({"sir_gain_db", "target_kept", "rest_kept", "si_sdr_db", "ideal_mask_sir_gain_db"})
+# The measures that are NaN for a near-silent interpretation: a stage whose every interpretation is has none of them.
+NAN_WHEN_UNHEARD = ("sir_gain_db", "target_kept", "rest_kept", "si_sdr_db")
 # The gain a listener clearly hears as "the rest went away" (``sir_gain_6db_share``).
 AUDIBLE_GAIN_DB = 6.0
 
@@ -177,14 +179,16 @@ def listening_scores(mask, log_mag, parts, silent, compute_stft, compute_istft):
         ideal_db = target_to_rest_db(*ideal) - input_db
     heard = parts.scored & (silent < 0.5)
     nan = torch.full_like(gain_db, float("nan"))
-    return {
-        "sir_gain_db": torch.where(heard, gain_db, nan),
-        "sir_gain_6db_share": torch.where(parts.scored, (heard & (gain_db >= AUDIBLE_GAIN_DB)).float(), nan),
-        "target_kept": torch.where(heard, energy(played_target) / energy(parts.target).clamp_min(1e-20), nan),
-        "rest_kept": torch.where(heard, energy(played_rest) / energy(parts.rest).clamp_min(1e-20), nan),
-        "si_sdr_db": torch.where(heard, si_sdr_db(played_target + played_rest, parts.target), nan),
-        "ideal_mask_sir_gain_db": torch.where(parts.scored, ideal_db, nan),
+    of_heard = {
+        "sir_gain_db": gain_db,
+        "target_kept": energy(played_target) / energy(parts.target).clamp_min(1e-20),
+        "rest_kept": energy(played_rest) / energy(parts.rest).clamp_min(1e-20),
+        "si_sdr_db": si_sdr_db(played_target + played_rest, parts.target),
     }
+    scores = {name: torch.where(heard, of_heard[name], nan) for name in NAN_WHEN_UNHEARD}
+    scores["sir_gain_6db_share"] = torch.where(parts.scored, (heard & (gain_db >= AUDIBLE_GAIN_DB)).float(), nan)
+    scores["ideal_mask_sir_gain_db"] = torch.where(parts.scored, ideal_db, nan)
+    return {name: scores[name] for name in LISTENING_METRICS}
 
 
 def source_parts(mixed, event, labels, decisions):

@@ -120,7 +120,7 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
     assert export == ["classifier.ckpt", "embedding_model.ckpt", "hyperparams.yaml", "label_encoder.ckpt", "psi.ckpt"]
     report = (tmp_path / "demo" / "lmac" / "interpretations" / "report.html").read_text()
     # Per clip, the input, the interpretation and its target (the clip's event), with the gain under them.
-    assert report.count("<audio") == 6 and "localization_ratio" in report and report.count("SIR gain") == 2
+    assert report.count("<audio") == 6 and "localization_ratio" in report and report.count("<br>SIR gain ") == 2
     curves = re.findall(r'<a href="([^"]+)">training curves: ([^<]+)</a>', report)
     assert [text for _, text in curves] == ["classifier", "L-MAC", "fine-tuned L-MAC", "L2I"]
     for path, _ in curves:

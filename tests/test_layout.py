@@ -36,7 +36,7 @@ def package_modules(*, command_line):
 
 def test_the_scripts_at_the_top_are_the_recipes_and_each_runs_its_recipe_module():
     assert SCRIPTS == sorted([
-        "benchmark", "demo", "esc50_prepare", "eval", "export_interpreter", "make_synthetic_data", "sweep",
+        "benchmark", "demo", "esc50_prepare", "eval", "export_interpreter", "make_real_set", "make_synthetic_data", "sweep",
         "train_classifier", "train_l2i", "train_lmac", "train_nmf", "wham_prepare",
     ])  # fmt: skip
     for script in SCRIPTS:
