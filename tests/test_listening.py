@@ -185,3 +185,19 @@ def test_class_mixtures_draw_another_class_and_keep_its_event(tmp_path):
     added_event_share = mixed.added_event.square().sum(1) / mixed.added.square().sum(1)
     torch.testing.assert_close(added_event_share, torch.full((6,), 0.5), atol=0.01, rtol=0)  # half of each clip
     torch.testing.assert_close(mixed.clean_gain.unsqueeze(1) * clean + mixed.added, mixed.wavs)
+
+
+def test_the_comparison_says_when_a_method_plays_the_rest_as_loud_as_the_decided_sound():
+    from lmac.reporting.comparison import comparison_warnings
+
+    table = {
+        "lmac": {"sir_gain_db": 0.4, "sir_gain_6db_share": 0.05, "ideal_mask_sir_gain_db": 25.0},
+        "gradcam": {"sir_gain_db": 7.0, "sir_gain_6db_share": 0.6, "ideal_mask_sir_gain_db": 25.0},
+        "all_ones_mask": {"sir_gain_db": 0.0, "sir_gain_6db_share": 0.0, "ideal_mask_sir_gain_db": 25.0},
+    }
+    warnings = comparison_warnings(table)
+    assert warnings == [
+        "lmac: its interpretations play the rest about as loud as the sound that made the decision (median SIR gain "
+        "+0.4 dB, 5% of the clips at 6 dB or more, where the ideal binary mask gains +25.0 dB): listening to them "
+        "does not pick out that sound."
+    ]
