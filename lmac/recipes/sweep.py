@@ -259,7 +259,15 @@ def family_summary(seeds):
 
 def listening_markdown(seeds):
     """Per condition, a table of each method's ``LISTENING`` measures over the seeds: mean ± spread, and the worst
-    seed's value (the lowest, the highest for ``silent_share``)."""
+    seed's value (the lowest, the highest for ``silent_share``), over the seeds that have one (named when not all:
+    a seed whose every interpretation is near-silent has no gain).
+
+    Example
+    -------
+    >>> seeds = {"1": {"listening": {"wham": {"ig": {"sir_gain_db": 4.0}}}}, "2": {"listening": {"wham": {"ig": {}}}}}
+    >>> [line for line in listening_markdown(seeds) if line.startswith("| ig")]
+    ['| ig | 4 ± 0; 4 (1 of 2 seeds) | - | - | - | - | - |']
+    """
     lines = []
     conditions = next(iter(seeds.values())).get("listening", {})
     for condition in conditions:
@@ -276,7 +284,8 @@ def listening_markdown(seeds):
                     continue
                 mean, spread = mean_and_spread(values)
                 worst = max(values) if key == "silent_share" else min(values)
-                cells.append(f"{mean:.3g} ± {spread:.2g}; {worst:.3g}")
+                some = f" ({len(values)} of {len(seeds)} seeds)" if len(values) < len(seeds) else ""
+                cells.append(f"{mean:.3g} ± {spread:.2g}; {worst:.3g}{some}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     if lines:
