@@ -100,8 +100,8 @@ def interpretation_parts(gain, parts, compute_stft, compute_istft):
 
     They add up to the interpretation ``ISTFT(G * X)`` of ``parts.target + parts.rest``.
     """
-    num_samples = parts.target.shape[1]
-    return tuple(gained_signal(gain, compute_stft(part), num_samples, compute_istft) for part in (parts.target, parts.rest))
+    spectra = (compute_stft(parts.target), compute_stft(parts.rest))
+    return played_parts(gain, spectra, parts.target.shape[1], compute_istft)
 
 
 def energy(signal):

@@ -152,12 +152,12 @@ def test_overlaps_mix_with_the_weights_of_the_spec(tmp_path):
     recording = tmp_path / "other.wav"
     sf.write(recording, np.random.default_rng(1).normal(size=8000).astype("float32") * 0.1, 16000)
     overlap = contamination.ClipOverlap([str(recording)], 16000, seed=0)
-    mixture = overlap.mix_into(clean)
+    mixture = overlap.mix(clean).wavs
     assert torch.allclose(mixture.abs().amax(dim=1), torch.ones(3))
     again = contamination.ClipOverlap([str(recording)], 16000, seed=0)
     rng_clips = torch.stack([again.other_clip(again.draw(None), 4000)[0] for _ in range(3)])
     assert torch.allclose(mixing_weights(mixture, clean, rng_clips), torch.full((3,), 4.0), rtol=1e-3)
-    white = contamination.WhiteNoiseOverlap(seed=3).mix_into(clean)
+    white = contamination.WhiteNoiseOverlap(seed=3).mix(clean).wavs
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(mixing_weights(white, clean, noise), torch.full((3,), 2.0), rtol=1e-3)
 

@@ -81,10 +81,6 @@ class ClipOverlap:
         added_labels = None if self.labels is None else torch.as_tensor(self.labels[indices], device=clean.device)
         return MixedBatch.of_mixture(clean, others, *self.weights, noise_event=events, noise_labels=added_labels)
 
-    def mix_into(self, clean):
-        """``mix``'s mixture alone, ``[batch, samples]``."""
-        return self.mix(clean).wavs
-
 
 class WhiteNoiseOverlap:
     """Contaminates clips with Gaussian noise: ``s/||s|| + 0.5 n/||n||``, peak-normalised.
@@ -102,10 +98,6 @@ class WhiteNoiseOverlap:
         """``clean`` ``[batch, samples]`` with white noise mixed in: a ``MixedBatch`` (``labels`` unused)."""
         noise = torch.randn(clean.shape, generator=self.generator).to(clean.device)
         return MixedBatch.of_mixture(clean, noise, clean_weight=1.0, noise_weight=0.5)
-
-    def mix_into(self, clean):
-        """``mix``'s mixture alone, ``[batch, samples]``."""
-        return self.mix(clean).wavs
 
 
 def audio_files(folder):

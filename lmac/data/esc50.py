@@ -502,10 +502,9 @@ def has_stems(data_folder, clip_ids):
     return bool(clip_ids) and all(os.path.isfile(stem_path(data_folder, clip_id, "event")) for clip_id in clip_ids)
 
 
-def event_of_clip(wav, event_wav, sample_rate):
-    """The event stem ``event_wav`` scaled as ``dataio_prep``'s ``sig`` of the clip ``wav`` (peak-normalised
-    by the clip's peak): ``[samples]``."""
-    clip = read_audio_mono(wav, sample_rate)
+def event_of_clip(clip, event_wav, sample_rate):
+    """The event stem ``event_wav`` scaled as ``dataio_prep``'s ``sig`` of the clip, whose samples as read are
+    ``clip`` ``[samples]`` (peak-normalised by the clip's peak): ``[samples]``."""
     peak = clip.abs().amax()
     event = read_audio_mono(event_wav, sample_rate)
     return fit_length(event, clip.shape[0]) / peak if peak > torch.finfo(torch.float32).eps else torch.zeros_like(clip)
@@ -541,14 +540,15 @@ def dataio_prep(hparams):
         list(datasets.values()), os.path.join(hparams["save_folder"], LABEL_ENCODER_FILE)
     )
 
-    def audio_pipeline(wav):
-        return peak_normalize(read_audio_mono(wav, sample_rate))
+    def clip_pipeline(wav):
+        return read_audio_mono(wav, sample_rate)
 
     def label_pipeline(class_string):
         return torch.LongTensor([label_encoder.encode_label(class_string)])
 
     for dataset in datasets.values():
-        dataset.add_dynamic_item(audio_pipeline, takes="wav", provides="sig")
+        dataset.add_dynamic_item(clip_pipeline, takes="wav", provides="clip")  # read once per item, for sig and event_sig
+        dataset.add_dynamic_item(peak_normalize, takes="clip", provides="sig")
         dataset.add_dynamic_item(label_pipeline, takes="class_string", provides="class_string_encoded")
         dataset.set_output_keys(["id", "sig", "class_string_encoded"])
     add_event_stems(datasets["test"], hparams.get("data_folder"), sample_rate)  # SpeechBrain's hparams may lack it
@@ -561,10 +561,10 @@ def add_event_stems(dataset, data_folder, sample_rate):
     if data_folder is None or not has_stems(data_folder, dataset.data_ids):
         return False
 
-    def event_pipeline(clip_id, wav):
-        return event_of_clip(wav, stem_path(data_folder, clip_id, "event"), sample_rate)
+    def event_pipeline(clip_id, clip):
+        return event_of_clip(clip, stem_path(data_folder, clip_id, "event"), sample_rate)
 
-    dataset.add_dynamic_item(event_pipeline, takes=["id", "wav"], provides="event_sig")
+    dataset.add_dynamic_item(event_pipeline, takes=["id", "clip"], provides="event_sig")
     dataset.set_output_keys(["id", "sig", "class_string_encoded", "event_sig"])
     return True
 

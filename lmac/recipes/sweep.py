@@ -67,11 +67,11 @@ PER_CLASS = (
 ROBUST_CLASS = {"min_acc": 0.75, "min_fid_in": 0.75, "max_silent_share": 0.25}
 # What a listener hears, per condition: the listening measures and how often the interpretation is near-silent.
 LISTENING = ("sir_gain_db", "sir_gain_6db_share", "target_kept", "rest_kept", "silent_share", "ideal_mask_sir_gain_db")
-# The conditions a comparison runs in (``--conditions``): ``eval.py``'s flags of each (WHAM!'s from the data).
+# The conditions a comparison runs in (``--conditions``): ``eval.py``'s flags of each, given the seed's data.
 CONDITIONS = {
-    "clean": [],
-    "wham": ["--add_wham_noise", "True"],
-    "class_mixtures": ["--overlap_type", "class_mixtures"],
+    "clean": lambda data: [],
+    "wham": lambda data: ["--add_wham_noise", "True", "--wham_folder", data["wham_folder"]],
+    "class_mixtures": lambda data: ["--overlap_type", "class_mixtures"],
 }
 # The folds scored: ``eval.py`` reads the chosen fold as its test fold.
 FOLD_FLAGS = {
@@ -151,10 +151,9 @@ def compare_on_fold(args, flags, extra_flags, fold, output_folder, data, conditi
     for condition in conditions:
         if os.path.isfile(os.path.join(eval_folder, f"comparison_{condition}.json")):
             continue
-        wham = ["--wham_folder", data["wham_folder"]] if condition == "wham" else []
         lmac_eval.main([
             demo.LMAC_HPARAMS, *flags, *extra_flags, *FOLD_FLAGS[fold], "--eval_folder", eval_folder,
-            "--compare", ",".join(COMPARED), "--ig_steps", str(args.ig_steps), *CONDITIONS[condition], *wham,
+            "--compare", ",".join(COMPARED), "--ig_steps", str(args.ig_steps), *CONDITIONS[condition](data),
         ])  # fmt: skip
     return eval_folder
 

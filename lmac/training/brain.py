@@ -24,8 +24,8 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from lmac.features import SpectralFeatures, spectral_features
 from lmac.data.wham import MixedBatch
+from lmac.features import SpectralFeatures, spectral_features
 from lmac.listening import MEDIAN_SCORES, listening_scores, source_parts
 from lmac.mask_references import SilenceReference
 from lmac.masking import crop_frames, inverted_interpretation, masked_log_magnitudes
