@@ -4,6 +4,8 @@ command-line module; old saved configurations load or fail in one line."""
 import ast
 import glob
 import os
+import subprocess
+import sys
 
 import pytest
 from hyperpyyaml import load_hyperpyyaml
@@ -34,15 +36,38 @@ def package_modules(*, command_line):
     return [path for path, name in dotted.items() if name.startswith(COMMAND_LINE) == command_line]
 
 
-def test_the_scripts_at_the_top_are_the_recipes_and_each_runs_its_recipe_module():
-    assert SCRIPTS == sorted([
-        "benchmark", "demo", "esc50_prepare", "eval", "export_interpreter", "make_real_set", "make_synthetic_data", "sweep",
-        "train_classifier", "train_l2i", "train_lmac", "train_nmf", "wham_prepare",
-    ])  # fmt: skip
+RECIPES = [
+    "benchmark", "demo", "esc50_prepare", "eval", "export_interpreter", "make_real_set", "make_synthetic_data", "sweep",
+    "train_classifier", "train_l2i", "train_lmac", "train_nmf", "wham_prepare",
+]  # fmt: skip
+
+# What code written against SpeechBrain's interpret recipe imports from its top-level modules, and the package's
+# module each name comes from.
+SPEECHBRAIN_IMPORTS = {
+    "interpreter_brain": {"InterpreterBrain": "lmac.training.brain"},
+    "train_lmac": {"LMAC": "lmac.training.lmac", "tv_loss": "lmac.training.lmac"},
+    "esc50_prepare": {"prepare_esc50": "lmac.data.esc50", "dataio_prep": "lmac.data.esc50"},
+    "wham_prepare": {"prepare_wham": "lmac.data.wham", "combine_batches": "lmac.data.wham"},
+    "train_l2i": {"L2I": "lmac.training.l2i"},
+}
+
+
+def test_the_modules_at_the_top_are_the_recipes_and_the_names_speechbrain_s_recipe_imports_from_the_package():
+    assert SCRIPTS == sorted({*RECIPES, *SPEECHBRAIN_IMPORTS})
     for script in SCRIPTS:
-        assert imported_modules(os.path.join(REPO, f"{script}.py")) == {
-            f"lmac.recipes.{script}", f"lmac.recipes.{script}.command_line"
-        }, script
+        expected = {f"lmac.recipes.{script}", f"lmac.recipes.{script}.command_line"} if script in RECIPES else set()
+        for name, module in SPEECHBRAIN_IMPORTS.get(script, {}).items():
+            expected |= {module, f"{module}.{name}"}
+        assert imported_modules(os.path.join(REPO, f"{script}.py")) == expected, script
+
+
+def test_the_import_lines_of_speechbrain_s_interpret_recipe_give_the_package_s_objects():
+    lines = ["import importlib"]
+    for script, names in SPEECHBRAIN_IMPORTS.items():
+        lines.append(f"from {script} import {', '.join(names)}")
+        lines += [f"assert {name} is importlib.import_module({module!r}).{name}, {name!r}" for name, module in names.items()]
+    result = subprocess.run([sys.executable, "-c", "\n".join(lines)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("path", [*glob.glob(os.path.join(REPO, "lmac", "**", "*.py"), recursive=True)])
