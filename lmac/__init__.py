@@ -16,7 +16,26 @@
   imports these two; the scripts at the top only call ``lmac.recipes``.
 """
 
+import logging
 import os
+
+
+class WithoutMessage(logging.Filter):
+    """A logging filter that drops the records of one message and passes every other."""
+
+    def __init__(self, message):
+        super().__init__()
+        self.message = message
+
+    def filter(self, record):
+        """False for ``message``, True otherwise."""
+        return record.getMessage() != self.message
+
+
+# SpeechBrain's train_logger warns on import that torchvision is missing and figures cannot be saved. The recipe
+# draws its figures with matplotlib, so the warning is false here and would alarm a newcomer on every command.
+TORCHVISION_WARNING = "torchvision is not available - cannot save figures"
+logging.getLogger("speechbrain.utils.train_logger").addFilter(WithoutMessage(TORCHVISION_WARNING))
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS_FOLDER = os.path.join(REPOSITORY, "hparams")

@@ -3,6 +3,7 @@
 ``SettingError`` is that line's exception (the scripts end with it, without a traceback).
 """
 
+import contextlib
 import logging
 import os
 
@@ -21,6 +22,35 @@ OVERLAP_TYPES = tuple(OVERLAPS)
 
 class SettingError(ValueError):
     """A flag or setting that cannot work; the message is one line naming it and the fix."""
+
+
+class MissingFileError(SettingError, FileNotFoundError):
+    """A setting naming a file or folder that is not there (still a ``FileNotFoundError``)."""
+
+
+@contextlib.contextmanager
+def settings_checked():
+    """The opening of a recipe, where every error is a bad setting: its checks raise a ``ValueError`` or
+    ``FileNotFoundError`` whose message is one line naming the setting and the fix. Inside this context such an
+    error is raised again as a ``SettingError`` (``MissingFileError``), which the command line prints as that one
+    line (``lmac.cli.run_script``).
+
+    Example
+    -------
+    >>> with settings_checked():
+    ...     raise FileNotFoundError("data_folder='x' holds no meta/esc50.csv")
+    Traceback (most recent call last):
+    ...
+    lmac.checks.MissingFileError: data_folder='x' holds no meta/esc50.csv
+    """
+    try:
+        yield
+    except SettingError:
+        raise
+    except FileNotFoundError as error:
+        raise MissingFileError(str(error)) from error
+    except ValueError as error:
+        raise SettingError(str(error)) from error
 
 
 def validate_data_hparams(hparams):

@@ -57,8 +57,9 @@ def start_recipe(argv, placeholders_not_needed=()):
 
 
 def run_script(main, argv):
-    """Runs a recipe's ``main(argv)`` from the command line; a ``SettingError`` ends it with its one line
-    (exit status 1) instead of a traceback.
+    """Runs a recipe's ``main(argv)`` from the command line. A ``SettingError`` (a bad flag or setting, raised
+    before the work starts) ends it with its one line on stderr and exit status 2, as argparse ends a bad
+    argument; with ``--debug`` the traceback is kept.
 
     Returns
     -------
@@ -67,7 +68,10 @@ def run_script(main, argv):
     try:
         return main(argv)
     except SettingError as error:
-        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {error}")
+        if "--debug" in argv:
+            raise
+        sys.stderr.write(f"{os.path.basename(sys.argv[0])}: error: {error}\n")
+        sys.exit(2)
 
 
 def yaml_top_level_keys(hparams_file):

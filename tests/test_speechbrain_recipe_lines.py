@@ -18,6 +18,7 @@ import lmac.recipes.train_classifier as train_classifier
 import lmac.recipes.train_l2i as train_l2i
 import lmac.recipes.train_lmac as train_lmac
 import lmac.recipes.train_nmf as train_nmf
+from lmac.checks import SettingError
 from lmac.cli import run_script
 from lmac.data.synthetic import write_recipe_test_sample
 
@@ -87,15 +88,42 @@ def test_the_lmac_line_interprets_a_head_of_another_class_count(sample, tmp_path
         (export_interpreter, "lmac_cnn14.yaml"),
     ],
 )
-def test_a_misspelt_flag_gets_one_line_with_the_closest_key(module, hparams, tmp_path, monkeypatch):
+def test_a_misspelt_flag_gets_one_line_with_the_closest_key(module, hparams, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "argv", [os.path.basename(module.__file__)])
     argv = [os.path.join("hparams", hparams), "--data_folder", str(tmp_path), "--output_folder", str(tmp_path / "run"), "--n_clases", "3"]
     with pytest.raises(SystemExit) as stopped:
         run_script(module.main, argv)
     script = os.path.basename(module.__file__)
-    assert str(stopped.value.code) == f"{script}: error: --n_clases is not a setting of hparams/{hparams}; did you mean --n_classes?"
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == f"{script}: error: --n_clases is not a setting of hparams/{hparams}; did you mean --n_classes?\n"
     assert not (tmp_path / "run").exists()  # stopped before any work
+
+
+@pytest.mark.parametrize(
+    "module, flags, message",
+    [
+        (train_lmac, ["--mask_reference", "meen"], "mask_reference='meen'; accepted values are zeros, noise_floor"),
+        (lmac_eval, ["--compare", "lmac,gradcm"], "compare='lmac,gradcm': unknown method(s) ['gradcm']; accepted: lmac,"),
+        (train_classifier, ["--train_fold_nums", "[1, 9]"], "train_fold_nums"),
+    ],
+)
+def test_a_bad_value_of_a_setting_gets_one_line_and_the_traceback_only_under_debug(
+    module, flags, message, synthetic_data, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", [os.path.basename(module.__file__)])
+    data = synthetic_data["esc50_folder"]
+    argv = ["hparams/lmac_cnn14.yaml" if module is not train_classifier else "hparams/cnn14_classifier.yaml"]
+    argv += ["--data_folder", data, "--output_folder", str(tmp_path / "run"), "--use_pretrained", "False", "--width", "0.0625", *flags]
+    with pytest.raises(SystemExit) as stopped:
+        run_script(module.main, argv)
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and error.count("\n") == 1
+    assert error.startswith(f"{os.path.basename(module.__file__)}: error: ") and message in error
+    with pytest.raises(SettingError) as raised:
+        run_script(module.main, [*argv, "--debug"])
+    assert message in str(raised.value)
 
 
 def test_a_missing_data_folder_says_what_to_pass(tmp_path):
@@ -103,7 +131,8 @@ def test_a_missing_data_folder_says_what_to_pass(tmp_path):
         [sys.executable, "train_lmac.py", "hparams/lmac_cnn14.yaml", "--output_folder", str(tmp_path / "run")],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "torchvision" not in result.stderr  # SpeechBrain's false warning on import is kept from printing
     assert result.stderr.strip().splitlines()[-1].startswith(
         "train_lmac.py: error: data_folder has no default in hparams/lmac_cnn14.yaml: pass --data_folder (a folder with meta/esc50.csv"
     )

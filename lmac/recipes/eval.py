@@ -35,7 +35,7 @@ import time
 import speechbrain as sb
 from speechbrain.utils.train_logger import FileTrainLogger
 
-from lmac.checks import check_overlap_type, validate_data_hparams
+from lmac.checks import check_overlap_type, settings_checked, validate_data_hparams
 from lmac.cli import run_script, start_recipe
 from lmac.data.contamination import AUDIO_EXTENSIONS, audio_files, make_overlap
 from lmac.data.esc50 import LABEL_ENCODER_FILE, prepare_datasets
@@ -264,19 +264,22 @@ def files_mode_needs_no_data(argv):
 def main(argv):
     """Evaluates on the test fold (one method, or a comparison), or interprets files; returns the files that failed."""
     hparams_file, hparams, run_opts, overrides = start_recipe(argv, placeholders_not_needed=files_mode_needs_no_data(argv))
-    validate_eval_hparams(hparams)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["eval_folder"], hyperparams_to_save=hparams_file, overrides=overrides
-    )
-    hparams["train_logger"] = FileTrainLogger(os.path.join(hparams["eval_folder"], "eval_log.txt"))
-    names = methods_of(hparams)
-    if hparams["single_sample"] is not None or hparams["interpret_folder"] is not None:
-        paths = [hparams["single_sample"]] if hparams["single_sample"] else audio_files(hparams["interpret_folder"])
+    with settings_checked():  # a bad setting ends here in one line
+        validate_eval_hparams(hparams)
+        names = methods_of(hparams)
+        sb.create_experiment_directory(
+            experiment_directory=hparams["eval_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+        )
+        hparams["train_logger"] = FileTrainLogger(os.path.join(hparams["eval_folder"], "eval_log.txt"))
+        interprets_files = hparams["single_sample"] is not None or hparams["interpret_folder"] is not None
+        if interprets_files:
+            paths = [hparams["single_sample"]] if hparams["single_sample"] else audio_files(hparams["interpret_folder"])
+        else:
+            datasets, label_encoder = prepare_datasets(hparams)
+            note_class_count(hparams, label_encoder)
         load_classifier(hparams)
+    if interprets_files:
         return interpret_files(hparams, run_opts, paths, build_method(hparams, names[0]))
-    datasets, label_encoder = prepare_datasets(hparams)
-    note_class_count(hparams, label_encoder)
-    load_classifier(hparams)
     mask_reference = build_mask_reference(hparams, datasets["train"])
     log_empty_mask_decision(hparams, class_names_of(hparams), mask_reference)
     events = load_event_table(hparams["data_folder"])  # read once, used by every method

@@ -25,7 +25,7 @@ import torch
 from hyperpyyaml import resolve_references
 
 from lmac import HPARAMS_FOLDER
-from lmac.checks import check_lmac_decoder
+from lmac.checks import check_lmac_decoder, settings_checked
 from lmac.cli import run_script, start_recipe
 from lmac.data.esc50 import LABEL_ENCODER_FILE
 from lmac.loading import load_classifier, load_lmac_decoder
@@ -97,7 +97,8 @@ def export(hparams):
 def main(argv):
     """Command-line entry point; returns the export folder."""
     _, hparams, _, _ = start_recipe(argv, placeholders_not_needed=("data_folder",))
-    return export(hparams)
+    with settings_checked():  # a bad setting ends here in one line
+        return export(hparams)
 
 
 def command_line():

@@ -19,7 +19,7 @@ import sys
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
-from lmac.checks import check_class_count
+from lmac.checks import check_class_count, settings_checked
 from lmac.cli import add_tensorboard_logger, run_script, start_recipe
 from lmac.data.esc50 import prepare_datasets
 from lmac.data.wham import make_noise_stream
@@ -33,13 +33,14 @@ logger = logging.getLogger(__name__)
 def main(argv):
     """Prepares data, trains, tests the best checkpoint and exports it; returns the brain."""
     hparams_file, hparams, run_opts, overrides = start_recipe(argv)
-    add_tensorboard_logger(hparams)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
-    )
-    datasets, label_encoder = prepare_datasets(hparams)
-    check_class_count(hparams, label_encoder)
-    load_pretrained_embedding(hparams)
+    with settings_checked():  # a bad setting ends here in one line
+        add_tensorboard_logger(hparams)
+        sb.create_experiment_directory(
+            experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+        )
+        datasets, label_encoder = prepare_datasets(hparams)
+        check_class_count(hparams, label_encoder)
+        load_pretrained_embedding(hparams)
     brain = ClassifierBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],

@@ -29,7 +29,7 @@ import sys
 
 import speechbrain as sb
 
-from lmac.checks import validate_data_hparams
+from lmac.checks import settings_checked, validate_data_hparams
 from lmac.cli import add_tensorboard_logger, run_script, start_recipe
 from lmac.data.esc50 import prepare_datasets
 from lmac.data.wham import make_noise_stream
@@ -53,17 +53,18 @@ logger = logging.getLogger(__name__)
 def main(argv):
     """Trains L2I and tests its best checkpoint; returns the brain (``last_stage_stats`` of TEST)."""
     hparams_file, hparams, run_opts, overrides = start_recipe(argv)
-    check_l2i_family(hparams)
-    validate_data_hparams(hparams)
-    load_nmf_dictionary(hparams)
-    add_tensorboard_logger(hparams)
-    noise_stream = make_noise_stream(hparams)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
-    )
-    datasets, label_encoder = prepare_datasets(hparams)
-    note_class_count(hparams, label_encoder)
-    load_classifier(hparams)
+    with settings_checked():  # a bad setting ends here in one line
+        check_l2i_family(hparams)
+        validate_data_hparams(hparams)
+        load_nmf_dictionary(hparams)
+        add_tensorboard_logger(hparams)
+        noise_stream = make_noise_stream(hparams)
+        sb.create_experiment_directory(
+            experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+        )
+        datasets, label_encoder = prepare_datasets(hparams)
+        note_class_count(hparams, label_encoder)
+        load_classifier(hparams)
     mask_reference = build_mask_reference(hparams, datasets["train"])
     log_empty_mask_decision(hparams, class_names_from_encoder(label_encoder, named_class_count(hparams)), mask_reference)
     brain = L2I(

@@ -21,7 +21,7 @@ import sys
 
 import speechbrain as sb
 
-from lmac.checks import check_overlap_type, validate_data_hparams
+from lmac.checks import check_overlap_type, settings_checked, validate_data_hparams
 from lmac.cli import add_tensorboard_logger, run_script, start_recipe
 from lmac.data.esc50 import prepare_datasets
 from lmac.data.wham import make_noise_stream
@@ -86,16 +86,17 @@ def main(argv):
     datasets : dict of str to DynamicItemDataset
     """
     hparams_file, hparams, run_opts, overrides = start_recipe(argv)
-    validate_hparams(hparams)
-    add_tensorboard_logger(hparams)
-    noise_stream = make_noise_stream(hparams)  # finds (or fails on) the WHAM! files before any work
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
-    )
-    datasets, label_encoder = prepare_datasets(hparams)
-    note_class_count(hparams, label_encoder)
-    load_classifier(hparams)
-    class_names = class_names_from_encoder(label_encoder, named_class_count(hparams))
+    with settings_checked():  # a bad setting ends here in one line
+        validate_hparams(hparams)
+        add_tensorboard_logger(hparams)
+        noise_stream = make_noise_stream(hparams)  # finds (or fails on) the WHAM! files before any work
+        sb.create_experiment_directory(
+            experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+        )
+        datasets, label_encoder = prepare_datasets(hparams)
+        note_class_count(hparams, label_encoder)
+        load_classifier(hparams)
+        class_names = class_names_from_encoder(label_encoder, named_class_count(hparams))
     mask_reference = build_mask_reference(hparams, datasets["train"])
     log_empty_mask_decision(hparams, class_names, mask_reference)
     brain = LMAC(

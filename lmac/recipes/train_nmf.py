@@ -17,6 +17,7 @@ import sys
 
 import speechbrain as sb
 
+from lmac.checks import settings_checked
 from lmac.cli import run_script, start_recipe
 from lmac.data.esc50 import prepare_datasets
 from lmac.models.families import check_l2i_family
@@ -28,11 +29,12 @@ logger = logging.getLogger(__name__)
 def main(argv):
     """Prepares the data and learns the dictionary; returns the report."""
     hparams_file, hparams, run_opts, overrides = start_recipe(argv)
-    check_l2i_family(hparams)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
-    )
-    datasets, _ = prepare_datasets(hparams)
+    with settings_checked():  # a bad setting ends here in one line
+        check_l2i_family(hparams)
+        sb.create_experiment_directory(
+            experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+        )
+        datasets, _ = prepare_datasets(hparams)
     report = learn_dictionary(hparams, datasets, run_opts.get("device", "cpu"))
     hparams["train_logger"].log_stats(
         stats_meta={"NMF components": report["components"], "frames": report["frames"]},
