@@ -33,13 +33,20 @@ import torch
 
 from lmac.masking import crop_frames
 
-# The listening measures, in the order the tables show them.
-LISTENING_METRICS = (
+# What ``listening_scores`` measures per clip, in the order the tables show them.
+LISTENING_SCORES = (
     "sir_gain_db", "sir_gain_6db_share", "target_kept", "rest_kept", "si_sdr_db", "ideal_mask_sir_gain_db",
 )  # fmt: skip
+# In a mixture of two classes, the gain of a class-conditional method's mask of the class not decided, with that
+# class's sound as the target (``other_class_parts``): what would have made it that class.
+OTHER_CLASS_SIR_GAIN = "other_class_sir_gain_db"
+# Every listening measure of a stage, in the order the tables show them.
+LISTENING_METRICS = (*LISTENING_SCORES, OTHER_CLASS_SIR_GAIN)
 # Listening measures whose stage value is the median over the clips, not the mean: a few clips at +-40 dB
 # would otherwise decide it.
-MEDIAN_SCORES = frozenset({"sir_gain_db", "target_kept", "rest_kept", "si_sdr_db", "ideal_mask_sir_gain_db"})
+MEDIAN_SCORES = frozenset(
+    {"sir_gain_db", "target_kept", "rest_kept", "si_sdr_db", "ideal_mask_sir_gain_db", OTHER_CLASS_SIR_GAIN}
+)
 # The measures that are NaN for a near-silent interpretation: a stage whose every interpretation is has none of them.
 NAN_WHEN_UNHEARD = ("sir_gain_db", "target_kept", "rest_kept", "si_sdr_db")
 # The gain a listener clearly hears as "the rest went away" (``sir_gain_6db_share``).
@@ -166,7 +173,7 @@ def listening_scores(mask, log_mag, parts, silent, compute_stft, compute_istft):
     Returns
     -------
     dict of str to torch.Tensor
-        ``LISTENING_METRICS``, each ``[batch]``; NaN where the module's docstring says.
+        ``LISTENING_SCORES``, each ``[batch]``; NaN where the module's docstring says.
     """
     num_samples = parts.target.shape[1]
     with torch.no_grad():
@@ -188,7 +195,7 @@ def listening_scores(mask, log_mag, parts, silent, compute_stft, compute_istft):
     scores = {name: torch.where(heard, of_heard[name], nan) for name in NAN_WHEN_UNHEARD}
     scores["sir_gain_6db_share"] = torch.where(parts.scored, (heard & (gain_db >= AUDIBLE_GAIN_DB)).float(), nan)
     scores["ideal_mask_sir_gain_db"] = torch.where(parts.scored, ideal_db, nan)
-    return {name: scores[name] for name in LISTENING_METRICS}
+    return {name: scores[name] for name in LISTENING_SCORES}
 
 
 def source_parts(mixed, event, labels, decisions):
@@ -214,19 +221,64 @@ def source_parts(mixed, event, labels, decisions):
     SourceParts or None
         None where nothing tells the target from the rest: a clean clip whose event is not kept.
     """
-    own = mixed.clean if event is None else event
-    scored = torch.ones_like(labels, dtype=torch.bool)
     if mixed.clean_gain is None:
         if event is None:
             return None
-        target = own
-    else:
-        target = mixed.clean_gain.unsqueeze(1) * own
-    if mixed.added_labels is not None:
-        other = mixed.added if mixed.added_event is None else mixed.added_event
-        decided_own = decisions == labels
-        decided_other = decisions == mixed.added_labels
-        target = torch.where(decided_other.unsqueeze(1), other, target)
-        scored = (decided_own | decided_other) & (labels != mixed.added_labels)
-    scored = scored & (energy(target) > 0)
-    return SourceParts(target=target, rest=mixed.wavs - target, scored=scored)
+        return parts_of(mixed, event, torch.ones_like(labels, dtype=torch.bool))
+    own = own_sound(mixed, event)
+    if mixed.added_labels is None:
+        return parts_of(mixed, own, torch.ones_like(labels, dtype=torch.bool))
+    decided_other = decisions == mixed.added_labels
+    target = torch.where(decided_other.unsqueeze(1), added_sound(mixed), own)
+    return parts_of(mixed, target, decided_one_of_two_classes(mixed, labels, decisions))
+
+
+def other_class_parts(mixed, event, labels, decisions):
+    """In a mixture of two classes, the input split into the sound of the class *not* decided and the rest, with
+    that class: what a class-conditional interpretation of "what would have made it that class" should play.
+
+    Scored on the same clips as ``source_parts``: those decided as one of the two classes, of two different classes.
+
+    Arguments
+    ---------
+    mixed : lmac.data.wham.MixedBatch
+    event : torch.Tensor or None
+        ``[batch, samples]``, the clips' event stems (None: the whole clips).
+    labels, decisions : torch.Tensor
+        ``[batch]``: the clips' true classes and the classifier's decisions.
+
+    Returns
+    -------
+    parts : SourceParts or None
+        None when ``mixed`` is not a mixture with clips of known classes.
+    classes : torch.Tensor or None
+        ``[batch]``: the class not decided (the added clip's where the clip's own was decided, else the clip's own).
+    """
+    if mixed.added_labels is None:
+        return None, None
+    decided_own = decisions == labels
+    target = torch.where(decided_own.unsqueeze(1), added_sound(mixed), own_sound(mixed, event))
+    classes = torch.where(decided_own, mixed.added_labels, labels)
+    return parts_of(mixed, target, decided_one_of_two_classes(mixed, labels, decisions)), classes
+
+
+def own_sound(mixed, event):
+    """The clip's own sound as it is in the mixture: its event stem (or the whole clip) times the clean gain."""
+    own = mixed.clean if event is None else event
+    return mixed.clean_gain.unsqueeze(1) * own
+
+
+def added_sound(mixed):
+    """What was mixed in, as it is in the mixture: the added clip's event where kept, else all that was added."""
+    return mixed.added if mixed.added_event is None else mixed.added_event
+
+
+def decided_one_of_two_classes(mixed, labels, decisions):
+    """``[batch]`` boolean: the clip and the added clip are of different classes and the decision is one of them."""
+    decided_one = (decisions == labels) | (decisions == mixed.added_labels)
+    return decided_one & (labels != mixed.added_labels)
+
+
+def parts_of(mixed, target, scored):
+    """``SourceParts`` of ``mixed.wavs`` with ``target`` ``[batch, samples]``, scored where ``scored`` and the target is not silent."""
+    return SourceParts(target=target, rest=mixed.wavs - target, scored=scored & (energy(target) > 0))

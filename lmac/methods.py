@@ -27,6 +27,10 @@ listenable interpretation (``docs/method.md``).
   ``train_l2i.py``: the share ``X_rel / X_all`` of the NMF reconstruction of
   the input that the components relevant to the decision explain.
 
+The gradient methods and L2I are class-conditional (``class_conditional``):
+``mask_for_classes`` interprets any class given, not only the decision.
+L-MAC's decoder reads the feature maps alone and interprets the decision.
+
 A new method is one ``MaskMethod`` subclass and one line in ``MASK_METHODS``;
 ``eval.py --int_method`` and ``--compare`` read the registry.
 """
@@ -52,13 +56,16 @@ class MaskMethod(abc.ABC):
     """A way to compute a mask over the linear STFT from the frozen classifier's outputs.
 
     Class attributes: ``name`` (the ``--int_method`` value), ``title`` (for
-    tables and reports) and ``forward_only`` (True when nothing is
-    differentiated through the models, so they run with channels-last weights).
+    tables and reports), ``forward_only`` (True when nothing is
+    differentiated through the models, so they run with channels-last weights)
+    and ``class_conditional`` (True when ``mask_for_classes`` interprets any
+    class, not only the decision).
     """
 
     name = None
     title = None
     forward_only = True
+    class_conditional = False
 
     @classmethod
     @abc.abstractmethod
@@ -94,6 +101,11 @@ class MaskMethod(abc.ABC):
         feature_maps : tuple of torch.Tensor
             The feature maps the classifier family's decoder reads (CNN14: four, deepest first).
         """
+
+    def mask_for_classes(self, features, logits, feature_maps, classes):
+        """The mask ``[batch, frames, freq]`` of what makes the classifier decide ``classes`` ``[batch]`` (class indices)
+        instead of its decision: "what would have made it that class". Only ``class_conditional`` methods have it."""
+        raise NotImplementedError(f"{self.name} interprets the decision only; it has no mask of another class.")
 
     def on_classifier(self, classifier):
         """This method for another classifier (the model-randomisation check's): a method that reads the
@@ -199,6 +211,7 @@ class CaptumMask(MaskMethod):
     """
 
     forward_only = False
+    class_conditional = True
 
     def __init__(self, classifier, classifier_input):
         self.classifier = classifier
@@ -223,10 +236,12 @@ class CaptumMask(MaskMethod):
         ``features`` are the clips' ``SpectralFeatures``."""
 
     def mask(self, features, logits, feature_maps=None):
-        decision = logits.argmax(dim=1)
+        return self.mask_for_classes(features, logits, feature_maps, logits.argmax(dim=1))
+
+    def mask_for_classes(self, features, logits, feature_maps, classes):
         classifier_input = features.classifier_input.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            attribution = self.input_attribution(classifier_input, decision, features).detach()
+            attribution = self.input_attribution(classifier_input, classes, features).detach()
         return attribution_mask(self.classifier_input.to_linear(attribution))
 
 
@@ -428,6 +443,7 @@ class L2IMask(MaskMethod):
 
     name = "l2i"
     title = "L2I"
+    class_conditional = True
 
     def __init__(self, psi, theta, nmf_decoder, relevance_threshold):
         self.psi = psi
@@ -457,10 +473,13 @@ class L2IMask(MaskMethod):
         check_l2i_folder(hparams["l2i_folder"])
 
     def mask(self, features, logits, feature_maps):
+        return self.mask_for_classes(features, logits, feature_maps, logits.argmax(dim=1))
+
+    def mask_for_classes(self, features, logits, feature_maps, classes):
         for module in (self.psi, self.theta, self.nmf_decoder):
             module.to(features.log_mag.device)  # a no-op once there
         activations = nmf_activations(self.psi, feature_maps, features.log_mag.shape[1])
-        return self.mask_of(activations, logits.argmax(dim=1))
+        return self.mask_of(activations, classes)
 
     def mask_of(self, activations, decision):
         """The mask ``[batch, frames, freq]`` for activations ``[batch, K, frames]`` and decisions ``[batch]``."""

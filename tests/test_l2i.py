@@ -138,6 +138,7 @@ def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
     for method, row in table.items():
         # A ratio of what is heard is missing only where every interpretation is near-silent.
         expected = set(comparison.COMPARISON_COLUMNS) if row["silent_share"] < 1 else unheard
+        expected -= {listening.OTHER_CLASS_SIR_GAIN}  # only with two classes mixed
         assert set(row) == expected, method
         assert all(math.isfinite(value) for value in row.values()), method
         assert row["seconds_per_clip"] > 0
@@ -164,6 +165,14 @@ def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
         clip_folders = os.listdir(folder / method / "clean" / "test")
         assert len(clip_folders) == 2
         assert os.path.isfile(folder / method / "clean" / "test" / clip_folders[0] / "interpretation.wav")
+
+
+def test_with_two_classes_mixed_a_class_conditional_method_is_also_scored_on_the_class_not_decided(run):
+    lmac_eval.main([HPARAMS, *run["flags"], "--compare", "lmac,gradcam", "--overlap_type", "class_mixtures"])
+    with open(run["root"] / "run" / "eval" / "comparison_class_mixtures.json", encoding="utf-8") as file:
+        table = json.load(file)["methods"]
+    assert listening.OTHER_CLASS_SIR_GAIN not in table["lmac"]  # L-MAC interprets the decision only
+    assert math.isfinite(table["gradcam"][listening.OTHER_CLASS_SIR_GAIN])
 
 
 def test_a_baseline_interprets_a_file(run):

@@ -15,6 +15,7 @@ from lmac.listening import (
     effective_gain,
     interpretation_parts,
     listening_scores,
+    other_class_parts,
     si_sdr_db,
     source_parts,
 )
@@ -153,6 +154,27 @@ def test_source_parts_of_a_two_class_mixture_follow_the_decision():
     assert parts.target[1].nonzero().flatten().tolist() == [4, 5]  # the added clip's event
     torch.testing.assert_close(parts.target[1], mixed.added_event[1])  # as it is in the mixture
     assert (mixed.added_event[:, 4:] > 0).all() and (mixed.clean_gain > 0).all()
+
+
+def test_the_other_class_parts_target_the_sound_of_the_class_not_decided():
+    clean = torch.ones(4, 6)
+    event = torch.zeros(4, 6)
+    event[:, :2] = 1.0
+    mixed = MixedBatch.of_mixture(
+        clean, torch.tensor([[1.0, -1.0, 1.0, -1.0, 2.0, 2.0]]).expand(4, 6), noise_event=torch.tensor([[0, 0, 0, 0, 1.0, 1.0]]).expand(4, 6),
+        noise_labels=torch.tensor([1, 1, 2, 0]),
+    )  # fmt: skip
+    labels = torch.tensor([0, 0, 0, 0])
+    decisions = torch.tensor([0, 1, 3, 0])  # own class; the added clip's; neither; own, but the added clip is of it too
+    parts, classes = other_class_parts(mixed, event, labels, decisions)
+    assert parts.scored.tolist() == [True, True, False, False]  # the clips source_parts scores
+    assert classes[:2].tolist() == [1, 0]  # decided own: the added clip's class; decided the added one: the clip's own
+    torch.testing.assert_close(parts.target + parts.rest, mixed.wavs)
+    assert parts.target[0].nonzero().flatten().tolist() == [4, 5]  # the added clip's event
+    torch.testing.assert_close(parts.target[0], mixed.added_event[0])
+    assert parts.target[1].nonzero().flatten().tolist() == [0, 1]  # the clip's own event, as it is in the mixture
+    torch.testing.assert_close(parts.target[1], mixed.clean_gain[1] * event[1])
+    assert other_class_parts(MixedBatch.of_clean(clean), event, labels, decisions) == (None, None)
 
 
 def test_source_parts_of_a_clean_clip_need_its_event():

@@ -10,6 +10,7 @@ from lmac.methods import (
     CaptumMask,
     GradCAMMask,
     IntegratedGradientsMask,
+    LMACMask,
     MaskMethod,
     SaliencyMask,
     SmoothGradMask,
@@ -80,6 +81,49 @@ def test_mask_concentrates_on_the_band_the_classifier_reads(toy, method):
     assert reached.float().mean() < 0.3  # a uniform mask would put less than 30% of its mass there
     share_inside = mask[:, :, reached].sum() / mask.sum()
     assert share_inside > 0.99
+
+
+TWO_BANDS = (slice(4, 8), slice(20, 24))  # the mel bands of class 0 and of class 1
+
+
+class TwoBandClassifier(torch.nn.Module):
+    """Class ``k``'s logit is the mean of a positive convolution of its own mel bands ``TWO_BANDS[k]``: each class
+    reads its own bands, so a class-conditional mask of class ``k`` belongs in them."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 2, 3, padding=1, groups=2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.rand(self.conv.weight.shape, generator=torch.Generator().manual_seed(0)))
+        bands = torch.zeros(2, N_MELS)
+        for index, band in enumerate(TWO_BANDS):
+            bands[index, band] = 1.0
+        self.register_buffer("bands", bands)
+        self.requires_grad_(False)
+
+    def forward(self, classifier_input):
+        hidden = self.conv(classifier_input[:, None] * self.bands[None, :, None, :])  # [batch, 2, frames, mels]
+        return hidden.mean(dim=(2, 3)), (hidden,)
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_a_class_conditional_mask_lies_where_the_class_given_reads(toy, method):
+    classifier = TwoBandClassifier()
+    interpreter = GRADIENT_METHODS[method](classifier, toy["fbank"])
+    logits, _ = classifier(toy["features"].classifier_input)
+    assert interpreter.class_conditional
+    for index, band in enumerate(TWO_BANDS):
+        mask = interpreter.mask_for_classes(toy["features"], logits, None, torch.full((2,), index))
+        margin = 1 if method == "gradcam" else 0  # Grad-CAM's map may spread one band on each side
+        reached = bins_reached_by(slice(band.start - margin, band.stop + margin), toy["fbank"])
+        assert mask[:, :, reached].sum() / mask.sum() > 0.99, index
+
+
+def test_l_mac_interprets_the_decision_only():
+    decoder = torch.nn.Identity()
+    assert not LMACMask.class_conditional
+    with pytest.raises(NotImplementedError, match="lmac interprets the decision only"):
+        LMACMask(decoder).mask_for_classes(None, None, None, torch.tensor([1]))
 
 
 def test_mel_to_linear_is_the_weighted_mean_of_the_covering_bands():

@@ -43,7 +43,7 @@ import lmac.recipes.demo as demo
 import lmac.recipes.eval as lmac_eval
 import lmac.recipes.train_lmac as train_lmac
 from lmac.data.synthetic import generate
-from lmac.listening import AUDIBLE_GAIN_DB
+from lmac.listening import AUDIBLE_GAIN_DB, OTHER_CLASS_SIR_GAIN
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,10 @@ PER_CLASS = (
 # A class the classifier gets right on at least ``min_acc`` of its clips must keep Fid-In and stay audible on every seed.
 ROBUST_CLASS = {"min_acc": 0.75, "min_fid_in": 0.75, "max_silent_share": 0.25}
 # What a listener hears, per condition: the listening measures and how often the interpretation is near-silent.
-LISTENING = ("sir_gain_db", "sir_gain_6db_share", "target_kept", "rest_kept", "silent_share", "ideal_mask_sir_gain_db")
+LISTENING = (
+    "sir_gain_db", "sir_gain_6db_share", "target_kept", "rest_kept", "silent_share", "ideal_mask_sir_gain_db",
+    OTHER_CLASS_SIR_GAIN,
+)  # fmt: skip
 # The conditions a comparison runs in (``--conditions``): ``eval.py``'s flags of each, given the seed's data.
 CONDITIONS = {
     "clean": lambda data: [],
@@ -292,7 +295,9 @@ def listening_markdown(seeds):
             f"sir_gain_db: the median over clips of how much louder the decided sound is than the rest in the "
             f"interpretation than in the input (0 for the all-ones mask); sir_gain_6db_share: the share of clips at "
             f"{AUDIBLE_GAIN_DB:.0f} dB or more (a near-silent interpretation counts as below); ideal_mask_sir_gain_db: "
-            "the ideal binary mask's gain, what a mask can reach on those clips."
+            "the ideal binary mask's gain, what a mask can reach on those clips; other_class_sir_gain_db: with two "
+            "classes mixed, the gain of a class-conditional method's interpretation of the class not decided, that "
+            "class's sound as the target."
         )
         lines.append("")
     return lines

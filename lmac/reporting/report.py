@@ -40,6 +40,7 @@ METRIC_DESCRIPTIONS = {
     "rest_kept": ("median share of the rest's energy (everything but the decided sound) that the interpretation plays", "lower"),
     "si_sdr_db": ("median scale-invariant SDR (dB) of the interpretation against the decided sound", "higher"),
     "ideal_mask_sir_gain_db": ("median sir_gain_db of the ideal binary mask: what a mask can reach on these clips", ""),
+    "other_class_sir_gain_db": ("two classes mixed: median gain (dB) of the class not decided over the rest, in the method's interpretation of that class (class-conditional methods only)", "higher"),
     "randomisation_similarity": ("rank correlation of the masks with those after re-initialising the classifier's last block (1 = unchanged)", "lower"),
     "l1_weight": ("the L1 weight in force (adapted when l1_rate > 0)", ""),
 }

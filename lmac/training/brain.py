@@ -26,7 +26,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from lmac.data.wham import MixedBatch
 from lmac.features import SpectralFeatures, spectral_features
-from lmac.listening import MEDIAN_SCORES, listening_scores, source_parts
+from lmac.listening import MEDIAN_SCORES, OTHER_CLASS_SIR_GAIN, listening_scores, other_class_parts, source_parts
 from lmac.mask_references import SilenceReference
 from lmac.masking import crop_frames, inverted_interpretation, masked_log_magnitudes
 from lmac.metrics import (
@@ -294,6 +294,7 @@ class InterpreterBrain(CudaFedBrain):
                     self.modules.compute_stft, self.modules.compute_istft,
                 )
             )  # fmt: skip
+            scores.update(self.other_class_scores(output, batch, labels))
         self.record_scores(scores, labels)
         if stage == sb.Stage.TEST:
             self.record_randomisation_similarity(output, labels)
@@ -307,9 +308,24 @@ class InterpreterBrain(CudaFedBrain):
     def source_parts(self, output, batch, labels):
         """``listening.source_parts`` of the batch: its input split into the decided class's sound and the rest,
         from what was mixed in and, where the data keeps them, the clips' event stems (``event_sig``); or None."""
-        event_sig = getattr(batch, "event_sig", None)  # a key of the batch only where the data keeps stems
-        event = None if event_sig is None else event_sig.data
-        return source_parts(output.mixed, event, labels, output.logits.argmax(dim=1))
+        return source_parts(output.mixed, event_stems(batch), labels, output.logits.argmax(dim=1))
+
+    def other_class_scores(self, output, batch, labels):
+        """In a mixture of two classes, for a class-conditional method, ``OTHER_CLASS_SIR_GAIN``: the gain of its mask
+        of the class *not* decided, with that class's sound as the target (``listening.other_class_parts``); ``{}``
+        for other inputs and methods."""
+        method = self.current_mask_method()
+        parts, classes = other_class_parts(output.mixed, event_stems(batch), labels, output.logits.argmax(dim=1))
+        if parts is None or not method.class_conditional:
+            return {}
+        with torch.no_grad():
+            _, feature_maps = self.classify(output.features.classifier_input)
+        mask = method.mask_for_classes(output.features, output.logits, feature_maps, classes).detach()
+        silent = near_silent(energy_kept(mask.float(), output.features.log_mag))
+        scores = listening_scores(
+            mask, output.features.log_mag, parts, silent, self.modules.compute_stft, self.modules.compute_istft
+        )
+        return {OTHER_CLASS_SIR_GAIN: scores["sir_gain_db"]}
 
     def classifier_sensitivity(self, output):
         """``metrics.deletion_sensitivity`` of the classifier at the clips of ``output``, for its decisions, with
@@ -708,6 +724,12 @@ def write_per_class(per_class_stats, class_names, path):
     with open(path, "w", encoding="utf-8") as file:
         json.dump(named, file, indent=2)
     return named
+
+
+def event_stems(batch):
+    """The clips' event stems ``[batch, samples]`` where the data keeps them (the batch's ``event_sig``), else None."""
+    event_sig = getattr(batch, "event_sig", None)  # a key of the batch only where the data keeps stems
+    return None if event_sig is None else event_sig.data
 
 
 def _rows(features, index):
