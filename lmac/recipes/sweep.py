@@ -95,6 +95,9 @@ def parse_args(argv):
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--esc50_folder", default=None, help="a data set of its own for every seed (real recordings)")
     parser.add_argument("--wham_folder", default=None, help="the WHAM!-format noise of --esc50_folder")
+    parser.add_argument(
+        "--classifier_epochs", type=int, default=None, help="the classifiers' epochs (default: each family's, FAMILY_RUNS)"
+    )
     own, rest = parser.parse_known_args(argv)
     return own, demo.parse_args(rest)
 
@@ -104,12 +107,14 @@ def run_folder(output_folder, seed, family):
     return os.path.join(output_folder, f"seed{seed}", family)
 
 
-def seed_args(demo_args, output_folder, seed, family):
-    """``demo.py``'s settings for one seed and family: its folder, seed, width and epochs."""
+def seed_args(demo_args, output_folder, seed, family, classifier_epochs=None):
+    """``demo.py``'s settings for one seed and family: its folder, seed, width and epochs (the classifier's
+    ``classifier_epochs`` when given, else the family's)."""
     runs = FAMILY_RUNS[family]
     return argparse.Namespace(**{
         **vars(demo_args), "output_folder": run_folder(output_folder, seed, family), "seed": seed,
-        "width": runs["width"], "classifier_epochs": runs["classifier_epochs"], "lmac_epochs": runs["lmac_epochs"],
+        "width": runs["width"], "classifier_epochs": classifier_epochs or runs["classifier_epochs"],
+        "lmac_epochs": runs["lmac_epochs"],
     })  # fmt: skip
 
 
@@ -364,7 +369,7 @@ def main(argv=None):
         data = seed_data(own, demo_args, seed)
         for family in own.families:
             logger.info("Sweep: seed %d, %s.", seed, family)
-            args = seed_args(demo_args, own.output_folder, seed, family)
+            args = seed_args(demo_args, own.output_folder, seed, family, own.classifier_epochs)
             export = classifier_export(args, data, family)
             flags = lmac_run_flags(args, data, export, family, own.variant)
             lmac_folder = os.path.join(args.output_folder, lmac_recipe(own.variant))
