@@ -174,6 +174,7 @@ def test_fine_tuning_starts_from_a_trained_decoder_and_reports_in_masks(trained_
     [
         (["--crosscortype", "pearson"], ValueError, r"crosscortype='pearson'; accepted values are \('conv', 'dotp'\)"),
         (["--guidelosstype", "l2"], ValueError, r"guidelosstype='l2'; accepted values are \('binary', 'reconstruction'\)"),
+        (["--masked_out_loss", "hinge"], ValueError, r"masked_out_loss='hinge'; accepted values are negative_cross_entropy, not_decision"),
         (["--finetuning", "True"], ValueError, r"finetuning=True needs a trained decoder: pass --pretrained_interpreter"),
         (["--pretrained_interpreter", "/no/such/psi_model.ckpt"], FileNotFoundError, r"pretrained_interpreter='/no/such/psi_model.ckpt' does not exist"),
         (["--use_pretrained", "True", "--embedding_model_path", "/no/such/embedding_model.ckpt"], FileNotFoundError, r"embedding_model_path='/no/such/embedding_model.ckpt' does not exist"),

@@ -38,7 +38,7 @@ from lmac.metrics import load_event_table
 from lmac.training.brain import PER_CLASS_TEST_FILE, write_per_class
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
 from lmac.training.device import end_distributed_run, set_weight_layout
-from lmac.training.lmac import CROSSCOR_TYPES, GUIDELOSS_TYPES, LMAC
+from lmac.training.lmac import CROSSCOR_TYPES, GUIDELOSS_TYPES, LMAC, MASKED_OUT_LOSSES
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def validate_hparams(hparams):
     Raises
     ------
     ValueError
-        An unknown ``crosscortype`` or ``guidelosstype``, fine-tuning without
+        An unknown ``crosscortype``, ``guidelosstype`` or ``masked_out_loss``, fine-tuning without
         ``pretrained_interpreter``, an unknown ``overlap_type``, or what
         ``recipe_setup.validate_data_hparams`` refuses.
     FileNotFoundError
@@ -59,6 +59,10 @@ def validate_hparams(hparams):
         raise ValueError(f"crosscortype={hparams['crosscortype']!r}; accepted values are {CROSSCOR_TYPES}.")
     if hparams["guidelosstype"] not in GUIDELOSS_TYPES:
         raise ValueError(f"guidelosstype={hparams['guidelosstype']!r}; accepted values are {GUIDELOSS_TYPES}.")
+    if hparams["masked_out_loss"] not in MASKED_OUT_LOSSES:
+        raise ValueError(
+            f"masked_out_loss={hparams['masked_out_loss']!r}; accepted values are {', '.join(MASKED_OUT_LOSSES)}."
+        )
     if hparams["finetuning"] and not hparams["pretrained_interpreter"]:
         raise ValueError(
             "finetuning=True needs a trained decoder: pass --pretrained_interpreter path/psi_model.ckpt."
