@@ -1,6 +1,6 @@
 """Interpret sounds from Python, the SpeechBrain way: ``LMACInterpreter``.
 
-    from lmac_interpreter import LMACInterpreter
+    from lmac.inference import LMACInterpreter
     interpreter = LMACInterpreter.from_hparams(source="results/demo/lmac/export", savedir="pretrained/lmac")
     result = interpreter.interpret_file("dog_bark.wav", savedir="interpretations")
     result.labels, result.probabilities.shape, result.interpretation.shape
@@ -138,7 +138,7 @@ class LMACInterpreter(Pretrained):
     *args, **kwargs
         As for ``speechbrain.inference.interfaces.Pretrained``: ``modules``
         (``MODULES_NEEDED``), ``hparams`` (``HPARAMS_NEEDED``), ``run_opts``.
-    mask_method : mask_methods.MaskMethod or None
+    mask_method : lmac.methods.MaskMethod or None
         Another method's masks instead of the decoder's (``eval.py --int_method``).
     class_names : list of str or None
         Name of each class index; by default from ``hparams["label_encoder"]``, else ``class_<i>``.

@@ -117,7 +117,7 @@ class LMACMask(MaskMethod):
     """The trained L-MAC decoder ``psi`` (the ``psi`` module of the Brain).
 
     A decoder maps ``(feature_maps, num_frames)`` to mask logits
-    ``[batch, num_frames, freq]``: ``cnn14_family.CNN14Decoder`` (the
+    ``[batch, num_frames, freq]``: ``lmac.models.cnn14.CNN14Decoder`` (the
     published one) or ``map_decoder.MapDecoder`` (any other family). The
     mask is their sigmoid; in training its gradient is at least
     ``gradient_floor`` (``floored_sigmoid``), so a saturated mask can reopen.

@@ -3,7 +3,9 @@ command-line module; old saved configurations load or fail in one line."""
 
 import ast
 import glob
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -112,3 +114,38 @@ def test_a_saved_configuration_naming_what_no_longer_exists_fails_in_one_line_th
 def test_every_old_module_name_stands_for_modules_that_exist():
     for old_name, modules in OLD_MODULES.items():
         assert all(os.path.isfile(os.path.join(REPO, *name.split(".")) + ".py") for name in modules), old_name
+
+
+IMPORT_LINE = re.compile(r"^\s*(?:>>> )?((?:from [\w.]+ import [\w, ]+)|(?:import [\w.]+))\s*$")
+
+
+def documented_import_lines():
+    """Every import line of the README, the docs and the docstrings of the package and the scripts: ``{line: where}``."""
+    texts = {path: open(path, encoding="utf-8").read() for path in [os.path.join(REPO, "README.md"), *glob.glob(os.path.join(REPO, "docs", "*.md"))]}
+    for path in [*glob.glob(os.path.join(REPO, "lmac", "**", "*.py"), recursive=True), *glob.glob(os.path.join(REPO, "*.py"))]:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        nodes = [tree, *(node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)))]
+        texts[path] = "\n".join(filter(None, (ast.get_docstring(node) for node in nodes)))
+    lines = {}
+    for path, text in texts.items():
+        for line in text.splitlines():
+            match = IMPORT_LINE.match(line)
+            if match:
+                lines.setdefault(match.group(1), os.path.relpath(path, REPO))
+    return lines
+
+
+def test_every_import_line_of_the_docs_and_docstrings_runs():
+    lines = documented_import_lines()
+    assert "from lmac.inference import LMACInterpreter" in lines and len(lines) >= 5
+    program = (
+        "import json, sys\nfailed = {}\n"
+        f"for line in {sorted(lines)!r}:\n"
+        "    try:\n        exec(line, {})\n"
+        "    except Exception as error:\n        failed[line] = repr(error)\n"
+        "print(json.dumps(failed))"
+    )
+    result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    failed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert failed == {}, {line: (lines[line], error) for line, error in failed.items()}

@@ -1,9 +1,9 @@
 """Long recordings a piece at a time: any span of a sound file, as mono at the models' rate.
 
 ``ResampledAudio.read(start, stop)`` gives the samples ``[start, stop)`` that
-``audio_io.read_audio_mono`` would give for the whole file, without
+``lmac.audio.io.read_audio_mono`` would give for the whole file, without
 reading the rest of it, so an hour of audio needs the memory of a span. The
-resampler (``audio_io.make_resampler``, as ``read_audio_mono``'s) maps each block of
+resampler (``lmac.audio.io.make_resampler``, as ``read_audio_mono``'s) maps each block of
 ``file_rate / g`` input samples to ``sample_rate / g`` output samples
 (``g = gcd``); a span is read from a block boundary with a margin of blocks
 on each side, which the filter's edges spoil and which is then cut off.

@@ -78,7 +78,7 @@ def load_family(name, settings):
 
     Raises
     ------
-    recipe_setup.SettingError
+    lmac.checks.SettingError
         An unknown family, or a block that lacks a setting or one of ``FAMILY_KEYS``.
     """
     path = family_block_path(name)
@@ -96,7 +96,7 @@ def load_family(name, settings):
 
 
 def family_item(family, key):
-    """``family[key]``: how a recipe's YAML names one object of its family (``!apply:classifier_families.family_item``)."""
+    """``family[key]``: how a recipe's YAML names one object of its family (``!apply:lmac.models.families.family_item``)."""
     return family[key]
 
 

@@ -21,7 +21,7 @@ gives one logit per grid cell, and the logits are resized bilinearly to
 ``[batch, frames, input_bins]``, then put on the STFT grid ``[batch, frames,
 freq]``; a bin no mel band covers (DC, Nyquist) takes its nearest covered
 bin's logit, so no part of the interpretation stays at 0.5. ``hidden`` and ``grid_stride`` set its size.
-CNN14 keeps SpeechBrain's published ``CNN14PSI_stft`` (``cnn14_family.CNN14Decoder``).
+CNN14 keeps SpeechBrain's published ``CNN14PSI_stft`` (``lmac.models.cnn14.CNN14Decoder``).
 """
 
 import math

@@ -6,7 +6,7 @@
 3. trains L-MAC on it with WHAM! augmentation;
 4. evaluates on the clean test fold, writing listenable interpretations, and
    exports the interpreter for Python (``lmac/export/``,
-   ``lmac_interpreter.LMACInterpreter.from_hparams``);
+   ``lmac.inference.LMACInterpreter.from_hparams``);
 5. compares with trivial masks (uniform random, all ones) and measures how
    well the masks find each clip's event (``meta/events.csv``);
 6. fine-tunes the decoder with the cross-correlation guidance under WHAM!

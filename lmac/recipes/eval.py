@@ -12,7 +12,7 @@ Your own files (anything libsndfile opens, whatever its name; any rate, channels
         --single_sample my.wav | --interpret_folder my_sounds/
 
 Another interpretation method, or all of them compared on the same clips
-(``mask_methods.py``; ``l2i`` reads the run of ``train_nmf.py`` and ``train_l2i.py``
+(``lmac/methods.py``; ``l2i`` reads the run of ``train_nmf.py`` and ``train_l2i.py``
 ``hparams/l2i_cnn14.yaml`` in ``--l2i_folder``, on the same classifier)::
 
     python eval.py hparams/lmac_cnn14.yaml --data_folder /data/ESC50 --int_method gradcam

@@ -11,7 +11,7 @@ run's settings), ``embedding_model.ckpt`` and ``classifier.ckpt`` (the classifie
 ``psi.ckpt`` (the run's best decoder, or ``--pretrained_interpreter``) and
 ``label_encoder.ckpt`` (the run's class names). Then, from Python::
 
-    from lmac_interpreter import LMACInterpreter
+    from lmac.inference import LMACInterpreter
     interpreter = LMACInterpreter.from_hparams(source="RUN/export", savedir="pretrained/lmac")
     result = interpreter.interpret_file("my_sound.wav", savedir="interpretations")
 """

@@ -51,7 +51,7 @@ def validate_hparams(hparams):
     ValueError
         An unknown ``crosscortype``, ``guidelosstype`` or ``masked_out_loss``, fine-tuning without
         ``pretrained_interpreter``, an unknown ``overlap_type``, or what
-        ``recipe_setup.validate_data_hparams`` refuses.
+        ``lmac.checks.validate_data_hparams`` refuses.
     FileNotFoundError
         A checkpoint path that does not exist, or ``test_only`` with nothing to test.
     """

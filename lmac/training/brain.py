@@ -118,7 +118,7 @@ class InterpreterBrain(CudaFedBrain):
     ---------
     *args, **kwargs
         As for ``speechbrain.Brain``.
-    mask_method : mask_methods.MaskMethod or None
+    mask_method : lmac.methods.MaskMethod or None
         Computes the masks that are scored and saved; None: the interpreter's own (``own_mask_method``).
     noise_stream : object with ``mix(clean, labels)`` (a ``MixedBatch``) or None
         Mixed into every batch when given: WHAM! noise (``add_wham_noise``)
@@ -215,7 +215,7 @@ class InterpreterBrain(CudaFedBrain):
         return self.noise_stream.mix(clean, labels)
 
     def own_mask_method(self):
-        """The ``mask_methods.MaskMethod`` of this interpreter's own modules."""
+        """The ``lmac.methods.MaskMethod`` of this interpreter's own modules."""
         raise NotImplementedError(f"{type(self).__name__} does not define its own mask method.")
 
     def current_mask_method(self):

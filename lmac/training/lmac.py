@@ -312,7 +312,7 @@ class LMAC(InterpreterBrain):
     ---------
     *args, **kwargs
         As for ``InterpreterBrain``: with no ``mask_method`` the mask is the
-        decoder's (``mask_methods.LMACMask``), the one L-MAC trains.
+        decoder's (``lmac.methods.LMACMask``), the one L-MAC trains.
     """
 
     def compute_forward(self, batch, stage):
