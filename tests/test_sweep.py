@@ -3,7 +3,10 @@ second pass reuses what is done."""
 
 import json
 
+import pytest
+
 import lmac.recipes.sweep as sweep
+from lmac.checks import SettingError
 
 TINY = [
     "--n_classes", "2", "--clips_per_class", "5", "--noise_files", "3", "1", "1", "--batch_size", "4",
@@ -33,7 +36,10 @@ def test_a_tiny_sweep_scores_the_validation_fold_and_reuses_its_runs(tmp_path, m
     markdown = (tmp_path / "sweep_valid.md").read_text()
     assert "## cnn14 (1 seeds: 3)" in markdown and "| gradcam |" in markdown
     lmac = comparison["lmac"]
-    accuracy = sum(stats["acc"] for stats in classes.values()) / 2
+    clips = json.loads((run / "lmac" / "manifests" / "test.json").read_text()).values()
+    decisions = json.loads((run / "lmac" / "eval_valid" / "clean" / "metrics_clean.json").read_text())
+    accuracy = decisions["acc"]  # over the clips, not a mean over classes
+    assert len(clips) * accuracy == pytest.approx(round(len(clips) * accuracy))
     assert f"| 3 | {accuracy:.2f} | {lmac['event_fid_in']:.2f} | {lmac['sensitivity_profile_cosine']:.2f} |" in markdown
     wham = json.loads((run / "lmac" / "eval_valid" / "comparison_wham.json").read_text())["methods"]
     listening = results["cnn14"]["3"]["listening"]["wham"]
@@ -45,6 +51,10 @@ def test_a_tiny_sweep_scores_the_validation_fold_and_reuses_its_runs(tmp_path, m
     written = classifier_log.stat().st_mtime_ns
     assert sweep.main(argv) == results  # a second pass trains and evaluates nothing again
     assert classifier_log.stat().st_mtime_ns == written
+    record = json.loads((run / "lmac" / "test_per_class.json.sweep.json").read_text())
+    assert "--lr" in record["flags"] and record["code"]
+    with pytest.raises(SettingError, match=r"comparison_clean.json was made with other flags \(--ig_steps 2, now 3\)"):
+        sweep.main([*argv[:-1], "3"])  # another --ig_steps: the comparisons are not those of these settings
 
 
 def test_the_targets_flag_a_class_the_classifier_knows_whose_masks_go_silent():

@@ -111,14 +111,16 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def train_the_classifier(args, data, family_flags=None, folder="", epochs=None):
-    """Trains the small classifier (CNN14 at ``width``, or the family and width of ``family_flags``) under
-    ``<output_folder>/<folder>``; returns its test accuracy and the exported checkpoint paths."""
-    output_folder = os.path.join(args.output_folder, folder, "classifier")
-    brain = train_classifier.main([
-        CLASSIFIER_HPARAMS,
+def classifier_folder(args, folder=""):
+    """Where ``train_the_classifier`` trains: ``<output_folder>/<folder>/classifier``."""
+    return os.path.join(args.output_folder, folder, "classifier")
+
+
+def classifier_flags(args, data, family_flags=None, folder="", epochs=None):
+    """The flags of ``train_the_classifier``'s run (in ``classifier_folder(args, folder)``)."""
+    return [
         "--data_folder", data["esc50_folder"],
-        "--output_folder", output_folder,
+        "--output_folder", classifier_folder(args, folder),
         "--n_classes", str(args.n_classes),
         "--number_of_epochs", str(args.classifier_epochs if epochs is None else epochs),
         "--batch_size", str(args.batch_size),
@@ -128,9 +130,14 @@ def train_the_classifier(args, data, family_flags=None, folder="", epochs=None):
         "--wham_folder", data["wham_folder"],
         "--seed", str(args.seed),
         *(family_flags or ["--width", str(args.width)]),
-    ])  # fmt: skip
-    export = os.path.join(output_folder, "export")
-    return brain.test_stats["acc"], export
+    ]  # fmt: skip
+
+
+def train_the_classifier(args, data, family_flags=None, folder="", epochs=None):
+    """Trains the small classifier (CNN14 at ``width``, or the family and width of ``family_flags``) under
+    ``<output_folder>/<folder>``; returns its test accuracy and the exported checkpoint paths."""
+    brain = train_classifier.main([CLASSIFIER_HPARAMS, *classifier_flags(args, data, family_flags, folder, epochs)])
+    return brain.test_stats["acc"], os.path.join(classifier_folder(args, folder), "export")
 
 
 def interpret_second_family(args, data):

@@ -37,11 +37,15 @@ import logging
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 
 import lmac.recipes.demo as demo
 import lmac.recipes.eval as lmac_eval
 import lmac.recipes.train_lmac as train_lmac
+from lmac import REPOSITORY
+from lmac.checks import SettingError
+from lmac.cli import run_script
 from lmac.data.synthetic import generate
 from lmac.listening import AUDIBLE_GAIN_DB, OTHER_CLASS_SIR_GAIN
 
@@ -123,11 +127,89 @@ def family_flags(args, family):
     return ["--classifier_family", family, "--width", str(args.width)]
 
 
+def code_version():
+    """The commit of the code that runs (``git rev-parse HEAD`` in the repository), or None outside a git checkout."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.strip()
+
+
+def step_record_path(done_file):
+    """Where the flags of the step that wrote ``done_file`` are kept: ``<done_file>.sweep.json``."""
+    return f"{done_file}.sweep.json"
+
+
+def finished_with(done_file, flags):
+    """True when the step that writes ``done_file`` has finished with ``flags``, False when it has not finished.
+
+    A finished step records its flags and the code's commit beside ``done_file``
+    (``record_step``). One finished with other flags is refused in one line, so
+    a table never mixes runs of different settings; one made by other code, or
+    before the sweep recorded its flags, is reused with a warning that says so.
+
+    Raises
+    ------
+    lmac.checks.SettingError
+        The step finished with other flags: the line names them and the fix.
+    """
+    if not os.path.isfile(done_file):
+        return False
+    path = step_record_path(done_file)
+    if not os.path.isfile(path):
+        logger.warning("Reusing %s, made before the sweep recorded its flags: it may come from other settings.", done_file)
+        return True
+    record = read_json(path)
+    if record["flags"] != list(flags):
+        raise SettingError(
+            f"{done_file} was made with other flags ({flag_differences(record['flags'], flags)}); pass another "
+            "--output_folder, or delete that run to make it again."
+        )
+    if record["code"] != code_version():
+        logger.warning("Reusing %s, made by the code at commit %s (now %s).", done_file, record["code"], code_version())
+    return True
+
+
+def flag_differences(made, wanted):
+    """The flags whose values differ between two lists of ``--key value`` flags, as words.
+
+    Example
+    -------
+    >>> flag_differences(["--seed", "1", "--ig_steps", "2"], ["--seed", "1", "--ig_steps", "3", "--lr", "0.1"])
+    '--ig_steps 2, now 3; --lr none, now 0.1'
+    """
+    made, wanted = flag_values(made), flag_values(wanted)
+    keys = sorted(key for key in {*made, *wanted} if made.get(key) != wanted.get(key))
+    return "; ".join(f"{key} {made.get(key, 'none')}, now {wanted.get(key, 'none')}" for key in keys)
+
+
+def flag_values(flags):
+    """``{--key: value}`` of a list of ``--key value`` flags (the last value of a key repeated; a flag without a value: '')."""
+    values, key = {}, None
+    for item in flags:
+        if item.startswith("--"):
+            key = item
+            values[key] = ""
+        elif key is not None:
+            values[key] = item
+    return values
+
+
+def record_step(done_file, flags):
+    """Records ``flags`` and the code's commit beside ``done_file``, which the step has just written."""
+    with open(step_record_path(done_file), "w", encoding="utf-8") as file:
+        json.dump({"flags": list(flags), "code": code_version()}, file, indent=2)
+
+
 def classifier_export(args, data, family):
-    """Trains the seed's classifier of ``family`` unless its export is there; returns the export folder."""
-    export = os.path.join(args.output_folder, "classifier", "export")
-    if not os.path.isfile(os.path.join(export, "classifier.ckpt")):
+    """Trains the seed's classifier of ``family`` unless it has finished with the same flags; returns the export folder."""
+    export = os.path.join(demo.classifier_folder(args), "export")
+    flags = demo.classifier_flags(args, data, family_flags(args, family))
+    done = os.path.join(export, "classifier.ckpt")
+    if not finished_with(done, flags):
         demo.train_the_classifier(args, data, family_flags(args, family))
+        record_step(done, flags)
     return export
 
 
@@ -143,13 +225,15 @@ def lmac_run_flags(args, data, export, family, variant):
 
 
 def train_lmac_once(args, data, flags, extra_flags, output_folder):
-    """Trains L-MAC with ``flags`` unless its run in ``output_folder`` has finished (``test_per_class.json``)."""
-    if os.path.isfile(os.path.join(output_folder, "test_per_class.json")):
-        return
-    train_lmac.main([
-        demo.LMAC_HPARAMS, *flags, *extra_flags, "--number_of_epochs", str(args.lmac_epochs),
+    """Trains L-MAC with ``flags`` unless its run in ``output_folder`` has finished with them (``test_per_class.json``)."""
+    every_flag = [
+        *flags, *extra_flags, "--number_of_epochs", str(args.lmac_epochs),
         "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
-    ])  # fmt: skip
+    ]  # fmt: skip
+    done = os.path.join(output_folder, "test_per_class.json")
+    if not finished_with(done, every_flag):
+        train_lmac.main([demo.LMAC_HPARAMS, *every_flag])
+        record_step(done, every_flag)
 
 
 def compare_on_fold(args, flags, extra_flags, fold, output_folder, data, conditions=("clean",)):
@@ -157,12 +241,14 @@ def compare_on_fold(args, flags, extra_flags, fold, output_folder, data, conditi
     ``output_folder``'s ``eval_<fold>/``; returns that folder."""
     eval_folder = os.path.join(output_folder, f"eval_{fold}")
     for condition in conditions:
-        if os.path.isfile(os.path.join(eval_folder, f"comparison_{condition}.json")):
-            continue
-        lmac_eval.main([
-            demo.LMAC_HPARAMS, *flags, *extra_flags, *FOLD_FLAGS[fold], "--eval_folder", eval_folder,
+        every_flag = [
+            *flags, *extra_flags, *FOLD_FLAGS[fold], "--eval_folder", eval_folder,
             "--compare", ",".join(COMPARED), "--ig_steps", str(args.ig_steps), *CONDITIONS[condition](data),
-        ])  # fmt: skip
+        ]  # fmt: skip
+        done = os.path.join(eval_folder, f"comparison_{condition}.json")
+        if not finished_with(done, every_flag):
+            lmac_eval.main([demo.LMAC_HPARAMS, *every_flag])
+            record_step(done, every_flag)
     return eval_folder
 
 
@@ -179,6 +265,7 @@ def seed_results(eval_folder, conditions=("clean",)):
     means = {method: {key: table[method][key] for key in MEANS if key in table[method]} for method in COMPARED}
     classes = {name: {key: stats[key] for key in PER_CLASS if key in stats} for name, stats in per_class.items()}
     classifier = {key: table["lmac"].get(key) for key in CLASSIFIER_MEASURES}
+    classifier["classifier_acc"] = read_json(os.path.join(eval_folder, "clean", "metrics_clean.json")).get("acc")
     listening = {}
     for condition in conditions:
         rows = read_json(os.path.join(eval_folder, f"comparison_{condition}.json"))["methods"]
@@ -273,7 +360,7 @@ def listening_markdown(seeds):
     -------
     >>> seeds = {"1": {"listening": {"wham": {"ig": {"sir_gain_db": 4.0}}}}, "2": {"listening": {"wham": {"ig": {}}}}}
     >>> [line for line in listening_markdown(seeds) if line.startswith("| ig")]
-    ['| ig | 4 ± 0; 4 (1 of 2 seeds) | - | - | - | - | - |']
+    ['| ig | 4 ± 0; 4 (1 of 2 seeds) | - | - | - | - | - | - |']
     """
     lines = []
     conditions = next(iter(seeds.values())).get("listening", {})
@@ -325,12 +412,12 @@ def summary_markdown(results, fold):
             "|---" * (len(CLASSIFIER_MEASURES) + 4) + "|",
         ]  # fmt: skip
         for seed, result in seeds.items():
-            accuracy = statistics.fmean(stats["acc"] for stats in result["classes"].values())
+            accuracy = "-" if result.get("classifier_acc") is None else f"{result['classifier_acc']:.2f}"
             measures = " | ".join("-" if result.get(key) is None else f"{result[key]:.2f}" for key in CLASSIFIER_MEASURES)
             name, fid_in = summary["worst_class"][seed]
             failing = ", ".join(with_reasons(name, result["classes"][name]) for name in summary["failing_classes"][seed])
             failing = failing or "none"
-            lines.append(f"| {seed} | {accuracy:.2f} | {measures} | {name} ({fid_in:.2f}) | {failing} |")
+            lines.append(f"| {seed} | {accuracy} | {measures} | {name} ({fid_in:.2f}) | {failing} |")
         lines.append("")
         lines += listening_markdown(seeds)
     lines.append(
@@ -344,6 +431,9 @@ def summary_markdown(results, fold):
         "sensitivity_profile_cosine near 1: the classifier's own decision moves most with the same bands for every "
         "class, so masks learnt from it keep those bands."
     )
+    if any("| - |" in line or line.endswith("| - |") for line in lines):
+        lines += ["", "A '-' marks a value no seed has: a listening measure of a method whose every interpretation "
+                  "is near-silent, or a measure these runs did not record."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -387,5 +477,5 @@ def main(argv=None):
 
 
 def command_line():
-    """What the script runs: ``main`` on the command line's arguments."""
-    main()
+    """What the script runs: ``main`` on the command line's arguments (a refused run ends in one line)."""
+    run_script(main, sys.argv[1:])
