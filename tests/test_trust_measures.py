@@ -347,12 +347,15 @@ def test_a_class_whose_masks_go_silent_and_lose_the_decision_is_named_in_validat
         0: {"fid_in": 1.0, "silent_share": 0.0},
         1: {"fid_in": 0.125, "silent_share": 0.875},  # noise_burst_mid on another machine
         2: {"fid_in": 0.9, "silent_share": 0.6},  # near-silent but keeps its decision: not a collapse
+        3: {"fid_in": 1.0, "silent_share": 0.875, "empty_keeps_decision": 1.0},  # kept by the reference alone
     }
     assert class_collapse_stats(per_class) == {"worst_class_fid_in": 0.125, "collapsed_classes": 1}
     with caplog.at_level(logging.WARNING, logger="lmac.training.brain"):
-        assert warn_of_collapsed_classes(per_class, 3, ["kick", "noise_burst_mid", "hihat"]) == [1]
+        assert warn_of_collapsed_classes(per_class, 3, ["kick", "noise_burst_mid", "hihat", "silent_tick"]) == [1, 3]
     assert "Epoch 3: the interpretations of 1 class(es) have collapsed" in caplog.text
     assert "noise_burst_mid (Fid-In 0.12, 88% near-silent)" in caplog.text and "hihat" not in caplog.text
+    assert "are near-silent and keep the decision only because the reference alone does: silent_tick (Fid-In 1.00, " \
+        "88% near-silent; the reference alone keeps 100% of its decisions)" in caplog.text
 
 
 def test_event_fid_in_is_what_a_mask_exactly_on_the_event_keeps_with_the_removed_cells_filled_by_the_reference():

@@ -57,6 +57,9 @@ COLLAPSE_SILENT_SHARE = 0.5
 # A class whose interpretations are at least COLLAPSE_SILENT_SHARE near-silent while its Fid-In is under this
 # has collapsed: its masks went silent and lost the decision.
 COLLAPSE_CLASS_FID_IN = 0.75
+# A class whose interpretations are mostly near-silent, whose decision the reference alone keeps on at least this
+# share of its clips, keeps its Fid-In through the reference only: a listener hears nothing of it.
+SILENT_BY_REFERENCE_SHARE = 0.5
 # The listening scores a saved clip's clip.json holds (``listening_scores``).
 SAVED_LISTENING_SCORES = ("sir_gain_db", "target_kept")
 # The feature modules (``features.Device*``) every interpreter brain holds next to its models.
@@ -599,6 +602,23 @@ def collapsed_classes(per_class_stats):
     ]  # fmt: skip
 
 
+def silent_by_reference_classes(per_class_stats):
+    """The classes (indices) whose interpretations are mostly near-silent while their Fid-In stays high because the
+    reference alone keeps their decision (``empty_keeps_decision >= SILENT_BY_REFERENCE_SHARE``).
+
+    Example
+    -------
+    >>> silent_by_reference_classes({0: {"fid_in": 1.0, "silent_share": 0.875, "empty_keeps_decision": 1.0},
+    ...                              1: {"fid_in": 1.0, "silent_share": 0.875, "empty_keeps_decision": 0.0}})
+    [0]
+    """
+    return [
+        label for label, stats in per_class_stats.items()
+        if stats.get("silent_share", 0.0) >= COLLAPSE_SILENT_SHARE and stats.get("fid_in", 0.0) >= COLLAPSE_CLASS_FID_IN
+        and stats.get("empty_keeps_decision", 0.0) >= SILENT_BY_REFERENCE_SHARE
+    ]  # fmt: skip
+
+
 def class_collapse_stats(per_class_stats):
     """``worst_class_fid_in`` (the lowest per-class Fid-In) and ``collapsed_classes`` (how many ``collapsed_classes``)
     of a stage's per-class table; nothing for a stage without Fid-In.
@@ -615,19 +635,32 @@ def class_collapse_stats(per_class_stats):
 
 
 def warn_of_collapsed_classes(per_class_stats, epoch, class_names=None):
-    """Warns, naming them, of the classes whose validation interpretations have collapsed (``collapsed_classes``);
-    returns their indices."""
+    """Warns, naming them, of the classes whose validation interpretations have collapsed (``collapsed_classes``)
+    and of those that are silent but keep their decision through the reference alone
+    (``silent_by_reference_classes``); returns the indices of both, in that order."""
     collapsed = collapsed_classes(per_class_stats)
     if collapsed:
-        described = ", ".join(
-            f"{class_names[label] if class_names else label} ({collapse_description(per_class_stats[label])})"
-            for label in collapsed
-        )  # fmt: skip
         logger.warning(
             "Epoch %s: the interpretations of %d class(es) have collapsed to silence and lost the decision: %s. "
-            "Listen to them; see docs/method.md (Trust measures).", epoch, len(collapsed), described,
+            "Listen to them; see docs/method.md (Trust measures).",
+            epoch, len(collapsed), described_classes(collapsed, per_class_stats, class_names),
         )  # fmt: skip
-    return collapsed
+    silent = silent_by_reference_classes(per_class_stats)
+    if silent:
+        logger.warning(
+            "Epoch %s: the interpretations of %d class(es) are near-silent and keep the decision only because the "
+            "reference alone does: %s. A listener hears nothing of them; see docs/method.md (Trust measures).",
+            epoch, len(silent), described_classes(silent, per_class_stats, class_names),
+        )  # fmt: skip
+    return collapsed + silent
+
+
+def described_classes(labels, per_class_stats, class_names):
+    """The classes ``labels``, each named (``class_names``, else its index) with its numbers in words."""
+    return ", ".join(
+        f"{class_names[label] if class_names else label} ({collapse_description(per_class_stats[label])})"
+        for label in labels
+    )  # fmt: skip
 
 
 def collapse_description(stats):
