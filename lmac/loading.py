@@ -21,7 +21,8 @@ from lmac.checks import (
     saved_mask_reference_path,
 )
 from lmac.compat import old_module_names
-from lmac.features import spectral_features, stft_frame_count
+from lmac.audio.io import fit_length
+from lmac.features import spectral_features
 from lmac.mask_references import load_mask_reference, make_mask_reference, save_mask_reference
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
 
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 # Above this probability for the class silence gets, empty masks can pass for interpretations of that class.
 SILENCE_WARNING_PROBABILITY = 0.5
+# How many training clips the start-up probe builds empty mask's inputs from (``probe_log_magnitudes``).
+EMPTY_PROBE_CLIPS = 8
 
 
 def build_mask_reference(hparams, train_set):
@@ -58,33 +61,49 @@ def build_mask_reference(hparams, train_set):
 
 
 @torch.no_grad()
-def empty_mask_decision(hparams, mask_reference):
-    """The loaded classifier's decision on an empty mask's input: the reference ``R`` alone (silence for ``zeros``;
-    a reference made from the clip is that of a silent clip).
+def probe_log_magnitudes(hparams, dataset):
+    """``log1p|STFT|`` ``[clips, frames, freq]`` of the first ``EMPTY_PROBE_CLIPS`` clips of ``dataset`` (``sig``),
+    each cropped or padded to ``signal_length_s``: the clips the start-up probe builds empty inputs from."""
+    count = min(EMPTY_PROBE_CLIPS, len(dataset))
+    num_samples = round(hparams["signal_length_s"] * hparams["sample_rate"])
+    with dataset.output_keys_as(["sig"]):
+        wavs = torch.stack([fit_length(dataset[index]["sig"], num_samples) for index in range(count)])
+    return spectral_features(wavs, hparams["compute_stft"], hparams["classifier_input"]).log_mag
+
+
+@torch.no_grad()
+def empty_mask_decision(hparams, mask_reference, clip_log_mag):
+    """The loaded classifier's decision on an empty mask's input as training builds it: the reference ``R`` filled
+    from each clip (a reference made from the clip is that clip's), in that clip's normalisation (a mean-normalised
+    input removes the clip's mean, not the mean of ``R`` itself).
 
     Arguments
     ---------
     hparams : dict
     mask_reference : mask_references.MaskReference
+    clip_log_mag : torch.Tensor
+        ``[clips, frames, freq]``: ``log1p|STFT|`` of the clips (``probe_log_magnitudes``).
 
     Returns
     -------
     decision : int
-        The class index.
+        The class the classifier gives most of the clips' empty inputs.
     probability : float
+        The mean probability it gives that class over the clips.
     """
-    frames = stft_frame_count(hparams["signal_length_s"], hparams["sample_rate"], hparams["hop_length"])
     classifier = hparams["modules"]["classifier"]
-    parameter = next(classifier.parameters())
-    silence = torch.zeros(1, frames, hparams["n_fft"] // 2 + 1, device=parameter.device)
-    empty_input = mask_reference.fill(silence)  # [1, frames, freq]
-    logits, _ = classifier(hparams["classifier_input"].to(parameter.device)(empty_input))
-    probability, decision = torch.softmax(logits.float(), dim=1).max(dim=1)
-    return int(decision), float(probability)
+    device = next(classifier.parameters()).device
+    clip_log_mag = clip_log_mag.to(device)
+    empty_input = mask_reference.fill(clip_log_mag)  # [clips, frames, freq]
+    logits, _ = classifier(hparams["classifier_input"].to(device)(empty_input, clip_log_mag))
+    probabilities = torch.softmax(logits.float(), dim=1)
+    decision = int(probabilities.argmax(dim=1).mode().values)
+    return decision, float(probabilities[:, decision].mean())
 
 
-def log_empty_mask_decision(hparams, class_names, mask_reference):
-    """Logs which class the classifier gives an empty mask's input (``R``), with its probability; warns above
+def log_empty_mask_decision(hparams, class_names, mask_reference, clip_log_mag):
+    """Logs which class the classifier gives an empty mask's input (``R`` of the clips ``clip_log_mag``
+    ``[clips, frames, freq]``, ``empty_mask_decision``), with its probability; warns above
     ``SILENCE_WARNING_PROBABILITY``.
 
     Returns
@@ -92,11 +111,11 @@ def log_empty_mask_decision(hparams, class_names, mask_reference):
     tuple of (str, float)
         The class name and the probability.
     """
-    decision, probability = empty_mask_decision(hparams, mask_reference)
+    decision, probability = empty_mask_decision(hparams, mask_reference, clip_log_mag)
     name, reference = class_names[decision], mask_reference.name
     logger.info(
-        "The classifier gives an empty mask's input (mask_reference=%s) class %r with probability %.2f.",
-        reference, name, probability,
+        "The classifier gives an empty mask's input (mask_reference=%s, built from %d training clips as training "
+        "builds it) class %r with probability %.2f.", reference, clip_log_mag.shape[0], name, probability,
     )  # fmt: skip
     if probability > SILENCE_WARNING_PROBABILITY:
         logger.warning(

@@ -221,11 +221,13 @@ def test_every_run_says_which_class_silence_gets_and_warns_when_it_is_likely(cap
         "classifier_input": LogMelInput(DeviceFilterbank(n_mels=20, n_fft=512, log_mel=False)),
         "modules": {"classifier": Biased(probability)},
     }  # fmt: skip
+    clips = torch.rand(2, 26, 257)
     with caplog.at_level(logging.INFO, logger="lmac.loading"):
-        assert log_empty_mask_decision(hparams, ["kick", "snare", "hihat"], MASK_REFERENCES["zeros"]()) == (
+        assert log_empty_mask_decision(hparams, ["kick", "snare", "hihat"], MASK_REFERENCES["zeros"](), clips) == (
             "snare", pytest.approx(probability)
         )
-    assert f"gives an empty mask's input (mask_reference=zeros) class 'snare' with probability {probability:.2f}" in caplog.text
+    assert "gives an empty mask's input (mask_reference=zeros, built from 2 training clips as training builds it) " \
+        f"class 'snare' with probability {probability:.2f}" in caplog.text
     warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
     assert bool(warnings) == warns == (probability > SILENCE_WARNING_PROBABILITY)
 
@@ -249,9 +251,21 @@ def test_the_start_up_probe_classifies_the_empty_mask_s_input_the_reference_not_
         "modules": {"classifier": Loudness()},
     }  # fmt: skip
     loud = MASK_REFERENCES["mean_spectrum"](torch.full((257,), 2.0))
-    assert empty_mask_decision(hparams, MASK_REFERENCES["zeros"]())[0] == 0
-    decision, probability = empty_mask_decision(hparams, loud)
+    clips = torch.rand(3, 26, 257)
+    assert empty_mask_decision(hparams, MASK_REFERENCES["zeros"](), clips)[0] == 0
+    decision, probability = empty_mask_decision(hparams, loud, clips)
     assert decision == 1 and probability > 0.99
+
+
+def test_for_a_mean_normalised_input_the_probe_normalises_the_reference_with_each_clip_s_mean_as_training_does():
+    hparams = {"classifier_input": LogMelInput(DeviceFilterbank(n_mels=20, n_fft=512, log_mel=False), mean_norm=True),
+               "modules": {"classifier": Loudness()}}  # fmt: skip
+    reference = MASK_REFERENCES["mean_spectrum"](torch.full((257,), 2.0))
+    # Normalised with its own mean, R would be all zeros, the same input whatever the reference: a tie, class 0.
+    # Training's empty input is R less the clip's mean: louder than quiet clips (class 1), quieter than loud ones.
+    quiet, loud = torch.full((3, 26, 257), 0.5), torch.full((3, 26, 257), 4.0)
+    assert empty_mask_decision(hparams, reference, quiet)[0] == 1
+    assert empty_mask_decision(hparams, reference, loud)[0] == 0
 
 
 def test_a_run_keeps_its_reference_and_refuses_another(synthetic_data, tmp_path):

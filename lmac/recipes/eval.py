@@ -46,6 +46,7 @@ from lmac.loading import (
     log_empty_mask_decision,
     named_class_count,
     note_class_count,
+    probe_log_magnitudes,
 )
 from lmac.methods import MASK_METHODS
 from lmac.metrics import load_event_table
@@ -281,7 +282,8 @@ def main(argv):
     if interprets_files:
         return interpret_files(hparams, run_opts, paths, build_method(hparams, names[0]))
     mask_reference = build_mask_reference(hparams, datasets["train"])
-    log_empty_mask_decision(hparams, class_names_of(hparams), mask_reference)
+    probe = probe_log_magnitudes(hparams, datasets["train"])
+    log_empty_mask_decision(hparams, class_names_of(hparams), mask_reference, probe)
     events = load_event_table(hparams["data_folder"])  # read once, used by every method
     if hparams["compare"]:
         methods = build_methods(hparams, dict.fromkeys([*names, *REFERENCE_ROWS]))

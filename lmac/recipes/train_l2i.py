@@ -41,6 +41,7 @@ from lmac.loading import (
     log_empty_mask_decision,
     named_class_count,
     note_class_count,
+    probe_log_magnitudes,
 )
 from lmac.models.families import check_l2i_family
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
@@ -66,7 +67,8 @@ def main(argv):
         note_class_count(hparams, label_encoder)
         load_classifier(hparams)
     mask_reference = build_mask_reference(hparams, datasets["train"])
-    log_empty_mask_decision(hparams, class_names_from_encoder(label_encoder, named_class_count(hparams)), mask_reference)
+    class_names = class_names_from_encoder(label_encoder, named_class_count(hparams))
+    log_empty_mask_decision(hparams, class_names, mask_reference, probe_log_magnitudes(hparams, datasets["train"]))
     brain = L2I(
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
         checkpointer=hparams["checkpointer"], noise_stream=noise_stream,

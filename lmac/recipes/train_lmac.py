@@ -33,6 +33,7 @@ from lmac.loading import (
     log_empty_mask_decision,
     named_class_count,
     note_class_count,
+    probe_log_magnitudes,
 )
 from lmac.metrics import load_event_table
 from lmac.training.brain import PER_CLASS_TEST_FILE, write_per_class
@@ -102,7 +103,7 @@ def main(argv):
         load_classifier(hparams)
         class_names = class_names_from_encoder(label_encoder, named_class_count(hparams))
     mask_reference = build_mask_reference(hparams, datasets["train"])
-    log_empty_mask_decision(hparams, class_names, mask_reference)
+    log_empty_mask_decision(hparams, class_names, mask_reference, probe_log_magnitudes(hparams, datasets["train"]))
     brain = LMAC(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
