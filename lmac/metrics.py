@@ -441,18 +441,17 @@ def decision_log_probability(logits, decision):
     return torch.log_softmax(logits.float(), dim=1).gather(1, decision[:, None]).squeeze(1)
 
 
-def deletion_sensitivity(log_mag, reference, logits_of, decision):
-    """How much the decision's log-probability moves with each cell of a mask at the full input:
-    ``|d log q_c / d M|`` at ``M = 1``, the gradient a mask-learning objective starts from. No gradient flows out.
+def input_sensitivity(log_mag, logits_of, decision):
+    """How much the decision's log-probability moves with each cell of the input: ``|d log q_c / d L|`` at the
+    clip's ``log1p`` magnitude ``L``. Not weighted by how far the cell is from what a mask would put there, so it
+    does not lean towards loud cells. No gradient flows out.
 
     Arguments
     ---------
     log_mag : torch.Tensor
         ``L``, ``[batch, frames, freq]``.
-    reference : torch.Tensor
-        ``R``, ``[batch, frames, freq]``: what a removed cell holds.
     logits_of : callable
-        A masked-in ``log1p`` magnitude ``[batch, frames, freq]`` to the classifier's logits ``[batch, n_classes]``.
+        A ``log1p`` magnitude ``[batch, frames, freq]`` to the classifier's logits ``[batch, n_classes]``.
     decision : torch.Tensor
         ``[batch]`` class indices ``c``.
 
@@ -463,31 +462,30 @@ def deletion_sensitivity(log_mag, reference, logits_of, decision):
 
     Example
     -------
-    >>> logits_of = lambda masked_in: masked_in[:, 0]  # logit k reads bin k of the one frame
-    >>> deletion_sensitivity(torch.ones(1, 1, 2), torch.zeros(1, 1, 2), logits_of, torch.tensor([0]))  # 1 - q_0, q_1
-    tensor([[[0.5000, 0.5000]]])
+    >>> logits_of = lambda log_mag: 3 * log_mag[:, 0]  # logit k reads bin k of the one frame, times 3
+    >>> input_sensitivity(torch.ones(1, 1, 2), logits_of, torch.tensor([0]))  # 3 (1 - q_0), 3 q_1
+    tensor([[[1.5000, 1.5000]]])
     """
-    log_mag, reference = log_mag.detach(), reference.detach()
     with torch.enable_grad():
-        full = torch.ones_like(log_mag, requires_grad=True)
-        masked_in, _ = masked_log_magnitudes(full, log_mag, reference)
-        log_q = decision_log_probability(logits_of(masked_in), decision)
-        (gradient,) = torch.autograd.grad(log_q.sum(), full)
+        cells = log_mag.detach().clone().requires_grad_(True)
+        log_q = decision_log_probability(logits_of(cells), decision)
+        (gradient,) = torch.autograd.grad(log_q.sum(), cells)
     return gradient.abs()
 
 
-def share_profile(weights):
-    """Each clip's frequency profile as shares that sum to 1 (all zero where ``weights`` are):
-    ``[batch, frames, freq]`` to ``[batch, freq]``, so that every clip counts the same in a class's mean.
+def as_mask(weights):
+    """Non-negative ``weights`` ``[batch, frames, freq]`` divided by their largest value per clip, so they range
+    over ``[0, 1]`` as a mask does (all zero where ``weights`` are): a sensitivity made comparable with masks.
 
     Example
     -------
-    >>> share_profile(torch.tensor([[[1.0, 3.0], [1.0, 3.0]], [[0.0, 0.0], [0.0, 0.0]]]))
-    tensor([[0.2500, 0.7500],
-            [0.0000, 0.0000]])
+    >>> as_mask(torch.tensor([[[2.0, 4.0]], [[0.0, 0.0]]]))
+    tensor([[[0.5000, 1.0000]],
+    <BLANKLINE>
+            [[0.0000, 0.0000]]])
     """
-    profile = frequency_profile(weights)
-    return profile / profile.sum(dim=1, keepdim=True).clamp_min(torch.finfo(profile.dtype).tiny)
+    peak = weights.flatten(1).amax(dim=1).view(-1, *([1] * (weights.dim() - 1)))
+    return weights / peak.clamp_min(torch.finfo(weights.dtype).tiny)
 
 
 def frequency_profile(mask):
@@ -520,13 +518,15 @@ def class_mean_profiles(profiles, classes, n_classes):
     return sums / counts.clamp_min(1)[:, None], counts > 0
 
 
-def profile_cosine(profiles, classes, n_classes):
+def profile_cosine(profiles, classes, n_classes, empty_is_alike=True):
     """Mean pairwise cosine similarity between the classes' mean mask frequency profiles; no host read.
 
     Lower is more class-specific: 1 when every class's mask keeps the same
     bands in the same proportions. A class whose masks are all zero tells no
-    class apart, so its cosine with every other class counts as 1. NaN with
-    fewer than two classes.
+    class apart, so its cosine with every other class counts as 1; with
+    ``empty_is_alike`` False its pairs are left out instead (a classifier's
+    sensitivity that is zero everywhere, a saturated softmax, says nothing of
+    its bands). NaN with fewer than two classes to pair.
 
     Arguments
     ---------
@@ -535,6 +535,7 @@ def profile_cosine(profiles, classes, n_classes):
     classes : torch.Tensor
         ``[clips]`` class indices below ``n_classes``.
     n_classes : int
+    empty_is_alike : bool
 
     Returns
     -------
@@ -546,12 +547,16 @@ def profile_cosine(profiles, classes, n_classes):
     >>> profiles = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
     >>> round(float(profile_cosine(profiles, torch.tensor([0, 0, 1, 3]), 4)), 4)  # pairs (0, 1): 0, (0, 3): 1, (1, 3): 1
     0.6667
+    >>> float(profile_cosine(profiles, torch.tensor([0, 0, 1, 3]), 4, empty_is_alike=False))  # class 3 left out
+    0.0
     """
     means, present = class_mean_profiles(profiles.float(), classes, n_classes)
     norms = means.norm(dim=1)
     unit = means / norms.clamp_min(torch.finfo(means.dtype).tiny)[:, None]
     empty = norms == 0
     cosine = torch.where(empty[:, None] | empty[None, :], 1.0, unit @ unit.T)
+    if not empty_is_alike:
+        present = present & ~empty
     eye = torch.eye(n_classes, dtype=torch.bool, device=cosine.device)
     pairs = (present[:, None] & present[None, :] & ~eye).to(cosine.dtype)
     return (cosine * pairs).sum() / pairs.sum()

@@ -18,11 +18,12 @@ from lmac.loading import SILENCE_WARNING_PROBABILITY, empty_mask_decision, log_e
 from lmac.mask_references import MASK_REFERENCES, make_mask_reference
 from lmac.masking import inverted_interpretation
 from lmac.metrics import (
+    as_mask,
     audible_localization,
-    deletion_sensitivity,
     energy_kept,
+    frequency_profile,
+    input_sensitivity,
     profile_cosine,
-    share_profile,
     spearman_similarity,
     trust_scores,
 )
@@ -408,41 +409,42 @@ def test_a_near_silent_interpretation_localises_at_chance_whatever_its_faint_cel
     assert localisation.tolist() == pytest.approx([48 / 6, 1.0])  # the box holds 6 of the 48 cells
 
 
-def test_the_classifier_s_sensitivity_is_the_finite_difference_of_its_decision_s_log_probability():
-    # A small non-linear classifier of a mean-normalised-like input, with a reference; central differences of
-    # log q_c at M = 1, cell by cell, against the autograd sensitivity.
+def test_the_classifier_s_sensitivity_is_the_finite_difference_of_its_decision_s_log_probability_in_each_cell():
+    # A small non-linear classifier; central differences of log q_c cell by cell of L, against the autograd
+    # sensitivity. Nothing weighs a cell by its loudness: a cell the classifier reads the same way counts the same.
     generator = torch.Generator().manual_seed(3)
     weights, bias = torch.randn(12, 3, generator=generator, dtype=torch.float64), torch.randn(3, generator=generator, dtype=torch.float64)
 
-    def logits_of(masked_in):
-        return torch.tanh(masked_in.flatten(1)) @ weights + bias
+    def logits_of(log_mag):
+        return torch.tanh(log_mag.flatten(1)) @ weights + bias
 
     log_mag = torch.rand(2, 3, 4, generator=generator, dtype=torch.float64) * 3
-    reference = torch.rand(2, 3, 4, generator=generator, dtype=torch.float64)
     decision = logits_of(log_mag).argmax(dim=1)
-    sensitivity = deletion_sensitivity(log_mag, reference, logits_of, decision)
+    sensitivity = input_sensitivity(log_mag, logits_of, decision)
 
-    def log_q(mask):
-        masked_in = reference + mask * (log_mag - reference)
-        return torch.log_softmax(logits_of(masked_in), dim=1).gather(1, decision[:, None]).squeeze(1)
+    def log_q(cells):
+        return torch.log_softmax(logits_of(cells), dim=1).gather(1, decision[:, None]).squeeze(1)
 
     step = 1e-6
     expected = torch.zeros_like(log_mag)
     for cell in np.ndindex(*log_mag.shape[1:]):
         bump = torch.zeros_like(log_mag)
         bump[(slice(None), *cell)] = step
-        expected[(slice(None), *cell)] = ((log_q(1 + bump) - log_q(1 - bump)) / (2 * step)).abs()
+        expected[(slice(None), *cell)] = ((log_q(log_mag + bump) - log_q(log_mag - bump)) / (2 * step)).abs()
     assert torch.allclose(sensitivity.double(), expected, atol=1e-5)
 
 
-def test_share_profiles_weigh_every_clip_the_same_in_the_sensitivity_profile_cosine():
-    # Two clips of class 0 with their sensitivity in bin 0 and bin 1, one 100x louder; class 1 in bin 1.
-    weights = torch.zeros(3, 2, 2)
+def test_the_sensitivity_profiles_are_those_of_masks_and_a_class_with_no_gradient_is_left_out():
+    # Class 0: two clips sensitive in bin 0 and in bin 1, one 100x more; class 1: bin 1; class 2: no gradient at all
+    # (a saturated softmax). As masks (peak 1 per clip), every clip counts the same in its class's mean.
+    weights = torch.zeros(4, 2, 2)
     weights[0, :, 0], weights[1, :, 1], weights[2, :, 1] = 100.0, 1.0, 1.0
-    shares = share_profile(weights)
-    assert shares.tolist() == [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]
-    # class 0's mean share profile is (0.5, 0.5): cosine 1/sqrt(2) with class 1's (0, 1); unnormalised it would be ~0.01
-    assert float(profile_cosine(shares, torch.tensor([0, 0, 1]), 2)) == pytest.approx(2**-0.5)
+    profiles = frequency_profile(as_mask(weights))
+    assert profiles.tolist() == [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 0.0]]
+    # class 0's mean profile is (0.5, 0.5): cosine 1/sqrt(2) with class 1's (0, 1); class 2 says nothing of its bands
+    classes = torch.tensor([0, 0, 1, 2])
+    assert float(profile_cosine(profiles, classes, 3, empty_is_alike=False)) == pytest.approx(2**-0.5)
+    assert float(profile_cosine(profiles, classes, 3)) == pytest.approx((2**-0.5 + 2) / 3)  # as masks: silent = alike
 
 
 def test_a_comparison_says_when_the_classifier_s_own_sensitivity_is_class_agnostic_too():

@@ -30,7 +30,7 @@ METRIC_DESCRIPTIONS = {
     "fid_in_beyond_empty": ("share of clips whose masked-in input keeps the decision and the empty input does not", "higher"),
     "profile_cosine": ("mean cosine between the classes' mean mask frequency profiles (1 = the same band for every class)", "lower"),
     "event_profile_cosine": ("profile_cosine of the event boxes themselves: the value of masks exactly on the events", ""),
-    "sensitivity_profile_cosine": ("profile_cosine of the classifier's own sensitivity |d log q_c / d M| at the full input (1 = its decision moves with the same bands for every class)", ""),
+    "sensitivity_profile_cosine": ("profile_cosine of the classifier's own sensitivity |d log q_c / d L| at the input, as a mask (1 = its decision moves with the same bands for every class)", ""),
     "event_energy_kept": ("share of the input's energy a mask exactly on the event box keeps", ""),
     "event_silent_share": ("share of clips whose event box itself keeps under 1% of the input's energy: silent_share a perfect localiser would score", ""),
     "event_fid_in": ("share of clips whose decision a mask exactly on the event box keeps: a perfect localiser's Fid-In", ""),

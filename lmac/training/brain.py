@@ -30,15 +30,15 @@ from lmac.listening import MEDIAN_SCORES, OTHER_CLASS_SIR_GAIN, listening_scores
 from lmac.mask_references import SilenceReference
 from lmac.masking import crop_frames, inverted_interpretation, masked_log_magnitudes
 from lmac.metrics import (
+    as_mask,
     audible_localization,
-    deletion_sensitivity,
     energy_kept,
     event_boxes,
     frequency_profile,
+    input_sensitivity,
     interpretation_scores,
     near_silent,
     profile_cosine,
-    share_profile,
     spearman_similarity,
     trust_scores,
 )
@@ -280,7 +280,7 @@ class InterpreterBrain(CudaFedBrain):
             scores["acc"] = (output.logits.argmax(dim=1) == labels).float()
         scores.update(extra_scores)
         self.stage_profiles["mask"].append(frequency_profile(output.mask))
-        self.stage_profiles["sensitivity"].append(share_profile(self.classifier_sensitivity(output)))
+        self.stage_profiles["sensitivity"].append(frequency_profile(as_mask(self.classifier_sensitivity(output))))
         self.stage_profiles["classes"].append(labels)
         if self.events is not None:
             boxes = self.event_boxes(batch.id, output.mask.shape[1:], output.mask.device)
@@ -331,16 +331,16 @@ class InterpreterBrain(CudaFedBrain):
         return {OTHER_CLASS_SIR_GAIN: scores["sir_gain_db"]}
 
     def classifier_sensitivity(self, output):
-        """``metrics.deletion_sensitivity`` of the classifier at the clips of ``output``, for its decisions, with
-        ``output.reference`` in the removed cells: ``[batch, frames', freq]``. Where its classes' profiles
-        (``sensitivity_profile_cosine``) are alike, the classifier's decision moves with the same bands for
-        every class, and masks learnt from it tend to keep those bands whatever the class."""
+        """``metrics.input_sensitivity`` of the classifier at the clips of ``output``, for its decisions:
+        ``[batch, frames', freq]``. Where its classes' profiles (``sensitivity_profile_cosine``) are alike, the
+        classifier's decision moves with the same bands for every class, and masks learnt from it tend to keep
+        those bands whatever the class."""
         log_mag = crop_frames(output.features.log_mag, output.mask.shape[1])
 
-        def logits_of(masked_in):
-            return self.classify(self.input_from_log_mag(masked_in, output.features.log_mag))[0]
+        def logits_of(cells):
+            return self.classify(self.input_from_log_mag(cells, output.features.log_mag))[0]
 
-        return deletion_sensitivity(log_mag, output.reference, logits_of, output.logits.argmax(dim=1))
+        return input_sensitivity(log_mag, logits_of, output.logits.argmax(dim=1))
 
     @torch.no_grad()
     def event_mask_keeps_decision(self, output, boxes):
@@ -431,7 +431,10 @@ class InterpreterBrain(CudaFedBrain):
         scores = {name: torch.cat(self.stage_scores[name]) for name in names}
         classes = {name: torch.cat(self.stage_classes[name]) for name in names}
         cosines = {
-            key: profile_cosine(torch.cat(self.stage_profiles[kind]), torch.cat(self.stage_profiles["classes"]), n_classes)
+            key: profile_cosine(
+                torch.cat(self.stage_profiles[kind]), torch.cat(self.stage_profiles["classes"]), n_classes,
+                empty_is_alike=kind != "sensitivity",  # a sensitivity zero everywhere says nothing of its bands
+            )
             for key, kind in (
                 ("profile_cosine", "mask"), ("event_profile_cosine", "event"), ("sensitivity_profile_cosine", "sensitivity")
             )
