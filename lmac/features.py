@@ -170,6 +170,7 @@ class LogMelInput(torch.nn.Module):
         super().__init__()
         self.compute_fbank = compute_fbank
         self.mean_norm = mean_norm
+        self.shares = {}  # linear_share of the filterbank per (every_bin, device, dtype), made once
 
     @property
     def uses_clip_statistics(self):
@@ -194,8 +195,13 @@ class LogMelInput(torch.nn.Module):
     def to_linear(self, attribution, every_bin=False):
         """An attribution over the input ``[batch, frames, n_mels]`` on the STFT grid ``[batch, frames, freq]``:
         each bin takes the filterbank-weighted mean of the bands covering it (``mel_to_linear``); a bin no band
-        covers (DC, Nyquist) gets 0, or with ``every_bin`` (a mask's logits) the value of the nearest covered bin."""
-        return mel_to_linear(attribution, self.compute_fbank.fbank_matrix.to(attribution.dtype), every_bin)
+        covers (DC, Nyquist) gets 0, or with ``every_bin`` (a mask's logits) the value of the nearest covered bin.
+        The share matrix is made once per device and dtype: a decoder's every forward only multiplies by it."""
+        key = (every_bin, attribution.device, attribution.dtype)
+        if key not in self.shares:
+            fbank_matrix = self.compute_fbank.fbank_matrix.to(attribution.device, attribution.dtype)
+            self.shares[key] = linear_share(fbank_matrix, every_bin)
+        return attribution @ self.shares[key].T
 
 
 class LogMagnitudeInput(torch.nn.Module):
@@ -246,11 +252,15 @@ def mel_to_linear(attribution, fbank_matrix, every_bin=False):
     >>> mel_to_linear(torch.tensor([[[2.0, 4.0]]]), weights, every_bin=True)
     tensor([[[2., 2., 3., 3.]]])
     """
+    return attribution @ linear_share(fbank_matrix, every_bin).T
+
+
+def linear_share(fbank_matrix, every_bin=False):
+    """``mel_to_linear``'s matrix ``[freq, n_mels]``: each bin's filterbank weights divided by their sum (a bin no
+    band covers: zeros, or with ``every_bin`` the row of the nearest covered bin)."""
     coverage = fbank_matrix.sum(dim=1)  # [freq]
     share = fbank_matrix / coverage.clamp_min(torch.finfo(fbank_matrix.dtype).tiny)[:, None]
-    if every_bin:
-        share = share[nearest_covered_bin(coverage > 0)]
-    return attribution @ share.T
+    return share[nearest_covered_bin(coverage > 0)] if every_bin else share
 
 
 def nearest_covered_bin(covered):

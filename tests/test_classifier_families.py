@@ -17,7 +17,7 @@ from lmac.features import LogMagnitudeInput, spectral_features
 from lmac.methods import MASK_METHODS
 from lmac.models.families import FAMILIES, FAMILY_FOLDER, FeatureMapEncoder, check_l2i_family, load_family, new_decoder
 from lmac.models.frozen_classifier import FrozenClassifier
-from lmac.models.map_decoder import MapDecoder
+from lmac.models.map_decoder import MapDecoder, onto_grid
 
 # CNN14's published decoder needs 80 mel bands and 513 bins.
 SETTINGS = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 16, "win_length": 32, "n_mels": 80, "width": 1 / 16, "n_classes": 3}
@@ -135,6 +135,19 @@ def test_the_vit_reads_every_frame_of_a_clip_whose_length_is_not_whole_patches()
         (logits, maps), (changed_logits, _) = classifier(log_mel), classifier(changed)
     assert not torch.allclose(logits, changed_logits)
     assert maps[0].shape[2] == 27  # ceil(431 / 16) tokens over time
+
+
+def test_the_vit_s_token_grid_padded_to_whole_patches_lands_on_the_frames_its_patches_cover():
+    family = load_family("vit", SETTINGS)
+    decoder = new_decoder(family)
+    assert decoder.map_cells == [[16, 16], [16, 16]]
+    tokens = torch.arange(7.0).view(1, 1, 7, 1).expand(1, 1, 7, 5)  # 7 patches: 112 frames for a 101-frame clip
+    on_grid = onto_grid(tokens, (101, 80), cell=(16, 16))
+    frames = torch.arange(101.0)
+    expected = ((frames + 0.5) / 16 - 0.5).clamp(0, 6)  # frame f lies in patch f // 16, whose middle is 16 k + 7.5
+    torch.testing.assert_close(on_grid[0, 0, :, 40], expected)
+    stretched = onto_grid(tokens, (101, 80))[0, 0, :, 40]
+    assert (stretched - expected).abs().max() > 0.6  # stretching 112 frames of tokens onto 101 drifts by ~10 frames
 
 
 def test_a_one_dimensional_map_is_spread_over_learned_frequency_rows():

@@ -10,7 +10,15 @@ from speechbrain.processing.features import ISTFT, STFT, Filterbank, InputNormal
 
 import lmac.training.lmac as lmac_brain
 from lmac.data.esc50 import prepare_datasets
-from lmac.features import DeviceFilterbank, DeviceISTFT, DeviceSTFT, sentence_mean_norm, spectral_features
+from lmac.features import (
+    DeviceFilterbank,
+    DeviceISTFT,
+    DeviceSTFT,
+    LogMelInput,
+    mel_to_linear,
+    sentence_mean_norm,
+    spectral_features,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
@@ -101,3 +109,17 @@ def test_the_sentence_mean_norm_is_speechbrain_s_and_a_masked_input_takes_its_cl
     torch.testing.assert_close(sentence_mean_norm(clip), clip - clip.mean(dim=1, keepdim=True))
     masked = clip * (torch.rand(3, 40, 12) > 0.7)
     torch.testing.assert_close(sentence_mean_norm(masked, statistics_of=clip), masked - clip.mean(dim=1, keepdim=True))
+
+
+def test_a_mel_input_makes_its_share_matrix_once_and_then_only_multiplies(monkeypatch):
+    import lmac.features as features
+
+    to_input = LogMelInput(DeviceFilterbank(n_mels=8, n_fft=64, log_mel=False))
+    logits = torch.rand(2, 5, 8)
+    expected = mel_to_linear(logits, to_input.compute_fbank.fbank_matrix, every_bin=True)
+    calls = []
+    nearest = features.nearest_covered_bin
+    monkeypatch.setattr(features, "nearest_covered_bin", lambda covered: calls.append(1) or nearest(covered))
+    for _ in range(3):  # a decoder's forwards: the boolean indexing (a host sync on a GPU) happens once
+        torch.testing.assert_close(to_input.to_linear(logits, every_bin=True), expected)
+    assert len(calls) == 1

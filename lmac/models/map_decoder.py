@@ -10,7 +10,10 @@ a common grid of ``ceil(frames / grid_stride[0])`` x ``ceil(input_bins / grid_st
 
 - a 2-D map ``[batch, channels, frames', freq']`` (a CNN's, or a
   transformer's patch tokens on their grid) by a 1x1 convolution, then
-  bilinear resizing;
+  bilinear resizing. A map whose cells cover a known number of input frames
+  and bins (``map_cells``: a transformer's patch) is resized to the span its
+  cells cover and cut to the input's: a token grid padded to whole patches
+  (``ceil(frames / 16) * 16`` frames) is not stretched onto ``frames``;
 - a 1-D map over frames ``[batch, channels, frames']`` (ECAPA-TDNN's) by a
   1x1 convolution to ``hidden * freq_rows`` channels, read as ``freq_rows``
   frequency rows (a learned spread of each frame over frequency), then
@@ -51,6 +54,8 @@ class MapDecoder(torch.nn.Module):
         Frames and bins per cell of the fused grid.
     freq_rows : int
         Frequency rows a 1-D map is spread over.
+    map_cells : list of (list of int or None), optional
+        Per map, the input frames and bins one of its cells covers (a patch), or None: the map spans the input.
 
     Example
     -------
@@ -62,7 +67,10 @@ class MapDecoder(torch.nn.Module):
     torch.Size([2, 50, 65])
     """
 
-    def __init__(self, map_channels, map_ranks, classifier_input, input_bins, hidden=32, grid_stride=(4, 1), freq_rows=16):
+    def __init__(
+        self, map_channels, map_ranks, classifier_input, input_bins, hidden=32, grid_stride=(4, 1), freq_rows=16,
+        map_cells=None,
+    ):
         super().__init__()
         if len(map_channels) != len(map_ranks) or any(rank not in (1, 2) for rank in map_ranks):
             raise ValueError(
@@ -70,6 +78,11 @@ class MapDecoder(torch.nn.Module):
                 f"and map_ranks={list(map_ranks)}."
             )
         self.map_ranks = list(map_ranks)
+        self.map_cells = list(map_cells) if map_cells is not None else [None] * len(self.map_ranks)
+        if len(self.map_cells) != len(self.map_ranks) or any(
+            cell is not None and rank != 2 for cell, rank in zip(self.map_cells, self.map_ranks)
+        ):
+            raise ValueError(f"MapDecoder needs one cell (or None) per 2-D map; got map_cells={map_cells}.")
         self.classifier_input = classifier_input
         self.input_bins = input_bins
         self.hidden = hidden
@@ -94,8 +107,8 @@ class MapDecoder(torch.nn.Module):
             raise ValueError(f"MapDecoder was built for {len(self.projections)} feature maps and got {len(feature_maps)}.")
         grid = (math.ceil(num_frames / self.grid_stride[0]), math.ceil(self.input_bins / self.grid_stride[1]))
         fused = sum(
-            F.interpolate(self.on_grid_plane(projection, feature_map, rank), size=grid, mode="bilinear", align_corners=False)
-            for projection, feature_map, rank in zip(self.projections, feature_maps, self.map_ranks)
+            onto_grid(self.on_grid_plane(projection, feature_map, rank), grid, cell, self.grid_stride)
+            for projection, feature_map, rank, cell in zip(self.projections, feature_maps, self.map_ranks, self.map_cells)
         )
         logits = self.fuse(torch.relu(fused))  # [batch, 1, grid frames, grid bins]
         on_input = F.interpolate(logits, size=(num_frames, self.input_bins), mode="bilinear", align_corners=False)[:, 0]
@@ -108,3 +121,27 @@ class MapDecoder(torch.nn.Module):
             return projected
         batch, _, frames = projected.shape
         return projected.view(batch, self.hidden, self.freq_rows, frames).transpose(2, 3)
+
+
+def onto_grid(plane, grid, cell=None, grid_stride=(1, 1)):
+    """A map ``[batch, channels, frames', rows]`` resized bilinearly onto the fused ``grid`` (frames, bins).
+
+    Without ``cell`` the map spans the input and is stretched onto the grid.
+    With ``cell`` (the input frames and bins one map cell covers, a patch) it
+    is resized to the grid cells its cells cover, ``frames' * cell / grid_stride``,
+    and cut to ``grid``: the part of a padded token grid past the input's end
+    is dropped, not squeezed in (an edge the map does not reach repeats its last cell).
+
+    Example
+    -------
+    >>> tokens = torch.arange(7.0).view(1, 1, 7, 1)  # 7 patches of 16 frames: 112 frames for a 101-frame input
+    >>> on_input = onto_grid(tokens, (101, 1), cell=(16, 1))[0, 0, :, 0]
+    >>> round(float(on_input[8]), 3), round(float(on_input[100]), 3)  # frame f: patch (f + 0.5) / 16 - 0.5
+    (0.031, 5.781)
+    """
+    if cell is None:
+        return F.interpolate(plane, size=grid, mode="bilinear", align_corners=False)
+    size = tuple(math.ceil(plane.shape[axis] * cell[index] / grid_stride[index]) for index, axis in enumerate((2, 3)))
+    resized = F.interpolate(plane, size=size, mode="bilinear", align_corners=False)[:, :, : grid[0], : grid[1]]
+    missing = (0, grid[1] - resized.shape[3], 0, grid[0] - resized.shape[2])
+    return F.pad(resized, missing, mode="replicate") if any(missing) else resized
