@@ -358,6 +358,7 @@ SILENT_ENERGY_SHARE = 0.01
 TRUST_METRICS = (
     "energy_kept", "silent_share", "empty_keeps_decision", "fid_in_beyond_empty",
     "profile_cosine", "event_profile_cosine", "sensitivity_profile_cosine", "randomisation_similarity",
+    "randomisation_floor",
 )  # fmt: skip
 
 

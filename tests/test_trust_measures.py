@@ -136,6 +136,38 @@ def test_randomisation_similarity_agrees_with_quantus_model_parameter_randomisat
     assert float(ours.mean()) < 0.5  # the randomised head changed the gradients
 
 
+def test_the_randomisation_cascade_agrees_with_quantus_top_down_model_parameter_randomisation():
+    from lmac.methods import SaliencyMask
+    from lmac.training.brain import randomisation_cascade
+
+    class Gradient(SaliencyMask):  # |d logit_c / d x| of the toy classifier, on its own input
+        def __init__(self, model):
+            self.model = model
+
+        def on_classifier(self, classifier):
+            return Gradient(classifier)
+
+        def mask(self, x, logits, feature_maps=None):
+            return torch.as_tensor(input_gradient(self.model, x.numpy(), logits.argmax(dim=1).numpy()))
+
+    torch.manual_seed(3)
+    model = ToyClassifier().eval()
+    x = torch.randn(6, 1, 4, 4)
+    logits = model(x).detach()
+    seed = 11
+    metric = quantus.MPRT(layer_order="top_down", seed=seed, abs=False, normalise=False, disable_warnings=True)
+    y = logits.argmax(dim=1).numpy()
+    scores = metric(
+        model=model, x_batch=x.numpy(), y_batch=y, a_batch=input_gradient(model, x.numpy(), y),
+        explain_func=input_gradient, device="cpu", batch_size=6,
+    )  # fmt: skip
+    trained = Gradient(model).mask(x, logits)
+    steps = randomisation_cascade(model, Gradient(model), ["head", "hidden"], seed=seed + 1)
+    assert [layer for layer, _, _ in steps] == ["head", "hidden"]
+    for layer, _, method in steps:  # the head re-drawn, then the hidden layer too: quantus' cascade, step by step
+        assert spearman_similarity(trained, method.mask(x, logits)).tolist() == pytest.approx(scores[layer], abs=1e-5)
+
+
 def test_randomising_a_copy_leaves_the_classifier_and_the_global_random_state_alone():
     model = ToyClassifier()
     before = {name: value.clone() for name, value in model.state_dict().items()}

@@ -13,7 +13,8 @@ settings (``FAMILY_SETTINGS``), the objects of ``FAMILY_KEYS``:
   interpreter recipes (``new_decoder``), mapping ``(feature_maps, frames)``
   to mask logits ``[batch, frames, freq]``;
 - ``gradcam_layer`` and ``randomisation_layers``: dotted layer names inside
-  the frozen classifier; ``supports_l2i``: True for CNN14 only (L2I's
+  the frozen classifier (the second the model-randomisation cascade, from
+  the top down to the deepest block the decoder reads); ``supports_l2i``: True for CNN14 only (L2I's
   decoder reads CNN14's maps); ``emb_dim``.
 
 The Brain, the metrics and the mask methods read only these objects, so a

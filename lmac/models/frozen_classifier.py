@@ -73,9 +73,10 @@ def randomised_classifier(classifier, layer_names, seed):
     of ``modules()`` (as quantus' MPRT does); a parameter that keeps its
     trained value after that (a cosine head's weight, an attention's
     ``in_proj_weight``: their modules have no ``reset_parameters``) is
-    re-drawn by ``redraw_parameter``. The draws come from a generator seeded
-    with ``seed``; the global random state is left as it was. ``classifier``
-    is not changed.
+    re-drawn by ``redraw_parameter``. Each layer's draws come from the
+    generator seeded with ``seed`` again (as quantus' MPRT seeds each layer),
+    so a layer gets the same weights in every step of a cascade; the global
+    random state is left as it was. ``classifier`` is not changed.
 
     Arguments
     ---------
@@ -93,8 +94,8 @@ def randomised_classifier(classifier, layer_names, seed):
     """
     copy = deepcopy(classifier)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
         for name in layer_names:
+            torch.manual_seed(seed)
             layer = named_submodule(copy, name, "randomisation_layers")
             trained = {key: parameter.detach().clone() for key, parameter in layer.named_parameters()}
             for module in layer.modules():

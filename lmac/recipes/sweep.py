@@ -60,7 +60,9 @@ FAMILY_RUNS = {
     "vit": {"width": 1 / 16, "classifier_epochs": 30, "lmac_epochs": 6},
 }
 COMPARED = ("lmac", "gradcam", "integrated_gradients")
-MEANS = ("fid_in", "AD", "localization", "silent_share", "profile_cosine", "randomisation_similarity")
+MEANS = (
+    "fid_in", "AD", "localization", "silent_share", "profile_cosine", "randomisation_similarity", "randomisation_floor",
+)
 # What a seed's table says of the classifier itself (the same for every method): what the event alone keeps of its
 # decisions, and whether its own sensitivity has one frequency profile for every class.
 CLASSIFIER_MEASURES = ("event_fid_in", "sensitivity_profile_cosine")

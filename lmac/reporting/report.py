@@ -41,7 +41,8 @@ METRIC_DESCRIPTIONS = {
     "si_sdr_db": ("median scale-invariant SDR (dB) of the interpretation against the decided sound", "higher"),
     "ideal_mask_sir_gain_db": ("median sir_gain_db of the ideal binary mask: what a mask can reach on these clips", ""),
     "other_class_sir_gain_db": ("two classes mixed: median gain (dB) of the class not decided over the rest, in the method's interpretation of that class (class-conditional methods only)", "higher"),
-    "randomisation_similarity": ("rank correlation of the masks with those after re-initialising the classifier's last block (1 = unchanged)", "lower"),
+    "randomisation_similarity": ("rank correlation of the masks with those after re-drawing the classifier from the top down to the deepest block the decoder reads (1 = unchanged)", "lower"),
+    "randomisation_floor": ("rank correlation of the masks of two unrelated clips: the method's own prior, the floor of randomisation_similarity", ""),
     "l1_weight": ("the L1 weight in force (adapted when l1_rate > 0)", ""),
 }
 

@@ -145,7 +145,7 @@ class InterpreterBrain(CudaFedBrain):
         self.noise_stream = noise_stream
         self.events = events
         self.mask_reference = mask_reference if mask_reference is not None else SilenceReference()
-        self.randomised = None  # (classifier, mask method) of the model-randomisation check, built in TEST
+        self.randomised = None  # the model-randomisation cascade's (layer, mask method) steps, built in TEST
         if self.device_type == "cuda":
             torch.backends.cudnn.benchmark = True  # every training clip has the same shape
 
@@ -364,29 +364,53 @@ class InterpreterBrain(CudaFedBrain):
         return to_device(boxes, device)
 
     def record_randomisation_similarity(self, output, labels):
-        """Records ``randomisation_similarity`` for the stage's first ``randomisation_clips`` clips.
+        """Records the model-randomisation cascade for the stage's first ``randomisation_clips`` clips.
 
-        The same mask method, run on the classifier whose
-        ``randomisation_layers`` are re-initialised (L-MAC: the same decoder
-        reading that classifier's feature maps), for the same decision;
-        Spearman's rho between its masks and ``output.mask``.
+        Step ``k`` runs the same mask method on the classifier whose first
+        ``k`` of ``randomisation_layers`` (from the top down to the deepest
+        block the decoder reads) are re-drawn (L-MAC: the same decoder reading
+        that classifier's feature maps), for the same decision, and records
+        Spearman's rho between its masks and ``output.mask`` as
+        ``randomisation_step_<k>``; the last step is ``randomisation_similarity``.
+        Beside them, ``randomisation_floor``: the rho between the masks of two
+        unrelated clips (each clip's with the next one's), the method's own prior.
         """
         count = min(output.mask.shape[0], self.hparams.randomisation_clips - self.randomisation_recorded)
         if count <= 0:
             return
         if self.randomised is None:
-            classifier = randomised_classifier(
-                self.modules.classifier, self.hparams.randomisation_layers, self.hparams.seed
+            self.randomised = randomisation_cascade(
+                self.modules.classifier, self.current_mask_method(), self.hparams.randomisation_layers, self.hparams.seed
             )
-            self.randomised = (classifier, self.current_mask_method().on_classifier(classifier))
-        classifier, method = self.randomised
         features = _rows(output.features, slice(count))
-        with torch.no_grad():
-            _, feature_maps = classifier(features.classifier_input)
-        mask = method.mask(features, output.logits[:count], feature_maps)
-        similarity = spearman_similarity(output.mask[:count], mask)
-        self.record_scores({"randomisation_similarity": similarity}, labels[:count])
+        trained = output.mask[:count]
+        scores = {}
+        for step, (_, classifier, method) in enumerate(self.randomised, start=1):
+            with torch.no_grad():
+                _, feature_maps = classifier(features.classifier_input)
+            mask = method.mask(features, output.logits[:count], feature_maps)
+            scores[f"randomisation_step_{step}"] = spearman_similarity(trained, mask)
+        scores["randomisation_similarity"] = scores[f"randomisation_step_{len(self.randomised)}"]
+        if count > 1:
+            scores["randomisation_floor"] = spearman_similarity(trained, trained.roll(1, dims=0))
+        self.record_scores(scores, labels[:count])
         self.randomisation_recorded += count
+
+    def log_randomisation_cascade(self, stats):
+        """Logs the cascade of a TEST stage in words: each step's re-drawn layer and similarity, then the floor."""
+        if self.randomised is None or "randomisation_step_1" not in stats:
+            return
+        steps = ", ".join(
+            f"{layer} {stats[f'randomisation_step_{step}']:.2f}"
+            for step, (layer, _, _) in enumerate(self.randomised, start=1)
+            if f"randomisation_step_{step}" in stats
+        )  # fmt: skip
+        floor = f"; two unrelated clips' masks {stats['randomisation_floor']:.2f}" if "randomisation_floor" in stats else ""
+        logger.info(
+            "Model randomisation, from the top down (rank correlation of the masks with the trained classifier's, "
+            "after re-drawing each layer in turn and those above it): %s%s. Similarities near the floor show masks "
+            "that depend on the classifier.", steps, floor,
+        )  # fmt: skip
 
     def interpretation_waveform(self, mask, features, num_samples):
         """``inverted_interpretation`` with this Brain's ISTFT: ``[batch, num_samples]``."""
@@ -479,6 +503,7 @@ class InterpreterBrain(CudaFedBrain):
             self.hparams.train_logger.log_stats(
                 stats_meta=self.test_log_meta(), test_stats=stats
             )
+            self.log_randomisation_cascade(stats)
         self.last_stage_stats = stats
 
     def test_log_meta(self):
@@ -760,6 +785,25 @@ def write_per_class(per_class_stats, class_names, path):
     with open(path, "w", encoding="utf-8") as file:
         json.dump(named, file, indent=2)
     return named
+
+
+def randomisation_cascade(classifier, method, layers, seed):
+    """The model-randomisation cascade's steps: for each of ``layers`` in turn, top first, ``(layer, classifier, method)``
+    with that layer and every one before it re-drawn (``randomised_classifier``) and the mask method on that classifier.
+
+    Example
+    -------
+    >>> from lmac.methods import AllOnesMask
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    >>> steps = randomisation_cascade(model, AllOnesMask(), ["1", "0"], seed=0)
+    >>> [(layer, torch.equal(copy[0].weight, model[0].weight)) for layer, copy, _ in steps]
+    [('1', True), ('0', False)]
+    """
+    steps = []
+    for count, layer in enumerate(layers, start=1):
+        randomised = randomised_classifier(classifier, layers[:count], seed)
+        steps.append((layer, randomised, method.on_classifier(randomised)))
+    return steps
 
 
 def event_stems(batch):
