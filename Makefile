@@ -19,7 +19,10 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
 
 venv: $(VENV)/.dev-installed
 
+# The format and the lint (ruff.toml), then the tests.
 test: $(VENV)/.dev-installed browser
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 # The listening report's test opens report.html in Debian's Chromium. Installed here when

@@ -121,7 +121,11 @@ def check_settings_given(hparams_file, overrides, placeholders_not_needed=()):
     for key in given:
         if key not in keys:
             close = difflib.get_close_matches(key, keys, n=2, cutoff=0.75)
-            hint = f"did you mean {' or '.join(f'--{name}' for name in close)}?" if close else "the YAML's top-level keys are its settings."
+            hint = (
+                f"did you mean {' or '.join(f'--{name}' for name in close)}?"
+                if close
+                else "the YAML's top-level keys are its settings."
+            )
             raise SettingError(f"--{key} is not a setting of {hparams_file}; {hint}")
     missing = [key for key in placeholders if key not in given and key not in placeholders_not_needed]
     if missing:
@@ -221,5 +225,3 @@ def take_test_only_flag(argv):
             remaining.append(arg)
         index += 1
     return remaining, value
-
-

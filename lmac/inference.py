@@ -54,7 +54,7 @@ def class_names_from_encoder(encoder, n_classes):
     (['dog', 'class_1'], ['class_0', 'class_1'])
     """
     names = [f"class_{index}" for index in range(n_classes)]
-    for index, label in (encoder.ind2lab.items() if encoder is not None else ()):
+    for index, label in encoder.ind2lab.items() if encoder is not None else ():
         if index < n_classes:
             names[index] = label
     return names
@@ -260,7 +260,9 @@ class LMACInterpreter(Pretrained):
             outputs = FileOutputs(self, path, audio.num_samples, savedir, name) if savedir is not None else None
             kept, probabilities = [], []
             count = self.piece_count(audio.num_samples)
-            for piece in tqdm(self.file_pieces(audio, scale), desc=os.path.basename(path), total=count, disable=count < 4):
+            for piece in tqdm(
+                self.file_pieces(audio, scale), desc=os.path.basename(path), total=count, disable=count < 4
+            ):
                 probabilities.append(piece.window_probabilities)
                 if keep_tensors:
                     kept.append((piece.interpretation, piece.mask))
@@ -270,9 +272,12 @@ class LMACInterpreter(Pretrained):
         probability = window_probabilities.mean(dim=0, keepdim=True)
         interpretation, mask = (torch.cat(parts)[None] for parts in zip(*kept)) if keep_tensors else (None, None)
         result = Interpretation(
-            interpretation, mask, probability, self.labels_of(probability),
+            interpretation,
+            mask,
+            probability,
+            self.labels_of(probability),
             self.timeline(window_probabilities, audio.num_samples),
-        )  # fmt: skip
+        )
         if outputs is not None:
             result.outputs = outputs.finish(result)
         return result
@@ -307,12 +312,16 @@ class LMACInterpreter(Pretrained):
             last = min(first + piece_frames, num_frames)
             need = max(0, first - margin), min(total_frames, last + margin)  # frames whose mask the piece reads
             span = max(0, first - 2 * margin), min(total_frames, last + 2 * margin)  # frames whose STFT it takes
-            windows = range(max(0, -(-(need[0] - window_frames + 1) // hop_frames)), min(count, (need[1] - 1) // hop_frames + 1))
+            windows = range(
+                max(0, -(-(need[0] - window_frames + 1) // hop_frames)), min(count, (need[1] - 1) // hop_frames + 1)
+            )
             segment_stop = padded_length if span[1] == total_frames else (span[1] - 1) * hop
             start = min(windows[0] * window_hop, span[0] * hop)
             samples = audio.read(start, max(windows[-1] * window_hop + window, segment_stop)) * scale
             clips = torch.stack([samples[index * window_hop - start :][:window] for index in windows])
-            _, masks, probabilities = zip(*(self.analyse_batch(chunk) for chunk in clips.split(self.hparams.batch_size)))
+            _, masks, probabilities = zip(
+                *(self.analyse_batch(chunk) for chunk in clips.split(self.hparams.batch_size))
+            )
             with torch.no_grad():
                 stitched = stitch_masks(torch.cat(masks), hop_frames, (len(windows) - 1) * hop_frames + window_frames)
                 offset = windows[0] * hop_frames
@@ -320,12 +329,16 @@ class LMACInterpreter(Pretrained):
                 features = spectral_features(segment, self.mods.compute_stft, self.mods.classifier_input)
                 mask = torch.zeros_like(features.log_mag[0])  # [span frames, freq]
                 mask[need[0] - span[0] : need[1] - span[0]] = stitched[need[0] - offset : need[1] - offset]
-                interpretation = inverted_interpretation(mask[None], features, segment.shape[1], self.mods.compute_istft)[0]
+                interpretation = inverted_interpretation(
+                    mask[None], features, segment.shape[1], self.mods.compute_istft
+                )[0]
             samples_of_piece = slice(first * hop, min(last * hop, audio.num_samples))
             owned = [position for position, index in enumerate(windows) if first <= index * hop_frames < last]
             yield FilePiece(
                 waveform=samples[samples_of_piece.start - start : samples_of_piece.stop - start],
-                interpretation=interpretation[samples_of_piece.start - span[0] * hop : samples_of_piece.stop - span[0] * hop],
+                interpretation=interpretation[
+                    samples_of_piece.start - span[0] * hop : samples_of_piece.stop - span[0] * hop
+                ],
                 log_mag=features.log_mag[0, first - span[0] : last - span[0]],
                 mask=mask[first - span[0] : last - span[0]],
                 window_probabilities=torch.cat(probabilities)[owned],
@@ -371,12 +384,16 @@ def output_names(paths):
     stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
     counts = collections.Counter(stems)
     shared_folder = {
-        stem: os.path.commonpath([os.path.dirname(os.path.abspath(path)) for path, other in zip(paths, stems) if other == stem])
+        stem: os.path.commonpath(
+            [os.path.dirname(os.path.abspath(path)) for path, other in zip(paths, stems) if other == stem]
+        )
         for stem, count in counts.items()
         if count > 1
     }
     return [
-        stem if counts[stem] == 1 else re.sub(r"[./\\]", "_", os.path.relpath(os.path.abspath(path), shared_folder[stem]))
+        stem
+        if counts[stem] == 1
+        else re.sub(r"[./\\]", "_", os.path.relpath(os.path.abspath(path), shared_folder[stem]))
         for path, stem in zip(paths, stems)
     ]
 

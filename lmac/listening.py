@@ -35,8 +35,13 @@ from lmac.masking import crop_frames
 
 # What ``listening_scores`` measures per clip, in the order the tables show them.
 LISTENING_SCORES = (
-    "sir_gain_db", "sir_gain_6db_share", "target_kept", "rest_kept", "si_sdr_db", "ideal_mask_sir_gain_db",
-)  # fmt: skip
+    "sir_gain_db",
+    "sir_gain_6db_share",
+    "target_kept",
+    "rest_kept",
+    "si_sdr_db",
+    "ideal_mask_sir_gain_db",
+)
 # In a mixture of two classes, the gain of a class-conditional method's mask of the class not decided, with that
 # class's sound as the target (``other_class_parts``): what would have made it that class.
 OTHER_CLASS_SIR_GAIN = "other_class_sir_gain_db"
@@ -133,7 +138,9 @@ def si_sdr_db(estimate, target):
     tensor([0.])
     """
     estimate, target = estimate.float(), target.float()
-    scale = (estimate * target).sum(dim=-1, keepdim=True) / energy(target).clamp_min(torch.finfo(target.dtype).tiny).unsqueeze(-1)
+    scale = (estimate * target).sum(dim=-1, keepdim=True) / energy(target).clamp_min(
+        torch.finfo(target.dtype).tiny
+    ).unsqueeze(-1)
     projection = scale * target
     return ratio_db(energy(projection), energy(projection - estimate))
 

@@ -13,6 +13,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
+from lmac.audio.io import fit_length
 from lmac.checks import (
     SettingError,
     check_classifier_outputs,
@@ -21,7 +22,6 @@ from lmac.checks import (
     saved_mask_reference_path,
 )
 from lmac.compat import old_module_names
-from lmac.audio.io import fit_length
 from lmac.features import spectral_features
 from lmac.mask_references import load_mask_reference, make_mask_reference, save_mask_reference
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
@@ -115,16 +115,23 @@ def log_empty_mask_decision(hparams, class_names, mask_reference, clip_log_mag):
     name, reference = class_names[decision], mask_reference.name
     logger.info(
         "The classifier gives an empty mask's input (mask_reference=%s, built from %d training clips as training "
-        "builds it) class %r with probability %.2f.", reference, clip_log_mag.shape[0], name, probability,
-    )  # fmt: skip
+        "builds it) class %r with probability %.2f.",
+        reference,
+        clip_log_mag.shape[0],
+        name,
+        probability,
+    )
     if probability > SILENCE_WARNING_PROBABILITY:
         logger.warning(
             "The classifier gives an empty mask's input (mask_reference=%s) %r with probability %.2f: an empty mask "
             "already keeps that decision, so %r interpretations may be silent. Check energy_kept, silent_share "
             "and fid_in_beyond_empty; the default objective (--l_empty_w 1 --sparsity_gate True) asks every mask "
             "to beat its empty input, and another --mask_reference may be less telling to this classifier.",
-            reference, name, probability, name,
-        )  # fmt: skip
+            reference,
+            name,
+            probability,
+            name,
+        )
     return name, probability
 
 
@@ -202,8 +209,11 @@ def note_class_count(hparams, label_encoder):
     if len(label_encoder) != hparams["n_classes"]:
         logger.warning(
             "The classifier has %d outputs (n_classes) and the data in %r %d classes: its decisions are interpreted, "
-            "but accuracy is not computed.", hparams["n_classes"], hparams["data_folder"], len(label_encoder),
-        )  # fmt: skip
+            "but accuracy is not computed.",
+            hparams["n_classes"],
+            hparams["data_folder"],
+            len(label_encoder),
+        )
 
 
 def load_interpreter(psi_model, path, device):
@@ -263,7 +273,9 @@ def load_l2i_run(folder, hparams):
                 "pass the --l2i_folder of an L2I run on the same classifier."
             )
     if l2i["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None:
-        raise FileNotFoundError(f"l2i_folder={folder!r} holds no trained L2I checkpoint; run train_l2i.py to the end first.")
+        raise FileNotFoundError(
+            f"l2i_folder={folder!r} holds no trained L2I checkpoint; run train_l2i.py to the end first."
+        )
     load_nmf_dictionary(l2i)
     return l2i
 

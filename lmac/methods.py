@@ -268,7 +268,12 @@ class SmoothGradMask(CaptumMask):
 
     @classmethod
     def from_hparams(cls, hparams, modules):
-        return cls(modules["classifier"], modules["classifier_input"], hparams["smoothgrad_samples"], hparams["smoothgrad_noise"])
+        return cls(
+            modules["classifier"],
+            modules["classifier_input"],
+            hparams["smoothgrad_samples"],
+            hparams["smoothgrad_noise"],
+        )
 
     def input_attribution(self, classifier_input, decision, features):
         # captum takes the noise's std as a Python float; the input in units of its range (a tensor, never read
@@ -279,9 +284,14 @@ class SmoothGradMask(CaptumMask):
             return self.logits(scaled_input * spread)
 
         attribution = NoiseTunnel(Saliency(logits_of_scaled)).attribute(
-            classifier_input / spread, nt_type="smoothgrad", nt_samples=self.samples, nt_samples_batch_size=classifier_input.shape[0],
-            stdevs=self.noise, target=decision, abs=True,
-        )  # fmt: skip
+            classifier_input / spread,
+            nt_type="smoothgrad",
+            nt_samples=self.samples,
+            nt_samples_batch_size=classifier_input.shape[0],
+            stdevs=self.noise,
+            target=decision,
+            abs=True,
+        )
         return attribution / spread
 
 
@@ -303,7 +313,11 @@ class IntegratedGradientsMask(CaptumMask):
     def input_attribution(self, classifier_input, decision, features):
         silence = self.classifier_input(torch.zeros_like(features.log_mag), features.log_mag)  # [batch, frames, bins]
         return IntegratedGradients(self.logits).attribute(
-            classifier_input, baselines=silence, target=decision, n_steps=self.steps, internal_batch_size=classifier_input.shape[0]
+            classifier_input,
+            baselines=silence,
+            target=decision,
+            n_steps=self.steps,
+            internal_batch_size=classifier_input.shape[0],
         )
 
 

@@ -16,8 +16,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lmac.masking import masked_log_magnitudes
-
 INTERPRETATION_METRICS = ("fid_in", "FF", "AI", "AD", "AG", "SPS", "COMP")
 
 
@@ -356,10 +354,16 @@ def audible_localization(mask, box, silent):
 SILENT_ENERGY_SHARE = 0.01
 # The trust measures of ``docs/method.md`` (Trust measures), beside ``INTERPRETATION_METRICS``.
 TRUST_METRICS = (
-    "energy_kept", "silent_share", "empty_keeps_decision", "fid_in_beyond_empty",
-    "profile_cosine", "event_profile_cosine", "sensitivity_profile_cosine", "randomisation_similarity",
+    "energy_kept",
+    "silent_share",
+    "empty_keeps_decision",
+    "fid_in_beyond_empty",
+    "profile_cosine",
+    "event_profile_cosine",
+    "sensitivity_profile_cosine",
+    "randomisation_similarity",
     "randomisation_floor",
-)  # fmt: skip
+)
 
 
 def energy_kept(mask, log_mag):
@@ -609,7 +613,9 @@ def spearman_similarity(masks, other_masks):
     tensor([ 1., -1.])
     """
     if masks.shape != other_masks.shape:
-        raise ValueError(f"spearman_similarity needs two masks of one shape; got {tuple(masks.shape)} and {tuple(other_masks.shape)}.")
+        raise ValueError(
+            f"spearman_similarity needs two masks of one shape; got {tuple(masks.shape)} and {tuple(other_masks.shape)}."
+        )
     first, second = (average_ranks(m.detach().float().flatten(1)) for m in (masks, other_masks))
     first, second = first - first.mean(dim=1, keepdim=True), second - second.mean(dim=1, keepdim=True)
     scale = (first.square().sum(dim=1) * second.square().sum(dim=1)).sqrt()

@@ -37,13 +37,22 @@ def esc50_copy(synthetic_data, tmp_path):
 def tiny_run_flags(esc50_folder, output_folder, n_classes=2):
     """Command-line flags of a tiny CPU run: width 1/32, random classifier, batch 2, no workers."""
     return [
-        "--data_folder", str(esc50_folder),
-        "--output_folder", str(output_folder),
-        "--use_pretrained", "False",
-        "--width", "0.03125",
-        "--n_classes", str(n_classes),
-        "--batch_size", "2",
-        "--num_workers", "0",
-        "--noise_num_workers", "0",
-        "--interpretations_per_stage", "2",
-    ]  # fmt: skip
+        "--data_folder",
+        str(esc50_folder),
+        "--output_folder",
+        str(output_folder),
+        "--use_pretrained",
+        "False",
+        "--width",
+        "0.03125",
+        "--n_classes",
+        str(n_classes),
+        "--batch_size",
+        "2",
+        "--num_workers",
+        "0",
+        "--noise_num_workers",
+        "0",
+        "--interpretations_per_stage",
+        "2",
+    ]

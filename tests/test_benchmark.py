@@ -10,18 +10,40 @@ import torch
 import lmac.recipes.benchmark as benchmark
 
 KEYS = (
-    "train_step_s_per_clip", "train_floor_s_per_clip", "train_step_over_floor", "train_data_wait_share",
-    "eval_step_s_per_clip", "eval_floor_s_per_clip", "eval_step_over_floor", "eval_data_wait_share",
-    "interpret_5s_latency_s", "interpret_5s_with_outputs_s", "peak_memory_mb",
-)  # fmt: skip
+    "train_step_s_per_clip",
+    "train_floor_s_per_clip",
+    "train_step_over_floor",
+    "train_data_wait_share",
+    "eval_step_s_per_clip",
+    "eval_floor_s_per_clip",
+    "eval_step_over_floor",
+    "eval_data_wait_share",
+    "interpret_5s_latency_s",
+    "interpret_5s_with_outputs_s",
+    "peak_memory_mb",
+)
 
 
 def test_the_benchmark_reports_every_measure(tmp_path):
     output = tmp_path / "bench.json"
-    results = benchmark.main([
-        "--config", "demo", "--iterations", "1", "--batch_size", "2", "--num_workers", "0",
-        "--clips_per_class", "5", "--data_folder", str(tmp_path / "data"), "--output", str(output),
-    ])  # fmt: skip
+    results = benchmark.main(
+        [
+            "--config",
+            "demo",
+            "--iterations",
+            "1",
+            "--batch_size",
+            "2",
+            "--num_workers",
+            "0",
+            "--clips_per_class",
+            "5",
+            "--data_folder",
+            str(tmp_path / "data"),
+            "--output",
+            str(output),
+        ]
+    )
     written = json.loads(output.read_text())
     assert written == results and written["config"] == "demo" and written["batch_size"] == 2
     assert (written["device"], written["precision"]) == ("cpu", "fp32") and "train_clips_per_s" not in written
@@ -47,7 +69,9 @@ def test_the_floor_runs_under_the_steps_autocast(synthetic_data, tmp_path, train
     brain.classify = recording_classify
     seconds = benchmark.floor_times(brain, next(iter(loader)), train)
     assert seconds > 0
-    assert len(autocast_dtypes) == 8  # compute_forward's 4 passes (input, masked-in, masked-out, empty), then the floor's
+    assert (
+        len(autocast_dtypes) == 8
+    )  # compute_forward's 4 passes (input, masked-in, masked-out, empty), then the floor's
     assert set(autocast_dtypes) == {torch.bfloat16}
     assert not torch.is_autocast_enabled("cpu")
 

@@ -20,7 +20,15 @@ from lmac.models.frozen_classifier import FrozenClassifier
 from lmac.models.map_decoder import MapDecoder, onto_grid
 
 # CNN14's published decoder needs 80 mel bands and 513 bins.
-SETTINGS = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 16, "win_length": 32, "n_mels": 80, "width": 1 / 16, "n_classes": 3}
+SETTINGS = {
+    "sample_rate": 16000,
+    "n_fft": 1024,
+    "hop_length": 16,
+    "win_length": 32,
+    "n_mels": 80,
+    "width": 1 / 16,
+    "n_classes": 3,
+}
 FREQ_BINS = SETTINGS["n_fft"] // 2 + 1
 # The map shapes each family's decoder reads: rank 2 [batch, channels, frames', freq'] or rank 1 [batch, channels, frames'].
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +54,9 @@ def test_every_family_classifies_and_its_decoder_covers_the_stft_grid(name, fram
 
 
 def test_the_recipes_read_one_flag_for_the_family_and_the_stft_stays_shared(tmp_path):
-    hparams = load_recipe("lmac_cnn14.yaml", {"output_folder": str(tmp_path), "classifier_family": "ecapa", "width": 0.0625})
+    hparams = load_recipe(
+        "lmac_cnn14.yaml", {"output_folder": str(tmp_path), "classifier_family": "ecapa", "width": 0.0625}
+    )
     assert type(hparams["embedding_model"].encoder).__name__ == "ECAPA_TDNN"
     assert type(hparams["psi_model"]).__name__ == "MapDecoder"
     assert hparams["gradcam_layer"] == "embedding_model.encoder.mfa"
@@ -68,11 +78,18 @@ def test_an_unknown_family_and_an_incomplete_block_are_named(tmp_path):
 
 
 def test_l2i_is_left_out_of_all_and_refused_by_name_for_another_family():
-    conv2d = {"family": load_family("conv2d", SETTINGS), "classifier_family": "conv2d", "compare": "all", "int_method": "lmac"}
+    conv2d = {
+        "family": load_family("conv2d", SETTINGS),
+        "classifier_family": "conv2d",
+        "compare": "all",
+        "int_method": "lmac",
+    }
     cnn14 = {**conv2d, "family": load_family("cnn14", SETTINGS), "classifier_family": "cnn14"}
     assert "l2i" not in lmac_eval.methods_of(conv2d) and "gradcam" in lmac_eval.methods_of(conv2d)
     assert "l2i" in lmac_eval.methods_of(cnn14)
-    with pytest.raises(SettingError, match="L2I reads CNN14's feature maps and classifier_family='conv2d' is not CNN14"):
+    with pytest.raises(
+        SettingError, match="L2I reads CNN14's feature maps and classifier_family='conv2d' is not CNN14"
+    ):
         MASK_METHODS["l2i"].check_settings({**conv2d, "l2i_folder": "nowhere"})
     check_l2i_family(cnn14)
 
@@ -283,7 +300,9 @@ def test_lmac_masks_each_clip_s_event_where_and_when_it_is(name):
         assert (outside < median).float().mean() > 0.9, f"{name}, clip {clip}: too much of the rest is masked in"
         if name in TIMED_AT_32_FRAMES:
             assert (at_other_times < median).float().mean() > 0.9, f"{name}, clip {clip}: its band is kept when silent"
-            assert (mask[clip][:, other_band] < median).float().mean() > 0.9, f"{name}, clip {clip}: the other band is kept"
+            assert (mask[clip][:, other_band] < median).float().mean() > 0.9, (
+                f"{name}, clip {clip}: the other band is kept"
+            )
 
 
 # --- A tiny run of each family: classifier, L-MAC and the comparison ------------------------------------------
@@ -298,18 +317,40 @@ def test_a_tiny_run_trains_a_classifier_and_lmac_and_compares_every_method(tiny_
     from lmac.inference import LMACInterpreter
 
     common = [
-        "--data_folder", tiny_data["esc50_folder"], "--classifier_family", name, "--width", "0.0625",
-        "--n_classes", "2", "--batch_size", "2", "--num_workers", "0", "--noise_num_workers", "0",
-        "--number_of_epochs", "1",
-    ]  # fmt: skip
+        "--data_folder",
+        tiny_data["esc50_folder"],
+        "--classifier_family",
+        name,
+        "--width",
+        "0.0625",
+        "--n_classes",
+        "2",
+        "--batch_size",
+        "2",
+        "--num_workers",
+        "0",
+        "--noise_num_workers",
+        "0",
+        "--number_of_epochs",
+        "1",
+    ]
     classifier_folder = tmp_path / "classifier"
-    train_classifier.main([os.path.join(REPO, "hparams", "cnn14_classifier.yaml"), *common, "--output_folder", str(classifier_folder)])
+    train_classifier.main(
+        [os.path.join(REPO, "hparams", "cnn14_classifier.yaml"), *common, "--output_folder", str(classifier_folder)]
+    )
     export = classifier_folder / "export"
     interpreter = [
-        os.path.join(REPO, "hparams", "lmac_cnn14.yaml"), *common, "--output_folder", str(tmp_path / "lmac"),
-        "--embedding_model_path", str(export / "embedding_model.ckpt"),
-        "--classifier_model_path", str(export / "classifier.ckpt"), "--interpretations_per_stage", "2",
-    ]  # fmt: skip
+        os.path.join(REPO, "hparams", "lmac_cnn14.yaml"),
+        *common,
+        "--output_folder",
+        str(tmp_path / "lmac"),
+        "--embedding_model_path",
+        str(export / "embedding_model.ckpt"),
+        "--classifier_model_path",
+        str(export / "classifier.ckpt"),
+        "--interpretations_per_stage",
+        "2",
+    ]
     brain, _ = train_lmac.main(interpreter)
     assert type(brain.modules.psi).__name__ == "MapDecoder"
     # Every method once (conv2d); the family's own parts elsewhere: its decoder and its Grad-CAM layer.
@@ -318,7 +359,9 @@ def test_a_tiny_run_trains_a_classifier_and_lmac_and_compares_every_method(tiny_
     with open(tmp_path / "lmac" / "eval" / "comparison_clean.json", encoding="utf-8") as file:
         table = json.load(file)["methods"]
     every = [method for method in lmac_eval.METHODS if method != "l2i"]
-    expected = every if compare == "all" else ["lmac", "gradcam", "empty_mask", "all_ones_mask"]  # with the reference rows
+    expected = (
+        every if compare == "all" else ["lmac", "gradcam", "empty_mask", "all_ones_mask"]
+    )  # with the reference rows
     assert list(table) == expected
     # eval.py scores the run's decoder as its own TEST did: the same masks, the same saved reference R.
     for key in ("fid_in", "AD", "energy_kept"):

@@ -17,7 +17,9 @@ def test_full_width_is_the_published_architecture():
     published = Cnn14(mel_bins=80, emb_dim=2048, return_reps=True)
     assert type(cnn14_embedding_model(80, 1)) is Cnn14
     scaled = ScaledCnn14(mel_bins=80, width=1)
-    assert {k: v.shape for k, v in scaled.state_dict().items()} == {k: v.shape for k, v in published.state_dict().items()}
+    assert {k: v.shape for k, v in scaled.state_dict().items()} == {
+        k: v.shape for k, v in published.state_dict().items()
+    }
     scaled.load_state_dict(published.state_dict())
     scaled.eval(), published.eval()
     x = torch.rand(1, 100, 80)
@@ -50,7 +52,9 @@ def frames_for(seconds):
     return STFT(sample_rate=16000, hop_length=HOP_MS, win_length=WIN_MS, n_fft=1024)(torch.zeros(1, samples)).shape[1]
 
 
-@pytest.mark.parametrize("num_frames", [*range(40, 140), frames_for(0.5), frames_for(5), frames_for(7.3), frames_for(12)])
+@pytest.mark.parametrize(
+    "num_frames", [*range(40, 140), frames_for(0.5), frames_for(5), frames_for(7.3), frames_for(12)]
+)
 def test_masks_have_exactly_the_input_frames(tiny_models, num_frames):
     model, decoder = tiny_models
     with torch.no_grad():

@@ -13,12 +13,28 @@ import lmac.recipes.demo as demo
 from lmac.metrics import event_box, localization_ratio
 
 REQUIRED_KEYS = (
-    "classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP",
-    "AD_random_mask", "AD_all_ones_mask", "localization_ratio", "wall_time_s",
+    "classifier_acc",
+    "fid_in",
+    "AI",
+    "AD",
+    "AG",
+    "FF",
+    "SPS",
+    "COMP",
+    "AD_random_mask",
+    "AD_all_ones_mask",
+    "localization_ratio",
+    "wall_time_s",
     # L-MAC's trust measures, at the top level beside its other metrics
-    "energy_kept", "silent_share", "empty_keeps_decision", "fid_in_beyond_empty", "profile_cosine",
-    "event_profile_cosine", "sensitivity_profile_cosine", "randomisation_similarity",
-)  # fmt: skip
+    "energy_kept",
+    "silent_share",
+    "empty_keeps_decision",
+    "fid_in_beyond_empty",
+    "profile_cosine",
+    "event_profile_cosine",
+    "sensitivity_profile_cosine",
+    "randomisation_similarity",
+)
 
 
 def real_event_boxes(synthetic_data, num_frames=431, num_bins=513):
@@ -38,7 +54,7 @@ def test_the_trivial_masks_are_scored_with_the_run_s_reference():
         classify=lambda classifier_input: (classifier_input.mean(dim=1) @ weights, ()),
         input_from_log_mag=lambda log_mag, clip_log_mag=None: log_mag,
         mask_reference=MeanSpectrumReference(torch.linspace(0.5, 3.0, 6)),
-    )  # fmt: skip
+    )
     log_mag = torch.rand(2, 5, 6)
     output = SimpleNamespace(features=SpectralFeatures(None, log_mag, None), logits=log_mag.mean(dim=1) @ weights)
     reference = torch.linspace(0.5, 3.0, 6).expand(2, 5, 6)
@@ -73,24 +89,44 @@ def test_event_boxes_follow_the_stft_grid():
 
 
 def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
-    summary = demo.main([
-        "--output_folder", str(tmp_path / "demo"),
-        "--data_folder", str(tmp_path / "data"),
-        "--n_classes", "2",
-        "--clips_per_class", "5",
-        "--noise_files", "3", "1", "1",
-        "--width", "0.03125",
-        "--classifier_epochs", "1",
-        "--lmac_epochs", "1",
-        "--finetuning_epochs", "1",
-        "--l2i_epochs", "1",
-        "--second_width", "0.0625",
-        "--second_classifier_epochs", "1",
-        "--second_lmac_epochs", "1",
-        "--nmf_components", "8",
-        "--batch_size", "2",
-        "--num_workers", "0",
-    ])  # fmt: skip
+    summary = demo.main(
+        [
+            "--output_folder",
+            str(tmp_path / "demo"),
+            "--data_folder",
+            str(tmp_path / "data"),
+            "--n_classes",
+            "2",
+            "--clips_per_class",
+            "5",
+            "--noise_files",
+            "3",
+            "1",
+            "1",
+            "--width",
+            "0.03125",
+            "--classifier_epochs",
+            "1",
+            "--lmac_epochs",
+            "1",
+            "--finetuning_epochs",
+            "1",
+            "--l2i_epochs",
+            "1",
+            "--second_width",
+            "0.0625",
+            "--second_classifier_epochs",
+            "1",
+            "--second_lmac_epochs",
+            "1",
+            "--nmf_components",
+            "8",
+            "--batch_size",
+            "2",
+            "--num_workers",
+            "0",
+        ]
+    )
     with open(tmp_path / "demo" / "summary.json", encoding="utf-8") as file:
         written = json.load(file)
     flat = {key: value for key, value in summary.items() if not isinstance(value, dict)}
@@ -105,9 +141,15 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
             assert all(values["silent_share"] == 1.0 for key, value in values.items() if value is None), (domain, run)
             assert math.isfinite(values["ideal_mask_sir_gain_db"]) and values["ideal_mask_sir_gain_db"] > 0
     assert set(written["step_seconds"]) == {
-        "data", "classifier", "lmac", "lmac_test_and_export", "finetuning", "noisy_evaluations", "l2i_and_comparison",
+        "data",
+        "classifier",
+        "lmac",
+        "lmac_test_and_export",
+        "finetuning",
+        "noisy_evaluations",
+        "l2i_and_comparison",
         "second_family",
-    }  # fmt: skip
+    }
     assert sum(written["step_seconds"].values()) <= written["wall_time_s"]
     finetuned_log = (tmp_path / "demo" / "lmac_finetuned" / "train_log.txt").read_text()
     assert "valid in_masks" in finetuned_log and "valid clean_energy_share" in finetuned_log

@@ -71,7 +71,10 @@ def test_manifests_hold_exactly_the_clips_of_their_folds(synthetic_data, tmp_pat
 @pytest.mark.parametrize(
     "fold_lists, message",
     [
-        ({"train_fold_nums": [0, 1]}, r"train_fold_nums=\[0, 1\] has folds outside 1..5; accepted values are 1, 2, 3, 4, 5"),
+        (
+            {"train_fold_nums": [0, 1]},
+            r"train_fold_nums=\[0, 1\] has folds outside 1..5; accepted values are 1, 2, 3, 4, 5",
+        ),
         ({"valid_fold_nums": [6]}, r"valid_fold_nums=\[6\] has folds outside 1..5"),
         ({"test_fold_nums": []}, r"test_fold_nums is empty"),
         ({"train_fold_nums": [1, 2, 4]}, r"train_fold_nums=\[1, 2, 4\] and valid_fold_nums=\[4\] share folds \[4\]"),
@@ -244,7 +247,9 @@ def test_stereo_is_the_mean_of_its_channels(tmp_path):
     tone = sine(440.0, 1.0, 16000)
     sf.write(tmp_path / "same.wav", np.stack([tone, tone], axis=1), 16000, subtype="FLOAT")
     sf.write(tmp_path / "opposite.wav", np.stack([tone, -tone], axis=1), 16000, subtype="FLOAT")
-    datasets, _ = datasets_for(tmp_path, {"same": (tmp_path / "same.wav", "a"), "opposite": (tmp_path / "opposite.wav", "a")})
+    datasets, _ = datasets_for(
+        tmp_path, {"same": (tmp_path / "same.wav", "a"), "opposite": (tmp_path / "opposite.wav", "a")}
+    )
     same, opposite = datasets["train"][0]["sig"], datasets["train"][1]["sig"]
     assert torch.allclose(same, torch.from_numpy(tone / np.abs(tone).max()), atol=1e-4)
     assert torch.equal(opposite, torch.zeros_like(opposite))
@@ -285,8 +290,12 @@ def test_an_existing_encoder_indexed_by_esc50_targets_is_refused_with_what_to_do
     sf.write(tmp_path / "a.wav", sine(440.0, 0.5, 16000), 16000)
     shutil.copy(tmp_path / "a.wav", tmp_path / "b.wav")
     (tmp_path / "save").mkdir()
-    (tmp_path / "save" / esc50.LABEL_ENCODER_FILE).write_text("'bird' => 0\n'cat' => 43\n================\n'starting_index' => 0\n")
-    with pytest.raises(ValueError, match=r"gives its 2 classes the indices \[0, 43\].*delete it to rebuild it from the data"):
+    (tmp_path / "save" / esc50.LABEL_ENCODER_FILE).write_text(
+        "'bird' => 0\n'cat' => 43\n================\n'starting_index' => 0\n"
+    )
+    with pytest.raises(
+        ValueError, match=r"gives its 2 classes the indices \[0, 43\].*delete it to rebuild it from the data"
+    ):
         datasets_for(tmp_path, {"a": (tmp_path / "a.wav", "bird"), "b": (tmp_path / "b.wav", "cat")})
 
 

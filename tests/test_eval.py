@@ -15,13 +15,13 @@ import soundfile as sf
 import speechbrain as sb
 import torch
 import torchaudio
+from conftest import tiny_run_flags
 from hyperpyyaml import load_hyperpyyaml
 
 import lmac.data.contamination as contamination
 import lmac.recipes.eval as lmac_eval
 import lmac.recipes.export_interpreter as export_interpreter
 import lmac.recipes.train_lmac as train_lmac
-from conftest import tiny_run_flags
 from lmac.data.esc50 import prepare_datasets
 from lmac.data.synthetic import synthesize_noise
 from lmac.inference import LMACInterpreter
@@ -97,7 +97,9 @@ def test_the_clean_target_is_the_clips_event_as_the_classifier_hears_it(trained)
         target, _ = sf.read(clip / "target.wav", dtype="float32")
         event, rate = sf.read(os.path.join(esc50, "meta", "stems", f"{clip.name}_event.wav"), dtype="float32")
         whole, _ = sf.read(os.path.join(esc50, "audio", f"{clip.name}.wav"), dtype="float32")
-        event, whole = (torchaudio.functional.resample(torch.from_numpy(signal), rate, 16000) for signal in (event, whole))
+        event, whole = (
+            torchaudio.functional.resample(torch.from_numpy(signal), rate, 16000) for signal in (event, whole)
+        )
         expected = event / whole.abs().max()  # scaled as the clip the classifier hears, peak-normalised
         np.testing.assert_allclose(target, expected.numpy()[: target.shape[0]], atol=2e-4)
         assert np.abs(target).max() > 0.05  # an event, not silence
@@ -185,11 +187,19 @@ def test_a_contamination_reaches_the_evaluated_inputs_and_changes_the_metrics(tr
 @pytest.mark.parametrize(
     "extra, error, message",
     [
-        (["--overlap_type", "babble"], ValueError, r"overlap_type='babble'; accepted values are \('mixtures', 'class_mixtures', 'white_noise', 'speech'\)"),
+        (
+            ["--overlap_type", "babble"],
+            ValueError,
+            r"overlap_type='babble'; accepted values are \('mixtures', 'class_mixtures', 'white_noise', 'speech'\)",
+        ),
         (["--overlap_type", "speech"], FileNotFoundError, r"overlap_type=speech needs --speech_folder"),
         (["--overlap_type", "mixtures", "--add_wham_noise", "True"], ValueError, r"Choose one contamination"),
         (["--single_sample", "/no/such.wav"], FileNotFoundError, r"single_sample='/no/such.wav' does not exist"),
-        (["--pretrained_interpreter", "/no/psi_model.ckpt"], FileNotFoundError, r"pretrained_interpreter='/no/psi_model.ckpt' does not exist"),
+        (
+            ["--pretrained_interpreter", "/no/psi_model.ckpt"],
+            FileNotFoundError,
+            r"pretrained_interpreter='/no/psi_model.ckpt' does not exist",
+        ),
     ],
 )
 def test_misconfigured_evaluations_fail_at_start_up(trained, extra, error, message):
@@ -239,7 +249,14 @@ def interpreted(trained):
 
 # The output name and duration of each file of ``interpreted`` that can be interpreted (tone.flac and
 # tone.ogg share a stem, so both are named by their file names).
-INTERPRETABLE = [("tone_flac", 2.0), ("tone_ogg", 1.5), ("stereo48k", 3.0), ("short", 0.3), ("long", 40.0), ("vorbis", 1.0)]
+INTERPRETABLE = [
+    ("tone_flac", 2.0),
+    ("tone_ogg", 1.5),
+    ("stereo48k", 3.0),
+    ("short", 0.3),
+    ("long", 40.0),
+    ("vorbis", 1.0),
+]
 
 
 @pytest.mark.parametrize("name, seconds", INTERPRETABLE)
@@ -257,7 +274,11 @@ def test_each_file_gets_an_interpretation_of_its_own_duration(interpreted, name,
 
 
 def test_bad_files_are_reported_and_the_rest_interpreted(interpreted):
-    assert sorted(os.path.basename(path) for path in interpreted["failed"]) == ["corrupt.wav", "empty.wav", "no_samples.wav"]
+    assert sorted(os.path.basename(path) for path in interpreted["failed"]) == [
+        "corrupt.wav",
+        "empty.wav",
+        "no_samples.wav",
+    ]
     assert folder_digest(interpreted["folder"]) == interpreted["before"], "the input folder must not change"
 
 
@@ -271,10 +292,21 @@ def test_long_files_are_stitched_without_clicks(interpreted):
 
 def test_command_line_exit_status_says_some_files_failed(trained, interpreted, tmp_path):
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "eval.py"), HPARAMS, *trained["flags"],
-         "--interpret_folder", str(interpreted["folder"]), "--eval_folder", str(tmp_path / "out")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(REPO, "eval.py"),
+            HPARAMS,
+            *trained["flags"],
+            "--interpret_folder",
+            str(interpreted["folder"]),
+            "--eval_folder",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     assert "Could not interpret" in result.stderr + result.stdout and "corrupt.wav" in result.stderr + result.stdout
     assert (tmp_path / "out" / "files" / "tone_flac_interpretation.wav").is_file()
@@ -326,11 +358,20 @@ def test_the_report_loads_in_a_headless_browser(interpreted, tmp_path):
     page = moved / "check.html"
     page.write_text((moved / "report.html").read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
     flags = [
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--allow-file-access-from-files",
-        "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=15000", "--window-size=1400,2000",
-    ]  # fmt: skip
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--allow-file-access-from-files",
+        "--autoplay-policy=no-user-gesture-required",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=15000",
+        "--window-size=1400,2000",
+    ]
     files = len(INTERPRETABLE)
     for _ in range(3):  # the virtual time budget can run out before a busy machine has read the sounds
         dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
@@ -341,7 +382,9 @@ def test_the_report_loads_in_a_headless_browser(interpreted, tmp_path):
             break
     assert status.group(1) == f"audio {2 * files}/{2 * files} errors 0 images {files}/{files} fit true"
     screenshot = tmp_path / "report.png"
-    subprocess.run([*flags, f"--screenshot={screenshot}", (moved / "report.html").as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [*flags, f"--screenshot={screenshot}", (moved / "report.html").as_uri()], capture_output=True, timeout=120
+    )
     assert screenshot.stat().st_size > 10_000
 
 
@@ -363,7 +406,9 @@ def test_one_savedir_for_two_exports_answers_with_each_ones_own_model(exported, 
     second = tmp_path / "renamed_export"
     shutil.copytree(first, second)
     labels, separator, extras = (second / "label_encoder.ckpt").read_text().partition("================")
-    (second / "label_encoder.ckpt").write_text(re.sub(r"^'([^']*)'", r"'other_\1'", labels, flags=re.M) + separator + extras)
+    (second / "label_encoder.ckpt").write_text(
+        re.sub(r"^'([^']*)'", r"'other_\1'", labels, flags=re.M) + separator + extras
+    )
     savedir = tmp_path / "pretrained"
     for source in (first, second, first):
         interpreter = LMACInterpreter.from_hparams(source=str(source), savedir=str(savedir))
@@ -381,7 +426,9 @@ def test_an_export_from_before_classifier_families_is_named_with_the_fix(exporte
     text = (old / "hyperparams.yaml").read_text()
     assert "\n  classifier_input: *" in text  # the modules' entry
     (old / "hyperparams.yaml").write_text(text.replace("\n  classifier_input: *", "\n  compute_fbank: *", 1))
-    with pytest.raises(ValueError, match=r"lack \['classifier_input'\].*export the run again with export_interpreter.py"):
+    with pytest.raises(
+        ValueError, match=r"lack \['classifier_input'\].*export the run again with export_interpreter.py"
+    ):
         LMACInterpreter.from_hparams(source=str(old), savedir=str(tmp_path / "pretrained"))
 
 
@@ -394,7 +441,9 @@ def test_the_export_is_a_model_card_folder(exported):
 
 
 def test_the_exported_interpreter_gives_the_runs_masks_and_probabilities(trained, exported):
-    overrides = "\n".join(f"{key.lstrip('-')}: {value}" for key, value in zip(trained["flags"][::2], trained["flags"][1::2]))
+    overrides = "\n".join(
+        f"{key.lstrip('-')}: {value}" for key, value in zip(trained["flags"][::2], trained["flags"][1::2])
+    )
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     datasets, label_encoder = prepare_datasets(hparams)
@@ -423,7 +472,10 @@ def test_an_exported_interpreter_interprets_a_file_as_eval_does(interpreted, exp
     record, eval_record = read_json(tmp_path / "tone.json"), read_json(interpreted["out"] / "tone_flac.json")
     assert [entry["class"] for entry in record["top5"]] == [entry["class"] for entry in eval_record["top5"]]
     assert result.labels == [record["top5"][0]["class"]]
-    for name, message in (("corrupt.wav", r"Cannot read .*corrupt\.wav"), ("no_samples.wav", r"no_samples\.wav holds no audio samples")):
+    for name, message in (
+        ("corrupt.wav", r"Cannot read .*corrupt\.wav"),
+        ("no_samples.wav", r"no_samples\.wav holds no audio samples"),
+    ):
         with pytest.raises(ValueError, match=message):
             exported["interpreter"].interpret_file(str(interpreted["folder"] / name))
 
@@ -442,13 +494,17 @@ def test_a_batch_gives_what_each_file_gives_alone(exported, tmp_path):
 
 
 def test_an_exported_interpreter_gives_the_mask_of_the_runs_own(trained, interpreted, exported):
-    overrides = "\n".join(f"{key.lstrip('-')}: {value}" for key, value in zip(trained["flags"][::2], trained["flags"][1::2]))
+    overrides = "\n".join(
+        f"{key.lstrip('-')}: {value}" for key, value in zip(trained["flags"][::2], trained["flags"][1::2])
+    )
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     lmac_eval.load_classifier(hparams)
     runs_own = lmac_eval.make_file_interpreter(hparams, {"device": "cpu"}, lmac_eval.build_method(hparams, "lmac"))
     path = str(interpreted["folder"] / "stereo48k.wav")
-    assert torch.allclose(exported["interpreter"].interpret_file(path).mask, runs_own.interpret_file(path).mask, atol=1e-5)
+    assert torch.allclose(
+        exported["interpreter"].interpret_file(path).mask, runs_own.interpret_file(path).mask, atol=1e-5
+    )
 
 
 def test_a_truncated_file_raises_an_error_that_names_it(exported, tmp_path):

@@ -54,13 +54,19 @@ def test_a_learnable_or_randomised_filterbank_is_refused_with_the_setting():
 def build_tiny_lmac(data, output_folder):
     """An L-MAC brain of the recipe's YAML (width 1/32, 3 classes) with its optimiser, a training batch, the hparams."""
     overrides = {
-        "data_folder": data["esc50_folder"], "output_folder": str(output_folder), "use_pretrained": False,
-        "width": 0.03125, "n_classes": 3, "interpretations_per_stage": 0,
-    }  # fmt: skip
+        "data_folder": data["esc50_folder"],
+        "output_folder": str(output_folder),
+        "use_pretrained": False,
+        "width": 0.03125,
+        "n_classes": 3,
+        "interpretations_per_stage": 0,
+    }
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     datasets, _ = prepare_datasets(hparams)
-    brain = lmac_brain.LMAC(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"})
+    brain = lmac_brain.LMAC(
+        modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"}
+    )
     brain.init_optimizers()
     batch = next(iter(sb.dataio.dataloader.make_dataloader(datasets["train"], batch_size=2)))
     return brain, batch, hparams
@@ -97,7 +103,9 @@ def test_feature_constants_move_with_the_brains_modules_and_stay_out_of_checkpoi
     assert hparams["compute_stft"].window.dtype == torch.float64
     assert hparams["compute_istft"].window.dtype == torch.float64
     assert hparams["classifier_input"].compute_fbank.fbank_matrix.dtype == torch.float64
-    features = spectral_features(torch.randn(1, 16000, dtype=torch.float64), hparams["compute_stft"], hparams["classifier_input"])
+    features = spectral_features(
+        torch.randn(1, 16000, dtype=torch.float64), hparams["compute_stft"], hparams["classifier_input"]
+    )
     assert features.classifier_input.dtype == torch.float64
 
 

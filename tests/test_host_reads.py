@@ -51,18 +51,28 @@ def counting_host_reads(function, ignored=()):
 def noisy_lmac(request, synthetic_data, tmp_path):
     """An L-MAC brain (width 1/32) with WHAM! noise, events for localisation, its optimiser and a batch."""
     overrides = {
-        "data_folder": synthetic_data["esc50_folder"], "output_folder": str(tmp_path), "use_pretrained": False,
-        "width": 0.03125, "n_classes": 3, "interpretations_per_stage": 0, "finetuning": request.param,
-        "add_wham_noise": True, "wham_folder": synthetic_data["wham_folder"], "noise_num_workers": 0,
+        "data_folder": synthetic_data["esc50_folder"],
+        "output_folder": str(tmp_path),
+        "use_pretrained": False,
+        "width": 0.03125,
+        "n_classes": 3,
+        "interpretations_per_stage": 0,
+        "finetuning": request.param,
+        "add_wham_noise": True,
+        "wham_folder": synthetic_data["wham_folder"],
+        "noise_num_workers": 0,
         "batch_size": 2,
-    }  # fmt: skip
+    }
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     datasets, _ = prepare_datasets(hparams)
     brain = lmac_brain.LMAC(
-        modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"},
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts={"device": "cpu"},
         noise_stream=make_noise_stream(hparams),
-    )  # fmt: skip
+    )
     brain.init_optimizers()
     brain.events = load_event_table(synthetic_data["esc50_folder"])
     batch = next(iter(sb.dataio.dataloader.make_dataloader(datasets["train"], batch_size=2)))
@@ -125,7 +135,12 @@ def test_smoothgrad_reads_nothing_on_the_host_and_matches_captum_with_a_float_no
     spread = float(mel_input.max() - mel_input.min())
     torch.manual_seed(1)
     expected = NoiseTunnel(Saliency(lambda x: classifier(x)[0])).attribute(
-        mel_input.clone().requires_grad_(True), nt_type="smoothgrad", nt_samples=4, nt_samples_batch_size=2,
-        stdevs=0.15 * spread, target=decision, abs=True,
-    )  # fmt: skip
+        mel_input.clone().requires_grad_(True),
+        nt_type="smoothgrad",
+        nt_samples=4,
+        nt_samples_batch_size=2,
+        stdevs=0.15 * spread,
+        target=decision,
+        abs=True,
+    )
     torch.testing.assert_close(attribution, expected, rtol=1e-4, atol=1e-6)

@@ -8,6 +8,7 @@ import random
 import pandas
 import pytest
 import torch
+from conftest import tiny_run_flags
 from speechbrain.lobes.models.L2I import NMFDecoderAudio, Theta
 
 import lmac.listening as listening
@@ -20,7 +21,6 @@ import lmac.recipes.train_nmf as train_nmf
 import lmac.reporting.comparison as comparison
 import lmac.training.lmac as lmac_brain
 import lmac.training.nmf as nmf
-from conftest import tiny_run_flags
 from lmac.audio.io import peak_normalize, read_audio_mono
 from lmac.features import spectral_features
 
@@ -35,7 +35,13 @@ def run(tiny_data, tmp_path_factory):
     """An L-MAC run (1 epoch) and, in its own folder, an NMF dictionary and L2I (2 epochs) on the same classifier."""
     root = tmp_path_factory.mktemp("l2i")
     data = tiny_data
-    l2i_flags = [*tiny_run_flags(data["esc50_folder"], root / "l2i"), "--nmf_components", str(COMPONENTS), "--device", "cpu"]
+    l2i_flags = [
+        *tiny_run_flags(data["esc50_folder"], root / "l2i"),
+        "--nmf_components",
+        str(COMPONENTS),
+        "--device",
+        "cpu",
+    ]
     flags = [*tiny_run_flags(data["esc50_folder"], root / "run"), "--l2i_folder", str(root / "l2i"), "--device", "cpu"]
     train_lmac.main([HPARAMS, *flags, "--number_of_epochs", "1"])
     report = train_nmf.main([L2I_HPARAMS, *l2i_flags, "--nmf_iterations", "100"])
@@ -67,8 +73,7 @@ def test_more_components_reconstruct_better():
     generator = torch.Generator().manual_seed(3)
     spectrogram = torch.rand(20, 200, generator=generator) ** 3
     errors = [
-        nmf.relative_error(spectrogram, *nmf.nmf_multiplicative(spectrogram, k, 200, generator))
-        for k in (1, 4, 16)
+        nmf.relative_error(spectrogram, *nmf.nmf_multiplicative(spectrogram, k, 200, generator)) for k in (1, 4, 16)
     ]
     assert errors[0] > errors[1] > errors[2]
 
@@ -126,7 +131,9 @@ def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
     l2i_loads = []
     load_l2i_run = mask_methods.load_l2i_run
     monkeypatch.setattr(mask_methods, "load_l2i_run", lambda *args: l2i_loads.append(args) or load_l2i_run(*args))
-    lmac_eval.main([HPARAMS, *run["flags"], "--compare", ",".join(methods), "--ig_steps", "4", "--smoothgrad_samples", "2"])
+    lmac_eval.main(
+        [HPARAMS, *run["flags"], "--compare", ",".join(methods), "--ig_steps", "4", "--smoothgrad_samples", "2"]
+    )
     assert len(l2i_loads) == 1, "each method is built once per run"
     folder = run["root"] / "run" / "eval"
     with open(folder / "comparison_clean.json", encoding="utf-8") as file:
@@ -196,8 +203,16 @@ def test_compare_all_is_every_method_for_cnn14():
     [
         (["--int_method", "lime"], ValueError, "int_method='lime': unknown method"),
         (["--compare", "lmac,shap"], ValueError, "compare='lmac,shap': unknown method"),
-        (["--compare", "l2i", "--l2i_folder", "/nowhere/l2i"], FileNotFoundError, r"l2i_folder='/nowhere/l2i' holds no L2I run .* run `python train_nmf.py hparams/l2i_cnn14.yaml`"),
-        (["--compare", "l2i", "--width", "0.0625"], ValueError, r"has width=0.03125, but this run has width=0.0625; pass the --l2i_folder of an L2I run on the same classifier"),
+        (
+            ["--compare", "l2i", "--l2i_folder", "/nowhere/l2i"],
+            FileNotFoundError,
+            r"l2i_folder='/nowhere/l2i' holds no L2I run .* run `python train_nmf.py hparams/l2i_cnn14.yaml`",
+        ),
+        (
+            ["--compare", "l2i", "--width", "0.0625"],
+            ValueError,
+            r"has width=0.03125, but this run has width=0.0625; pass the --l2i_folder of an L2I run on the same classifier",
+        ),
     ],
 )
 def test_bad_methods_are_refused_before_work(run, override, error, message):

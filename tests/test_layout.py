@@ -39,9 +39,20 @@ def package_modules(*, command_line):
 
 
 RECIPES = [
-    "benchmark", "demo", "esc50_prepare", "eval", "export_interpreter", "make_real_set", "make_synthetic_data", "sweep",
-    "train_classifier", "train_l2i", "train_lmac", "train_nmf", "wham_prepare",
-]  # fmt: skip
+    "benchmark",
+    "demo",
+    "esc50_prepare",
+    "eval",
+    "export_interpreter",
+    "make_real_set",
+    "make_synthetic_data",
+    "sweep",
+    "train_classifier",
+    "train_l2i",
+    "train_lmac",
+    "train_nmf",
+    "wham_prepare",
+]
 
 # What code written against SpeechBrain's interpret recipe imports from its top-level modules, and the package's
 # module each name comes from.
@@ -67,7 +78,9 @@ def test_the_import_lines_of_speechbrain_s_interpret_recipe_give_the_package_s_o
     lines = ["import importlib"]
     for script, names in SPEECHBRAIN_IMPORTS.items():
         lines.append(f"from {script} import {', '.join(names)}")
-        lines += [f"assert {name} is importlib.import_module({module!r}).{name}, {name!r}" for name, module in names.items()]
+        lines += [
+            f"assert {name} is importlib.import_module({module!r}).{name}, {name!r}" for name, module in names.items()
+        ]
     result = subprocess.run([sys.executable, "-c", "\n".join(lines)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -92,11 +105,15 @@ family_item: !name:classifier_families.family_item
 """
     with old_module_names("hyperparams.yaml"):
         loaded = load_hyperpyyaml(saved)
-    built = {key: f"{type(loaded[key]).__module__}.{type(loaded[key]).__name__}" for key in ("compute_stft", "l1_weight", "checkpointer")}
+    built = {
+        key: f"{type(loaded[key]).__module__}.{type(loaded[key]).__name__}"
+        for key in ("compute_stft", "l1_weight", "checkpointer")
+    }
     assert built == {
-        "compute_stft": "lmac.features.DeviceSTFT", "l1_weight": "lmac.training.lmac.AdaptiveWeight",
+        "compute_stft": "lmac.features.DeviceSTFT",
+        "l1_weight": "lmac.training.lmac.AdaptiveWeight",
         "checkpointer": "lmac.training.checkpointing.CompleteCheckpointer",
-    }  # fmt: skip
+    }
     assert loaded["frozen"].__module__ == "lmac.models.frozen_classifier"
     assert loaded["family_item"].__module__ == "lmac.models.families"
     with pytest.raises((ImportError, AttributeError)):  # outside the context the old names are gone again
@@ -121,10 +138,23 @@ IMPORT_LINE = re.compile(r"^\s*(?:>>> )?((?:from [\w.]+ import [\w, ]+)|(?:impor
 
 def documented_import_lines():
     """Every import line of the README, the docs and the docstrings of the package and the scripts: ``{line: where}``."""
-    texts = {path: open(path, encoding="utf-8").read() for path in [os.path.join(REPO, "README.md"), *glob.glob(os.path.join(REPO, "docs", "*.md"))]}
-    for path in [*glob.glob(os.path.join(REPO, "lmac", "**", "*.py"), recursive=True), *glob.glob(os.path.join(REPO, "*.py"))]:
+    texts = {
+        path: open(path, encoding="utf-8").read()
+        for path in [os.path.join(REPO, "README.md"), *glob.glob(os.path.join(REPO, "docs", "*.md"))]
+    }
+    for path in [
+        *glob.glob(os.path.join(REPO, "lmac", "**", "*.py"), recursive=True),
+        *glob.glob(os.path.join(REPO, "*.py")),
+    ]:
         tree = ast.parse(open(path, encoding="utf-8").read())
-        nodes = [tree, *(node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)))]
+        nodes = [
+            tree,
+            *(
+                node
+                for node in ast.walk(tree)
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+            ),
+        ]
         texts[path] = "\n".join(filter(None, (ast.get_docstring(node) for node in nodes)))
     lines = {}
     for path, text in texts.items():

@@ -61,11 +61,15 @@ def test_the_parts_add_up_to_the_interpretation_sample_by_sample(transforms):
     generator = torch.Generator().manual_seed(0)
     target, rest = torch.randn(2, RATE // 2, generator=generator) * 0.2, torch.randn(2, RATE // 2, generator=generator)
     features = features_of(target + rest, compute_stft)
-    mask = torch.rand(features.log_mag.shape[0], features.log_mag.shape[1] - 3, features.log_mag.shape[2], generator=generator)
+    mask = torch.rand(
+        features.log_mag.shape[0], features.log_mag.shape[1] - 3, features.log_mag.shape[2], generator=generator
+    )
     played_target, played_rest = interpretation_parts(
-        effective_gain(mask, features.log_mag), SourceParts(target, rest, torch.ones(2, dtype=torch.bool)),
-        compute_stft, compute_istft,
-    )  # fmt: skip
+        effective_gain(mask, features.log_mag),
+        SourceParts(target, rest, torch.ones(2, dtype=torch.bool)),
+        compute_stft,
+        compute_istft,
+    )
     interpretation = inverted_interpretation(mask, features, target.shape[1], compute_istft)
     torch.testing.assert_close(played_target + played_rest, interpretation, atol=2e-5, rtol=1e-4)
     assert played_target.abs().max() > 0.05 and played_rest.abs().max() > 0.05  # both parts are heard
@@ -131,7 +135,9 @@ def test_mix_with_gains_gives_the_gains_of_combine_batches_mixture():
     clean, noise = torch.randn(3, 400, generator=generator), 3 * torch.randn(3, 400, generator=generator)
     mixture, clean_gain, noise_gain = mix_with_gains(clean, noise, 0.8, 0.2)
     torch.testing.assert_close(mixture, combine_batches(clean, noise, 0.8, 0.2))
-    torch.testing.assert_close(clean_gain.unsqueeze(1) * clean + noise_gain.unsqueeze(1) * noise, mixture, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        clean_gain.unsqueeze(1) * clean + noise_gain.unsqueeze(1) * noise, mixture, atol=1e-6, rtol=0
+    )
     # 0.8 s/||s|| + 0.2 u/||u||: the two parts' RMS are 4 to 1 before the peak normalisation.
     ratio = (clean_gain * clean.square().mean(1).sqrt()) / (noise_gain * noise.square().mean(1).sqrt())
     torch.testing.assert_close(ratio, torch.full((3,), 4.0))
@@ -142,9 +148,11 @@ def test_source_parts_of_a_two_class_mixture_follow_the_decision():
     event = torch.zeros(4, 6)
     event[:, :2] = 1.0
     mixed = MixedBatch.of_mixture(
-        clean, torch.tensor([[1.0, -1.0, 1.0, -1.0, 2.0, 2.0]]).expand(4, 6), noise_event=torch.tensor([[0, 0, 0, 0, 1.0, 1.0]]).expand(4, 6),
+        clean,
+        torch.tensor([[1.0, -1.0, 1.0, -1.0, 2.0, 2.0]]).expand(4, 6),
+        noise_event=torch.tensor([[0, 0, 0, 0, 1.0, 1.0]]).expand(4, 6),
         noise_labels=torch.tensor([1, 1, 2, 0]),
-    )  # fmt: skip
+    )
     labels = torch.tensor([0, 0, 0, 0])
     decisions = torch.tensor([0, 1, 3, 0])  # own class; the added clip's; neither; own, but the added clip is of it too
     parts = source_parts(mixed, event, labels, decisions)
@@ -161,9 +169,11 @@ def test_the_other_class_parts_target_the_sound_of_the_class_not_decided():
     event = torch.zeros(4, 6)
     event[:, :2] = 1.0
     mixed = MixedBatch.of_mixture(
-        clean, torch.tensor([[1.0, -1.0, 1.0, -1.0, 2.0, 2.0]]).expand(4, 6), noise_event=torch.tensor([[0, 0, 0, 0, 1.0, 1.0]]).expand(4, 6),
+        clean,
+        torch.tensor([[1.0, -1.0, 1.0, -1.0, 2.0, 2.0]]).expand(4, 6),
+        noise_event=torch.tensor([[0, 0, 0, 0, 1.0, 1.0]]).expand(4, 6),
         noise_labels=torch.tensor([1, 1, 2, 0]),
-    )  # fmt: skip
+    )
     labels = torch.tensor([0, 0, 0, 0])
     decisions = torch.tensor([0, 1, 3, 0])  # own class; the added clip's; neither; own, but the added clip is of it too
     parts, classes = other_class_parts(mixed, event, labels, decisions)

@@ -136,7 +136,10 @@ def test_per_example_metrics_do_not_depend_on_the_batch_size():
     assert set(together) == set(INTERPRETATION_METRICS)
     for index in range(4):
         alone = interpretation_scores(
-            logits[index : index + 1], masked_in[index : index + 1], masked_out[index : index + 1], mask[index : index + 1]
+            logits[index : index + 1],
+            masked_in[index : index + 1],
+            masked_out[index : index + 1],
+            mask[index : index + 1],
         )
         for name in INTERPRETATION_METRICS:
             assert alone[name].item() == pytest.approx(together[name][index].item(), abs=1e-5), name
@@ -166,8 +169,12 @@ def hand_made_output(seed=9, batch=3, classes=4):
     clean[1, 0, 0] = 1.0  # ... example 1 does not
     mask = torch.rand(batch, 7, 5, generator=generator).clamp(0.6, 1.0)
     output = MaskedOutput(
-        mixed=MixedBatch(wavs=torch.zeros(batch, 16), clean=torch.zeros(batch, 16)),  # noise was added: clean is ``clean``
-        features=SpectralFeatures(stft=torch.zeros(batch, 8, 5, 2), log_mag=log_mag, classifier_input=torch.zeros(batch, 8, 3)),
+        mixed=MixedBatch(
+            wavs=torch.zeros(batch, 16), clean=torch.zeros(batch, 16)
+        ),  # noise was added: clean is ``clean``
+        features=SpectralFeatures(
+            stft=torch.zeros(batch, 8, 5, 2), log_mag=log_mag, classifier_input=torch.zeros(batch, 8, 3)
+        ),
         logits=torch.randn(batch, classes, generator=generator),
         mask=mask,
         reference=torch.full_like(mask, 0.5),
@@ -217,14 +224,21 @@ def direct_loss(output, clean_log_mag, hparams, finetuning):
 
 @pytest.mark.parametrize(
     "finetuning, sparsity_gate, out_loss",
-    [(False, False, "negative_cross_entropy"), (True, False, "negative_cross_entropy"),
-     (False, True, "negative_cross_entropy"), (False, False, "not_decision")],
-)  # fmt: skip
+    [
+        (False, False, "negative_cross_entropy"),
+        (True, False, "negative_cross_entropy"),
+        (False, True, "negative_cross_entropy"),
+        (False, False, "not_decision"),
+    ],
+)
 def test_the_objective_equals_a_direct_computation(finetuning, sparsity_gate, out_loss):
     hparams = {
-        **LOSS_HPARAMS, "finetuning": finetuning, "sparsity_gate": sparsity_gate, "masked_out_loss": out_loss,
+        **LOSS_HPARAMS,
+        "finetuning": finetuning,
+        "sparsity_gate": sparsity_gate,
+        "masked_out_loss": out_loss,
         "l1_weight": AdaptiveWeight(LOSS_HPARAMS["reg_w_l1"], 0.3, 0.0),
-    }  # fmt: skip
+    }
     brain = LMAC(modules={}, hparams=hparams, run_opts={"device": "cpu"})
     output, clean_log_mag = hand_made_output()
     brain.clean_log_magnitude = lambda given: clean_log_mag if given is output else None
@@ -250,9 +264,14 @@ def test_the_guidance_reads_the_interpretation_not_the_reference_filled_input():
 
 def test_the_l1_weight_of_a_step_is_the_one_before_its_update_and_validation_uses_the_fixed_weight():
     hparams = {
-        **LOSS_HPARAMS, "finetuning": False, "sparsity_gate": False, "l_contrast_w": 0.0, "l_empty_w": 0.0, "reg_w_tv": 0.0,
+        **LOSS_HPARAMS,
+        "finetuning": False,
+        "sparsity_gate": False,
+        "l_contrast_w": 0.0,
+        "l_empty_w": 0.0,
+        "reg_w_tv": 0.0,
         "l1_weight": AdaptiveWeight(LOSS_HPARAMS["reg_w_l1"], target=0.3, rate=0.5),
-    }  # fmt: skip
+    }
     brain = LMAC(modules={}, hparams=hparams, run_opts={"device": "cpu"})
     output, clean_log_mag = hand_made_output()
     expected = direct_loss(output, clean_log_mag, {**hparams, "sparsity_gate": False}, False).item()
@@ -353,12 +372,18 @@ def test_the_saved_interpretations_cover_the_classes_before_repeating_one():
     brain = types.SimpleNamespace(
         hparams=types.SimpleNamespace(interpretations_per_stage=3, data_classes=3),
         saved_per_class=collections.Counter(),
-    )  # fmt: skip
+    )
     assert InterpreterBrain.clips_to_save(brain, torch.tensor([0, 0, 0, 1, 1, 2])) == [0, 3, 5]
     assert InterpreterBrain.clips_to_save(brain, torch.tensor([2, 1])) == []  # the stage's three are saved
     brain.hparams.interpretations_per_stage = 8
     brain.saved_per_class.clear()
-    assert InterpreterBrain.clips_to_save(brain, torch.tensor([0, 0, 0, 0, 1, 2])) == [0, 1, 2, 4, 5]  # at most 3 a class
+    assert InterpreterBrain.clips_to_save(brain, torch.tensor([0, 0, 0, 0, 1, 2])) == [
+        0,
+        1,
+        2,
+        4,
+        5,
+    ]  # at most 3 a class
     assert InterpreterBrain.clips_to_save(brain, torch.tensor([2, 2, 2, 1])) == [0, 1, 3]  # then 8 in all
 
 
@@ -376,5 +401,7 @@ def test_the_not_decision_term_stops_pushing_once_the_decision_is_gone_and_the_p
 
 
 def test_an_unknown_masked_out_term_is_named_with_the_accepted_ones():
-    with pytest.raises(ValueError, match=r"masked_out_loss='neg_ce'; accepted values are \['negative_cross_entropy', 'not_decision'\]"):
+    with pytest.raises(
+        ValueError, match=r"masked_out_loss='neg_ce'; accepted values are \['negative_cross_entropy', 'not_decision'\]"
+    ):
         masked_out_loss("neg_ce", torch.zeros(1, 3), torch.tensor([0]))

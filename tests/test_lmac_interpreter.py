@@ -50,9 +50,12 @@ def toy_interpreter():
     }
     hparams = {"sample_rate": 16000, "signal_length_s": 5, "batch_size": 4, "n_classes": 2}
     return LMACInterpreter(
-        modules=modules, hparams=hparams, run_opts={"device": "cpu"}, mask_method=WholeSpectrogram(),
+        modules=modules,
+        hparams=hparams,
+        run_opts={"device": "cpu"},
+        mask_method=WholeSpectrogram(),
         class_names=["low", "high"],
-    )  # fmt: skip
+    )
 
 
 def tone(seconds, frequency, sample_rate=16000):
@@ -83,7 +86,10 @@ def test_an_all_ones_mask_gives_the_file_back(toy_interpreter, tmp_path):
     signal = np.concatenate([tone(3.0, 300.0), tone(4.0, 2000.0)])
     sf.write(tmp_path / "clip.wav", signal, 16000, subtype="FLOAT")
     result = toy_interpreter.interpret_file(str(tmp_path / "clip.wav"))
-    assert result.interpretation.shape == (1, signal.shape[0]) and result.mask.shape[:2] == (1, signal.shape[0] // 186 + 1)
+    assert result.interpretation.shape == (1, signal.shape[0]) and result.mask.shape[:2] == (
+        1,
+        signal.shape[0] // 186 + 1,
+    )
     expected = torch.from_numpy(signal / np.abs(signal).max())
     assert torch.allclose(result.interpretation[0, 400:-400], expected[400:-400], atol=1e-3)
 
@@ -115,7 +121,9 @@ def whole_file_interpretation(interpreter, path):
 
 
 @pytest.mark.parametrize("rate, channels, extension", [(44100, 2, "flac"), (8000, 1, "ogg"), (16000, 1, "wav")])
-def test_a_file_interpreted_piece_by_piece_equals_the_whole_file_at_once(toy_interpreter, tmp_path, rate, channels, extension):
+def test_a_file_interpreted_piece_by_piece_equals_the_whole_file_at_once(
+    toy_interpreter, tmp_path, rate, channels, extension
+):
     generator = np.random.default_rng(1)
     seconds = 23.3
     times = np.arange(int(seconds * rate)) / rate
@@ -132,7 +140,9 @@ def test_a_file_interpreted_piece_by_piece_equals_the_whole_file_at_once(toy_int
     torch.testing.assert_close(result.mask[0], mask, atol=1e-5, rtol=0)
     torch.testing.assert_close(result.interpretation[0], interpretation, atol=1e-5, rtol=0)
     torch.testing.assert_close(result.probabilities[0], window_probabilities.mean(dim=0), atol=1e-6, rtol=0)
-    assert [entry["probability"] for entry in result.timeline] == pytest.approx(window_probabilities.max(dim=1).values.tolist())
+    assert [entry["probability"] for entry in result.timeline] == pytest.approx(
+        window_probabilities.max(dim=1).values.tolist()
+    )
 
 
 def test_without_kept_tensors_the_files_hold_the_interpretation(toy_interpreter, tmp_path):
@@ -140,15 +150,22 @@ def test_without_kept_tensors_the_files_hold_the_interpretation(toy_interpreter,
     toy_interpreter.mask_method = LoudnessShare()
     toy_interpreter.piece_windows = 2
     kept = toy_interpreter.interpret_file(str(tmp_path / "clip.wav"))
-    streamed = toy_interpreter.interpret_file(str(tmp_path / "clip.wav"), savedir=str(tmp_path / "out"), keep_tensors=False)
+    streamed = toy_interpreter.interpret_file(
+        str(tmp_path / "clip.wav"), savedir=str(tmp_path / "out"), keep_tensors=False
+    )
     assert streamed.interpretation is None and streamed.mask is None
     assert torch.equal(streamed.probabilities, kept.probabilities) and streamed.timeline == kept.timeline
     written, rate = sf.read(streamed.outputs["interpretation"], dtype="float32")
     assert rate == 16000 and written.shape == (13 * 16000,)
     assert np.abs(written - kept.interpretation[0].numpy()).max() < 2 / 2**15  # 16-bit PCM
     assert sorted(os.path.basename(path) for path in streamed.outputs.values()) == [
-        "clip.json", "clip_input.wav", "clip_interpretation.wav", "clip_spectrogram.png", "clip_timeline.csv", "clip_timeline.json",
-    ]  # fmt: skip
+        "clip.json",
+        "clip_input.wav",
+        "clip_interpretation.wav",
+        "clip_spectrogram.png",
+        "clip_timeline.csv",
+        "clip_timeline.json",
+    ]
     assert all(os.path.dirname(path) == str(tmp_path / "out") for path in streamed.outputs.values())
 
 
@@ -161,7 +178,13 @@ def test_spans_of_a_resampled_file_equal_the_whole_file_read_at_once(tmp_path):
         with ResampledAudio(path, 16000) as audio:
             assert audio.num_samples == whole.shape[0]
             assert audio.peak() == pytest.approx(whole.abs().max().item(), abs=1e-6)
-            for start, stop in [(0, 1000), (-50, 300), (12345, 40000), (whole.shape[0] - 500, whole.shape[0] + 300), (77, 78)]:
+            for start, stop in [
+                (0, 1000),
+                (-50, 300),
+                (12345, 40000),
+                (whole.shape[0] - 500, whole.shape[0] + 300),
+                (77, 78),
+            ]:
                 expected = torch.zeros(stop - start)
                 inside = slice(max(0, start), min(whole.shape[0], stop))
                 expected[inside.start - start : inside.stop - start] = whole[inside]

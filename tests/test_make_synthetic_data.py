@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from conftest import SMALL_DATA
 
 import lmac.data.synthetic as synthetic
-from conftest import SMALL_DATA
 from lmac.data.synthetic import (
     BACKGROUND_RMS,
     event_classes,
@@ -88,13 +88,16 @@ def test_generation_is_deterministic_for_a_seed(synthetic_data, tmp_path):
 def event_energy_in_box(event, sample_rate):
     """Share of the event's STFT energy (23 ms Hann window) inside its time-frequency box."""
     n_fft, hop = 1024, 256
-    power = torch.stft(
-        torch.from_numpy(event.waveform),
-        n_fft,
-        hop,
-        window=torch.hann_window(n_fft, dtype=torch.float64),
-        return_complex=True,
-    ).abs() ** 2  # [freq, frames]
+    power = (
+        torch.stft(
+            torch.from_numpy(event.waveform),
+            n_fft,
+            hop,
+            window=torch.hann_window(n_fft, dtype=torch.float64),
+            return_complex=True,
+        ).abs()
+        ** 2
+    )  # [freq, frames]
     frequencies = torch.arange(power.shape[0]) * sample_rate / n_fft
     times = torch.arange(power.shape[1]) * hop / sample_rate
     in_band = (frequencies >= event.fmin_hz) & (frequencies <= event.fmax_hz)
@@ -212,7 +215,10 @@ def test_each_clip_keeps_its_event_and_background_and_they_add_up_to_it(syntheti
         np.testing.assert_allclose(event + background, clip, atol=1e-7)
         # The event is silent outside its span in events.csv, and loud inside it.
         onset, offset = (int(events.loc[filename, key] * rate) for key in ("onset_s", "offset_s"))
-        assert np.abs(event[: max(onset - 10, 0)]).max(initial=0.0) == 0 and np.abs(event[offset + 10 :]).max(initial=0.0) == 0
+        assert (
+            np.abs(event[: max(onset - 10, 0)]).max(initial=0.0) == 0
+            and np.abs(event[offset + 10 :]).max(initial=0.0) == 0
+        )
         assert np.abs(event[onset:offset]).max() > 0.1
 
 

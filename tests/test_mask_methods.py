@@ -148,14 +148,23 @@ def test_an_unknown_gradcam_layer_is_named(toy):
 
 
 def test_an_unknown_method_is_named_with_the_registry():
-    with pytest.raises(ValueError, match=r"int_method='lime': unknown method\(s\) \['lime'\]; accepted: lmac, saliency, "):
+    with pytest.raises(
+        ValueError, match=r"int_method='lime': unknown method\(s\) \['lime'\]; accepted: lmac, saliency, "
+    ):
         lmac_eval.methods_of({"compare": None, "int_method": "lime"})
 
 
 def test_the_registry_holds_one_class_per_method_under_its_name():
     assert list(MASK_METHODS) == [
-        "lmac", "saliency", "smoothgrad", "integrated_gradients", "gradcam", "l2i", "empty_mask", "all_ones_mask",
-    ]  # fmt: skip
+        "lmac",
+        "saliency",
+        "smoothgrad",
+        "integrated_gradients",
+        "gradcam",
+        "l2i",
+        "empty_mask",
+        "all_ones_mask",
+    ]
     assert list(lmac_eval.METHODS) == list(MASK_METHODS)
     for name, method in MASK_METHODS.items():
         assert issubclass(method, MaskMethod) and method.name == name and method.title

@@ -60,10 +60,16 @@ def test_a_set_of_recordings_has_the_esc50_layout_and_its_stems(tmp_path):
 def test_bad_folders_are_named_and_nothing_is_overwritten(tmp_path):
     write_recordings(tmp_path, {"only": 500.0}, count=6)
     with pytest.raises(FileNotFoundError, match="needs at least two class sub-folders"):
-        make_real_set.main([
-            "--events_folder", str(tmp_path / "events"), "--backgrounds_folder", str(tmp_path / "backgrounds"),
-            "--output_folder", str(tmp_path / "set"),
-        ])  # fmt: skip
+        make_real_set.main(
+            [
+                "--events_folder",
+                str(tmp_path / "events"),
+                "--backgrounds_folder",
+                str(tmp_path / "backgrounds"),
+                "--output_folder",
+                str(tmp_path / "set"),
+            ]
+        )
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "mine.txt").write_text("keep")
     with pytest.raises(FileExistsError, match="is not empty"):

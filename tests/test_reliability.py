@@ -36,16 +36,25 @@ INTRA_EPOCH_FLAG = "brain_intra_epoch_ckpt"  # SpeechBrain's meta key of intra-e
 def run_flags(data, output_folder, epochs):
     return [
         HPARAMS,
-        "--data_folder", data["esc50_folder"],
-        "--output_folder", str(output_folder),
-        "--use_pretrained", "False",
-        "--width", "0.03125",
-        "--n_classes", "2",
-        "--number_of_epochs", str(epochs),
-        "--batch_size", "1",
-        "--num_workers", "0",
-        "--interpretations_per_stage", "1",
-    ]  # fmt: skip
+        "--data_folder",
+        data["esc50_folder"],
+        "--output_folder",
+        str(output_folder),
+        "--use_pretrained",
+        "False",
+        "--width",
+        "0.03125",
+        "--n_classes",
+        "2",
+        "--number_of_epochs",
+        str(epochs),
+        "--batch_size",
+        "1",
+        "--num_workers",
+        "0",
+        "--interpretations_per_stage",
+        "1",
+    ]
 
 
 def log_lines(output_folder):
@@ -72,7 +81,10 @@ def test_a_checkpoint_without_the_l1_weight_resumes_from_its_configured_value(tm
     overrides = {"data_folder": None, "output_folder": str(tmp_path), "use_pretrained": False, "width": 0.03125}
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, {**overrides, "l1_rate": 0.5})
-    saved = {name: hparams[key] for name, key in (("psi_model", "psi_model"), ("lr_annealing", "lr_annealing"), ("counter", "epoch_counter"))}
+    saved = {
+        name: hparams[key]
+        for name, key in (("psi_model", "psi_model"), ("lr_annealing", "lr_annealing"), ("counter", "epoch_counter"))
+    }
     older = CompleteCheckpointer(hparams["save_folder"], recoverables=saved)
     with torch.no_grad():
         next(hparams["psi_model"].parameters()).fill_(0.25)
@@ -107,7 +119,11 @@ def test_a_killed_run_resumes_without_repeating_epochs(tiny_data, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    epochs_before = [line for line in log_lines(output_folder) if line.startswith("epoch:")] if (output_folder / "train_log.txt").exists() else []
+    epochs_before = (
+        [line for line in log_lines(output_folder) if line.startswith("epoch:")]
+        if (output_folder / "train_log.txt").exists()
+        else []
+    )
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Loading a checkpoint from" in result.stdout + result.stderr
@@ -116,7 +132,9 @@ def test_a_killed_run_resumes_without_repeating_epochs(tiny_data, tmp_path):
     assert epochs == [1, 2, 3], f"before the kill: {epochs_before}"
     assert sum(line.startswith("Epoch loaded: ") for line in lines) == 1
     best = CompleteCheckpointer(str(output_folder / "save")).find_checkpoint(min_key=BEST_CHECKPOINT_KEY)
-    valid_losses = [float(re.search(r"valid loss: ([-0-9.e+]+)", line).group(1)) for line in lines if line.startswith("epoch:")]
+    valid_losses = [
+        float(re.search(r"valid loss: ([-0-9.e+]+)", line).group(1)) for line in lines if line.startswith("epoch:")
+    ]
     assert best.meta[BEST_CHECKPOINT_KEY] == pytest.approx(min(valid_losses), rel=0.01)
 
 
@@ -129,26 +147,42 @@ def free_port():
 def test_two_processes_train_once_and_score_the_whole_validation_set(tiny_data, tmp_path):
     output_folder = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-        os.path.join(REPO, "train_lmac.py"), *run_flags(tiny_data, output_folder, 1), "--distributed_backend=gloo",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        os.path.join(REPO, "train_lmac.py"),
+        *run_flags(tiny_data, output_folder, 1),
+        "--distributed_backend=gloo",
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = log_lines(output_folder)
-    assert sum(line.startswith("epoch: 1") for line in lines) == 1 and sum(line.startswith("Epoch loaded") for line in lines) == 1
+    assert (
+        sum(line.startswith("epoch: 1") for line in lines) == 1
+        and sum(line.startswith("Epoch loaded") for line in lines) == 1
+    )
     checkpoints = CompleteCheckpointer(str(output_folder / "save")).list_checkpoints()
     assert len(checkpoints) == 1
     assert len(list((output_folder / "interpretations" / "test").iterdir())) == 1
     logged = {name: float(value) for name, value in re.findall(r"valid (\w+): ([-0-9.e+]+)", lines[0])}
     # The same checkpoint, scored by one process on the whole validation fold, gives the logged numbers.
     overrides = {
-        "data_folder": tiny_data["esc50_folder"], "output_folder": str(output_folder), "use_pretrained": False,
-        "width": 0.03125, "n_classes": 2, "batch_size": 1, "num_workers": 0,
-    }  # fmt: skip
+        "data_folder": tiny_data["esc50_folder"],
+        "output_folder": str(output_folder),
+        "use_pretrained": False,
+        "width": 0.03125,
+        "n_classes": 2,
+        "batch_size": 1,
+        "num_workers": 0,
+    }
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     datasets, _ = esc50.prepare_datasets(hparams)
-    brain = lmac_brain.LMAC(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"}, checkpointer=hparams["checkpointer"])
+    brain = lmac_brain.LMAC(
+        modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"}, checkpointer=hparams["checkpointer"]
+    )
     hparams["interpretations_per_stage"] = 0
     brain.evaluate(datasets["valid"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs={"batch_size": 1})
     for name in ("fid_in", "AD", "SPS", "COMP"):
@@ -158,10 +192,15 @@ def test_two_processes_train_once_and_score_the_whole_validation_set(tiny_data, 
 @pytest.fixture(scope="module")
 def tiny_brain(tiny_data, tmp_path_factory):
     overrides = {
-        "data_folder": tiny_data["esc50_folder"], "output_folder": str(tmp_path_factory.mktemp("brain")),
-        "use_pretrained": False, "width": 0.03125, "n_classes": 2, "finetuning": True,
-        "pretrained_interpreter": None, "crosscor_th": -1.0,
-    }  # fmt: skip
+        "data_folder": tiny_data["esc50_folder"],
+        "output_folder": str(tmp_path_factory.mktemp("brain")),
+        "use_pretrained": False,
+        "width": 0.03125,
+        "n_classes": 2,
+        "finetuning": True,
+        "pretrained_interpreter": None,
+        "crosscor_th": -1.0,
+    }
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     brain = lmac_brain.LMAC(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
@@ -205,7 +244,9 @@ def test_all_zero_and_all_one_masks_with_a_certain_classifier_are_finite(tiny_br
     wavs = torch.zeros(2, 100)
     output = MaskedOutput(
         mixed=MixedBatch.of_clean(wavs),
-        features=SpectralFeatures(stft=torch.zeros(2, 10, 6, 2), log_mag=log_mag, classifier_input=torch.zeros(2, 10, 80)),
+        features=SpectralFeatures(
+            stft=torch.zeros(2, 10, 6, 2), log_mag=log_mag, classifier_input=torch.zeros(2, 10, 80)
+        ),
         logits=certain,
         mask=torch.full((2, 10, 6), mask_value),
         reference=torch.zeros_like(log_mag),
@@ -213,7 +254,9 @@ def test_all_zero_and_all_one_masks_with_a_certain_classifier_are_finite(tiny_br
         logits_masked_out=certain.flip(1),
         logits_empty=certain.flip(1),
     )
-    batch = types.SimpleNamespace(id=["a", "b"], class_string_encoded=types.SimpleNamespace(data=torch.tensor([[0], [1]])))
+    batch = types.SimpleNamespace(
+        id=["a", "b"], class_string_encoded=types.SimpleNamespace(data=torch.tensor([[0], [1]]))
+    )
     tiny_brain.on_stage_start(sb.Stage.TEST)
     loss = tiny_brain.compute_objectives(output, batch, sb.Stage.TEST)
     assert torch.isfinite(loss)
@@ -222,7 +265,13 @@ def test_all_zero_and_all_one_masks_with_a_certain_classifier_are_finite(tiny_br
 
 def test_a_non_finite_loss_stops_with_the_batch_ids_before_any_checkpoint_of_it(tiny_data, tmp_path, monkeypatch):
     # A checkpoint after every step; the loss of the third training batch is NaN.
-    flags = [*run_flags(tiny_data, tmp_path / "run", 1)[1:], "--ckpt_interval_steps", "1", "--ckpt_interval_minutes", "0"]
+    flags = [
+        *run_flags(tiny_data, tmp_path / "run", 1)[1:],
+        "--ckpt_interval_steps",
+        "1",
+        "--ckpt_interval_minutes",
+        "0",
+    ]
     batches, weights_before = [], {}
     finite_objectives = lmac_brain.LMAC.compute_objectives
 
@@ -236,7 +285,9 @@ def test_a_non_finite_loss_stops_with_the_batch_ids_before_any_checkpoint_of_it(
         return loss
 
     monkeypatch.setattr(lmac_brain.LMAC, "compute_objectives", nan_on_the_third_batch)
-    with pytest.raises(FloatingPointError, match=r"TRAIN loss is nan on the batch of clips (\[.*\]); stopping") as error:
+    with pytest.raises(
+        FloatingPointError, match=r"TRAIN loss is nan on the batch of clips (\[.*\]); stopping"
+    ) as error:
         train_lmac.main([HPARAMS, *flags])
     assert len(batches) == 3 and str(batches[2]) in str(error.value)
     # SpeechBrain keeps the latest intra-epoch checkpoint: the one after the second step, the last finite one.
@@ -267,13 +318,27 @@ def fail_download(url, dest, **kwargs):
 @pytest.mark.parametrize(
     "flags, error, message",
     [
-        (["--overlap_type", "reverb"], ValueError, r"overlap_type='reverb'; accepted values are \('mixtures', 'class_mixtures', 'white_noise', 'speech'\)"),
-        (["--train_fold_nums", "[1, 4]"], ValueError, r"train_fold_nums=\[1, 4\] and valid_fold_nums=\[4\] share folds \[4\]"),
+        (
+            ["--overlap_type", "reverb"],
+            ValueError,
+            r"overlap_type='reverb'; accepted values are \('mixtures', 'class_mixtures', 'white_noise', 'speech'\)",
+        ),
+        (
+            ["--train_fold_nums", "[1, 4]"],
+            ValueError,
+            r"train_fold_nums=\[1, 4\] and valid_fold_nums=\[4\] share folds \[4\]",
+        ),
         (["--test_fold_nums", "[6]"], ValueError, r"test_fold_nums=\[6\] has folds outside 1..5"),
-        (["--add_wham_noise", "True", "--wham_folder", "/no/wham_noise"], FileNotFoundError, r"Found no data in '/no/wham_noise' and the download of .* failed .* --add_wham_noise False"),
+        (
+            ["--add_wham_noise", "True", "--wham_folder", "/no/wham_noise"],
+            FileNotFoundError,
+            r"Found no data in '/no/wham_noise' and the download of .* failed .* --add_wham_noise False",
+        ),
     ],
 )
-def test_more_misconfigurations_fail_before_anything_is_written(tiny_data, tmp_path, monkeypatch, flags, error, message):
+def test_more_misconfigurations_fail_before_anything_is_written(
+    tiny_data, tmp_path, monkeypatch, flags, error, message
+):
     monkeypatch.setattr(esc50, "download_file", fail_download)
     output_folder = tmp_path / "run"
     with pytest.raises(error, match=message):
@@ -291,7 +356,12 @@ def test_a_classifier_checkpoint_with_other_outputs_is_refused(tiny_data, tmp_pa
     torch.save(Linear(input_size=64, n_neurons=3).state_dict(), tmp_path / "classifier.ckpt")
     flags = run_flags(tiny_data, tmp_path / "run", 1)
     flags[flags.index("--use_pretrained") + 1] = "True"
-    flags += ["--embedding_model_path", str(tmp_path / "embedding_model.ckpt"), "--classifier_model_path", str(tmp_path / "classifier.ckpt")]
+    flags += [
+        "--embedding_model_path",
+        str(tmp_path / "embedding_model.ckpt"),
+        "--classifier_model_path",
+        str(tmp_path / "classifier.ckpt"),
+    ]
     with pytest.raises(ValueError, match=r"classifier.ckpt' has 3 outputs, but n_classes=2; pass --n_classes 3"):
         train_lmac.main(flags)
 
@@ -321,5 +391,7 @@ def test_fused_and_unfused_adam_resume_each_others_checkpoints(tmp_path, first, 
     optimizer = kinds[then](after.parameters())
     Checkpointer(str(tmp_path), recoverables={"model": after, "optimizer": optimizer}).recover_if_possible()
     adam_steps(optimizer, after, inputs, 2)
-    assert torch.allclose(after.weight, reference.weight, atol=1e-6) and torch.allclose(after.bias, reference.bias, atol=1e-6)
+    assert torch.allclose(after.weight, reference.weight, atol=1e-6) and torch.allclose(
+        after.bias, reference.bias, atol=1e-6
+    )
     assert not torch.allclose(after.weight, start.weight, atol=1e-3)

@@ -69,7 +69,17 @@ def test_the_nmf_then_l2i_lines(sample, tmp_path):
 
 
 def test_the_lmac_line_interprets_a_head_of_another_class_count(sample, tmp_path):
-    flags = ["--data_folder", str(sample), "--debug", "--use_pretrained", "0", "--out_n_neurons", "2", "--number_of_epochs", "1"]
+    flags = [
+        "--data_folder",
+        str(sample),
+        "--debug",
+        "--use_pretrained",
+        "0",
+        "--out_n_neurons",
+        "2",
+        "--number_of_epochs",
+        "1",
+    ]
     log = run_recipe("train_lmac.py", "lmac_cnn14.yaml", flags, tmp_path)
     assert_recipe_outputs(tmp_path, "train_lmac.py")
     assert "The classifier has 2 outputs (n_classes) and the data" in log and "accuracy is not computed" in log
@@ -91,12 +101,23 @@ def test_the_lmac_line_interprets_a_head_of_another_class_count(sample, tmp_path
 def test_a_misspelt_flag_gets_one_line_with_the_closest_key(module, hparams, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "argv", [os.path.basename(module.__file__)])
-    argv = [os.path.join("hparams", hparams), "--data_folder", str(tmp_path), "--output_folder", str(tmp_path / "run"), "--n_clases", "3"]
+    argv = [
+        os.path.join("hparams", hparams),
+        "--data_folder",
+        str(tmp_path),
+        "--output_folder",
+        str(tmp_path / "run"),
+        "--n_clases",
+        "3",
+    ]
     with pytest.raises(SystemExit) as stopped:
         run_script(module.main, argv)
     script = os.path.basename(module.__file__)
     assert stopped.value.code == 2
-    assert capsys.readouterr().err == f"{script}: error: --n_clases is not a setting of hparams/{hparams}; did you mean --n_classes?\n"
+    assert (
+        capsys.readouterr().err
+        == f"{script}: error: --n_clases is not a setting of hparams/{hparams}; did you mean --n_classes?\n"
+    )
     assert not (tmp_path / "run").exists()  # stopped before any work
 
 
@@ -104,7 +125,11 @@ def test_a_misspelt_flag_gets_one_line_with_the_closest_key(module, hparams, tmp
     "module, flags, message",
     [
         (train_lmac, ["--mask_reference", "meen"], "mask_reference='meen'; accepted values are zeros, noise_floor"),
-        (lmac_eval, ["--compare", "lmac,gradcm"], "compare='lmac,gradcm': unknown method(s) ['gradcm']; accepted: lmac,"),
+        (
+            lmac_eval,
+            ["--compare", "lmac,gradcm"],
+            "compare='lmac,gradcm': unknown method(s) ['gradcm']; accepted: lmac,",
+        ),
         (train_classifier, ["--train_fold_nums", "[1, 9]"], "train_fold_nums"),
     ],
 )
@@ -115,7 +140,17 @@ def test_a_bad_value_of_a_setting_gets_one_line_and_the_traceback_only_under_deb
     monkeypatch.setattr(sys, "argv", [os.path.basename(module.__file__)])
     data = synthetic_data["esc50_folder"]
     argv = ["hparams/lmac_cnn14.yaml" if module is not train_classifier else "hparams/cnn14_classifier.yaml"]
-    argv += ["--data_folder", data, "--output_folder", str(tmp_path / "run"), "--use_pretrained", "False", "--width", "0.0625", *flags]
+    argv += [
+        "--data_folder",
+        data,
+        "--output_folder",
+        str(tmp_path / "run"),
+        "--use_pretrained",
+        "False",
+        "--width",
+        "0.0625",
+        *flags,
+    ]
     with pytest.raises(SystemExit) as stopped:
         run_script(module.main, argv)
     error = capsys.readouterr().err
@@ -129,11 +164,18 @@ def test_a_bad_value_of_a_setting_gets_one_line_and_the_traceback_only_under_deb
 def test_a_missing_data_folder_says_what_to_pass(tmp_path):
     result = subprocess.run(
         [sys.executable, "train_lmac.py", "hparams/lmac_cnn14.yaml", "--output_folder", str(tmp_path / "run")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "torchvision" not in result.stderr  # SpeechBrain's false warning on import is kept from printing
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "train_lmac.py: error: data_folder has no default in hparams/lmac_cnn14.yaml: pass --data_folder (a folder with meta/esc50.csv"
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "train_lmac.py: error: data_folder has no default in hparams/lmac_cnn14.yaml: pass --data_folder (a folder with meta/esc50.csv"
+        )
     )
     assert not (tmp_path / "run").exists()

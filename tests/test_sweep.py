@@ -9,21 +9,45 @@ import lmac.recipes.sweep as sweep
 from lmac.checks import SettingError
 
 TINY = [
-    "--n_classes", "2", "--clips_per_class", "5", "--noise_files", "3", "1", "1", "--batch_size", "4",
-    "--num_workers", "0", "--ig_steps", "2",
-]  # fmt: skip
+    "--n_classes",
+    "2",
+    "--clips_per_class",
+    "5",
+    "--noise_files",
+    "3",
+    "1",
+    "1",
+    "--batch_size",
+    "4",
+    "--num_workers",
+    "0",
+    "--ig_steps",
+    "2",
+]
 
 
 def test_a_tiny_sweep_scores_the_validation_fold_and_reuses_its_runs(tmp_path, monkeypatch):
     monkeypatch.setitem(sweep.FAMILY_RUNS, "cnn14", {"width": 1 / 32, "classifier_epochs": 1, "lmac_epochs": 1})
     argv = [
-        "--output_folder", str(tmp_path), "--seeds", "3", "--families", "cnn14", "--fold", "valid",
-        "--conditions", "clean", "wham", *TINY,
-    ]  # fmt: skip
+        "--output_folder",
+        str(tmp_path),
+        "--seeds",
+        "3",
+        "--families",
+        "cnn14",
+        "--fold",
+        "valid",
+        "--conditions",
+        "clean",
+        "wham",
+        *TINY,
+    ]
     results = sweep.main(argv)
     run = tmp_path / "seed3" / "cnn14"
     manifest = json.loads((run / "lmac" / "manifests" / "test.json").read_text())
-    assert manifest and {entry["fold"] for entry in manifest.values()} == {4}  # the validation fold, read as eval's test
+    assert manifest and {entry["fold"] for entry in manifest.values()} == {
+        4
+    }  # the validation fold, read as eval's test
     per_class = json.loads((run / "lmac" / "eval_valid" / "clean" / "metrics_clean_per_class.json").read_text())
     classes = results["cnn14"]["3"]["classes"]
     assert set(classes) == set(per_class) and len(classes) == 2

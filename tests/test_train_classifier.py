@@ -4,12 +4,12 @@ import os
 
 import pytest
 import torch
+from conftest import SMALL_DATA
 from hyperpyyaml import load_hyperpyyaml
 
 import lmac.loading as loading
 import lmac.recipes.train_classifier as train_classifier
 import lmac.training.classifier as classifier_training
-from conftest import SMALL_DATA
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,19 +17,31 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def trained_classifier(synthetic_data, tmp_path_factory):
     output_folder = tmp_path_factory.mktemp("classifier")
-    brain = train_classifier.main([
-        os.path.join(REPO, "hparams", "cnn14_classifier.yaml"),
-        "--data_folder", synthetic_data["esc50_folder"],
-        "--output_folder", str(output_folder),
-        "--width", "0.03125",
-        "--n_classes", str(SMALL_DATA["n_classes"]),
-        "--number_of_epochs", "2",
-        "--batch_size", "3",
-        "--num_workers", "0",
-        "--add_wham_noise", "True",
-        "--wham_folder", synthetic_data["wham_folder"],
-        "--noise_num_workers", "0",
-    ])  # fmt: skip
+    brain = train_classifier.main(
+        [
+            os.path.join(REPO, "hparams", "cnn14_classifier.yaml"),
+            "--data_folder",
+            synthetic_data["esc50_folder"],
+            "--output_folder",
+            str(output_folder),
+            "--width",
+            "0.03125",
+            "--n_classes",
+            str(SMALL_DATA["n_classes"]),
+            "--number_of_epochs",
+            "2",
+            "--batch_size",
+            "3",
+            "--num_workers",
+            "0",
+            "--add_wham_noise",
+            "True",
+            "--wham_folder",
+            synthetic_data["wham_folder"],
+            "--noise_num_workers",
+            "0",
+        ]
+    )
     return brain, output_folder
 
 
@@ -74,14 +86,22 @@ def test_the_export_loads_unchanged_into_the_interpreter_recipe(trained_classifi
 
 @pytest.mark.parametrize("n_classes", [2, 5])
 def test_a_class_count_other_than_the_datas_is_an_error_as_in_every_recipe(synthetic_data, tmp_path, n_classes):
-    with pytest.raises(ValueError, match=rf"n_classes={n_classes}, but the data in .* has 3 classes; pass --n_classes 3"):
-        train_classifier.main([
-            os.path.join(REPO, "hparams", "cnn14_classifier.yaml"),
-            "--data_folder", synthetic_data["esc50_folder"],
-            "--output_folder", str(tmp_path),
-            "--width", "0.03125",
-            "--n_classes", str(n_classes),
-        ])  # fmt: skip
+    with pytest.raises(
+        ValueError, match=rf"n_classes={n_classes}, but the data in .* has 3 classes; pass --n_classes 3"
+    ):
+        train_classifier.main(
+            [
+                os.path.join(REPO, "hparams", "cnn14_classifier.yaml"),
+                "--data_folder",
+                synthetic_data["esc50_folder"],
+                "--output_folder",
+                str(tmp_path),
+                "--width",
+                "0.03125",
+                "--n_classes",
+                str(n_classes),
+            ]
+        )
 
 
 RECIPES = ("cnn14_classifier.yaml", "lmac_cnn14.yaml", "l2i_cnn14.yaml")
@@ -97,7 +117,16 @@ def test_classifier_and_interpreters_use_the_same_features(tmp_path):
     waveform = torch.randn(1, 16000)
     magnitude = torch.rand(1, 87, 513)
     for interpreter in interpreters:
-        for key in ("sample_rate", "signal_length_s", "n_fft", "hop_length", "win_length", "n_mels", "width", "n_classes"):
+        for key in (
+            "sample_rate",
+            "signal_length_s",
+            "n_fft",
+            "hop_length",
+            "win_length",
+            "n_mels",
+            "width",
+            "n_classes",
+        ):
             assert classifier[key] == interpreter[key], key
         assert torch.equal(classifier["compute_stft"](waveform), interpreter["compute_stft"](waveform))
         assert torch.equal(classifier["classifier_input"](magnitude), interpreter["classifier_input"](magnitude))
@@ -105,7 +134,9 @@ def test_classifier_and_interpreters_use_the_same_features(tmp_path):
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_a_feature_or_width_flag_reaches_the_shared_block(tmp_path, name):
-    hparams = load_recipe(name, {"output_folder": str(tmp_path), "n_mels": 64, "n_fft": 512, "width": 0.0625, "n_classes": 3})
+    hparams = load_recipe(
+        name, {"output_folder": str(tmp_path), "n_mels": 64, "n_fft": 512, "width": 0.0625, "n_classes": 3}
+    )
     assert hparams["classifier_input"].compute_fbank.fbank_matrix.shape == (257, 64)
     assert hparams["compute_stft"].n_fft == 512
     assert hparams["embedding_model"].norm0.num_features == 64  # CNN14 normalises each mel band
@@ -117,12 +148,18 @@ def test_use_pretrained_starts_the_embedding_from_a_checkpoint_and_refuses_anoth
     source = load_recipe("cnn14_classifier.yaml", {"output_folder": str(tmp_path / "source"), "width": 0.03125})
     torch.save(source["embedding_model"].state_dict(), tmp_path / "embedding_model.ckpt")
     settings = {"use_pretrained": True, "embedding_model_path": str(tmp_path / "embedding_model.ckpt")}
-    hparams = load_recipe("cnn14_classifier.yaml", {"output_folder": str(tmp_path / "run"), "width": 0.03125, **settings})
+    hparams = load_recipe(
+        "cnn14_classifier.yaml", {"output_folder": str(tmp_path / "run"), "width": 0.03125, **settings}
+    )
     head = {key: value.clone() for key, value in hparams["classifier"].state_dict().items()}
     loading.load_pretrained_embedding(hparams)
     loaded, saved = hparams["embedding_model"].state_dict(), source["embedding_model"].state_dict()
     assert all(torch.equal(loaded[key], saved[key]) for key in saved)
     assert all(torch.equal(value, hparams["classifier"].state_dict()[key]) for key, value in head.items())
-    wider = load_recipe("cnn14_classifier.yaml", {"output_folder": str(tmp_path / "wider"), "width": 0.0625, **settings})
-    with pytest.raises(ValueError, match=r"embedding_model_path=.*embedding_model.ckpt' does not fit a CNN14 of width 0.0625"):
+    wider = load_recipe(
+        "cnn14_classifier.yaml", {"output_folder": str(tmp_path / "wider"), "width": 0.0625, **settings}
+    )
+    with pytest.raises(
+        ValueError, match=r"embedding_model_path=.*embedding_model.ckpt' does not fit a CNN14 of width 0.0625"
+    ):
         loading.load_pretrained_embedding(wider)

@@ -33,20 +33,33 @@ HPARAMS = os.path.join(REPO, "hparams", "lmac_cnn14.yaml")
 
 def small_run_flags(data, output_folder):
     return [
-        "--data_folder", data["esc50_folder"],
-        "--output_folder", str(output_folder),
-        "--use_pretrained", "False",
-        "--width", "0.0625",
-        "--n_classes", "2",
-        "--number_of_epochs", "1",
-        "--batch_size", "2",
-        "--num_workers", "0",
-        "--add_wham_noise", "True",
-        "--wham_folder", data["wham_folder"],
-        "--noise_num_workers", "0",
-        "--interpret_period", "1",
-        "--interpretations_per_stage", "2",
-    ]  # fmt: skip
+        "--data_folder",
+        data["esc50_folder"],
+        "--output_folder",
+        str(output_folder),
+        "--use_pretrained",
+        "False",
+        "--width",
+        "0.0625",
+        "--n_classes",
+        "2",
+        "--number_of_epochs",
+        "1",
+        "--batch_size",
+        "2",
+        "--num_workers",
+        "0",
+        "--add_wham_noise",
+        "True",
+        "--wham_folder",
+        data["wham_folder"],
+        "--noise_num_workers",
+        "0",
+        "--interpret_period",
+        "1",
+        "--interpretations_per_stage",
+        "2",
+    ]
 
 
 def run_cli(flags):
@@ -63,7 +76,10 @@ def run_cli(flags):
 
 def logged_stats(line):
     """``{'valid loss': 17.9, ...}`` from one line of a SpeechBrain FileTrainLogger file."""
-    return {name.strip(): float(value) for name, value in re.findall(r"([A-Za-z_][A-Za-z0-9_ ]*): ([-+0-9.e]+|nan|inf)", line)}
+    return {
+        name.strip(): float(value)
+        for name, value in re.findall(r"([A-Za-z_][A-Za-z0-9_ ]*): ([-+0-9.e]+|nan|inf)", line)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +134,9 @@ def test_tensorboard_without_the_package_is_a_clear_error(tiny_data, tmp_path, m
         raise ImportError("No module named 'tensorboard'")
 
     monkeypatch.setattr(cli, "FlushedTensorboardLogger", not_installed)
-    with pytest.raises(ImportError, match=r"use_tensorboard=True needs TensorBoard.*pip install tensorboard.*--use_tensorboard False"):
+    with pytest.raises(
+        ImportError, match=r"use_tensorboard=True needs TensorBoard.*pip install tensorboard.*--use_tensorboard False"
+    ):
         train_lmac.main([HPARAMS, *small_run_flags(tiny_data, tmp_path / "run"), "--use_tensorboard", "True"])
     assert not (tmp_path / "run" / "train_log.txt").exists()
 
@@ -128,8 +146,12 @@ def test_the_best_checkpoint_is_kept_by_a_logged_key_as_a_plain_float(trained_ru
     checkpoint = Checkpointer(str(output_folder / "save")).find_checkpoint(min_key=BEST_CHECKPOINT_KEY)
     assert checkpoint is not None
     assert type(checkpoint.meta[BEST_CHECKPOINT_KEY]) is float
-    epoch_line = next(line for line in (output_folder / "train_log.txt").read_text().splitlines() if line.startswith("epoch"))
-    assert checkpoint.meta[BEST_CHECKPOINT_KEY] == pytest.approx(logged_stats(epoch_line)[f"valid {BEST_CHECKPOINT_KEY}"], rel=0.01)
+    epoch_line = next(
+        line for line in (output_folder / "train_log.txt").read_text().splitlines() if line.startswith("epoch")
+    )
+    assert checkpoint.meta[BEST_CHECKPOINT_KEY] == pytest.approx(
+        logged_stats(epoch_line)[f"valid {BEST_CHECKPOINT_KEY}"], rel=0.01
+    )
     assert {"psi_model.ckpt", "optimizer.ckpt", "lr_annealing.ckpt", "counter.ckpt"} <= set(os.listdir(checkpoint.path))
 
 
@@ -162,7 +184,13 @@ def test_fine_tuning_starts_from_a_trained_decoder_and_reports_in_masks(trained_
     output_folder, _ = trained_run
     checkpoint = Checkpointer(str(output_folder / "save")).find_checkpoint(min_key=BEST_CHECKPOINT_KEY)
     decoder = os.path.join(checkpoint.path, "psi_model.ckpt")
-    flags = [*small_run_flags(tiny_data, tmp_path / "finetune"), "--finetuning", "True", "--pretrained_interpreter", decoder]
+    flags = [
+        *small_run_flags(tiny_data, tmp_path / "finetune"),
+        "--finetuning",
+        "True",
+        "--pretrained_interpreter",
+        decoder,
+    ]
     log = run_cli([*flags, "--crosscortype", "conv", "--crosscor_th", "-1.0"])
     assert f"Loaded the interpreter from {decoder}" in log
     epoch_line = (tmp_path / "finetune" / "train_log.txt").read_text().splitlines()[0]
@@ -173,11 +201,31 @@ def test_fine_tuning_starts_from_a_trained_decoder_and_reports_in_masks(trained_
     "flags, error, message",
     [
         (["--crosscortype", "pearson"], ValueError, r"crosscortype='pearson'; accepted values are \('conv', 'dotp'\)"),
-        (["--guidelosstype", "l2"], ValueError, r"guidelosstype='l2'; accepted values are \('binary', 'reconstruction'\)"),
-        (["--masked_out_loss", "hinge"], ValueError, r"masked_out_loss='hinge'; accepted values are negative_cross_entropy, not_decision"),
-        (["--finetuning", "True"], ValueError, r"finetuning=True needs a trained decoder: pass --pretrained_interpreter"),
-        (["--pretrained_interpreter", "/no/such/psi_model.ckpt"], FileNotFoundError, r"pretrained_interpreter='/no/such/psi_model.ckpt' does not exist"),
-        (["--use_pretrained", "True", "--embedding_model_path", "/no/such/embedding_model.ckpt"], FileNotFoundError, r"embedding_model_path='/no/such/embedding_model.ckpt' does not exist"),
+        (
+            ["--guidelosstype", "l2"],
+            ValueError,
+            r"guidelosstype='l2'; accepted values are \('binary', 'reconstruction'\)",
+        ),
+        (
+            ["--masked_out_loss", "hinge"],
+            ValueError,
+            r"masked_out_loss='hinge'; accepted values are negative_cross_entropy, not_decision",
+        ),
+        (
+            ["--finetuning", "True"],
+            ValueError,
+            r"finetuning=True needs a trained decoder: pass --pretrained_interpreter",
+        ),
+        (
+            ["--pretrained_interpreter", "/no/such/psi_model.ckpt"],
+            FileNotFoundError,
+            r"pretrained_interpreter='/no/such/psi_model.ckpt' does not exist",
+        ),
+        (
+            ["--use_pretrained", "True", "--embedding_model_path", "/no/such/embedding_model.ckpt"],
+            FileNotFoundError,
+            r"embedding_model_path='/no/such/embedding_model.ckpt' does not exist",
+        ),
         (["--test_only", "True"], FileNotFoundError, r"test_only=True, but .* holds no checkpoint"),
         (["--add_wham_noise", "True", "--wham_folder", "null"], ValueError, r"add_wham_noise=True needs --wham_folder"),
     ],
@@ -248,9 +296,13 @@ def test_local_classifier_checkpoints_load_through_the_pretrainer(tmp_path):
 @pytest.mark.parametrize("crosscortype", ["dotp", "conv"])
 def test_the_interpretation_steps_of_speechbrains_recipe_equal_the_forward_pass(tiny_data, tmp_path, crosscortype):
     overrides = {
-        "data_folder": tiny_data["esc50_folder"], "output_folder": str(tmp_path), "use_pretrained": False,
-        "width": 0.0625, "n_classes": 2, "crosscortype": crosscortype,
-    }  # fmt: skip
+        "data_folder": tiny_data["esc50_folder"],
+        "output_folder": str(tmp_path),
+        "use_pretrained": False,
+        "width": 0.0625,
+        "n_classes": 2,
+        "crosscortype": crosscortype,
+    }
     with open(HPARAMS, encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     datasets, _ = prepare_datasets(hparams)

@@ -37,13 +37,17 @@ SAMPLE_RATE = 16000
 def two_tones(low_amplitude, high_amplitude, seconds=1.0):
     """A 500 Hz and a 5 kHz tone, ``[1, samples]``."""
     t = torch.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    return (low_amplitude * torch.sin(2 * torch.pi * 500 * t) + high_amplitude * torch.sin(2 * torch.pi * 5000 * t))[None]
+    return (low_amplitude * torch.sin(2 * torch.pi * 500 * t) + high_amplitude * torch.sin(2 * torch.pi * 5000 * t))[
+        None
+    ]
 
 
 def test_energy_kept_is_the_share_of_the_waveforms_energy_the_interpretation_keeps():
     compute_stft, compute_istft = STFT(sample_rate=SAMPLE_RATE, n_fft=1024), ISTFT(sample_rate=SAMPLE_RATE, n_fft=1024)
     wavs = two_tones(0.5, 1.0)  # energies 1 : 4
-    features = spectral_features(wavs, compute_stft, LogMelInput(DeviceFilterbank(n_mels=40, n_fft=1024, log_mel=False)))
+    features = spectral_features(
+        wavs, compute_stft, LogMelInput(DeviceFilterbank(n_mels=40, n_fft=1024, log_mel=False))
+    )
     low_half = torch.zeros_like(features.log_mag)
     low_half[:, :, : features.log_mag.shape[2] // 4] = 1.0  # keeps 0-2 kHz: the 500 Hz tone
     interpretation = inverted_interpretation(low_half, features, wavs.shape[1], compute_istft)
@@ -124,9 +128,14 @@ def test_randomisation_similarity_agrees_with_quantus_model_parameter_randomisat
     seed = 11
     metric = quantus.MPRT(layer_order="top_down", seed=seed, abs=False, normalise=False, disable_warnings=True)
     scores = metric(
-        model=model, x_batch=x, y_batch=y, a_batch=input_gradient(model, x, y),
-        explain_func=input_gradient, device="cpu", batch_size=6,
-    )  # fmt: skip
+        model=model,
+        x_batch=x,
+        y_batch=y,
+        a_batch=input_gradient(model, x, y),
+        explain_func=input_gradient,
+        device="cpu",
+        batch_size=6,
+    )
     # quantus re-initialises the top layer first, after seeding torch with seed + 1.
     randomised = randomised_classifier(model, ["head"], seed=seed + 1)
     ours = spearman_similarity(
@@ -158,9 +167,14 @@ def test_the_randomisation_cascade_agrees_with_quantus_top_down_model_parameter_
     metric = quantus.MPRT(layer_order="top_down", seed=seed, abs=False, normalise=False, disable_warnings=True)
     y = logits.argmax(dim=1).numpy()
     scores = metric(
-        model=model, x_batch=x.numpy(), y_batch=y, a_batch=input_gradient(model, x.numpy(), y),
-        explain_func=input_gradient, device="cpu", batch_size=6,
-    )  # fmt: skip
+        model=model,
+        x_batch=x.numpy(),
+        y_batch=y,
+        a_batch=input_gradient(model, x.numpy(), y),
+        explain_func=input_gradient,
+        device="cpu",
+        batch_size=6,
+    )
     trained = Gradient(model).mask(x, logits)
     steps = randomisation_cascade(model, Gradient(model), ["head", "hidden"], seed=seed + 1)
     assert [layer for layer, _, _ in steps] == ["head", "hidden"]
@@ -182,7 +196,15 @@ def test_randomising_a_copy_leaves_the_classifier_and_the_global_random_state_al
 @pytest.mark.parametrize("name", FAMILIES)
 def test_randomisation_redraws_every_parameter_of_the_named_layers_of_each_family(name):
     torch.manual_seed(0)
-    settings = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 16, "win_length": 32, "n_mels": 80, "width": 1 / 16, "n_classes": 3}
+    settings = {
+        "sample_rate": 16000,
+        "n_fft": 1024,
+        "hop_length": 16,
+        "win_length": 32,
+        "n_mels": 80,
+        "width": 1 / 16,
+        "n_classes": 3,
+    }
     family = load_family(name, settings)
     classifier = FrozenClassifier(family["embedding_model"], family["classifier"])
     randomised = randomised_classifier(classifier, family["randomisation_layers"], seed=1)
@@ -212,7 +234,9 @@ def test_the_references_fill_what_they_say():
 
 @pytest.mark.parametrize("clip_statistics", [False, True])
 @pytest.mark.parametrize("name", ["zeros", "mean_spectrum", "noise_floor", "pink"])
-def test_the_empty_mask_is_classified_once_per_batch_only_when_its_reference_is_the_same_for_every_clip(name, clip_statistics):
+def test_the_empty_mask_is_classified_once_per_batch_only_when_its_reference_is_the_same_for_every_clip(
+    name, clip_statistics
+):
     log_mag = torch.rand(3, 20, 9) * torch.arange(1.0, 4.0)[:, None, None]
     reference_of = make_mask_reference(name, [torch.rand(2, 20, 9)], lambda wavs: wavs)
     reference = reference_of.fill(log_mag)
@@ -225,6 +249,7 @@ def test_the_empty_mask_is_classified_once_per_batch_only_when_its_reference_is_
 
     brain = type("Stub", (), {"mask_reference": reference_of, "classify": staticmethod(classify)})()
     brain.modules = types.SimpleNamespace(classifier_input=types.SimpleNamespace(uses_clip_statistics=clip_statistics))
+
     def input_from_log_mag(log_mag, clip_log_mag=None):  # a mean-normalised input removes the clip's mean
         return log_mag - clip_log_mag.mean(dim=1, keepdim=True) if clip_statistics else log_mag
 
@@ -241,7 +266,9 @@ class Biased(torch.nn.Module):
 
     def __init__(self, probability):
         super().__init__()
-        self.logits = torch.nn.Parameter(torch.log(torch.tensor([(1 - probability) / 2, probability, (1 - probability) / 2])))
+        self.logits = torch.nn.Parameter(
+            torch.log(torch.tensor([(1 - probability) / 2, probability, (1 - probability) / 2]))
+        )
 
     def forward(self, mel_input):
         return self.logits.expand(mel_input.shape[0], 3), ()
@@ -250,17 +277,23 @@ class Biased(torch.nn.Module):
 @pytest.mark.parametrize("probability, warns", [(0.9, True), (0.4, False)])
 def test_every_run_says_which_class_silence_gets_and_warns_when_it_is_likely(caplog, probability, warns):
     hparams = {
-        "signal_length_s": 0.5, "sample_rate": SAMPLE_RATE, "hop_length": 10, "n_fft": 512,
+        "signal_length_s": 0.5,
+        "sample_rate": SAMPLE_RATE,
+        "hop_length": 10,
+        "n_fft": 512,
         "classifier_input": LogMelInput(DeviceFilterbank(n_mels=20, n_fft=512, log_mel=False)),
         "modules": {"classifier": Biased(probability)},
-    }  # fmt: skip
+    }
     clips = torch.rand(2, 26, 257)
     with caplog.at_level(logging.INFO, logger="lmac.loading"):
         assert log_empty_mask_decision(hparams, ["kick", "snare", "hihat"], MASK_REFERENCES["zeros"](), clips) == (
-            "snare", pytest.approx(probability)
+            "snare",
+            pytest.approx(probability),
         )
-    assert "gives an empty mask's input (mask_reference=zeros, built from 2 training clips as training builds it) " \
+    assert (
+        "gives an empty mask's input (mask_reference=zeros, built from 2 training clips as training builds it) "
         f"class 'snare' with probability {probability:.2f}" in caplog.text
+    )
     warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
     assert bool(warnings) == warns == (probability > SILENCE_WARNING_PROBABILITY)
 
@@ -279,10 +312,13 @@ class Loudness(torch.nn.Module):
 
 def test_the_start_up_probe_classifies_the_empty_mask_s_input_the_reference_not_silence():
     hparams = {
-        "signal_length_s": 0.5, "sample_rate": SAMPLE_RATE, "hop_length": 10, "n_fft": 512,
+        "signal_length_s": 0.5,
+        "sample_rate": SAMPLE_RATE,
+        "hop_length": 10,
+        "n_fft": 512,
         "classifier_input": LogMelInput(DeviceFilterbank(n_mels=20, n_fft=512, log_mel=False)),
         "modules": {"classifier": Loudness()},
-    }  # fmt: skip
+    }
     loud = MASK_REFERENCES["mean_spectrum"](torch.full((257,), 2.0))
     clips = torch.rand(3, 26, 257)
     assert empty_mask_decision(hparams, MASK_REFERENCES["zeros"](), clips)[0] == 0
@@ -291,8 +327,10 @@ def test_the_start_up_probe_classifies_the_empty_mask_s_input_the_reference_not_
 
 
 def test_for_a_mean_normalised_input_the_probe_normalises_the_reference_with_each_clip_s_mean_as_training_does():
-    hparams = {"classifier_input": LogMelInput(DeviceFilterbank(n_mels=20, n_fft=512, log_mel=False), mean_norm=True),
-               "modules": {"classifier": Loudness()}}  # fmt: skip
+    hparams = {
+        "classifier_input": LogMelInput(DeviceFilterbank(n_mels=20, n_fft=512, log_mel=False), mean_norm=True),
+        "modules": {"classifier": Loudness()},
+    }
     reference = MASK_REFERENCES["mean_spectrum"](torch.full((257,), 2.0))
     # Normalised with its own mean, R would be all zeros, the same input whatever the reference: a tie, class 0.
     # Training's empty input is R less the clip's mean: louder than quiet clips (class 1), quieter than loud ones.
@@ -317,7 +355,10 @@ def test_a_run_keeps_its_reference_and_refuses_another(synthetic_data, tmp_path)
     again = build_mask_reference(hparams, datasets["test"])
     assert torch.equal(again.mean_log_spectrum, trained.mean_log_spectrum)
     other = load_recipe("lmac_cnn14.yaml", {**overrides, "mask_reference": "zeros"})
-    with pytest.raises(SettingError, match=r"mask_reference='zeros', but the run in .* was trained with 'mean_spectrum'.*pass --mask_reference mean_spectrum"):
+    with pytest.raises(
+        SettingError,
+        match=r"mask_reference='zeros', but the run in .* was trained with 'mean_spectrum'.*pass --mask_reference mean_spectrum",
+    ):
         validate_data_hparams(other)
 
 
@@ -332,9 +373,23 @@ def test_a_collapsed_validation_stage_is_reported(caplog):
 
 def test_the_report_shows_energy_kept_and_says_when_an_interpretation_is_not_trustworthy(tmp_path):
     records = {
-        "silent": {"label": 0, "prediction": 0, "probability": 0.9, "energy_kept": 0.004, "empty_decision": 0, "empty_probability": 0.79},
-        "heard": {"label": 1, "prediction": 1, "probability": 0.8, "energy_kept": 0.35, "empty_decision": 0, "empty_probability": 0.79},
-    }  # fmt: skip
+        "silent": {
+            "label": 0,
+            "prediction": 0,
+            "probability": 0.9,
+            "energy_kept": 0.004,
+            "empty_decision": 0,
+            "empty_probability": 0.79,
+        },
+        "heard": {
+            "label": 1,
+            "prediction": 1,
+            "probability": 0.8,
+            "energy_kept": 0.35,
+            "empty_decision": 0,
+            "empty_probability": 0.79,
+        },
+    }
     for clip, record in records.items():
         folder = tmp_path / "test" / clip
         folder.mkdir(parents=True)
@@ -342,8 +397,13 @@ def test_the_report_shows_energy_kept_and_says_when_an_interpretation_is_not_tru
         for name in ("original.wav", "interpretation.wav", "spectrogram.png"):
             (folder / name).write_bytes(b"")
     stats = {"silent_share": 0.5, "fid_in": 0.5}
-    page = open(comparison.report_test_interpretations(str(tmp_path), stats, "t", ["kick", "snare"]), encoding="utf-8").read()
-    assert '<div class="warning"><strong>Not trustworthy:</strong><ul><li>50% of the interpretations are near-silent' in page
+    page = open(
+        comparison.report_test_interpretations(str(tmp_path), stats, "t", ["kick", "snare"]), encoding="utf-8"
+    ).read()
+    assert (
+        '<div class="warning"><strong>Not trustworthy:</strong><ul><li>50% of the interpretations are near-silent'
+        in page
+    )
     silent_row, heard_row = page.split("<tr><td>silent</td>")[1], page.split("<tr><td>heard</td>")[1]
     assert "<td>0.4%</td>" in silent_row.split("<img")[0] and "<td>35.0%</td>" in heard_row.split("<img")[0]
     assert "Near-silent: the interpretation keeps 0.4% of the input&#x27;s energy." in silent_row.split("<img")[0]
@@ -401,8 +461,10 @@ def test_a_class_whose_masks_go_silent_and_lose_the_decision_is_named_in_validat
         assert warn_of_collapsed_classes(per_class, 3, ["kick", "noise_burst_mid", "hihat", "silent_tick"]) == [1, 3]
     assert "Epoch 3: the interpretations of 1 class(es) have collapsed" in caplog.text
     assert "noise_burst_mid (Fid-In 0.12, 88% near-silent)" in caplog.text and "hihat" not in caplog.text
-    assert "are near-silent and keep the decision only because the reference alone does: silent_tick (Fid-In 1.00, " \
+    assert (
+        "are near-silent and keep the decision only because the reference alone does: silent_tick (Fid-In 1.00, "
         "88% near-silent; the reference alone keeps 100% of its decisions)" in caplog.text
+    )
 
 
 def test_event_fid_in_is_what_a_mask_exactly_on_the_event_keeps_with_the_removed_cells_filled_by_the_reference():
@@ -422,9 +484,11 @@ def test_event_fid_in_is_what_a_mask_exactly_on_the_event_keeps_with_the_removed
     reference = torch.zeros(3, 4, 5)
     reference[2, :, 3:] = 5.0
     output = types.SimpleNamespace(
-        features=types.SimpleNamespace(log_mag=log_mag), logits=classify(log_mag)[0], mask=torch.rand(3, 4, 5),
+        features=types.SimpleNamespace(log_mag=log_mag),
+        logits=classify(log_mag)[0],
+        mask=torch.rand(3, 4, 5),
         reference=reference,
-    )  # fmt: skip
+    )
     kept = InterpreterBrain.event_mask_keeps_decision(brain, output, boxes)
     assert kept.tolist() == [1.0, 0.0, 0.0]
 
@@ -445,7 +509,10 @@ def test_the_classifier_s_sensitivity_is_the_finite_difference_of_its_decision_s
     # A small non-linear classifier; central differences of log q_c cell by cell of L, against the autograd
     # sensitivity. Nothing weighs a cell by its loudness: a cell the classifier reads the same way counts the same.
     generator = torch.Generator().manual_seed(3)
-    weights, bias = torch.randn(12, 3, generator=generator, dtype=torch.float64), torch.randn(3, generator=generator, dtype=torch.float64)
+    weights, bias = (
+        torch.randn(12, 3, generator=generator, dtype=torch.float64),
+        torch.randn(3, generator=generator, dtype=torch.float64),
+    )
 
     def logits_of(log_mag):
         return torch.tanh(log_mag.flatten(1)) @ weights + bias
@@ -481,6 +548,9 @@ def test_the_sensitivity_profiles_are_those_of_masks_and_a_class_with_no_gradien
 
 def test_a_comparison_says_when_the_classifier_s_own_sensitivity_is_class_agnostic_too():
     table = {"lmac": {"profile_cosine": 0.99, "sensitivity_profile_cosine": 0.97}}
-    assert "The classifier's own sensitivity has one too (sensitivity_profile_cosine 0.97)" in comparison.comparison_markdown(table)
+    assert (
+        "The classifier's own sensitivity has one too (sensitivity_profile_cosine 0.97)"
+        in comparison.comparison_markdown(table)
+    )
     table["lmac"]["sensitivity_profile_cosine"] = 0.5
     assert "classifier's own sensitivity" not in comparison.comparison_markdown(table)

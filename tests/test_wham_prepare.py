@@ -57,7 +57,9 @@ def test_combine_batches_weighs_unit_energy_clips_and_noise_as_speechbrain_s_add
     clean = torch.randn(3, 500, generator=generator) * torch.tensor([[0.1], [2.0], [1.0]])
     noise = torch.randn(3, 500, generator=generator) * torch.tensor([[1.0], [0.3], [4.0]])
     mixture = combine_batches(clean, noise, clean_weight, noise_weight)
-    expected = clean_weight * clean / clean.norm(dim=1, keepdim=True) + noise_weight * noise / noise.norm(dim=1, keepdim=True)
+    expected = clean_weight * clean / clean.norm(dim=1, keepdim=True) + noise_weight * noise / noise.norm(
+        dim=1, keepdim=True
+    )
     torch.testing.assert_close(mixture, expected / expected.abs().amax(dim=1, keepdim=True), rtol=1e-5, atol=1e-6)
 
 
@@ -160,9 +162,15 @@ def test_download_unpacks_the_official_layout(tmp_path, monkeypatch):
 
 
 def test_command_line_writes_a_mixture_to_listen_to(synthetic_data, tmp_path):
-    clean = os.path.join(synthetic_data["esc50_folder"], "audio", sorted(os.listdir(os.path.join(synthetic_data["esc50_folder"], "audio")))[0])
+    clean = os.path.join(
+        synthetic_data["esc50_folder"],
+        "audio",
+        sorted(os.listdir(os.path.join(synthetic_data["esc50_folder"], "audio")))[0],
+    )
     output = tmp_path / "mix.wav"
-    wham_prepare.main(["--wham_folder", synthetic_data["wham_folder"], "--example_clean", clean, "--example_output", str(output)])
+    wham_prepare.main(
+        ["--wham_folder", synthetic_data["wham_folder"], "--example_clean", clean, "--example_output", str(output)]
+    )
     mixture, sample_rate = sf.read(output)
     assert sample_rate == 16000 and mixture.shape == (80000,)
     assert np.abs(mixture).max() == pytest.approx(1.0, abs=1e-3)

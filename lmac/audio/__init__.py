@@ -1,2 +1,1 @@
-"""Reading audio files (``io``) and long recordings block by block (``stream``).
-"""
+"""Reading audio files (``io``) and long recordings block by block (``stream``)."""

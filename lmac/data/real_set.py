@@ -170,7 +170,7 @@ def write_real_set(events_folder, backgrounds_folder, output_folder, settings=Re
     rng = np.random.default_rng(settings.seed)
     rows, events = [], []
     jobs = [(target, name, index, path) for target, (name, paths) in enumerate(classes.items())
-            for index, path in enumerate(paths[: settings.clips_per_class])]  # fmt: skip
+            for index, path in enumerate(paths[: settings.clips_per_class])]
     for clip_index, (target, name, index, path) in enumerate(tqdm(jobs, desc="Real-recordings clips")):
         clip, event, (start, stop) = make_clip(path, backgrounds, settings, rng)
         fold, src_file = index % N_FOLDS + 1, 200000 + clip_index

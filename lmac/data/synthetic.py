@@ -407,7 +407,7 @@ def synthesize_noise(kind, rng, num_samples, sample_rate=WHAM_SAMPLE_RATE):
 
 def write_esc50(
     folder, n_classes, clips_per_class, seed, background_rms=BACKGROUND_RMS, scenario="events", stems_only=False
-):  # fmt: skip
+):
     """Writes the synthetic ESC-50-format folder (``meta/`` and ``audio/``); with ``stems_only``, only the stems
     of the clips already there (a folder made before the stems were kept).
 
@@ -509,7 +509,7 @@ def write_wham(folder, files_per_split, seed):
 def generate(
     output_folder, n_classes=10, clips_per_class=40, noise_files=(40, 10, 10), seed=1234,
     background_rms=BACKGROUND_RMS, scenario="events",
-):  # fmt: skip
+):
     """Writes the whole synthetic data set, or reuses it when the settings match.
 
     Arguments

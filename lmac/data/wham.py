@@ -351,4 +351,4 @@ class MixedBatch:
             wavs=mixture, clean=clean, clean_gain=clean_gain, added=mixture - clean_gain.unsqueeze(1) * clean,
             added_event=None if noise_event is None else noise_gain.unsqueeze(1) * noise_event,
             added_labels=noise_labels,
-        )  # fmt: skip
+        )

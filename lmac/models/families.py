@@ -39,9 +39,15 @@ FAMILIES = ("cnn14", "conv2d", "ecapa", "vit")
 # The recipe settings every block receives (and must declare).
 FAMILY_SETTINGS = ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "width", "n_classes")
 FAMILY_KEYS = (
-    "classifier_input", "embedding_model", "classifier", "decoder", "gradcam_layer", "randomisation_layers",
-    "supports_l2i", "emb_dim",
-)  # fmt: skip
+    "classifier_input",
+    "embedding_model",
+    "classifier",
+    "decoder",
+    "gradcam_layer",
+    "randomisation_layers",
+    "supports_l2i",
+    "emb_dim",
+)
 
 
 def family_block_path(name):
@@ -92,7 +98,9 @@ def load_family(name, settings):
             ) from error
     missing = [key for key in FAMILY_KEYS if key not in family]
     if missing:
-        raise SettingError(f"The block {path} of classifier_family={name!r} lacks {missing}; a family block defines {FAMILY_KEYS}.")
+        raise SettingError(
+            f"The block {path} of classifier_family={name!r} lacks {missing}; a family block defines {FAMILY_KEYS}."
+        )
     return family
 
 

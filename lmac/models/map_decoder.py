@@ -68,7 +68,14 @@ class MapDecoder(torch.nn.Module):
     """
 
     def __init__(
-        self, map_channels, map_ranks, classifier_input, input_bins, hidden=32, grid_stride=(4, 1), freq_rows=16,
+        self,
+        map_channels,
+        map_ranks,
+        classifier_input,
+        input_bins,
+        hidden=32,
+        grid_stride=(4, 1),
+        freq_rows=16,
         map_cells=None,
     ):
         super().__init__()
@@ -104,11 +111,15 @@ class MapDecoder(torch.nn.Module):
     def forward(self, feature_maps, num_frames):
         """Mask logits ``[batch, num_frames, freq]`` on the STFT grid from the maps of ``map_ranks``' shapes."""
         if len(feature_maps) != len(self.projections):
-            raise ValueError(f"MapDecoder was built for {len(self.projections)} feature maps and got {len(feature_maps)}.")
+            raise ValueError(
+                f"MapDecoder was built for {len(self.projections)} feature maps and got {len(feature_maps)}."
+            )
         grid = (math.ceil(num_frames / self.grid_stride[0]), math.ceil(self.input_bins / self.grid_stride[1]))
         fused = sum(
             onto_grid(self.on_grid_plane(projection, feature_map, rank), grid, cell, self.grid_stride)
-            for projection, feature_map, rank, cell in zip(self.projections, feature_maps, self.map_ranks, self.map_cells)
+            for projection, feature_map, rank, cell in zip(
+                self.projections, feature_maps, self.map_ranks, self.map_cells
+            )
         )
         logits = self.fuse(torch.relu(fused))  # [batch, 1, grid frames, grid bins]
         on_input = F.interpolate(logits, size=(num_frames, self.input_bins), mode="bilinear", align_corners=False)[:, 0]

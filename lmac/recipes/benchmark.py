@@ -106,12 +106,23 @@ def build(config, data, output_folder, batch_size, num_workers, device="cpu", pr
     datasets, _ = prepare_datasets(hparams)
     noise = time_noise_waits(make_noise_stream(hparams))
     run_opts = {"device": device, "precision": precision, "eval_precision": precision}
-    brain = LMAC(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts, noise_stream=noise)
+    brain = LMAC(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        noise_stream=noise,
+    )
     brain.init_optimizers()
     loader = brain.make_dataloader(  # the recipe's loader: pinned batches on CUDA
-        datasets["train"], sb.Stage.TRAIN, ckpt_prefix=None, shuffle=True, batch_size=batch_size,
-        num_workers=num_workers, drop_last=True,
-    )  # fmt: skip
+        datasets["train"],
+        sb.Stage.TRAIN,
+        ckpt_prefix=None,
+        shuffle=True,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        drop_last=True,
+    )
     return brain, noise, loader
 
 
@@ -233,7 +244,10 @@ def interpretation_latency(brain, folder):
     """Seconds to interpret a 5 s file, without and with writing its outputs (median of 3)."""
     path = os.path.join(folder, "five_seconds.wav")
     sf.write(path, torch.randn(80000).numpy() * 0.1, 16000)
-    run_opts = {"device": str(brain.device), "precision": brain.eval_precision}  # the brain's models, as eval.py uses them
+    run_opts = {
+        "device": str(brain.device),
+        "precision": brain.eval_precision,
+    }  # the brain's models, as eval.py uses them
     interpreter = LMACInterpreter(modules=brain.modules, hparams=vars(brain.hparams), run_opts=run_opts)
     compute = []
     for _ in range(3):
@@ -262,7 +276,17 @@ def gpu_measures(device, train_step, eval_step, batch_size):
     }
 
 
-def run(config, iterations, batch_size, num_workers, data_folder, clips_per_class, device="cpu", precision="fp32", family="cnn14"):
+def run(
+    config,
+    iterations,
+    batch_size,
+    num_workers,
+    data_folder,
+    clips_per_class,
+    device="cpu",
+    precision="fp32",
+    family="cnn14",
+):
     """Measures ``config`` of the classifier ``family`` on ``device`` at ``precision``; returns the JSON-ready results."""
     data = generate(data_folder, n_classes=10, clips_per_class=clips_per_class, noise_files=(10, 2, 2), seed=11)
     with tempfile.TemporaryDirectory() as scratch:
@@ -311,13 +335,21 @@ def long_file_measures(config, minutes, device, scratch):
     """Interprets a long recording with outputs, as ``eval.py --interpret_folder`` does; returns the measures."""
     path = os.path.join(scratch, f"recording_{minutes}min.flac")
     write_long_recording(path, minutes)
-    overrides = {"data_folder": None, "output_folder": scratch, "use_pretrained": False, "width": CONFIGS[config]["width"], "n_classes": 10}
+    overrides = {
+        "data_folder": None,
+        "output_folder": scratch,
+        "use_pretrained": False,
+        "width": CONFIGS[config]["width"],
+        "n_classes": 10,
+    }
     with open(os.path.join(HPARAMS_FOLDER, "lmac_cnn14.yaml"), encoding="utf-8") as file:
         hparams = load_hyperpyyaml(file, overrides)
     interpreter = LMACInterpreter(modules=hparams["modules"], hparams=hparams, run_opts={"device": device})
     set_weight_layout(interpreter.mods, forward_only=True)
     before = peak_memory_mb()
-    seconds, result = timed(lambda: interpreter.interpret_file(path, savedir=os.path.join(scratch, "out"), keep_tensors=False))
+    seconds, result = timed(
+        lambda: interpreter.interpret_file(path, savedir=os.path.join(scratch, "out"), keep_tensors=False)
+    )
     return {
         "config": config,
         "device": device,
@@ -333,7 +365,10 @@ def long_file_measures(config, minutes, device, scratch):
 
 def table(results):
     """The results as a two-column markdown table."""
-    rows = [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |" for key, value in results.items()]
+    rows = [
+        f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
+        for key, value in results.items()
+    ]
     return "\n".join(["| measure | value |", "|---|---|", *rows])
 
 
@@ -362,8 +397,12 @@ def main(argv=None):
     parser.add_argument("--clips_per_class", type=int, default=20, help="3 in 5 are training clips")
     parser.add_argument("--data_folder", default=None, help="default data/bench_<clips_per_class>")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast dtype of train and eval steps")
-    parser.add_argument("--output", default=None, help="JSON file (default results/bench/<config>[_<device>_<precision>].json)")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32", help="autocast dtype of train and eval steps"
+    )
+    parser.add_argument(
+        "--output", default=None, help="JSON file (default results/bench/<config>[_<device>_<precision>].json)"
+    )
     parser.add_argument("--long_file_minutes", type=float, default=None, help="measure one long recording instead")
     args = parser.parse_args(argv)
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
@@ -376,9 +415,16 @@ def main(argv=None):
         default = os.path.join("results", "bench", f"{args.config}_long_file_{args.long_file_minutes:g}min.json")
     else:
         results = run(
-            args.config, args.iterations, args.batch_size, args.num_workers, data_folder, args.clips_per_class,
-            args.device, args.precision, args.classifier_family,
-        )  # fmt: skip
+            args.config,
+            args.iterations,
+            args.batch_size,
+            args.num_workers,
+            data_folder,
+            args.clips_per_class,
+            args.device,
+            args.precision,
+            args.classifier_family,
+        )
         default = default_output(args.config, args.device, args.precision, args.classifier_family)
     output = args.output or default
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

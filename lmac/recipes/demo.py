@@ -69,9 +69,19 @@ L2I_HPARAMS = os.path.join(HPARAMS_FOLDER, "l2i_cnn14.yaml")
 SUMMARY_KEYS = ("classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP", *TRUST_METRICS, *LISTENING_METRICS)
 # What the fine-tuning is judged on, with noise mixed in (summary.json's in_domain and out_of_domain).
 NOISY_KEYS = (
-    "AD", "AI", "fid_in", "SPS", "localization_ratio", "clean_energy_share", "silent_share", "sir_gain_db",
-    "sir_gain_6db_share", "target_kept", "rest_kept", "ideal_mask_sir_gain_db",
-)  # fmt: skip
+    "AD",
+    "AI",
+    "fid_in",
+    "SPS",
+    "localization_ratio",
+    "clean_energy_share",
+    "silent_share",
+    "sir_gain_db",
+    "sir_gain_6db_share",
+    "target_kept",
+    "rest_kept",
+    "ideal_mask_sir_gain_db",
+)
 # The synthetic clips' background: loud enough that the classifier errs on some test clips.
 DEMO_BACKGROUND_RMS = 0.8
 
@@ -91,9 +101,11 @@ def parse_args(argv):
     parser.add_argument("--finetuning_epochs", type=int, default=2)
     parser.add_argument("--finetuning_lr", type=float, default=0.0002)
     parser.add_argument(
-        "--finetuning_crosscor_th", type=float, default=0.3,
+        "--finetuning_crosscor_th",
+        type=float,
+        default=0.3,
         help="the recipe's 0.6 keeps no clip here: the base masks correlate 0.12 to 0.39 with the clean clips (validation)",
-    )  # fmt: skip
+    )
     parser.add_argument("--l2i_epochs", type=int, default=4)
     parser.add_argument("--l2i_lr", type=float, default=0.001)
     parser.add_argument("--nmf_components", type=int, default=100)
@@ -119,18 +131,28 @@ def classifier_folder(args, folder=""):
 def classifier_flags(args, data, family_flags=None, folder="", epochs=None):
     """The flags of ``train_the_classifier``'s run (in ``classifier_folder(args, folder)``)."""
     return [
-        "--data_folder", data["esc50_folder"],
-        "--output_folder", classifier_folder(args, folder),
-        "--n_classes", str(args.n_classes),
-        "--number_of_epochs", str(args.classifier_epochs if epochs is None else epochs),
-        "--batch_size", str(args.batch_size),
-        "--num_workers", str(args.num_workers),
-        "--noise_num_workers", str(args.num_workers),
-        "--add_wham_noise", "True",
-        "--wham_folder", data["wham_folder"],
-        "--seed", str(args.seed),
+        "--data_folder",
+        data["esc50_folder"],
+        "--output_folder",
+        classifier_folder(args, folder),
+        "--n_classes",
+        str(args.n_classes),
+        "--number_of_epochs",
+        str(args.classifier_epochs if epochs is None else epochs),
+        "--batch_size",
+        str(args.batch_size),
+        "--num_workers",
+        str(args.num_workers),
+        "--noise_num_workers",
+        str(args.num_workers),
+        "--add_wham_noise",
+        "True",
+        "--wham_folder",
+        data["wham_folder"],
+        "--seed",
+        str(args.seed),
         *(family_flags or ["--width", str(args.width)]),
-    ]  # fmt: skip
+    ]
 
 
 def train_the_classifier(args, data, family_flags=None, folder="", epochs=None):
@@ -153,15 +175,35 @@ def interpret_second_family(args, data):
     family = args.second_family
     family_flags = ["--classifier_family", family, "--width", str(args.second_width)]
     classifier_acc, export = train_the_classifier(args, data, family_flags, family, args.second_classifier_epochs)
-    flags = [*interpreter_flags(args, data, export, os.path.join(family, "lmac"), family_flags), "--lr", str(args.lmac_lr)]
-    train_lmac.main([
-        LMAC_HPARAMS, *flags, "--number_of_epochs", str(args.second_lmac_epochs),
-        "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
-    ])  # fmt: skip
-    lmac_eval.main([
-        LMAC_HPARAMS, *flags, "--compare", "all",
-        "--ig_steps", str(args.ig_steps), "--smoothgrad_samples", str(args.smoothgrad_samples),
-    ])  # fmt: skip
+    flags = [
+        *interpreter_flags(args, data, export, os.path.join(family, "lmac"), family_flags),
+        "--lr",
+        str(args.lmac_lr),
+    ]
+    train_lmac.main(
+        [
+            LMAC_HPARAMS,
+            *flags,
+            "--number_of_epochs",
+            str(args.second_lmac_epochs),
+            "--add_wham_noise",
+            "True",
+            "--wham_folder",
+            data["wham_folder"],
+        ]
+    )
+    lmac_eval.main(
+        [
+            LMAC_HPARAMS,
+            *flags,
+            "--compare",
+            "all",
+            "--ig_steps",
+            str(args.ig_steps),
+            "--smoothgrad_samples",
+            str(args.smoothgrad_samples),
+        ]
+    )
     folder = os.path.join(args.output_folder, family, "lmac", "eval")
     with open(os.path.join(folder, "comparison_clean.json"), encoding="utf-8") as file:
         table = json.load(file)["methods"]
@@ -172,37 +214,52 @@ def interpreter_flags(args, data, export, recipe, family_flags=None):
     """Command-line flags of an interpreter recipe (``lmac`` or ``l2i``) on the demo's CNN14 classifier, or on the
     classifier of ``family_flags`` (``--classifier_family`` and ``--width``)."""
     return [
-        "--data_folder", data["esc50_folder"],
-        "--output_folder", os.path.join(args.output_folder, recipe),
+        "--data_folder",
+        data["esc50_folder"],
+        "--output_folder",
+        os.path.join(args.output_folder, recipe),
         *(family_flags or ["--width", str(args.width)]),
-        "--n_classes", str(args.n_classes),
-        "--embedding_model_path", os.path.join(export, "embedding_model.ckpt"),
-        "--classifier_model_path", os.path.join(export, "classifier.ckpt"),
-        "--batch_size", str(args.batch_size),
-        "--num_workers", str(args.num_workers),
-        "--noise_num_workers", str(args.num_workers),
-        "--seed", str(args.seed),
-        "--interpretations_per_stage", str(args.n_classes),  # one clip of each class
-    ]  # fmt: skip
+        "--n_classes",
+        str(args.n_classes),
+        "--embedding_model_path",
+        os.path.join(export, "embedding_model.ckpt"),
+        "--classifier_model_path",
+        os.path.join(export, "classifier.ckpt"),
+        "--batch_size",
+        str(args.batch_size),
+        "--num_workers",
+        str(args.num_workers),
+        "--noise_num_workers",
+        str(args.num_workers),
+        "--seed",
+        str(args.seed),
+        "--interpretations_per_stage",
+        str(args.n_classes),  # one clip of each class
+    ]
 
 
 def lmac_flags(args, data, export):
     """Command-line flags shared by the L-MAC training and evaluation runs."""
     return [
         *interpreter_flags(args, data, export, "lmac"),
-        "--lr", str(args.lmac_lr),
-        "--l2i_folder", os.path.join(args.output_folder, "l2i"),
-    ]  # fmt: skip
+        "--lr",
+        str(args.lmac_lr),
+        "--l2i_folder",
+        os.path.join(args.output_folder, "l2i"),
+    ]
 
 
 def l2i_flags(args, data, export):
     """Command-line flags of the NMF and L2I runs."""
     return [
         *interpreter_flags(args, data, export, "l2i"),
-        "--lr", str(args.l2i_lr),
-        "--nmf_components", str(args.nmf_components),
-        "--nmf_max_frames", str(args.nmf_max_frames),
-    ]  # fmt: skip
+        "--lr",
+        str(args.l2i_lr),
+        "--nmf_components",
+        str(args.nmf_components),
+        "--nmf_max_frames",
+        str(args.nmf_max_frames),
+    ]
 
 
 def finetuning_flags(args, data, export):
@@ -216,11 +273,24 @@ def finetune(args, data, flags, base_decoder):
     The recipe's guidance settings (``crosscortype``, ``guidelosstype``,
     ``g_w``, ``bin_th``) apply, with ``crosscor_th`` chosen on the validation fold.
     """
-    train_lmac.main([
-        LMAC_HPARAMS, *flags, "--finetuning", "True", "--pretrained_interpreter", base_decoder,
-        "--number_of_epochs", str(args.finetuning_epochs), "--crosscor_th", str(args.finetuning_crosscor_th),
-        "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
-    ])  # fmt: skip
+    train_lmac.main(
+        [
+            LMAC_HPARAMS,
+            *flags,
+            "--finetuning",
+            "True",
+            "--pretrained_interpreter",
+            base_decoder,
+            "--number_of_epochs",
+            str(args.finetuning_epochs),
+            "--crosscor_th",
+            str(args.finetuning_crosscor_th),
+            "--add_wham_noise",
+            "True",
+            "--wham_folder",
+            data["wham_folder"],
+        ]
+    )
 
 
 def noisy_evaluations(data, runs):
@@ -249,7 +319,9 @@ def noisy_evaluations(data, runs):
         output_folder = flags[flags.index("--output_folder") + 1]
         for domain, (condition, extra) in conditions.items():
             lmac_eval.main([LMAC_HPARAMS, *flags, *extra])
-            with open(os.path.join(output_folder, "eval", condition, f"metrics_{condition}.json"), encoding="utf-8") as file:
+            with open(
+                os.path.join(output_folder, "eval", condition, f"metrics_{condition}.json"), encoding="utf-8"
+            ) as file:
                 metrics = json.load(file)
             metrics["localization_ratio"] = metrics.pop("localization")
             results[domain][name] = {key: metrics.get(key) for key in NOISY_KEYS}  # None: no clip has a value
@@ -260,7 +332,10 @@ def training_curve_links(args, report_folder):
     """``(text, path)`` of each trained model's ``training_curves.png``, relative to ``report_folder``."""
     runs = {"classifier": "classifier", "L-MAC": "lmac", "fine-tuned L-MAC": "lmac_finetuned", "L2I": "l2i"}
     return [
-        (f"training curves: {text}", os.path.relpath(os.path.join(args.output_folder, run, "training_curves.png"), report_folder))
+        (
+            f"training curves: {text}",
+            os.path.relpath(os.path.join(args.output_folder, run, "training_curves.png"), report_folder),
+        )
         for text, run in runs.items()
     ]
 
@@ -288,14 +363,30 @@ def compare_interpreters(args, data, export, flags):
     markdown_path : str
     """
     train_nmf.main([L2I_HPARAMS, *l2i_flags(args, data, export)])
-    train_l2i.main([
-        L2I_HPARAMS, *l2i_flags(args, data, export), "--number_of_epochs", str(args.l2i_epochs),
-        "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
-    ])  # fmt: skip
-    lmac_eval.main([
-        LMAC_HPARAMS, *flags, "--compare", ",".join(lmac_eval.METHODS),
-        "--ig_steps", str(args.ig_steps), "--smoothgrad_samples", str(args.smoothgrad_samples),
-    ])  # fmt: skip
+    train_l2i.main(
+        [
+            L2I_HPARAMS,
+            *l2i_flags(args, data, export),
+            "--number_of_epochs",
+            str(args.l2i_epochs),
+            "--add_wham_noise",
+            "True",
+            "--wham_folder",
+            data["wham_folder"],
+        ]
+    )
+    lmac_eval.main(
+        [
+            LMAC_HPARAMS,
+            *flags,
+            "--compare",
+            ",".join(lmac_eval.METHODS),
+            "--ig_steps",
+            str(args.ig_steps),
+            "--smoothgrad_samples",
+            str(args.smoothgrad_samples),
+        ]
+    )
     folder = os.path.join(args.output_folder, "lmac", "eval")
     with open(os.path.join(folder, "comparison_clean.json"), encoding="utf-8") as file:
         table = json.load(file)["methods"]
@@ -373,7 +464,11 @@ def finetuning_table(noisy):
     lines = ["| test fold | L-MAC | " + " | ".join(NOISY_KEYS) + " |", "|---|---|" + "---|" * len(NOISY_KEYS)]
     for domain, runs in noisy.items():
         for name, values in runs.items():
-            lines.append(f"| {domain.replace('_', ' ')} | {name} | " + " | ".join("-" if values[key] is None else f"{values[key]:.3g}" for key in NOISY_KEYS) + " |")
+            lines.append(
+                f"| {domain.replace('_', ' ')} | {name} | "
+                + " | ".join("-" if values[key] is None else f"{values[key]:.3g}" for key in NOISY_KEYS)
+                + " |"
+            )
     return "\n".join(lines)
 
 
@@ -384,16 +479,29 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with timer("data"):
         data = generate(
-            args.data_folder, args.n_classes, args.clips_per_class, tuple(args.noise_files), args.seed, args.background_rms
+            args.data_folder,
+            args.n_classes,
+            args.clips_per_class,
+            tuple(args.noise_files),
+            args.seed,
+            args.background_rms,
         )
     with timer("classifier"):
         classifier_acc, export = train_the_classifier(args, data)
     flags = lmac_flags(args, data, export)
     with timer("lmac"):
-        train_lmac.main([
-            LMAC_HPARAMS, *flags, "--number_of_epochs", str(args.lmac_epochs),
-            "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
-        ])  # fmt: skip
+        train_lmac.main(
+            [
+                LMAC_HPARAMS,
+                *flags,
+                "--number_of_epochs",
+                str(args.lmac_epochs),
+                "--add_wham_noise",
+                "True",
+                "--wham_folder",
+                data["wham_folder"],
+            ]
+        )
     with timer("lmac_test_and_export"):
         brain, datasets = train_lmac.main([LMAC_HPARAMS, *flags, "--test_only", "True"])
         export_folder = export_interpreter.main([LMAC_HPARAMS, *flags])
@@ -416,9 +524,12 @@ def main(argv=None):
             second, second_path = interpret_second_family(args, data)
     folder = brain.hparams.interpretations_folder
     report = comparison.report_test_interpretations(
-        folder, summary, "L-MAC demo: clean test fold", lmac_eval.class_names_of(vars(brain.hparams)),
+        folder,
+        summary,
+        "L-MAC demo: clean test fold",
+        lmac_eval.class_names_of(vars(brain.hparams)),
         links=training_curve_links(args, folder),
-    )  # fmt: skip
+    )
     summary.update(noisy)
     if second is not None:
         summary["second_family"] = {"family": args.second_family, **second}
@@ -430,14 +541,25 @@ def main(argv=None):
         json.dump(summary, file, indent=2)
     logger.info("Listen to the interpretations: %s", report)
     logger.info("The interpreter for Python: LMACInterpreter.from_hparams(source=%r, savedir=...)", export_folder)
-    logger.info("Demo summary (clean test fold), also in %s:\n%s", os.path.join(args.output_folder, "summary.json"), summary_table(summary))
+    logger.info(
+        "Demo summary (clean test fold), also in %s:\n%s",
+        os.path.join(args.output_folder, "summary.json"),
+        summary_table(summary),
+    )
     logger.info("Base and fine-tuned L-MAC with noise mixed in:\n%s", finetuning_table(noisy))
-    logger.info("Interpretation methods on the clean test fold, also in %s:\n%s", comparison_path, comparison.comparison_markdown(table))
+    logger.info(
+        "Interpretation methods on the clean test fold, also in %s:\n%s",
+        comparison_path,
+        comparison.comparison_markdown(table),
+    )
     if second is not None:
         logger.info(
-            "Interpretation methods of the %s classifier (test accuracy %.3f), also in %s:\n%s", args.second_family,
-            second["classifier_acc"], second_path, comparison.comparison_markdown(second["comparison"]),
-        )  # fmt: skip
+            "Interpretation methods of the %s classifier (test accuracy %.3f), also in %s:\n%s",
+            args.second_family,
+            second["classifier_acc"],
+            second_path,
+            comparison.comparison_markdown(second["comparison"]),
+        )
     return summary
 
 

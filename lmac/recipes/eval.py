@@ -115,7 +115,9 @@ def methods_of(hparams):
     unknown = [name for name in methods if name not in METHODS]
     if unknown or not methods:
         setting = "compare" if compare else "int_method"
-        raise ValueError(f"{setting}={hparams[setting]!r}: unknown method(s) {unknown}; accepted: {', '.join(METHODS)}.")
+        raise ValueError(
+            f"{setting}={hparams[setting]!r}: unknown method(s) {unknown}; accepted: {', '.join(METHODS)}."
+        )
     return list(dict.fromkeys(methods))
 
 
@@ -132,9 +134,13 @@ def evaluate_test_fold(hparams, run_opts, datasets, method, events=None, mask_re
     condition = evaluation_condition(hparams)
     folder = os.path.join(method.results_folder(hparams["eval_folder"]), condition)
     brain = make_brain(
-        {**hparams, "interpretations_folder": folder}, run_opts, method,
-        noise_stream=make_overlap(hparams, datasets["test"]), events=events, mask_reference=mask_reference,
-    )  # fmt: skip
+        {**hparams, "interpretations_folder": folder},
+        run_opts,
+        method,
+        noise_stream=make_overlap(hparams, datasets["test"]),
+        events=events,
+        mask_reference=mask_reference,
+    )
     start = time.perf_counter()
     brain.evaluate(datasets["test"], test_loader_kwargs=hparams["test_dataloader_options"])
     stats = dict(brain.last_stage_stats)
@@ -162,9 +168,14 @@ def make_brain(hparams, run_opts, method, noise_stream=None, events=None, mask_r
     The models are the configuration's, already loaded (``load_classifier``, ``build_methods``).
     """
     brain = LMAC(
-        modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
-        mask_method=method, noise_stream=noise_stream, events=events, mask_reference=mask_reference,
-    )  # fmt: skip
+        modules=hparams["modules"],
+        hparams=hparams,
+        run_opts=run_opts,
+        mask_method=method,
+        noise_stream=noise_stream,
+        events=events,
+        mask_reference=mask_reference,
+    )
     set_weight_layout(brain.modules, forward_only=method.forward_only)
     return brain
 
@@ -243,9 +254,12 @@ def interpret_files(hparams, run_opts, paths, method):
 def make_file_interpreter(hparams, run_opts, method):
     """The ``LMACInterpreter`` of the run's (loaded) models, with ``method``'s masks, its weights laid out for it."""
     interpreter = LMACInterpreter(
-        modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
-        mask_method=method, class_names=class_names_of(hparams),
-    )  # fmt: skip
+        modules=hparams["modules"],
+        hparams=hparams,
+        run_opts=run_opts,
+        mask_method=method,
+        class_names=class_names_of(hparams),
+    )
     set_weight_layout(interpreter.mods, forward_only=method.forward_only)
     return interpreter
 
@@ -264,7 +278,9 @@ def files_mode_needs_no_data(argv):
 
 def main(argv):
     """Evaluates on the test fold (one method, or a comparison), or interprets files; returns the files that failed."""
-    hparams_file, hparams, run_opts, overrides = start_recipe(argv, placeholders_not_needed=files_mode_needs_no_data(argv))
+    hparams_file, hparams, run_opts, overrides = start_recipe(
+        argv, placeholders_not_needed=files_mode_needs_no_data(argv)
+    )
     with settings_checked():  # a bad setting ends here in one line
         validate_eval_hparams(hparams)
         names = methods_of(hparams)

@@ -35,9 +35,17 @@ logger = logging.getLogger(__name__)
 INTERPRETER_HPARAMS = os.path.join(HPARAMS_FOLDER, "lmac_interpreter.yaml")
 # The settings of the run that the exported hyperparams.yaml carries.
 RUN_SETTINGS = (
-    "sample_rate", "signal_length_s", "n_fft", "hop_length", "win_length", "n_mels", "width", "classifier_family", "n_classes",
+    "sample_rate",
+    "signal_length_s",
+    "n_fft",
+    "hop_length",
+    "win_length",
+    "n_mels",
+    "width",
+    "classifier_family",
+    "n_classes",
     "batch_size",
-)  # fmt: skip
+)
 EXPORTED_WEIGHTS = {"embedding_model": "embedding_model", "classifier": "classifier", "psi": "psi_model"}
 EXPORT_HEADER = (
     "# An exported L-MAC interpreter: LMACInterpreter.from_hparams(source=<this folder>, savedir=...).\n"
@@ -87,7 +95,9 @@ def export(hparams):
     os.makedirs(folder, exist_ok=True)
     for name, key in EXPORTED_WEIGHTS.items():
         torch.save(hparams[key].state_dict(), os.path.join(folder, f"{name}.ckpt"))
-    shutil.copyfile(os.path.join(hparams["save_folder"], LABEL_ENCODER_FILE), os.path.join(folder, "label_encoder.ckpt"))
+    shutil.copyfile(
+        os.path.join(hparams["save_folder"], LABEL_ENCODER_FILE), os.path.join(folder, "label_encoder.ckpt")
+    )
     with open(os.path.join(folder, "hyperparams.yaml"), "w", encoding="utf-8") as file:
         file.write(inference_hparams_text(hparams))
     logger.info("Exported the interpreter to %s: LMACInterpreter.from_hparams(source=%r, savedir=...).", folder, folder)

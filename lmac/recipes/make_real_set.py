@@ -28,14 +28,23 @@ def main(argv=None):
     parser.add_argument("--backgrounds_folder", required=True, help="recordings to place the events in")
     parser.add_argument("--output_folder", required=True)
     parser.add_argument("--clips_per_class", type=int, default=defaults.clips_per_class)
-    parser.add_argument("--ratio_db", type=float, nargs=2, default=defaults.ratio_db, metavar=("LOW", "HIGH"),
-                        help="event-to-background energy ratio over the event, in dB, drawn per clip")  # fmt: skip
+    parser.add_argument(
+        "--ratio_db",
+        type=float,
+        nargs=2,
+        default=defaults.ratio_db,
+        metavar=("LOW", "HIGH"),
+        help="event-to-background energy ratio over the event, in dB, drawn per clip",
+    )
     parser.add_argument("--max_event_s", type=float, default=defaults.max_event_s)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = RealSetSettings(
-        ratio_db=tuple(args.ratio_db), max_event_s=args.max_event_s, clips_per_class=args.clips_per_class, seed=args.seed
+        ratio_db=tuple(args.ratio_db),
+        max_event_s=args.max_event_s,
+        clips_per_class=args.clips_per_class,
+        seed=args.seed,
     )
     write_real_set(args.events_folder, args.backgrounds_folder, args.output_folder, settings)
 

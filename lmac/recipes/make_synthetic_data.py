@@ -50,9 +50,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     generate(
-        args.output_folder, args.n_classes, args.clips_per_class, tuple(args.noise_files), args.seed,
-        args.background_rms, args.scenario,
-    )  # fmt: skip
+        args.output_folder,
+        args.n_classes,
+        args.clips_per_class,
+        tuple(args.noise_files),
+        args.seed,
+        args.background_rms,
+        args.scenario,
+    )
 
 
 def command_line():

@@ -61,21 +61,39 @@ FAMILY_RUNS = {
 }
 COMPARED = ("lmac", "gradcam", "integrated_gradients")
 MEANS = (
-    "fid_in", "AD", "localization", "silent_share", "profile_cosine", "randomisation_similarity", "randomisation_floor",
+    "fid_in",
+    "AD",
+    "localization",
+    "silent_share",
+    "profile_cosine",
+    "randomisation_similarity",
+    "randomisation_floor",
 )
 # What a seed's table says of the classifier itself (the same for every method): what the event alone keeps of its
 # decisions, and whether its own sensitivity has one frequency profile for every class.
 CLASSIFIER_MEASURES = ("event_fid_in", "sensitivity_profile_cosine")
 PER_CLASS = (
-    "acc", "fid_in", "AD", "silent_share", "localization", "event_fid_in", "empty_keeps_decision", "event_silent_share",
-)  # fmt: skip
+    "acc",
+    "fid_in",
+    "AD",
+    "silent_share",
+    "localization",
+    "event_fid_in",
+    "empty_keeps_decision",
+    "event_silent_share",
+)
 # A class the classifier gets right on at least ``min_acc`` of its clips must keep Fid-In and stay audible on every seed.
 ROBUST_CLASS = {"min_acc": 0.75, "min_fid_in": 0.75, "max_silent_share": 0.25}
 # What a listener hears, per condition: the listening measures and how often the interpretation is near-silent.
 LISTENING = (
-    "sir_gain_db", "sir_gain_6db_share", "target_kept", "rest_kept", "silent_share", "ideal_mask_sir_gain_db",
+    "sir_gain_db",
+    "sir_gain_6db_share",
+    "target_kept",
+    "rest_kept",
+    "silent_share",
+    "ideal_mask_sir_gain_db",
     OTHER_CLASS_SIR_GAIN,
-)  # fmt: skip
+)
 # The conditions a comparison runs in (``--conditions``): ``eval.py``'s flags of each, given the seed's data.
 CONDITIONS = {
     "clean": lambda data: [],
@@ -102,7 +120,10 @@ def parse_args(argv):
     parser.add_argument("--esc50_folder", default=None, help="a data set of its own for every seed (real recordings)")
     parser.add_argument("--wham_folder", default=None, help="the WHAM!-format noise of --esc50_folder")
     parser.add_argument(
-        "--classifier_epochs", type=int, default=None, help="the classifiers' epochs (default: each family's, FAMILY_RUNS)"
+        "--classifier_epochs",
+        type=int,
+        default=None,
+        help="the classifiers' epochs (default: each family's, FAMILY_RUNS)",
     )
     own, rest = parser.parse_known_args(argv)
     return own, demo.parse_args(rest)
@@ -117,11 +138,16 @@ def seed_args(demo_args, output_folder, seed, family, classifier_epochs=None):
     """``demo.py``'s settings for one seed and family: its folder, seed, width and epochs (the classifier's
     ``classifier_epochs`` when given, else the family's)."""
     runs = FAMILY_RUNS[family]
-    return argparse.Namespace(**{
-        **vars(demo_args), "output_folder": run_folder(output_folder, seed, family), "seed": seed,
-        "width": runs["width"], "classifier_epochs": classifier_epochs or runs["classifier_epochs"],
-        "lmac_epochs": runs["lmac_epochs"],
-    })  # fmt: skip
+    return argparse.Namespace(
+        **{
+            **vars(demo_args),
+            "output_folder": run_folder(output_folder, seed, family),
+            "seed": seed,
+            "width": runs["width"],
+            "classifier_epochs": classifier_epochs or runs["classifier_epochs"],
+            "lmac_epochs": runs["lmac_epochs"],
+        }
+    )
 
 
 def family_flags(args, family):
@@ -132,7 +158,9 @@ def family_flags(args, family):
 def code_version():
     """The commit of the code that runs (``git rev-parse HEAD`` in the repository), or None outside a git checkout."""
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True, check=True
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
     return result.stdout.strip()
@@ -160,7 +188,9 @@ def finished_with(done_file, flags):
         return False
     path = step_record_path(done_file)
     if not os.path.isfile(path):
-        logger.warning("Reusing %s, made before the sweep recorded its flags: it may come from other settings.", done_file)
+        logger.warning(
+            "Reusing %s, made before the sweep recorded its flags: it may come from other settings.", done_file
+        )
         return True
     record = read_json(path)
     if record["flags"] != list(flags):
@@ -229,9 +259,15 @@ def lmac_run_flags(args, data, export, family, variant):
 def train_lmac_once(args, data, flags, extra_flags, output_folder):
     """Trains L-MAC with ``flags`` unless its run in ``output_folder`` has finished with them (``test_per_class.json``)."""
     every_flag = [
-        *flags, *extra_flags, "--number_of_epochs", str(args.lmac_epochs),
-        "--add_wham_noise", "True", "--wham_folder", data["wham_folder"],
-    ]  # fmt: skip
+        *flags,
+        *extra_flags,
+        "--number_of_epochs",
+        str(args.lmac_epochs),
+        "--add_wham_noise",
+        "True",
+        "--wham_folder",
+        data["wham_folder"],
+    ]
     done = os.path.join(output_folder, "test_per_class.json")
     if not finished_with(done, every_flag):
         train_lmac.main([demo.LMAC_HPARAMS, *every_flag])
@@ -244,9 +280,17 @@ def compare_on_fold(args, flags, extra_flags, fold, output_folder, data, conditi
     eval_folder = os.path.join(output_folder, f"eval_{fold}")
     for condition in conditions:
         every_flag = [
-            *flags, *extra_flags, *FOLD_FLAGS[fold], "--eval_folder", eval_folder,
-            "--compare", ",".join(COMPARED), "--ig_steps", str(args.ig_steps), *CONDITIONS[condition](data),
-        ]  # fmt: skip
+            *flags,
+            *extra_flags,
+            *FOLD_FLAGS[fold],
+            "--eval_folder",
+            eval_folder,
+            "--compare",
+            ",".join(COMPARED),
+            "--ig_steps",
+            str(args.ig_steps),
+            *CONDITIONS[condition](data),
+        ]
         done = os.path.join(eval_folder, f"comparison_{condition}.json")
         if not finished_with(done, every_flag):
             lmac_eval.main([demo.LMAC_HPARAMS, *every_flag])
@@ -271,7 +315,9 @@ def seed_results(eval_folder, conditions=("clean",)):
     listening = {}
     for condition in conditions:
         rows = read_json(os.path.join(eval_folder, f"comparison_{condition}.json"))["methods"]
-        listening[condition] = {method: {key: row[key] for key in LISTENING if key in row} for method, row in rows.items()}
+        listening[condition] = {
+            method: {key: row[key] for key in LISTENING if key in row} for method, row in rows.items()
+        }
     return {"methods": means, "classes": classes, "listening": listening, **classifier}
 
 
@@ -284,10 +330,11 @@ def failing_classes(classes):
     ['a']
     """
     return [
-        name for name, stats in classes.items()
+        name
+        for name, stats in classes.items()
         if stats["acc"] >= ROBUST_CLASS["min_acc"]
         and (stats["fid_in"] < ROBUST_CLASS["min_fid_in"] or stats["silent_share"] > ROBUST_CLASS["max_silent_share"])
-    ]  # fmt: skip
+    ]
 
 
 def with_reasons(name, stats):
@@ -305,11 +352,12 @@ def with_reasons(name, stats):
     reasons = [
         f"{words} {stats[key]:.2f}"
         for key, words in (
-            ("event_fid_in", "event alone"), ("empty_keeps_decision", "R alone"),
+            ("event_fid_in", "event alone"),
+            ("empty_keeps_decision", "R alone"),
             ("event_silent_share", "event near-silent"),
         )
         if key in stats
-    ]  # fmt: skip
+    ]
     return f"{name} ({', '.join(reasons)})" if reasons else name
 
 
@@ -368,7 +416,11 @@ def listening_markdown(seeds):
     conditions = next(iter(seeds.values())).get("listening", {})
     for condition in conditions:
         methods = list(next(iter(seeds.values()))["listening"][condition])
-        lines += [f"Listening, {condition} (mean ± spread; worst seed):", "", "| method | " + " | ".join(LISTENING) + " |"]
+        lines += [
+            f"Listening, {condition} (mean ± spread; worst seed):",
+            "",
+            "| method | " + " | ".join(LISTENING) + " |",
+        ]
         lines.append("|---" * (len(LISTENING) + 1) + "|")
         for method in methods:
             cells = []
@@ -409,15 +461,21 @@ def summary_markdown(results, fold):
             cells = [f"{values[key][0]:.3g} ± {values[key][1]:.2g}" if key in values else "" for key in MEANS]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines += [
-            "", "| seed | classifier acc | " + " | ".join(CLASSIFIER_MEASURES)
+            "",
+            "| seed | classifier acc | "
+            + " | ".join(CLASSIFIER_MEASURES)
             + " | L-MAC worst class (Fid-In) | classes failing the targets |",
             "|---" * (len(CLASSIFIER_MEASURES) + 4) + "|",
-        ]  # fmt: skip
+        ]
         for seed, result in seeds.items():
             accuracy = "-" if result.get("classifier_acc") is None else f"{result['classifier_acc']:.2f}"
-            measures = " | ".join("-" if result.get(key) is None else f"{result[key]:.2f}" for key in CLASSIFIER_MEASURES)
+            measures = " | ".join(
+                "-" if result.get(key) is None else f"{result[key]:.2f}" for key in CLASSIFIER_MEASURES
+            )
             name, fid_in = summary["worst_class"][seed]
-            failing = ", ".join(with_reasons(name, result["classes"][name]) for name in summary["failing_classes"][seed])
+            failing = ", ".join(
+                with_reasons(name, result["classes"][name]) for name in summary["failing_classes"][seed]
+            )
             failing = failing or "none"
             lines.append(f"| {seed} | {accuracy} | {measures} | {name} ({fid_in:.2f}) | {failing} |")
         lines.append("")
@@ -434,8 +492,11 @@ def summary_markdown(results, fold):
         "class, so masks learnt from it keep those bands."
     )
     if any("| - |" in line or line.endswith("| - |") for line in lines):
-        lines += ["", "A '-' marks a value no seed has: a listening measure of a method whose every interpretation "
-                  "is near-silent, or a measure these runs did not record."]  # fmt: skip
+        lines += [
+            "",
+            "A '-' marks a value no seed has: a listening measure of a method whose every interpretation "
+            "is near-silent, or a measure these runs did not record.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -443,12 +504,18 @@ def seed_data(own, demo_args, seed):
     """The data of one seed: ``--esc50_folder`` and ``--wham_folder`` when given, else the seed's synthetic set."""
     if own.esc50_folder is not None:
         if own.wham_folder is None:
-            raise ValueError("--esc50_folder needs --wham_folder: the WHAM!-format noise that training and the wham condition mix in.")
+            raise ValueError(
+                "--esc50_folder needs --wham_folder: the WHAM!-format noise that training and the wham condition mix in."
+            )
         return {"esc50_folder": own.esc50_folder, "wham_folder": own.wham_folder}
     return generate(
-        os.path.join(own.output_folder, f"seed{seed}", "data"), demo_args.n_classes, demo_args.clips_per_class,
-        tuple(demo_args.noise_files), seed, demo_args.background_rms,
-    )  # fmt: skip
+        os.path.join(own.output_folder, f"seed{seed}", "data"),
+        demo_args.n_classes,
+        demo_args.clips_per_class,
+        tuple(demo_args.noise_files),
+        seed,
+        demo_args.background_rms,
+    )
 
 
 def main(argv=None):

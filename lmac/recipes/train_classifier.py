@@ -57,9 +57,7 @@ def main(argv):
         train_loader_kwargs=hparams["train_dataloader_options"],
         valid_loader_kwargs=hparams["test_dataloader_options"],
     )
-    brain.evaluate(
-        datasets["test"], max_key=BEST_CLASSIFIER_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
-    )
+    brain.evaluate(datasets["test"], max_key=BEST_CLASSIFIER_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
     if if_main_process():
         export_classifier(hparams["checkpointer"], hparams["save_folder"], hparams["export_folder"])
     end_distributed_run()

@@ -70,10 +70,14 @@ def main(argv):
     class_names = class_names_from_encoder(label_encoder, named_class_count(hparams))
     log_empty_mask_decision(hparams, class_names, mask_reference, probe_log_magnitudes(hparams, datasets["train"]))
     brain = L2I(
-        modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
-        checkpointer=hparams["checkpointer"], noise_stream=noise_stream,
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+        noise_stream=noise_stream,
         mask_reference=mask_reference,
-    )  # fmt: skip
+    )
     brain.fit(
         brain.hparams.epoch_counter,
         train_set=datasets["train"],

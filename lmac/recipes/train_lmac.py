@@ -65,12 +65,12 @@ def validate_hparams(hparams):
             f"masked_out_loss={hparams['masked_out_loss']!r}; accepted values are {', '.join(MASKED_OUT_LOSSES)}."
         )
     if hparams["finetuning"] and not hparams["pretrained_interpreter"]:
-        raise ValueError(
-            "finetuning=True needs a trained decoder: pass --pretrained_interpreter path/psi_model.ckpt."
-        )
+        raise ValueError("finetuning=True needs a trained decoder: pass --pretrained_interpreter path/psi_model.ckpt.")
     path = hparams["pretrained_interpreter"]
     if path and not os.path.isfile(path):
-        raise FileNotFoundError(f"pretrained_interpreter={path!r} does not exist; give the path of a psi_model.ckpt file.")
+        raise FileNotFoundError(
+            f"pretrained_interpreter={path!r} does not exist; give the path of a psi_model.ckpt file."
+        )
     validate_data_hparams(hparams)
     check_overlap_type(hparams)
     no_checkpoint = hparams["checkpointer"].find_checkpoint(min_key=BEST_CHECKPOINT_KEY) is None
@@ -126,9 +126,7 @@ def main(argv):
             valid_loader_kwargs=hparams["test_dataloader_options"],
         )
     set_weight_layout(brain.modules, forward_only=True)
-    brain.evaluate(
-        datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
-    )
+    brain.evaluate(datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
     write_per_class(brain.per_class_stats, class_names, os.path.join(hparams["output_folder"], PER_CLASS_TEST_FILE))
     end_distributed_run()
     return brain, datasets

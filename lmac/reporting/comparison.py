@@ -16,9 +16,19 @@ logger = logging.getLogger(__name__)
 
 
 COMPARISON_COLUMNS = (
-    "AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "localization", "event_fid_in", *TRUST_METRICS,
-    *LISTENING_METRICS, "seconds_per_clip",
-)  # fmt: skip
+    "AI",
+    "AD",
+    "AG",
+    "FF",
+    "fid_in",
+    "SPS",
+    "COMP",
+    "localization",
+    "event_fid_in",
+    *TRUST_METRICS,
+    *LISTENING_METRICS,
+    "seconds_per_clip",
+)
 
 
 # Masks whose classes' mean frequency profiles are this similar are called class-agnostic in a comparison.

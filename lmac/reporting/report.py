@@ -20,29 +20,71 @@ METRIC_DESCRIPTIONS = {
     "acc": ("classifier accuracy against the true labels", ""),
     "classifier_acc": ("classifier accuracy against the true labels", ""),
     "in_masks": ("fine-tuning: share of clips whose masked-in input correlates with the clean clip", ""),
-    "localization": ("mask mass inside the event's box / the box's share (1 = chance, as for a near-silent interpretation)", "higher"),
+    "localization": (
+        "mask mass inside the event's box / the box's share (1 = chance, as for a near-silent interpretation)",
+        "higher",
+    ),
     "localization_ratio": ("mask mass inside the event's box / the box's share (1 = chance)", "higher"),
-    "clean_energy_share": ("noisy input: mask mass on the clean sound's loud cells / their share (1 = chance)", "higher"),
+    "clean_energy_share": (
+        "noisy input: mask mass on the clean sound's loud cells / their share (1 = chance)",
+        "higher",
+    ),
     "seconds_per_clip": ("seconds per clip of the whole evaluation pass", "lower"),
     "energy_kept": ("share of the input's energy the interpretation keeps", ""),
     "silent_share": ("share of clips whose interpretation is near-silent (keeps under 1% of the energy)", "lower"),
     "empty_keeps_decision": ("share of clips whose decision an empty mask (silence or the reference) already gets", ""),
-    "fid_in_beyond_empty": ("share of clips whose masked-in input keeps the decision and the empty input does not", "higher"),
-    "profile_cosine": ("mean cosine between the classes' mean mask frequency profiles (1 = the same band for every class)", "lower"),
-    "event_profile_cosine": ("profile_cosine of the event boxes themselves: the value of masks exactly on the events", ""),
-    "sensitivity_profile_cosine": ("profile_cosine of the classifier's own sensitivity |d log q_c / d L| at the input, as a mask (1 = its decision moves with the same bands for every class)", ""),
+    "fid_in_beyond_empty": (
+        "share of clips whose masked-in input keeps the decision and the empty input does not",
+        "higher",
+    ),
+    "profile_cosine": (
+        "mean cosine between the classes' mean mask frequency profiles (1 = the same band for every class)",
+        "lower",
+    ),
+    "event_profile_cosine": (
+        "profile_cosine of the event boxes themselves: the value of masks exactly on the events",
+        "",
+    ),
+    "sensitivity_profile_cosine": (
+        "profile_cosine of the classifier's own sensitivity |d log q_c / d L| at the input, as a mask (1 = its decision moves with the same bands for every class)",
+        "",
+    ),
     "event_energy_kept": ("share of the input's energy a mask exactly on the event box keeps", ""),
-    "event_silent_share": ("share of clips whose event box itself keeps under 1% of the input's energy: silent_share a perfect localiser would score", ""),
-    "event_fid_in": ("share of clips whose decision a mask exactly on the event box keeps: a perfect localiser's Fid-In", ""),
-    "sir_gain_db": ("median gain (dB) of the decided sound over the rest, interpretation against input (0 = the all-ones mask; near-silent ones not counted)", "higher"),
-    "sir_gain_6db_share": ("share of clips whose interpretation gains at least 6 dB (a near-silent one does not)", "higher"),
+    "event_silent_share": (
+        "share of clips whose event box itself keeps under 1% of the input's energy: silent_share a perfect localiser would score",
+        "",
+    ),
+    "event_fid_in": (
+        "share of clips whose decision a mask exactly on the event box keeps: a perfect localiser's Fid-In",
+        "",
+    ),
+    "sir_gain_db": (
+        "median gain (dB) of the decided sound over the rest, interpretation against input (0 = the all-ones mask; near-silent ones not counted)",
+        "higher",
+    ),
+    "sir_gain_6db_share": (
+        "share of clips whose interpretation gains at least 6 dB (a near-silent one does not)",
+        "higher",
+    ),
     "target_kept": ("median share of the decided sound's energy that the interpretation plays", "higher"),
-    "rest_kept": ("median share of the rest's energy (everything but the decided sound) that the interpretation plays", "lower"),
+    "rest_kept": (
+        "median share of the rest's energy (everything but the decided sound) that the interpretation plays",
+        "lower",
+    ),
     "si_sdr_db": ("median scale-invariant SDR (dB) of the interpretation against the decided sound", "higher"),
     "ideal_mask_sir_gain_db": ("median sir_gain_db of the ideal binary mask: what a mask can reach on these clips", ""),
-    "other_class_sir_gain_db": ("two classes mixed: median gain (dB) of the class not decided over the rest, in the method's interpretation of that class (class-conditional methods only)", "higher"),
-    "randomisation_similarity": ("rank correlation of the masks with those after re-drawing the classifier from the top down to the deepest block the decoder reads (1 = unchanged)", "lower"),
-    "randomisation_floor": ("rank correlation of the masks of two unrelated clips: the method's own prior, the floor of randomisation_similarity", ""),
+    "other_class_sir_gain_db": (
+        "two classes mixed: median gain (dB) of the class not decided over the rest, in the method's interpretation of that class (class-conditional methods only)",
+        "higher",
+    ),
+    "randomisation_similarity": (
+        "rank correlation of the masks with those after re-drawing the classifier from the top down to the deepest block the decoder reads (1 = unchanged)",
+        "lower",
+    ),
+    "randomisation_floor": (
+        "rank correlation of the masks of two unrelated clips: the method's own prior, the floor of randomisation_similarity",
+        "",
+    ),
     "l1_weight": ("the L1 weight in force (adapted when l1_rate > 0)", ""),
 }
 
@@ -91,7 +133,7 @@ def metric_description(name):
     for metric in sorted(METRIC_DESCRIPTIONS, key=len, reverse=True):  # the longest metric name that fits
         if name.startswith(f"{metric}_"):
             meaning, better = METRIC_DESCRIPTIONS[metric]
-            return f"{meaning} ({name[len(metric) + 1:].replace('_', ' ')})", better
+            return f"{meaning} ({name[len(metric) + 1 :].replace('_', ' ')})", better
     return "", ""
 
 
@@ -122,7 +164,7 @@ def _row(row):
         f"<td>{_target_cell(row)}</td></tr>\n"
         f"{_notes_row(row.get('notes'))}"
         f'<tr><td class="picture" colspan="7"><img src="{link("image")}" alt="spectrogram of {html.escape(row["name"])}">'
-        f'{_timeline_strip(row.get("timeline"))}</td></tr>'
+        f"{_timeline_strip(row.get('timeline'))}</td></tr>"
     )
 
 
@@ -159,7 +201,7 @@ def _links(links):
     if not links:
         return ""
     items = "".join(f'<li><a href="{html.escape(path)}">{html.escape(text)}</a></li>' for text, path in links)
-    return f"<ul class=\"links\">{items}</ul>"
+    return f'<ul class="links">{items}</ul>'
 
 
 def _warnings(warnings):
@@ -203,15 +245,20 @@ def write_report(folder, rows, stats, title, links=(), warnings=()):
     """
     named_files = [
         (f"report row {row['name']!r}: {key}", row[key])
-        for row in rows for key in ("input", "interpretation", "image", "target") if key in row
-    ]  # fmt: skip
+        for row in rows
+        for key in ("input", "interpretation", "image", "target")
+        if key in row
+    ]
     for what, path in [*named_files, *((f"link {text!r}", path) for text, path in links)]:
         if os.path.isabs(path) or not os.path.isfile(os.path.join(folder, path)):
             raise ValueError(f"{what} {path!r} is not a file relative to {folder}.")
     page = PAGE.format(
-        title=html.escape(title), links=_links(links), warnings=_warnings(warnings), metrics=_metrics_table(stats),
+        title=html.escape(title),
+        links=_links(links),
+        warnings=_warnings(warnings),
+        metrics=_metrics_table(stats),
         rows="\n".join(_row(row) for row in rows),
-    )  # fmt: skip
+    )
     path = os.path.join(folder, "report.html")
     with open(path, "w", encoding="utf-8") as file:
         file.write(page)

@@ -257,9 +257,7 @@ class InterpreterBrain(CudaFedBrain):
         logits_masked_in, _ = self.classify(self.input_from_log_mag(masked_in, features.log_mag))
         logits_masked_out, _ = self.classify(self.input_from_log_mag(masked_out, features.log_mag))
         logits_empty = self.classify_empty(reference, features.log_mag) if self.needs_empty_logits(stage) else None
-        return MaskedOutput(
-            mixed, features, logits, mask, reference, logits_masked_in, logits_masked_out, logits_empty
-        )
+        return MaskedOutput(mixed, features, logits, mask, reference, logits_masked_in, logits_masked_out, logits_empty)
 
     def record_stage_outputs(self, output, batch, stage, extra_scores):
         """Records the scores of a ``MaskedOutput`` and saves interpretations when it is time.
@@ -293,10 +291,14 @@ class InterpreterBrain(CudaFedBrain):
         if parts is not None:
             scores.update(
                 listening_scores(
-                    output.mask, output.features.log_mag, parts, scores["silent_share"],
-                    self.modules.compute_stft, self.modules.compute_istft,
+                    output.mask,
+                    output.features.log_mag,
+                    parts,
+                    scores["silent_share"],
+                    self.modules.compute_stft,
+                    self.modules.compute_istft,
                 )
-            )  # fmt: skip
+            )
             scores.update(self.other_class_scores(output, batch, labels))
         self.record_scores(scores, labels)
         if stage == sb.Stage.TEST:
@@ -358,9 +360,12 @@ class InterpreterBrain(CudaFedBrain):
     def event_boxes(self, ids, shape, device):
         """Boolean ``[batch, *shape]`` event boxes of the clips ``ids`` in ``self.events``, on ``device``."""
         boxes = event_boxes(
-            [self.events.loc[clip_id] for clip_id in ids], shape, self.modules.compute_stft.hop_length,
-            self.hparams.sample_rate, self.hparams.n_fft,
-        )  # fmt: skip
+            [self.events.loc[clip_id] for clip_id in ids],
+            shape,
+            self.modules.compute_stft.hop_length,
+            self.hparams.sample_rate,
+            self.hparams.n_fft,
+        )
         return to_device(boxes, device)
 
     def record_randomisation_similarity(self, output, labels):
@@ -380,7 +385,10 @@ class InterpreterBrain(CudaFedBrain):
             return
         if self.randomised is None:
             self.randomised = randomisation_cascade(
-                self.modules.classifier, self.current_mask_method(), self.hparams.randomisation_layers, self.hparams.seed
+                self.modules.classifier,
+                self.current_mask_method(),
+                self.hparams.randomisation_layers,
+                self.hparams.seed,
             )
         features = _rows(output.features, slice(count))
         trained = output.mask[:count]
@@ -404,13 +412,17 @@ class InterpreterBrain(CudaFedBrain):
             f"{layer} {stats[f'randomisation_step_{step}']:.2f}"
             for step, (layer, _, _) in enumerate(self.randomised, start=1)
             if f"randomisation_step_{step}" in stats
-        )  # fmt: skip
-        floor = f"; two unrelated clips' masks {stats['randomisation_floor']:.2f}" if "randomisation_floor" in stats else ""
+        )
+        floor = (
+            f"; two unrelated clips' masks {stats['randomisation_floor']:.2f}" if "randomisation_floor" in stats else ""
+        )
         logger.info(
             "Model randomisation, from the top down (rank correlation of the masks with the trained classifier's, "
             "after re-drawing each layer in turn and those above it): %s%s. Similarities near the floor show masks "
-            "that depend on the classifier.", steps, floor,
-        )  # fmt: skip
+            "that depend on the classifier.",
+            steps,
+            floor,
+        )
 
     def interpretation_waveform(self, mask, features, num_samples):
         """``inverted_interpretation`` with this Brain's ISTFT: ``[batch, num_samples]``."""
@@ -456,14 +468,18 @@ class InterpreterBrain(CudaFedBrain):
         classes = {name: torch.cat(self.stage_classes[name]) for name in names}
         cosines = {
             key: profile_cosine(
-                torch.cat(self.stage_profiles[kind]), torch.cat(self.stage_profiles["classes"]), n_classes,
+                torch.cat(self.stage_profiles[kind]),
+                torch.cat(self.stage_profiles["classes"]),
+                n_classes,
                 empty_is_alike=kind != "sensitivity",  # a sensitivity zero everywhere says nothing of its bands
             )
             for key, kind in (
-                ("profile_cosine", "mask"), ("event_profile_cosine", "event"), ("sensitivity_profile_cosine", "sensitivity")
+                ("profile_cosine", "mask"),
+                ("event_profile_cosine", "event"),
+                ("sensitivity_profile_cosine", "sensitivity"),
             )
             if self.stage_profiles[kind]
-        }  # fmt: skip
+        }
         whole_stage = {**cosines, **self.stage_values}
         class_means, class_counts = per_class_means(scores, classes, n_classes, MEDIAN_SCORES)  # [names, n_classes]
         overall = torch.stack([*(stage_value(name, scores[name]) for name in names), *whole_stage.values()])
@@ -471,9 +487,13 @@ class InterpreterBrain(CudaFedBrain):
         # A score no clip has a value of (every interpretation near-silent) is left out.
         stats.update((name, value) for name, value in zip(names, values[: len(names)]) if math.isfinite(value))
         # Fewer than two classes have no profile cosine.
-        stats.update((key, value) for key, value in zip(whole_stage, values[len(names) : len(overall)]) if math.isfinite(value))
+        stats.update(
+            (key, value) for key, value in zip(whole_stage, values[len(names) : len(overall)]) if math.isfinite(value)
+        )
         per_class = values[len(overall) :]
-        self.per_class_stats = per_class_table(names, per_class[: len(per_class) // 2], per_class[len(per_class) // 2 :], n_classes)
+        self.per_class_stats = per_class_table(
+            names, per_class[: len(per_class) // 2], per_class[len(per_class) // 2 :], n_classes
+        )
         stats.update(class_collapse_stats(self.per_class_stats))
         return stats
 
@@ -500,9 +520,7 @@ class InterpreterBrain(CudaFedBrain):
             if if_main_process():
                 save_training_curves(self.hparams.train_log, f"{type(self).__name__} training")
         else:
-            self.hparams.train_logger.log_stats(
-                stats_meta=self.test_log_meta(), test_stats=stats
-            )
+            self.hparams.train_logger.log_stats(stats_meta=self.test_log_meta(), test_stats=stats)
             self.log_randomisation_cascade(stats)
         self.last_stage_stats = stats
 
@@ -555,12 +573,17 @@ class InterpreterBrain(CudaFedBrain):
         probabilities, predictions = torch.softmax(output.logits[index].float(), dim=1).max(dim=1)
         empty_probabilities, empty_decisions = torch.softmax(output.logits_empty[index].float(), dim=1).max(dim=1)
         columns = {
-            "label": labels[index], "prediction": predictions, "probability": probabilities,
+            "label": labels[index],
+            "prediction": predictions,
+            "probability": probabilities,
             "energy_kept": energy_kept(mask.detach(), features.log_mag),
-            "empty_decision": empty_decisions, "empty_probability": empty_probabilities,
+            "empty_decision": empty_decisions,
+            "empty_probability": empty_probabilities,
             **{name: scores[index] for name, scores in (listening or {}).items()},
-        }  # fmt: skip
-        values = {name: [None if value != value else value for value in column.tolist()] for name, column in columns.items()}
+        }
+        values = {
+            name: [None if value != value else value for value in column.tolist()] for name, column in columns.items()
+        }
         rate = self.hparams.sample_rate
         for row, clip_id in enumerate(ids[position] for position in chosen):
             clip_folder = os.path.join(folder, str(clip_id))
@@ -570,9 +593,13 @@ class InterpreterBrain(CudaFedBrain):
             if parts is not None:
                 sf.write(os.path.join(clip_folder, "target.wav"), parts.target[index[row]].cpu().float().numpy(), rate)
             save_spectrogram_figure(
-                features.log_mag[row], mask[row], os.path.join(clip_folder, "spectrogram.png"), str(clip_id),
-                self.modules.compute_stft.hop_length, rate,
-            )  # fmt: skip
+                features.log_mag[row],
+                mask[row],
+                os.path.join(clip_folder, "spectrogram.png"),
+                str(clip_id),
+                self.modules.compute_stft.hop_length,
+                rate,
+            )
             with open(os.path.join(clip_folder, "clip.json"), "w", encoding="utf-8") as file:
                 json.dump({name: values[name][row] for name in columns}, file)
 
@@ -609,9 +636,13 @@ def warn_if_collapsed(stats, epoch):
     logger.warning(
         "Epoch %s: the masks have collapsed: %.0f%% of the validation interpretations keep under 1%% of the "
         "input's energy (energy_kept %.3f, Fid-In %.2f, fid_in_beyond_empty %.2f). They are near-silent; see "
-        "docs/method.md (Trust measures) for what to change.", epoch, 100 * stats["silent_share"],
-        stats["energy_kept"], stats["fid_in"], stats["fid_in_beyond_empty"],
-    )  # fmt: skip
+        "docs/method.md (Trust measures) for what to change.",
+        epoch,
+        100 * stats["silent_share"],
+        stats["energy_kept"],
+        stats["fid_in"],
+        stats["fid_in_beyond_empty"],
+    )
     return True
 
 
@@ -625,9 +656,10 @@ def collapsed_classes(per_class_stats):
     [1]
     """
     return [
-        label for label, stats in per_class_stats.items()
+        label
+        for label, stats in per_class_stats.items()
         if stats.get("silent_share", 0.0) >= COLLAPSE_SILENT_SHARE and stats.get("fid_in", 1.0) < COLLAPSE_CLASS_FID_IN
-    ]  # fmt: skip
+    ]
 
 
 def silent_by_reference_classes(per_class_stats):
@@ -641,10 +673,12 @@ def silent_by_reference_classes(per_class_stats):
     [0]
     """
     return [
-        label for label, stats in per_class_stats.items()
-        if stats.get("silent_share", 0.0) >= COLLAPSE_SILENT_SHARE and stats.get("fid_in", 0.0) >= COLLAPSE_CLASS_FID_IN
+        label
+        for label, stats in per_class_stats.items()
+        if stats.get("silent_share", 0.0) >= COLLAPSE_SILENT_SHARE
+        and stats.get("fid_in", 0.0) >= COLLAPSE_CLASS_FID_IN
         and stats.get("empty_keeps_decision", 0.0) >= SILENT_BY_REFERENCE_SHARE
-    ]  # fmt: skip
+    ]
 
 
 def class_collapse_stats(per_class_stats):
@@ -671,15 +705,19 @@ def warn_of_collapsed_classes(per_class_stats, epoch, class_names=None):
         logger.warning(
             "Epoch %s: the interpretations of %d class(es) have collapsed to silence and lost the decision: %s. "
             "Listen to them; see docs/method.md (Trust measures).",
-            epoch, len(collapsed), described_classes(collapsed, per_class_stats, class_names),
-        )  # fmt: skip
+            epoch,
+            len(collapsed),
+            described_classes(collapsed, per_class_stats, class_names),
+        )
     silent = silent_by_reference_classes(per_class_stats)
     if silent:
         logger.warning(
             "Epoch %s: the interpretations of %d class(es) are near-silent and keep the decision only because the "
             "reference alone does: %s. A listener hears nothing of them; see docs/method.md (Trust measures).",
-            epoch, len(silent), described_classes(silent, per_class_stats, class_names),
-        )  # fmt: skip
+            epoch,
+            len(silent),
+            described_classes(silent, per_class_stats, class_names),
+        )
     return collapsed + silent
 
 
@@ -688,7 +726,7 @@ def described_classes(labels, per_class_stats, class_names):
     return ", ".join(
         f"{class_names[label] if class_names else label} ({collapse_description(per_class_stats[label])})"
         for label in labels
-    )  # fmt: skip
+    )
 
 
 def collapse_description(stats):
@@ -814,5 +852,3 @@ def event_stems(batch):
 
 def _rows(features, index):
     return SpectralFeatures(*(getattr(features, field.name)[index] for field in dataclasses.fields(features)))
-
-

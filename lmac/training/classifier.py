@@ -128,7 +128,9 @@ def save_confusion_matrix(matrix, class_names, path):
     figure = Figure(figsize=(size, size))
     axis = figure.subplots()
     axis.imshow(shown.numpy(), cmap="Blues")
-    for (row, column), count in zip(torch.cartesian_prod(torch.arange(len(names)), torch.arange(len(names))).tolist(), shown.flatten().tolist()):
+    for (row, column), count in zip(
+        torch.cartesian_prod(torch.arange(len(names)), torch.arange(len(names))).tolist(), shown.flatten().tolist()
+    ):
         if count:
             axis.text(column, row, str(count), ha="center", va="center", fontsize=8)
     axis.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
@@ -154,5 +156,10 @@ def export_classifier(checkpointer, save_folder, export_folder):
         exported[name] = os.path.join(export_folder, f"{name}.ckpt")
         shutil.copyfile(os.path.join(best.path, f"{name}.ckpt"), exported[name])
     shutil.copyfile(os.path.join(save_folder, LABEL_ENCODER_FILE), os.path.join(export_folder, LABEL_ENCODER_FILE))
-    logger.info("Exported the classifier of %s (valid acc %.3f) to %s.", best.path, best.meta[BEST_CLASSIFIER_KEY], export_folder)
+    logger.info(
+        "Exported the classifier of %s (valid acc %.3f) to %s.",
+        best.path,
+        best.meta[BEST_CLASSIFIER_KEY],
+        export_folder,
+    )
     return exported

@@ -89,4 +89,6 @@ class CudaFedBrain(sb.Brain):
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
         """SpeechBrain's loader, with batches in pinned memory on CUDA (``with_pinned_memory``)."""
-        return super().make_dataloader(dataset, stage, ckpt_prefix, **with_pinned_memory(loader_kwargs, self.device_type))
+        return super().make_dataloader(
+            dataset, stage, ckpt_prefix, **with_pinned_memory(loader_kwargs, self.device_type)
+        )

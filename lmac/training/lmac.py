@@ -393,7 +393,9 @@ class LMAC(InterpreterBrain):
         if stage != sb.Stage.TRAIN:
             extra = {"in_masks": keep} if self.hparams.finetuning else {}
             if noisy:
-                extra["clean_energy_share"] = clean_energy_share(output.mask.detach().float(), clean, self.hparams.bin_th)
+                extra["clean_energy_share"] = clean_energy_share(
+                    output.mask.detach().float(), clean, self.hparams.bin_th
+                )
             self.record_stage_outputs(output, batch, stage, extra)
         return loss
 

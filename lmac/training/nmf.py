@@ -1,5 +1,4 @@
-"""The NMF dictionary of the L2I baseline: multiplicative updates on the training clips' ``log1p|STFT|`` frames.
-"""
+"""The NMF dictionary of the L2I baseline: multiplicative updates on the training clips' ``log1p|STFT|`` frames."""
 
 import json
 import logging
