@@ -2,13 +2,15 @@
 ``train_lmac.AdaptiveWeight``, ``interpreter_brain.CompleteCheckpointer`` and the like, from before the library
 moved into this package.
 
-``old_module_names()`` lets such a file load: while it is open, each old module name stands for the modules of
-``OLD_MODULES`` (a registry: one line per old module). A file that names something else fails in one line
-(``OldConfigurationError``) that says what to do.
+``old_module_names()`` lets such a file load: while it is open, each old module name the file names stands for the
+modules of ``OLD_MODULES`` (a registry: one line per old module). A file of the flat layout that names something
+else fails in one line (``OldConfigurationError``) that says what to do.
 """
 
 import contextlib
 import importlib
+import importlib.util
+import re
 import sys
 import types
 
@@ -38,27 +40,68 @@ def alias_module(old_name, new_modules):
     return alias
 
 
+# A tag of a saved configuration that names a module's attribute: ``!new:features.LogMelInput`` and the like.
+TAGGED_NAME = re.compile(r"!(?:new|name|apply|module|ref):([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
+
+
+def old_names_in(text):
+    """The names of ``OLD_MODULES`` that a saved configuration ``text`` tags, each with the attributes it tags.
+
+    Example
+    -------
+    >>> old_names_in("a: !new:features.LogMelInput b: !name:torch.optim.Adam c: !new:features.DeviceSTFT")
+    {'features': {'DeviceSTFT', 'LogMelInput'}}
+    """
+    named = {}
+    for module, attribute in TAGGED_NAME.findall(text):
+        if module in OLD_MODULES:
+            named.setdefault(module, set()).add(attribute)
+    return named
+
+
+def saved_text(path):
+    """The text of the saved configuration ``path``; empty when it is not a local file (a model hub's name)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError:
+        return ""
+
+
 @contextlib.contextmanager
-def old_module_names(path):
-    """While open, the names of ``OLD_MODULES`` import their new modules (a module of that name imported before,
-    such as the script ``train_lmac.py``, is put back on exit); an import error inside becomes an
-    ``OldConfigurationError`` naming ``path``, the saved file.
+def old_module_names(path, text=None):
+    """While open, each old name of ``OLD_MODULES`` that the saved configuration ``path`` (or its ``text``) tags
+    imports its new modules, unless a module of that name can be imported and the new modules lack what the file
+    names from it: nothing else changes, so a module of one's own named ``features`` or ``map_decoder`` (a family
+    block's, say) still imports itself. A module of an aliased name
+    imported before is put back on exit. An import error inside becomes an ``OldConfigurationError`` naming
+    ``path`` only when an old name was aliased; any other is raised as it is.
 
     Example
     -------
     >>> from hyperpyyaml import load_hyperpyyaml
-    >>> with old_module_names("hyperparams.yaml"):
-    ...     weight = load_hyperpyyaml("w: !new:train_lmac.AdaptiveWeight {initial: 2.0, target: 0.3, rate: 0.0}")["w"]
+    >>> saved = "w: !new:train_lmac.AdaptiveWeight {initial: 2.0, target: 0.3, rate: 0.0}"
+    >>> with old_module_names("hyperparams.yaml", saved):
+    ...     weight = load_hyperpyyaml(saved)["w"]
     >>> type(weight).__module__, float(weight.value)
     ('lmac.training.lmac', 2.0)
     >>> getattr(sys.modules.get("train_lmac"), "AdaptiveWeight", None) is None  # the old name is gone again
     True
     """
-    before = {name: sys.modules.get(name) for name in OLD_MODULES}
-    sys.modules.update({name: alias_module(name, modules) for name, modules in OLD_MODULES.items()})
+    named = old_names_in(saved_text(path) if text is None else text)
+    aliases = {name: alias_module(name, OLD_MODULES[name]) for name in named}
+    aliases = {
+        name: alias
+        for name, alias in aliases.items()
+        if all(hasattr(alias, key) for key in named[name]) or importlib.util.find_spec(name) is None
+    }
+    before = {name: sys.modules.get(name) for name in aliases}
+    sys.modules.update(aliases)
     try:
         yield
     except (ImportError, AttributeError) as error:
+        if not aliases:
+            raise
         raise OldConfigurationError(
             f"{path} names something this version does not have ({error}); export the run again with "
             "export_interpreter.py, or train it again."

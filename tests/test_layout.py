@@ -103,7 +103,7 @@ checkpointer: !new:interpreter_brain.CompleteCheckpointer {checkpoints_dir: /non
 frozen: !name:interpreter_brain.FrozenClassifier
 family_item: !name:classifier_families.family_item
 """
-    with old_module_names("hyperparams.yaml"):
+    with old_module_names("hyperparams.yaml", saved):
         loaded = load_hyperpyyaml(saved)
     built = {
         key: f"{type(loaded[key]).__module__}.{type(loaded[key]).__name__}"
@@ -121,11 +121,29 @@ family_item: !name:classifier_families.family_item
 
 
 def test_a_saved_configuration_naming_what_no_longer_exists_fails_in_one_line_that_says_what_to_do():
-    with pytest.raises(OldConfigurationError) as error, old_module_names("run/hyperparams.yaml"):
-        load_hyperpyyaml("x: !new:features.NoSuchModule {}")
+    saved = "x: !new:features.NoSuchModule {}"
+    with pytest.raises(OldConfigurationError) as error, old_module_names("run/hyperparams.yaml", saved):
+        load_hyperpyyaml(saved)
     message = str(error.value)
     assert "\n" not in message and message.startswith("run/hyperparams.yaml names something this version does not have")
     assert "export_interpreter.py" in message
+
+
+def test_a_module_of_one_s_own_with_an_old_name_still_imports_itself_and_other_errors_stay_as_they_are(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "features.py").write_text("class MyInput:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "features", raising=False)
+    saved = "input: !new:features.MyInput\nw: !new:train_lmac.AdaptiveWeight {initial: 2.0, target: 0.3, rate: 0.0}"
+    with old_module_names("block.yaml", saved):
+        assert "map_decoder" not in sys.modules  # an old name the file does not name is left alone
+        loaded = load_hyperpyyaml(saved)
+    assert type(loaded["input"]).__module__ == "features" and str(tmp_path) in sys.modules["features"].__file__
+    assert type(loaded["w"]).__module__ == "lmac.training.lmac"
+    with pytest.raises(ImportError) as error, old_module_names("block.yaml", "x: !new:nosuchpackage.Thing {}"):
+        load_hyperpyyaml("x: !new:nosuchpackage.Thing {}")
+    assert not isinstance(error.value, OldConfigurationError)  # not a saved configuration's fault: no "export again"
 
 
 def test_every_old_module_name_stands_for_modules_that_exist():
