@@ -49,8 +49,9 @@ def old_names_in(text):
 
     Example
     -------
-    >>> old_names_in("a: !new:features.LogMelInput b: !name:torch.optim.Adam c: !new:features.DeviceSTFT")
-    {'features': {'DeviceSTFT', 'LogMelInput'}}
+    >>> named = old_names_in("a: !new:features.LogMelInput b: !name:torch.optim.Adam c: !new:features.DeviceSTFT")
+    >>> {name: sorted(attributes) for name, attributes in named.items()}
+    {'features': ['DeviceSTFT', 'LogMelInput']}
     """
     named = {}
     for module, attribute in TAGGED_NAME.findall(text):
