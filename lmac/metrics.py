@@ -402,6 +402,26 @@ def near_silent(kept):
     return (kept < SILENT_ENERGY_SHARE).float()
 
 
+def event_box_scores(boxes, log_mag):
+    """What a perfect localiser's mask, exactly the event box, keeps: ``event_energy_kept`` (``energy_kept`` of the
+    box) and ``event_silent_share`` (1 where that is under ``SILENT_ENERGY_SHARE``: the box itself is near-silent).
+
+    Arguments
+    ---------
+    boxes : torch.Tensor
+        ``[batch, frames', freq]``, boolean.
+    log_mag : torch.Tensor
+        ``[batch, frames, freq]``.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Each ``[batch]``.
+    """
+    kept = energy_kept(boxes.float(), log_mag)
+    return {"event_energy_kept": kept, "event_silent_share": near_silent(kept)}
+
+
 def trust_scores(logits, logits_empty, fid_in, mask, log_mag):
     """Per-example trust measures of a mask: ``energy_kept``, ``silent_share``, ``empty_keeps_decision`` and
     ``fid_in_beyond_empty`` (``docs/method.md``, Trust measures).

@@ -21,6 +21,7 @@ from lmac.metrics import (
     as_mask,
     audible_localization,
     energy_kept,
+    event_box_scores,
     frequency_profile,
     input_sensitivity,
     profile_cosine,
@@ -465,6 +466,21 @@ def test_a_class_whose_masks_go_silent_and_lose_the_decision_is_named_in_validat
         "are near-silent and keep the decision only because the reference alone does: silent_tick (Fid-In 1.00, "
         "88% near-silent; the reference alone keeps 100% of its decisions)" in caplog.text
     )
+
+
+def test_an_event_box_that_holds_under_one_percent_of_the_energy_is_near_silent():
+    # Magnitudes (expm1 of log_mag): one loud cell of 100 and 99 cells of 1 per clip, energy 10000 + 99.
+    magnitudes = torch.ones(3, 10, 10)
+    magnitudes[:, 0, 0] = 100.0
+    boxes = torch.zeros(3, 10, 10, dtype=torch.bool)
+    boxes[0, 0, 0] = True  # the loud cell: 10000 / 10099 of the energy
+    boxes[1, 5, :9] = True  # 9 quiet cells: 0.09%
+    boxes[2, 5:, :] = True  # 50 quiet cells: 0.5%
+    scores = event_box_scores(boxes, torch.log1p(magnitudes))
+    torch.testing.assert_close(scores["event_energy_kept"], torch.tensor([10000.0, 9.0, 50.0]) / 10099.0)
+    assert scores["event_silent_share"].tolist() == [0.0, 1.0, 1.0]
+    boxes[2, 0, 0] = True  # the loud cell as well: 10050 / 10099
+    assert event_box_scores(boxes, torch.log1p(magnitudes))["event_silent_share"].tolist() == [0.0, 1.0, 0.0]
 
 
 def test_event_fid_in_is_what_a_mask_exactly_on_the_event_keeps_with_the_removed_cells_filled_by_the_reference():

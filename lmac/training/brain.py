@@ -33,6 +33,7 @@ from lmac.metrics import (
     as_mask,
     audible_localization,
     energy_kept,
+    event_box_scores,
     event_boxes,
     frequency_profile,
     input_sensitivity,
@@ -283,8 +284,7 @@ class InterpreterBrain(CudaFedBrain):
         if self.events is not None:
             boxes = self.event_boxes(batch.id, output.mask.shape[1:], output.mask.device)
             scores["localization"] = audible_localization(output.mask.detach().float(), boxes, scores["silent_share"])
-            scores["event_energy_kept"] = energy_kept(boxes.float(), output.features.log_mag)
-            scores["event_silent_share"] = near_silent(scores["event_energy_kept"])
+            scores.update(event_box_scores(boxes, output.features.log_mag))
             scores["event_fid_in"] = self.event_mask_keeps_decision(output, boxes)
             self.stage_profiles["event"].append(frequency_profile(boxes.float()))
         parts = self.source_parts(output, batch, labels) if stage == sb.Stage.TEST else None
