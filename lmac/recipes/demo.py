@@ -47,7 +47,7 @@ import lmac.recipes.train_nmf as train_nmf
 import lmac.reporting.comparison as comparison
 from lmac import HPARAMS_FOLDER
 from lmac.data.synthetic import generate
-from lmac.listening import LISTENING_METRICS
+from lmac.listening import LISTENING_SCORES
 from lmac.masking import masked_log_magnitudes
 from lmac.metrics import (
     TRUST_METRICS,
@@ -66,7 +66,8 @@ logger = logging.getLogger(__name__)
 CLASSIFIER_HPARAMS = os.path.join(HPARAMS_FOLDER, "cnn14_classifier.yaml")
 LMAC_HPARAMS = os.path.join(HPARAMS_FOLDER, "lmac_cnn14.yaml")
 L2I_HPARAMS = os.path.join(HPARAMS_FOLDER, "l2i_cnn14.yaml")
-SUMMARY_KEYS = ("classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP", *TRUST_METRICS, *LISTENING_METRICS)
+# L-MAC's scores in summary.json (the other class's gain is a class-conditional method's, which L-MAC is not).
+SUMMARY_KEYS = ("classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP", *TRUST_METRICS, *LISTENING_SCORES)
 # What the fine-tuning is judged on, with noise mixed in (summary.json's in_domain and out_of_domain).
 NOISY_KEYS = (
     "AD",

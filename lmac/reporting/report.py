@@ -143,8 +143,9 @@ def _metrics_table(stats):
     cells = []
     for name, value in stats.items():
         meaning, better = metric_description(name)
+        shown = "-" if value is None else f"{value:.4g}"  # None: no clip has a value (every one near-silent)
         cells.append(
-            f"<tr><td>{html.escape(name)}</td><td>{value:.4g}</td><td>{html.escape(meaning)}</td>"
+            f"<tr><td>{html.escape(name)}</td><td>{shown}</td><td>{html.escape(meaning)}</td>"
             f"<td>{html.escape(better)}</td></tr>"
         )
     header = "<tr><th>metric</th><th>value</th><th>what it says</th><th>better</th></tr>"
