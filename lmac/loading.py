@@ -125,7 +125,7 @@ def log_empty_mask_decision(hparams, class_names, mask_reference, clip_log_mag):
         logger.warning(
             "The classifier gives an empty mask's input (mask_reference=%s) %r with probability %.2f: an empty mask "
             "already keeps that decision, so %r interpretations may be silent. Check energy_kept, silent_share "
-            "and fid_in_beyond_empty; the default objective (--l_empty_w 1 --sparsity_gate True) asks every mask "
+            "and fid_in_beyond_empty; the default objective (--l_empty_w 1) asks every mask "
             "to beat its empty input, and another --mask_reference may be less telling to this classifier.",
             reference,
             name,
