@@ -143,7 +143,9 @@ def test_mix_with_gains_gives_the_gains_of_combine_batches_mixture():
     torch.testing.assert_close(ratio, torch.full((3,), 4.0))
 
 
-def test_source_parts_of_a_two_class_mixture_follow_the_decision():
+def two_class_mixture():
+    """Four class-0 clips (their event in samples 0-1) mixed with clips of classes 1, 1, 2 and 0 (their event in
+    samples 4-5), decided as the clip's own class, the added clip's, neither, and the own class that both share."""
     clean = torch.ones(4, 6)
     event = torch.zeros(4, 6)
     event[:, :2] = 1.0
@@ -153,8 +155,11 @@ def test_source_parts_of_a_two_class_mixture_follow_the_decision():
         noise_event=torch.tensor([[0, 0, 0, 0, 1.0, 1.0]]).expand(4, 6),
         noise_labels=torch.tensor([1, 1, 2, 0]),
     )
-    labels = torch.tensor([0, 0, 0, 0])
-    decisions = torch.tensor([0, 1, 3, 0])  # own class; the added clip's; neither; own, but the added clip is of it too
+    return mixed, event, torch.tensor([0, 0, 0, 0]), torch.tensor([0, 1, 3, 0])
+
+
+def test_source_parts_of_a_two_class_mixture_follow_the_decision():
+    mixed, event, labels, decisions = two_class_mixture()
     parts = source_parts(mixed, event, labels, decisions)
     assert parts.scored.tolist() == [True, True, False, False]
     torch.testing.assert_close(parts.target + parts.rest, mixed.wavs)
@@ -165,17 +170,7 @@ def test_source_parts_of_a_two_class_mixture_follow_the_decision():
 
 
 def test_the_other_class_parts_target_the_sound_of_the_class_not_decided():
-    clean = torch.ones(4, 6)
-    event = torch.zeros(4, 6)
-    event[:, :2] = 1.0
-    mixed = MixedBatch.of_mixture(
-        clean,
-        torch.tensor([[1.0, -1.0, 1.0, -1.0, 2.0, 2.0]]).expand(4, 6),
-        noise_event=torch.tensor([[0, 0, 0, 0, 1.0, 1.0]]).expand(4, 6),
-        noise_labels=torch.tensor([1, 1, 2, 0]),
-    )
-    labels = torch.tensor([0, 0, 0, 0])
-    decisions = torch.tensor([0, 1, 3, 0])  # own class; the added clip's; neither; own, but the added clip is of it too
+    mixed, event, labels, decisions = two_class_mixture()
     parts, classes = other_class_parts(mixed, event, labels, decisions)
     assert parts.scored.tolist() == [True, True, False, False]  # the clips source_parts scores
     assert classes[:2].tolist() == [1, 0]  # decided own: the added clip's class; decided the added one: the clip's own
@@ -184,7 +179,7 @@ def test_the_other_class_parts_target_the_sound_of_the_class_not_decided():
     torch.testing.assert_close(parts.target[0], mixed.added_event[0])
     assert parts.target[1].nonzero().flatten().tolist() == [0, 1]  # the clip's own event, as it is in the mixture
     torch.testing.assert_close(parts.target[1], mixed.clean_gain[1] * event[1])
-    assert other_class_parts(MixedBatch.of_clean(clean), event, labels, decisions) == (None, None)
+    assert other_class_parts(MixedBatch.of_clean(mixed.clean), event, labels, decisions) == (None, None)
 
 
 def test_source_parts_of_a_clean_clip_need_its_event():
