@@ -124,6 +124,11 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def wham_flags(data):
+    """The flags that mix the WHAM!-format noise of ``data`` (``wham_folder``) into a recipe's clips."""
+    return ["--add_wham_noise", "True", "--wham_folder", data["wham_folder"]]
+
+
 def classifier_folder(args, folder=""):
     """Where ``train_the_classifier`` trains: ``<output_folder>/<folder>/classifier``."""
     return os.path.join(args.output_folder, folder, "classifier")
@@ -146,10 +151,7 @@ def classifier_flags(args, data, family_flags=None, folder="", epochs=None):
         str(args.num_workers),
         "--noise_num_workers",
         str(args.num_workers),
-        "--add_wham_noise",
-        "True",
-        "--wham_folder",
-        data["wham_folder"],
+        *wham_flags(data),
         "--seed",
         str(args.seed),
         *(family_flags or ["--width", str(args.width)]),
@@ -187,10 +189,7 @@ def interpret_second_family(args, data):
             *flags,
             "--number_of_epochs",
             str(args.second_lmac_epochs),
-            "--add_wham_noise",
-            "True",
-            "--wham_folder",
-            data["wham_folder"],
+            *wham_flags(data),
         ]
     )
     lmac_eval.main(
@@ -286,10 +285,7 @@ def finetune(args, data, flags, base_decoder):
             str(args.finetuning_epochs),
             "--crosscor_th",
             str(args.finetuning_crosscor_th),
-            "--add_wham_noise",
-            "True",
-            "--wham_folder",
-            data["wham_folder"],
+            *wham_flags(data),
         ]
     )
 
@@ -311,7 +307,7 @@ def noisy_evaluations(data, runs):
         ``{"in_domain": {name: {key: value}}, "out_of_domain": {...}, "two_classes": {...}}`` with the ``NOISY_KEYS``.
     """
     conditions = {
-        "in_domain": ("wham", ["--add_wham_noise", "True", "--wham_folder", data["wham_folder"]]),
+        "in_domain": ("wham", wham_flags(data)),
         "out_of_domain": ("mixtures", ["--overlap_type", "mixtures"]),
         "two_classes": ("class_mixtures", ["--overlap_type", "class_mixtures"]),
     }
@@ -370,10 +366,7 @@ def compare_interpreters(args, data, export, flags):
             *l2i_flags(args, data, export),
             "--number_of_epochs",
             str(args.l2i_epochs),
-            "--add_wham_noise",
-            "True",
-            "--wham_folder",
-            data["wham_folder"],
+            *wham_flags(data),
         ]
     )
     lmac_eval.main(
@@ -497,10 +490,7 @@ def main(argv=None):
                 *flags,
                 "--number_of_epochs",
                 str(args.lmac_epochs),
-                "--add_wham_noise",
-                "True",
-                "--wham_folder",
-                data["wham_folder"],
+                *wham_flags(data),
             ]
         )
     with timer("lmac_test_and_export"):

@@ -32,6 +32,7 @@ another L-MAC beside the default one (``lmac_NAME/``).
 """
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -97,7 +98,7 @@ LISTENING = (
 # The conditions a comparison runs in (``--conditions``): ``eval.py``'s flags of each, given the seed's data.
 CONDITIONS = {
     "clean": lambda data: [],
-    "wham": lambda data: ["--add_wham_noise", "True", "--wham_folder", data["wham_folder"]],
+    "wham": demo.wham_flags,
     "class_mixtures": lambda data: ["--overlap_type", "class_mixtures"],
 }
 # The folds scored: ``eval.py`` reads the chosen fold as its test fold.
@@ -155,8 +156,10 @@ def family_flags(args, family):
     return ["--classifier_family", family, "--width", str(args.width)]
 
 
+@functools.cache
 def code_version():
-    """The commit of the code that runs (``git rev-parse HEAD`` in the repository), or None outside a git checkout."""
+    """The commit of the code that runs (``git rev-parse HEAD`` in the repository, asked once per run), or None
+    outside a git checkout."""
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True, check=True
@@ -263,10 +266,7 @@ def train_lmac_once(args, data, flags, extra_flags, output_folder):
         *extra_flags,
         "--number_of_epochs",
         str(args.lmac_epochs),
-        "--add_wham_noise",
-        "True",
-        "--wham_folder",
-        data["wham_folder"],
+        *demo.wham_flags(data),
     ]
     done = os.path.join(output_folder, "test_per_class.json")
     if not finished_with(done, every_flag):
