@@ -77,6 +77,7 @@ class MaskedOutput:
     what fills the cells a mask removes) ``[batch, frames', freq]``. ``logits_empty``
     is the classifier on the masked-in input of an empty mask (``R``), or
     None where nothing reads it (training with an objective that does not).
+    ``feature_maps`` are the classifier's on the input, which a mask method reads.
     """
 
     mixed: MixedBatch
@@ -87,6 +88,7 @@ class MaskedOutput:
     logits_masked_in: torch.Tensor
     logits_masked_out: torch.Tensor
     logits_empty: torch.Tensor | None = None
+    feature_maps: tuple = ()
 
     @property
     def wavs(self):
@@ -248,8 +250,9 @@ class InterpreterBrain(CudaFedBrain):
         logits, _ = self.classify(self.input_from_log_mag(reference, clip_log_mag))
         return logits
 
-    def masked_output(self, mixed, features, logits, mask, stage):
-        """Classifies the masked-in and masked-out inputs (and, when read, the empty mask's); returns a ``MaskedOutput``.
+    def masked_output(self, mixed, features, logits, mask, stage, feature_maps=()):
+        """Classifies the masked-in and masked-out inputs (and, when read, the empty mask's); returns a ``MaskedOutput``
+        that also keeps the input's ``feature_maps``.
 
         The removed cells hold ``mask_reference``'s ``R`` (``masked_log_magnitudes``).
         """
@@ -258,7 +261,9 @@ class InterpreterBrain(CudaFedBrain):
         logits_masked_in, _ = self.classify(self.input_from_log_mag(masked_in, features.log_mag))
         logits_masked_out, _ = self.classify(self.input_from_log_mag(masked_out, features.log_mag))
         logits_empty = self.classify_empty(reference, features.log_mag) if self.needs_empty_logits(stage) else None
-        return MaskedOutput(mixed, features, logits, mask, reference, logits_masked_in, logits_masked_out, logits_empty)
+        return MaskedOutput(
+            mixed, features, logits, mask, reference, logits_masked_in, logits_masked_out, logits_empty, feature_maps
+        )
 
     def record_stage_outputs(self, output, batch, stage, extra_scores):
         """Records the scores of a ``MaskedOutput`` and saves interpretations when it is time.
@@ -323,9 +328,7 @@ class InterpreterBrain(CudaFedBrain):
         parts, classes = other_class_parts(output.mixed, event_stems(batch), labels, output.logits.argmax(dim=1))
         if parts is None or not method.class_conditional:
             return {}
-        with torch.no_grad():
-            _, feature_maps = self.classify(output.features.classifier_input)
-        mask = method.mask_for_classes(output.features, output.logits, feature_maps, classes).detach()
+        mask = method.mask_for_classes(output.features, output.logits, output.feature_maps, classes).detach()
         silent = near_silent(energy_kept(mask.float(), output.features.log_mag))
         scores = listening_scores(
             mask, output.features.log_mag, parts, silent, self.modules.compute_stft, self.modules.compute_istft

@@ -54,7 +54,7 @@ class L2I(InterpreterBrain):
         masked = None
         if stage != sb.Stage.TRAIN:
             mask = self.own_mask_method().mask_of(activations, logits.argmax(dim=1))
-            masked = self.masked_output(mixed, features, logits, mask, stage)
+            masked = self.masked_output(mixed, features, logits, mask, stage, feature_maps)
         return L2IOutput(features, logits, activations, probabilities, masked)
 
     def own_mask_method(self):

@@ -319,7 +319,7 @@ class LMAC(InterpreterBrain):
         """Classifier, mask, and the masked-in and masked-out classifications: a ``MaskedOutput``."""
         mixed, features, logits, feature_maps = self.classify_batch(batch)
         mask = self.compute_mask(features, logits, feature_maps)
-        return self.masked_output(mixed, features, logits, mask, stage)
+        return self.masked_output(mixed, features, logits, mask, stage, feature_maps)
 
     def own_mask_method(self):
         """The decoder of this Brain's modules (wrapped for DDP when training is distributed)."""
