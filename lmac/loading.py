@@ -37,7 +37,7 @@ EMPTY_PROBE_CLIPS = 8
 
 def build_mask_reference(hparams, train_set):
     """The run's ``mask_reference``: the one its save folder holds, else built (``mean_spectrum`` reads the clean
-    training clips) and saved there on the main process, so that the run's evaluations use the same ``R``."""
+    training clips, ``neutral_spectrum`` also asks the loaded classifier about the first ``EMPTY_PROBE_CLIPS``) and saved there on the main process, so that the run's evaluations use the same ``R``."""
     path = saved_mask_reference_path(hparams)
     if os.path.isfile(path):
         reference = load_mask_reference(path)
@@ -53,8 +53,13 @@ def build_mask_reference(hparams, train_set):
     def log_magnitude(wavs):
         return spectral_features(wavs, hparams["compute_stft"], hparams["classifier_input"]).log_mag
 
+    def judge(spectrum):  # [freq] to the logits [clips, n_classes] of the empty inputs it makes from probe clips
+        clip_log_mag = probe_log_magnitudes(hparams, train_set).to(spectrum.device)
+        return classify_empty_inputs(hparams, spectrum.expand_as(clip_log_mag), clip_log_mag)
+
     def build_and_save():
-        save_mask_reference(make_mask_reference(hparams["mask_reference"], training_batches(), log_magnitude), path)
+        reference = make_mask_reference(hparams["mask_reference"], training_batches(), log_magnitude, judge)
+        save_mask_reference(reference, path)
 
     run_on_main(build_and_save)
     return load_mask_reference(path)
@@ -69,6 +74,16 @@ def probe_log_magnitudes(hparams, dataset):
     with dataset.output_keys_as(["sig"]):
         wavs = torch.stack([fit_length(dataset[index]["sig"], num_samples) for index in range(count)])
     return spectral_features(wavs, hparams["compute_stft"], hparams["classifier_input"]).log_mag
+
+
+def classify_empty_inputs(hparams, empty_input, clip_log_mag):
+    """The loaded classifier's logits ``[clips, n_classes]`` on empty mask's inputs ``empty_input`` (``R``
+    ``[clips, frames, freq]``), each in its clip's normalisation (``clip_log_mag``, the same shape); differentiable
+    in ``empty_input``."""
+    classifier = hparams["modules"]["classifier"]
+    device = next(classifier.parameters()).device
+    logits, _ = classifier(hparams["classifier_input"].to(device)(empty_input.to(device), clip_log_mag.to(device)))
+    return logits
 
 
 @torch.no_grad()
@@ -91,11 +106,9 @@ def empty_mask_decision(hparams, mask_reference, clip_log_mag):
     probability : float
         The mean probability it gives that class over the clips.
     """
-    classifier = hparams["modules"]["classifier"]
-    device = next(classifier.parameters()).device
+    device = next(hparams["modules"]["classifier"].parameters()).device
     clip_log_mag = clip_log_mag.to(device)
-    empty_input = mask_reference.fill(clip_log_mag)  # [clips, frames, freq]
-    logits, _ = classifier(hparams["classifier_input"].to(device)(empty_input, clip_log_mag))
+    logits = classify_empty_inputs(hparams, mask_reference.fill(clip_log_mag), clip_log_mag)
     probabilities = torch.softmax(logits.float(), dim=1)
     decision = int(probabilities.argmax(dim=1).mode().values)
     return decision, float(probabilities[:, decision].mean())

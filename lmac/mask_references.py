@@ -32,12 +32,14 @@ class MaskReference(abc.ABC):
     """``R`` for the cells a mask removes.
 
     ``needs_training_set``: built from the training set's features.
+    ``needs_classifier``: built with the frozen classifier's answers (``make_mask_reference``'s ``judge``).
     ``same_for_every_clip``: ``R`` does not depend on the clip, so the
     classifier's answer on it (the empty mask's input) is computed once per batch.
     """
 
     name = None
     needs_training_set = False
+    needs_classifier = False
     same_for_every_clip = False
 
     @abc.abstractmethod
@@ -130,11 +132,38 @@ class MeanSpectrumReference(MaskReference):
         return self.mean_log_spectrum.to(log_mag.device, log_mag.dtype).expand_as(log_mag)
 
 
+class NeutralSpectrumReference(MeanSpectrumReference):
+    """The training set's mean ``log1p`` spectrum, moved smoothly over frequency until the frozen classifier gives
+    its input every class alike (``neutral_log_spectrum``): an empty mask's input then keeps no decision, so no
+    class's sparsest faithful mask is silence. The same in every frame and every clip.
+
+    Arguments
+    ---------
+    mean_log_spectrum : torch.Tensor
+        ``[freq]``, the moved spectrum.
+    """
+
+    name = "neutral_spectrum"
+    needs_classifier = True
+
+
 # The registry of ``--mask_reference``: one line per reference.
 MASK_REFERENCES = {
     reference.name: reference
-    for reference in (SilenceReference, NoiseFloorReference, PinkNoiseReference, MeanSpectrumReference)
+    for reference in (
+        SilenceReference,
+        NoiseFloorReference,
+        PinkNoiseReference,
+        MeanSpectrumReference,
+        NeutralSpectrumReference,
+    )
 }
+# ``neutral_log_spectrum``: the knots of the smooth shift over frequency, the optimiser's steps and rate, and the
+# weight of the shift's mean square beside the distance of the classifier's answer from uniform.
+NEUTRAL_KNOTS = 16
+NEUTRAL_STEPS = 150
+NEUTRAL_LEARNING_RATE = 0.05
+NEUTRAL_SHIFT_PENALTY = 0.01
 
 
 def check_mask_reference(name):
@@ -164,24 +193,79 @@ def training_mean_log_spectrum(batches, compute_log_mag):
     return (total / frames).float()
 
 
-def make_mask_reference(name, training_batches=None, compute_log_mag=None):
-    """The ``MaskReference`` named ``name``; ``mean_spectrum`` is computed from ``training_batches``.
+def smooth_shift(knots, num_bins):
+    """``[knots]`` values interpolated linearly onto ``num_bins`` frequencies: ``[num_bins]``."""
+    return torch.nn.functional.interpolate(knots.view(1, 1, -1), size=num_bins, mode="linear", align_corners=True)[0, 0]
+
+
+def neutral_log_spectrum(start, judge, steps=NEUTRAL_STEPS):
+    """A ``log1p`` spectrum near ``start`` to which the classifier gives every class alike.
+
+    It minimises the cross-entropy of the classifier's answer against the
+    uniform distribution (``log n_classes`` at best) plus
+    ``NEUTRAL_SHIFT_PENALTY`` times the mean square of the shift, a shift
+    linear between ``NEUTRAL_KNOTS`` knots over frequency (smooth, so it
+    cannot be a pattern only this classifier reads), with Adam.
+
+    Arguments
+    ---------
+    start : torch.Tensor
+        ``[freq]``, the spectrum it starts from (the training set's mean).
+    judge : callable
+        ``[freq]`` spectrum to the classifier's logits ``[clips, n_classes]`` on the empty mask's inputs it makes.
+    steps : int
+
+    Returns
+    -------
+    torch.Tensor
+        ``[freq]``, at least 0.
+
+    Example
+    -------
+    >>> weights = torch.tensor([[1.0, -1.0]]).expand(4, 2)  # class 0 for a loud spectrum, 1 for a quiet one
+    >>> spectrum = neutral_log_spectrum(torch.full((4,), 2.0), lambda r: (r - 1.0).mean().view(1, 1) * weights[:1])
+    >>> round(spectrum.mean().item(), 1)
+    1.0
+    """
+    start = start.detach().float()
+    knots = torch.zeros(NEUTRAL_KNOTS, device=start.device, requires_grad=True)
+    optimiser = torch.optim.Adam([knots], lr=NEUTRAL_LEARNING_RATE)
+    for _ in range(steps):
+        shift = smooth_shift(knots, start.shape[0])
+        logits = judge((start + shift).clamp_min(0))
+        loss = -torch.log_softmax(logits.float(), dim=1).mean() + NEUTRAL_SHIFT_PENALTY * shift.square().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return (start + smooth_shift(knots.detach(), start.shape[0])).clamp_min(0)
+
+
+def make_mask_reference(name, training_batches=None, compute_log_mag=None, judge=None):
+    """The ``MaskReference`` named ``name``; ``mean_spectrum`` is computed from ``training_batches``, and
+    ``neutral_spectrum`` moved from it with ``judge``.
 
     Arguments
     ---------
     name : str
         A key of ``MASK_REFERENCES``.
     training_batches : iterable of torch.Tensor or None
-        ``[batch, samples]`` training waveforms (only read for ``mean_spectrum``).
+        ``[batch, samples]`` training waveforms (only read for a reference that ``needs_training_set``).
     compute_log_mag : callable or None
         ``[batch, samples]`` to ``[batch, frames, freq]``.
+    judge : callable or None
+        ``[freq]`` spectrum to the frozen classifier's logits ``[clips, n_classes]`` on the empty mask's inputs it
+        makes (only called for a reference that ``needs_classifier``).
     """
     check_mask_reference(name)
     reference_class = MASK_REFERENCES[name]
     if not reference_class.needs_training_set:
         return reference_class()
     logger.info("mask_reference=%s: computing the training set's mean log-spectrum.", name)
-    return reference_class(training_mean_log_spectrum(training_batches, compute_log_mag))
+    spectrum = training_mean_log_spectrum(training_batches, compute_log_mag)
+    if reference_class.needs_classifier:
+        logger.info("mask_reference=%s: moving it until the classifier gives it every class alike.", name)
+        spectrum = neutral_log_spectrum(spectrum, judge)
+    return reference_class(spectrum)
 
 
 def save_mask_reference(reference, path):
