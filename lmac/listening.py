@@ -18,11 +18,17 @@ which add up to it sample by sample. From them, per clip:
 - ``ideal_mask_sir_gain_db``: ``sir_gain_db`` of the ideal binary mask
   (``|S_target| > |S_rest|``), what a mask could reach on that clip;
 - ``sir_gain_6db_share``: 1 where ``sir_gain_db`` reaches 6 dB, 0 where it does not
-  or the interpretation is near-silent.
+  or the interpretation is unheard;
+- ``unheard_share``: 1 where the interpretation plays less than
+  ``UNHEARD_ENERGY_SHARE`` of the target's energy, ``|y|^2 < 0.01 |s_target|^2``:
+  it is more than 20 dB quieter than the sound it should play.
 
-A near-silent interpretation has no meaningful ratio: its ``sir_gain_db``,
-``target_kept``, ``rest_kept`` and ``si_sdr_db`` are NaN (it is counted by ``silent_share``),
-and so is every score of a clip without a target (``SourceParts.scored``).
+An unheard interpretation has no meaningful ratio: its ``sir_gain_db``,
+``target_kept``, ``rest_kept`` and ``si_sdr_db`` are NaN (it is counted by ``unheard_share``),
+and so is every score of a clip without a target (``SourceParts.scored``). It is
+judged against the target, not against the input as the trust measure
+``silent_share`` is: a quiet event under loud noise is a small share of its
+input, and an interpretation that plays exactly that event is not silence.
 The stage reports the medians of ``MEDIAN_SCORES`` over the clips that have a
 value, and the mean of the rest.
 """
@@ -41,6 +47,7 @@ LISTENING_SCORES = (
     "rest_kept",
     "si_sdr_db",
     "ideal_mask_sir_gain_db",
+    "unheard_share",
 )
 # In a mixture of two classes, the gain of a class-conditional method's mask of the class not decided, with that
 # class's sound as the target (``other_class_parts``): what would have made it that class.
@@ -52,8 +59,10 @@ LISTENING_METRICS = (*LISTENING_SCORES, OTHER_CLASS_SIR_GAIN)
 MEDIAN_SCORES = frozenset(
     {"sir_gain_db", "target_kept", "rest_kept", "si_sdr_db", "ideal_mask_sir_gain_db", OTHER_CLASS_SIR_GAIN}
 )
-# The measures that are NaN for a near-silent interpretation: a stage whose every interpretation is has none of them.
+# The measures that are NaN for an unheard interpretation: a stage whose every interpretation is has none of them.
 NAN_WHEN_UNHEARD = ("sir_gain_db", "target_kept", "rest_kept", "si_sdr_db")
+# An interpretation that plays less than this share of its target's energy is unheard (``unheard_share``).
+UNHEARD_ENERGY_SHARE = 0.01
 # The gain a listener clearly hears as "the rest went away" (``sir_gain_6db_share``).
 AUDIBLE_GAIN_DB = 6.0
 
@@ -163,7 +172,7 @@ def target_to_rest_db(played_target, played_rest):
     return ratio_db(energy(played_target), energy(played_rest))
 
 
-def listening_scores(mask, log_mag, parts, silent, compute_stft, compute_istft):
+def listening_scores(mask, log_mag, parts, compute_stft, compute_istft):
     """The module's per-clip listening measures of a mask on an input split into ``parts``.
 
     Arguments
@@ -173,8 +182,6 @@ def listening_scores(mask, log_mag, parts, silent, compute_stft, compute_istft):
     log_mag : torch.Tensor
         ``[batch, frames, freq]``: ``log1p|STFT|`` of ``parts.target + parts.rest``.
     parts : SourceParts
-    silent : torch.Tensor
-        ``[batch]``, 1 where the interpretation is near-silent (``metrics.near_silent``).
     compute_stft, compute_istft : speechbrain.processing.features.STFT, ISTFT
 
     Returns
@@ -191,7 +198,7 @@ def listening_scores(mask, log_mag, parts, silent, compute_stft, compute_istft):
         gain_db = target_to_rest_db(played_target, played_rest) - input_db
         ideal = played_parts(ideal_binary_gain(*spectra, gain.shape[1]), spectra, num_samples, compute_istft)
         ideal_db = target_to_rest_db(*ideal) - input_db
-    heard = parts.scored & (silent < 0.5)
+    heard = energy(played_target + played_rest) >= UNHEARD_ENERGY_SHARE * energy(parts.target)
     nan = torch.full_like(gain_db, float("nan"))
     of_heard = {
         "sir_gain_db": gain_db,
@@ -199,8 +206,9 @@ def listening_scores(mask, log_mag, parts, silent, compute_stft, compute_istft):
         "rest_kept": energy(played_rest) / energy(parts.rest).clamp_min(1e-20),
         "si_sdr_db": si_sdr_db(played_target + played_rest, parts.target),
     }
-    scores = {name: torch.where(heard, of_heard[name], nan) for name in NAN_WHEN_UNHEARD}
+    scores = {name: torch.where(parts.scored & heard, of_heard[name], nan) for name in NAN_WHEN_UNHEARD}
     scores["sir_gain_6db_share"] = torch.where(parts.scored, (heard & (gain_db >= AUDIBLE_GAIN_DB)).float(), nan)
+    scores["unheard_share"] = torch.where(parts.scored, (~heard).float(), nan)
     scores["ideal_mask_sir_gain_db"] = torch.where(parts.scored, ideal_db, nan)
     return {name: scores[name] for name in LISTENING_SCORES}
 

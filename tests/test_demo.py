@@ -138,7 +138,7 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
             values = written[domain][run]
             # A listening ratio is missing (None) only where no interpretation could be heard.
             assert all(math.isfinite(value) for value in values.values() if value is not None), (domain, run)
-            assert all(values["silent_share"] == 1.0 for key, value in values.items() if value is None), (domain, run)
+            assert all(values["unheard_share"] == 1.0 for key, value in values.items() if value is None), (domain, run)
             assert math.isfinite(values["ideal_mask_sir_gain_db"]) and values["ideal_mask_sir_gain_db"] > 0
     assert set(written["step_seconds"]) == {
         "data",

@@ -143,8 +143,8 @@ def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
     assert channels_last_during_evaluation == [mask_methods.MASK_METHODS[method].forward_only for method in methods]
     unheard = set(comparison.COMPARISON_COLUMNS) - set(listening.NAN_WHEN_UNHEARD)
     for method, row in table.items():
-        # A ratio of what is heard is missing only where every interpretation is near-silent.
-        expected = set(comparison.COMPARISON_COLUMNS) if row["silent_share"] < 1 else unheard
+        # A ratio of what is heard is missing only where every interpretation is unheard.
+        expected = set(comparison.COMPARISON_COLUMNS) if row["unheard_share"] < 1 else unheard
         expected -= {listening.OTHER_CLASS_SIR_GAIN}  # only with two classes mixed
         assert set(row) == expected, method
         assert all(math.isfinite(value) for value in row.values()), method

@@ -47,8 +47,7 @@ def features_of(wavs, compute_stft):
 
 def scores_of(mask, parts, compute_stft, compute_istft):
     features = features_of(parts.target + parts.rest, compute_stft)
-    silent = near_silent(energy_kept(mask, features.log_mag))
-    return listening_scores(mask, features.log_mag, parts, silent, compute_stft, compute_istft)
+    return listening_scores(mask, features.log_mag, parts, compute_stft, compute_istft)
 
 
 def mask_for_gain(gain, log_mag):
@@ -108,15 +107,33 @@ def test_a_mask_on_the_target_cells_gains_what_it_takes_off_the_rest(transforms,
     assert scores["ideal_mask_sir_gain_db"].item() > 40
 
 
-def test_a_near_silent_interpretation_has_no_ratio_and_does_not_reach_6_db(transforms):
+def test_a_silent_interpretation_is_unheard_has_no_ratio_and_does_not_reach_6_db(transforms):
     compute_stft, compute_istft = transforms
     target, rest = two_tones()
     parts = SourceParts(target, rest, torch.ones(1, dtype=torch.bool))
     features = features_of(target + rest, compute_stft)
     scores = scores_of(torch.zeros_like(features.log_mag), parts, compute_stft, compute_istft)
     assert math.isnan(scores["sir_gain_db"].item()) and math.isnan(scores["target_kept"].item())
-    assert scores["sir_gain_6db_share"].item() == 0.0
+    assert scores["sir_gain_6db_share"].item() == 0.0 and scores["unheard_share"].item() == 1.0
     assert scores["ideal_mask_sir_gain_db"].item() > 40  # a property of the clip, not of the mask
+
+
+def test_a_quiet_target_played_alone_is_heard_though_it_is_a_near_silent_share_of_a_loud_input(transforms):
+    compute_stft, compute_istft = transforms
+    target, rest = 0.04 * tone(1000.0).unsqueeze(0), tone(4000.0).unsqueeze(0)  # the target 28 dB under the rest
+    parts = SourceParts(target, rest, torch.ones(1, dtype=torch.bool))
+    features = features_of(target + rest, compute_stft)
+    target_cells = compute_stft(target).square().sum(-1) > compute_stft(rest).square().sum(-1)
+    mask = mask_for_gain(target_cells.float(), features.log_mag)  # plays the target, nothing of the rest
+    assert near_silent(energy_kept(mask, features.log_mag)).item() == 1.0  # the input-relative trust measure
+    scores = scores_of(mask, parts, compute_stft, compute_istft)
+    assert scores["unheard_share"].item() == 0.0
+    assert scores["target_kept"].item() == pytest.approx(1.0, abs=0.02) and scores["sir_gain_6db_share"].item() == 1
+    quieter = scores_of(
+        mask_for_gain(0.05 * target_cells.float(), features.log_mag), parts, compute_stft, compute_istft
+    )
+    assert quieter["unheard_share"].item() == 1.0  # 26 dB under the target: unheard
+    assert math.isnan(quieter["sir_gain_db"].item()) and quieter["sir_gain_6db_share"].item() == 0.0
 
 
 def test_si_sdr_against_a_direct_computation():

@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import os
 import types
 
 import numpy as np
@@ -14,8 +15,14 @@ from speechbrain.processing.features import ISTFT, STFT
 
 import lmac.reporting.comparison as comparison
 from lmac.features import DeviceFilterbank, LogMelInput, SpectralFeatures, spectral_features
-from lmac.loading import SILENCE_WARNING_PROBABILITY, empty_mask_decision, log_empty_mask_decision
-from lmac.mask_references import MASK_REFERENCES, make_mask_reference
+from lmac.loading import (
+    SILENCE_WARNING_PROBABILITY,
+    build_mask_reference,
+    empty_mask_decision,
+    log_empty_mask_decision,
+    probe_log_magnitudes,
+)
+from lmac.mask_references import MASK_REFERENCE_FILE, MASK_REFERENCES, load_mask_reference, make_mask_reference
 from lmac.masking import inverted_interpretation
 from lmac.metrics import (
     as_mask,
@@ -338,6 +345,34 @@ def test_for_a_mean_normalised_input_the_probe_normalises_the_reference_with_eac
     quiet, loud = torch.full((3, 26, 257), 0.5), torch.full((3, 26, 257), 4.0)
     assert empty_mask_decision(hparams, reference, quiet)[0] == 1
     assert empty_mask_decision(hparams, reference, loud)[0] == 0
+
+
+def test_the_neutral_reference_is_one_the_classifier_gives_every_class_alike_and_the_run_keeps_it(tmp_path):
+    from speechbrain.dataio.dataset import DynamicItemDataset
+
+    clips = {f"clip{index}": {"sig": 0.5 * torch.randn(8000)} for index in range(4)}
+    hparams = {
+        "signal_length_s": 0.5,
+        "sample_rate": SAMPLE_RATE,
+        "batch_size": 2,
+        "compute_stft": STFT(sample_rate=SAMPLE_RATE, n_fft=512, win_length=32, hop_length=10),
+        "classifier_input": LogMelInput(DeviceFilterbank(n_mels=20, n_fft=512, log_mel=False)),
+        "modules": {"classifier": Loudness()},
+        "save_folder": str(tmp_path),
+    }
+    train_set = DynamicItemDataset(clips, output_keys=["sig"])
+    probe = probe_log_magnitudes(hparams, train_set)
+    hparams["mask_reference"] = "mean_spectrum"
+    mean = build_mask_reference(hparams, train_set)
+    assert empty_mask_decision(hparams, mean, probe) == (1, pytest.approx(1.0, abs=1e-3))  # loud: class 1
+    os.remove(os.path.join(tmp_path, MASK_REFERENCE_FILE))
+    hparams["mask_reference"] = "neutral_spectrum"
+    neutral = build_mask_reference(hparams, train_set)
+    assert empty_mask_decision(hparams, neutral, probe)[1] < 0.6  # two classes alike: 0.5 each
+    shift = neutral.mean_log_spectrum - mean.mean_log_spectrum
+    assert shift.abs().max() > 0.1 and torch.all(neutral.mean_log_spectrum >= 0)
+    kept = load_mask_reference(os.path.join(tmp_path, MASK_REFERENCE_FILE))
+    assert kept.name == "neutral_spectrum" and torch.equal(kept.mean_log_spectrum, neutral.mean_log_spectrum)
 
 
 def test_a_run_keeps_its_reference_and_refuses_another(synthetic_data, tmp_path):

@@ -81,6 +81,7 @@ NOISY_KEYS = (
     "sir_gain_6db_share",
     "target_kept",
     "rest_kept",
+    "unheard_share",
     "ideal_mask_sir_gain_db",
 )
 # The synthetic clips' background: loud enough that the classifier errs on some test clips.

@@ -49,6 +49,7 @@ from lmac.checks import SettingError
 from lmac.cli import run_script
 from lmac.data.synthetic import generate
 from lmac.listening import AUDIBLE_GAIN_DB, OTHER_CLASS_SIR_GAIN
+from lmac.reporting.report import METRIC_DESCRIPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ LISTENING = (
     "target_kept",
     "rest_kept",
     "silent_share",
+    "unheard_share",
     "ideal_mask_sir_gain_db",
     OTHER_CLASS_SIR_GAIN,
 )
@@ -403,14 +405,14 @@ def family_summary(seeds):
 
 def listening_markdown(seeds):
     """Per condition, a table of each method's ``LISTENING`` measures over the seeds: mean ± spread, and the worst
-    seed's value (the lowest, the highest for ``silent_share``), over the seeds that have one (named when not all:
-    a seed whose every interpretation is near-silent has no gain).
+    seed's value (the lowest, the highest for a measure where lower is better, ``METRIC_DESCRIPTIONS``), over the
+    seeds that have one (named when not all: a seed whose every interpretation is unheard has no gain).
 
     Example
     -------
     >>> seeds = {"1": {"listening": {"wham": {"ig": {"sir_gain_db": 4.0}}}}, "2": {"listening": {"wham": {"ig": {}}}}}
     >>> [line for line in listening_markdown(seeds) if line.startswith("| ig")]
-    ['| ig | 4 ± 0; 4 (1 of 2 seeds) | - | - | - | - | - | - |']
+    ['| ig | 4 ± 0; 4 (1 of 2 seeds) | - | - | - | - | - | - | - |']
     """
     lines = []
     conditions = next(iter(seeds.values())).get("listening", {})
@@ -431,7 +433,7 @@ def listening_markdown(seeds):
                     cells.append("-")
                     continue
                 mean, spread = mean_and_spread(values)
-                worst = max(values) if key == "silent_share" else min(values)
+                worst = max(values) if METRIC_DESCRIPTIONS[key][1] == "lower" else min(values)
                 some = f" ({len(values)} of {len(seeds)} seeds)" if len(values) < len(seeds) else ""
                 cells.append(f"{mean:.3g} ± {spread:.2g}; {worst:.3g}{some}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -440,7 +442,9 @@ def listening_markdown(seeds):
         lines.append(
             f"sir_gain_db: the median over clips of how much louder the decided sound is than the rest in the "
             f"interpretation than in the input (0 for the all-ones mask); sir_gain_6db_share: the share of clips at "
-            f"{AUDIBLE_GAIN_DB:.0f} dB or more (a near-silent interpretation counts as below); ideal_mask_sir_gain_db: "
+            f"{AUDIBLE_GAIN_DB:.0f} dB or more (an unheard interpretation counts as below); unheard_share: the share of "
+            "clips whose interpretation plays under 1% of the decided sound's energy (silent_share is judged against "
+            "the whole input instead); ideal_mask_sir_gain_db: "
             "the ideal binary mask's gain, what a mask can reach on those clips; other_class_sir_gain_db: with two "
             "classes mixed, the gain of a class-conditional method's interpretation of the class not decided, that "
             "class's sound as the target."

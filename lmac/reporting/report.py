@@ -59,11 +59,11 @@ METRIC_DESCRIPTIONS = {
         "",
     ),
     "sir_gain_db": (
-        "median gain (dB) of the decided sound over the rest, interpretation against input (0 = the all-ones mask; near-silent ones not counted)",
+        "median gain (dB) of the decided sound over the rest, interpretation against input (0 = the all-ones mask; unheard ones not counted)",
         "higher",
     ),
     "sir_gain_6db_share": (
-        "share of clips whose interpretation gains at least 6 dB (a near-silent one does not)",
+        "share of clips whose interpretation gains at least 6 dB (an unheard one does not)",
         "higher",
     ),
     "target_kept": ("median share of the decided sound's energy that the interpretation plays", "higher"),
@@ -72,6 +72,10 @@ METRIC_DESCRIPTIONS = {
         "lower",
     ),
     "si_sdr_db": ("median scale-invariant SDR (dB) of the interpretation against the decided sound", "higher"),
+    "unheard_share": (
+        "share of clips whose interpretation plays under 1% of the decided sound's energy (20 dB under it): nothing of it is heard",
+        "lower",
+    ),
     "ideal_mask_sir_gain_db": ("median sir_gain_db of the ideal binary mask: what a mask can reach on these clips", ""),
     "other_class_sir_gain_db": (
         "two classes mixed: median gain (dB) of the class not decided over the rest, in the method's interpretation of that class (class-conditional methods only)",

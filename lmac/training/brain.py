@@ -38,7 +38,6 @@ from lmac.metrics import (
     frequency_profile,
     input_sensitivity,
     interpretation_scores,
-    near_silent,
     profile_cosine,
     spearman_similarity,
     trust_scores,
@@ -299,7 +298,6 @@ class InterpreterBrain(CudaFedBrain):
                     output.mask,
                     output.features.log_mag,
                     parts,
-                    scores["silent_share"],
                     self.modules.compute_stft,
                     self.modules.compute_istft,
                 )
@@ -329,9 +327,8 @@ class InterpreterBrain(CudaFedBrain):
         if parts is None or not method.class_conditional:
             return {}
         mask = method.mask_for_classes(output.features, output.logits, output.feature_maps, classes).detach()
-        silent = near_silent(energy_kept(mask.float(), output.features.log_mag))
         scores = listening_scores(
-            mask, output.features.log_mag, parts, silent, self.modules.compute_stft, self.modules.compute_istft
+            mask, output.features.log_mag, parts, self.modules.compute_stft, self.modules.compute_istft
         )
         return {OTHER_CLASS_SIR_GAIN: scores["sir_gain_db"]}
 
