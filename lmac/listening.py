@@ -29,7 +29,7 @@ and so is every score of a clip without a target (``SourceParts.scored``). It is
 judged against the target, not against the input as the trust measure
 ``silent_share`` is: a quiet event under loud noise is a small share of its
 input, and an interpretation that plays exactly that event is not silence.
-The stage reports the medians of ``MEDIAN_SCORES`` over the clips that have a
+The stage reports the medians of the ratios (``scoring.MEASURES``) over the clips that have a
 value, and the mean of the rest.
 """
 
@@ -52,13 +52,6 @@ LISTENING_SCORES = (
 # In a mixture of two classes, the gain of a class-conditional method's mask of the class not decided, with that
 # class's sound as the target (``other_class_parts``): what would have made it that class.
 OTHER_CLASS_SIR_GAIN = "other_class_sir_gain_db"
-# Every listening measure of a stage, in the order the tables show them.
-LISTENING_METRICS = (*LISTENING_SCORES, OTHER_CLASS_SIR_GAIN)
-# Listening measures whose stage value is the median over the clips, not the mean: a few clips at +-40 dB
-# would otherwise decide it.
-MEDIAN_SCORES = frozenset(
-    {"sir_gain_db", "target_kept", "rest_kept", "si_sdr_db", "ideal_mask_sir_gain_db", OTHER_CLASS_SIR_GAIN}
-)
 # The measures that are NaN for an unheard interpretation: a stage whose every interpretation is has none of them.
 NAN_WHEN_UNHEARD = ("sir_gain_db", "target_kept", "rest_kept", "si_sdr_db")
 # An interpretation that plays less than this share of its target's energy is unheard (``unheard_share``).

@@ -16,8 +16,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-INTERPRETATION_METRICS = ("fid_in", "FF", "AI", "AD", "AG", "SPS", "COMP")
-
 
 def probabilities_of_decision(logits, logits_masked_in, logits_masked_out):
     """Softmax probabilities of the classifier's own decision ``c = argmax logits``.
@@ -160,27 +158,6 @@ def complexity(mask):
     total = values.sum(dim=1).double()  # [batch]
     entropy = torch.log(total.clamp_min(1e-300)) - v_log_v / total.clamp_min(1e-300)
     return torch.where(total > 0, entropy, math.log(values.shape[1])).float()
-
-
-def interpretation_scores(logits, logits_masked_in, logits_masked_out, mask):
-    """All per-example interpretation metrics: fidelity scores, SPS and COMP.
-
-    Arguments
-    ---------
-    logits, logits_masked_in, logits_masked_out : torch.Tensor
-        ``[batch, n_classes]``.
-    mask : torch.Tensor
-        ``[batch, frames, freq]``.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        Keys ``INTERPRETATION_METRICS``, each ``[batch]``.
-    """
-    scores = fidelity_scores(logits, logits_masked_in, logits_masked_out)
-    scores["SPS"] = sparseness(mask)
-    scores["COMP"] = complexity(mask)
-    return scores
 
 
 def event_box(num_frames, num_bins, event, hop_samples, sample_rate, n_fft):
@@ -333,7 +310,7 @@ def audible_localization(mask, box, silent):
     box : torch.Tensor
         ``[batch, frames, freq]``, boolean.
     silent : torch.Tensor
-        ``[batch]``, 1 where the interpretation is near-silent (``trust_scores``' ``silent_share``).
+        ``[batch]``, 1 where the interpretation is near-silent (``near_silent``).
 
     Returns
     -------
@@ -352,18 +329,6 @@ def audible_localization(mask, box, silent):
 
 # An interpretation that keeps less than this share of the input's energy is near-silent (``silent_share``).
 SILENT_ENERGY_SHARE = 0.01
-# The trust measures of ``docs/method.md`` (Trust measures), beside ``INTERPRETATION_METRICS``.
-TRUST_METRICS = (
-    "energy_kept",
-    "silent_share",
-    "empty_keeps_decision",
-    "fid_in_beyond_empty",
-    "profile_cosine",
-    "event_profile_cosine",
-    "sensitivity_profile_cosine",
-    "randomisation_similarity",
-    "randomisation_floor",
-)
 
 
 def energy_kept(mask, log_mag):
@@ -420,45 +385,6 @@ def event_box_scores(boxes, log_mag):
     """
     kept = energy_kept(boxes.float(), log_mag)
     return {"event_energy_kept": kept, "event_silent_share": near_silent(kept)}
-
-
-def trust_scores(logits, logits_empty, fid_in, mask, log_mag):
-    """Per-example trust measures of a mask: ``energy_kept``, ``silent_share``, ``empty_keeps_decision`` and
-    ``fid_in_beyond_empty`` (``docs/method.md``, Trust measures).
-
-    Arguments
-    ---------
-    logits : torch.Tensor
-        ``[batch, n_classes]``: the classifier on the input; its argmax is the decision ``c``.
-    logits_empty : torch.Tensor
-        ``[batch, n_classes]``: the classifier on the masked-in input of an empty mask ``M = 0``.
-    fid_in : torch.Tensor
-        ``[batch]``, 1 where the masked-in input keeps ``c``.
-    mask : torch.Tensor
-        ``[batch, frames', freq]``.
-    log_mag : torch.Tensor
-        ``[batch, frames, freq]``.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        Each ``[batch]``; ``silent_share`` and the two decision measures are 0 or 1 per example.
-
-    Example
-    -------
-    >>> logits, empty = torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([[2.0, 0.0], [2.0, 0.0]])
-    >>> scores = trust_scores(logits, empty, torch.ones(2), torch.zeros(2, 1, 3), torch.ones(2, 1, 3))
-    >>> {name: value.tolist() for name, value in scores.items()}
-    {'energy_kept': [0.0, 0.0], 'silent_share': [1.0, 1.0], 'empty_keeps_decision': [1.0, 0.0], 'fid_in_beyond_empty': [0.0, 1.0]}
-    """
-    kept = energy_kept(mask.detach(), log_mag)
-    empty_keeps = (logits_empty.argmax(dim=1) == logits.argmax(dim=1)).float()
-    return {
-        "energy_kept": kept,
-        "silent_share": near_silent(kept),
-        "empty_keeps_decision": empty_keeps,
-        "fid_in_beyond_empty": fid_in * (1 - empty_keeps),
-    }
 
 
 def decision_log_probability(logits, decision):

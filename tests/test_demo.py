@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import lmac.recipes.demo as demo
+import lmac.scoring as scoring
 from lmac.metrics import event_box, localization_ratio
 
 REQUIRED_KEYS = (
@@ -134,7 +135,7 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
     for domain in ("in_domain", "out_of_domain", "two_classes"):
         for run in ("base", "finetuned"):
             assert written[domain][run] == pytest.approx(summary[domain][run])
-            assert set(written[domain][run]) == set(demo.NOISY_KEYS)
+            assert set(written[domain][run]) == set(scoring.measure_names("noisy"))
             values = written[domain][run]
             # A listening ratio is missing (None) only where no interpretation could be heard.
             assert all(math.isfinite(value) for value in values.values() if value is not None), (domain, run)

@@ -19,9 +19,12 @@ from conftest import tiny_run_flags
 from hyperpyyaml import load_hyperpyyaml
 
 import lmac.data.contamination as contamination
+import lmac.recipes.demo as demo
 import lmac.recipes.eval as lmac_eval
 import lmac.recipes.export_interpreter as export_interpreter
+import lmac.recipes.sweep as sweep
 import lmac.recipes.train_lmac as train_lmac
+import lmac.scoring as scoring
 from lmac.data.esc50 import prepare_datasets
 from lmac.data.synthetic import synthesize_noise
 from lmac.inference import LMACInterpreter
@@ -146,6 +149,29 @@ def mixing_weights(mixture, clean, other):
     basis = torch.stack(unit, dim=2)
     weights = torch.linalg.lstsq(basis, mixture.double().unsqueeze(2)).solution.squeeze(2)  # [batch, 2]
     return (weights[:, 0] / weights[:, 1]).float()
+
+
+def test_a_new_measure_is_one_registry_entry_and_reaches_the_comparison_the_report_the_summary_and_the_sweep(
+    trained, tmp_path, monkeypatch
+):
+    loudest = scoring.Measure(
+        "the loudest cell of the mask", "higher", shown_in=scoring.VIEWS, score=lambda clip: clip.mask.amax(dim=(1, 2))
+    )
+    monkeypatch.setitem(scoring.MEASURES, "loudest_cell", loudest)
+    lmac_eval.main([HPARAMS, *trained["flags"], "--eval_folder", str(tmp_path), "--compare", "lmac"])
+    table = read_json(tmp_path / "comparison_clean.json")["methods"]
+    assert table["all_ones_mask"]["loudest_cell"] == 1.0 and table["empty_mask"]["loudest_cell"] == 0.0
+    assert 0 < table["lmac"]["loudest_cell"] <= 1  # a sigmoid's
+    header = next(line for line in (tmp_path / "comparison_clean.md").read_text().splitlines() if line.startswith("|"))
+    assert "| loudest_cell |" in header
+    assert "the loudest cell of the mask" in (tmp_path / "clean" / "report.html").read_text()
+    per_class = read_json(tmp_path / "clean" / "metrics_clean_per_class.json")
+    assert per_class and all("loudest_cell" in stats for stats in per_class.values())
+    lmac_stats = read_json(tmp_path / "clean" / "metrics_clean.json")
+    assert demo.summary_measures(lmac_stats)["loudest_cell"] == table["lmac"]["loudest_cell"]
+    seed = sweep.seed_results(str(tmp_path))
+    assert seed["listening"]["clean"]["all_ones_mask"]["loudest_cell"] == 1.0
+    assert "loudest_cell" in "\n".join(sweep.listening_markdown({"1": seed}))
 
 
 def test_overlaps_mix_with_the_weights_of_the_spec(tmp_path):

@@ -18,7 +18,7 @@ import lmac.recipes.eval as lmac_eval
 import lmac.recipes.train_l2i as train_l2i
 import lmac.recipes.train_lmac as train_lmac
 import lmac.recipes.train_nmf as train_nmf
-import lmac.reporting.comparison as comparison
+import lmac.scoring as scoring
 import lmac.training.lmac as lmac_brain
 import lmac.training.nmf as nmf
 from lmac.audio.io import peak_normalize, read_audio_mono
@@ -141,10 +141,11 @@ def test_compare_writes_one_row_per_method_with_finite_values(run, monkeypatch):
     assert list(table) == methods
     # Forward-only methods run with channels-last weights, the gradient baselines in the default order.
     assert channels_last_during_evaluation == [mask_methods.MASK_METHODS[method].forward_only for method in methods]
-    unheard = set(comparison.COMPARISON_COLUMNS) - set(listening.NAN_WHEN_UNHEARD)
+    columns = set(scoring.measure_names("comparison"))
+    unheard = columns - set(listening.NAN_WHEN_UNHEARD)
     for method, row in table.items():
         # A ratio of what is heard is missing only where every interpretation is unheard.
-        expected = set(comparison.COMPARISON_COLUMNS) if row["unheard_share"] < 1 else unheard
+        expected = columns if row["unheard_share"] < 1 else unheard
         expected -= {listening.OTHER_CLASS_SIR_GAIN}  # only with two classes mixed
         assert set(row) == expected, method
         assert all(math.isfinite(value) for value in row.values()), method

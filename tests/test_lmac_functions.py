@@ -14,13 +14,12 @@ import torch.nn.functional as F
 from lmac.data.wham import MixedBatch
 from lmac.features import SpectralFeatures
 from lmac.metrics import (
-    INTERPRETATION_METRICS,
     clean_energy_share,
     complexity,
     fidelity_scores,
-    interpretation_scores,
     sparseness,
 )
+from lmac.scoring import ClipScoring, clip_scores
 from lmac.training.brain import InterpreterBrain, MaskedOutput
 from lmac.training.lmac import LMAC, AdaptiveWeight, crosscor, guidance_per_example, masked_out_loss, tv_loss
 
@@ -128,21 +127,29 @@ def test_an_all_zero_mask_gives_defined_values():
     assert torch.allclose(complexity(mask), torch.full((2,), math.log(60)))
 
 
-def test_per_example_metrics_do_not_depend_on_the_batch_size():
+def test_per_example_measures_do_not_depend_on_the_batch_size():
     generator = torch.Generator().manual_seed(8)
-    logits, masked_in, masked_out = (torch.randn(4, 5, generator=generator) for _ in range(3))
-    mask = torch.rand(4, 6, 7, generator=generator)
-    together = interpretation_scores(logits, masked_in, masked_out, mask)
-    assert set(together) == set(INTERPRETATION_METRICS)
-    for index in range(4):
-        alone = interpretation_scores(
-            logits[index : index + 1],
-            masked_in[index : index + 1],
-            masked_out[index : index + 1],
-            mask[index : index + 1],
+    logits, masked_in, masked_out, empty = (torch.randn(4, 5, generator=generator) for _ in range(4))
+    mask, log_mag = torch.rand(4, 6, 7, generator=generator), torch.rand(4, 6, 7, generator=generator)
+
+    def scores_of(rows):
+        output = types.SimpleNamespace(
+            logits=logits[rows],
+            logits_masked_in=masked_in[rows],
+            logits_masked_out=masked_out[rows],
+            logits_empty=empty[rows],
+            mask=mask[rows],
+            features=types.SimpleNamespace(log_mag=log_mag[rows]),
         )
-        for name in INTERPRETATION_METRICS:
-            assert alone[name].item() == pytest.approx(together[name][index].item(), abs=1e-5), name
+        return clip_scores(ClipScoring(output, None, None, None))
+
+    together = scores_of(slice(None))
+    expected = {"fid_in", "FF", "AI", "AD", "AG", "SPS", "COMP", "energy_kept", "silent_share"}
+    assert expected | {"empty_keeps_decision", "fid_in_beyond_empty"} == set(together)
+    for index in range(4):
+        alone = scores_of(slice(index, index + 1))
+        for name, values in together.items():
+            assert alone[name].item() == pytest.approx(values[index].item(), abs=1e-5), name
 
 
 LOSS_HPARAMS = {

@@ -33,11 +33,11 @@ from lmac.metrics import (
     input_sensitivity,
     profile_cosine,
     spearman_similarity,
-    trust_scores,
 )
 from lmac.models.families import FAMILIES, load_family
 from lmac.models.frozen_classifier import FrozenClassifier, randomised_classifier
-from lmac.training.brain import InterpreterBrain, warn_if_collapsed
+from lmac.scoring import MEASURES, ClipScoring, clip_scores, warn_if_collapsed
+from lmac.training.brain import InterpreterBrain
 
 SAMPLE_RATE = 16000
 
@@ -64,12 +64,28 @@ def test_energy_kept_is_the_share_of_the_waveforms_energy_the_interpretation_kee
     assert float(energy_kept(low_half, features.log_mag)) == pytest.approx(float(from_waveforms), abs=0.01)
 
 
+def scores_of(logits, logits_empty, mask, log_mag, logits_masked_in=None):
+    """The registered measures of a batch with no events and no sources (``scoring.clip_scores``)."""
+    masked_in = logits if logits_masked_in is None else logits_masked_in
+    output = types.SimpleNamespace(
+        logits=logits,
+        logits_masked_in=masked_in,
+        logits_masked_out=masked_in,
+        logits_empty=logits_empty,
+        mask=mask,
+        features=types.SimpleNamespace(log_mag=log_mag),
+    )
+    return clip_scores(ClipScoring(output, None, None, None))
+
+
 def test_silent_share_and_the_empty_reference_measures_follow_their_definitions():
     logits = torch.tensor([[3.0, 0.0], [0.0, 3.0], [0.0, 3.0]])
     logits_empty = torch.tensor([[3.0, 0.0], [3.0, 0.0], [0.0, 3.0]])  # silence keeps the first and third decisions
     log_mag = torch.ones(3, 4, 5)
     mask = torch.stack([torch.zeros(4, 5), torch.ones(4, 5), torch.full((4, 5), 0.5)])
-    scores = trust_scores(logits, logits_empty, torch.tensor([1.0, 1.0, 0.0]), mask, log_mag)
+    masked_in = torch.tensor([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0]])  # keeps the first two decisions
+    scores = scores_of(logits, logits_empty, mask, log_mag, masked_in)
+    assert scores["fid_in"].tolist() == [1.0, 1.0, 0.0]
     expected_energy = [0.0, 1.0, float(np.expm1(0.5) ** 2 / np.expm1(1.0) ** 2)]
     assert scores["energy_kept"].tolist() == pytest.approx(expected_energy)
     assert scores["silent_share"].tolist() == [1.0, 0.0, 0.0]
@@ -484,7 +500,7 @@ def test_a_mean_normalised_input_reads_the_reference_and_a_level_change_through_
 
 
 def test_a_class_whose_masks_go_silent_and_lose_the_decision_is_named_in_validation(caplog):
-    from lmac.training.brain import class_collapse_stats, warn_of_collapsed_classes
+    from lmac.scoring import class_collapse_stats, warn_of_collapsed_classes
 
     per_class = {
         0: {"fid_in": 1.0, "silent_share": 0.0},
@@ -523,8 +539,6 @@ def test_event_fid_in_is_what_a_mask_exactly_on_the_event_keeps_with_the_removed
     def classify(log_mag):
         return torch.stack([log_mag[..., :2].sum(dim=(1, 2)), log_mag[..., 3:].sum(dim=(1, 2))], dim=1), ()
 
-    brain = type("Stub", (), {"classify": staticmethod(classify)})()
-    brain.input_from_log_mag = lambda log_mag, clip_log_mag=None: log_mag
     log_mag = torch.zeros(3, 4, 5)
     log_mag[:, :, :2] = 2.0  # every clip is loud in the low band: decision 0
     log_mag[:, :, 3:] = 1.0
@@ -540,8 +554,8 @@ def test_event_fid_in_is_what_a_mask_exactly_on_the_event_keeps_with_the_removed
         mask=torch.rand(3, 4, 5),
         reference=reference,
     )
-    kept = InterpreterBrain.event_mask_keeps_decision(brain, output, boxes)
-    assert kept.tolist() == [1.0, 0.0, 0.0]
+    clip = ClipScoring(output, lambda cells: classify(cells)[0], None, None, boxes=boxes)
+    assert MEASURES["event_fid_in"].score(clip).tolist() == [1.0, 0.0, 0.0]
 
 
 def test_a_near_silent_interpretation_localises_at_chance_whatever_its_faint_cells_hold():
@@ -550,7 +564,7 @@ def test_a_near_silent_interpretation_localises_at_chance_whatever_its_faint_cel
     on_the_box = box.float()
     masks = torch.stack([on_the_box[0], 1e-4 * on_the_box[1]])
     log_mag = torch.ones(2, 6, 8)
-    silent = trust_scores(torch.zeros(2, 2), torch.zeros(2, 2), torch.ones(2), masks, log_mag)["silent_share"]
+    silent = scores_of(torch.zeros(2, 2), torch.zeros(2, 2), masks, log_mag)["silent_share"]
     assert silent.tolist() == [0.0, 1.0]
     localisation = audible_localization(masks, box, silent)
     assert localisation.tolist() == pytest.approx([48 / 6, 1.0])  # the box holds 6 of the 48 cells

@@ -47,10 +47,8 @@ import lmac.recipes.train_nmf as train_nmf
 import lmac.reporting.comparison as comparison
 from lmac import HPARAMS_FOLDER
 from lmac.data.synthetic import generate
-from lmac.listening import LISTENING_SCORES
 from lmac.masking import masked_log_magnitudes
 from lmac.metrics import (
-    TRUST_METRICS,
     audible_localization,
     energy_kept,
     event_boxes,
@@ -59,6 +57,7 @@ from lmac.metrics import (
     near_silent,
     sparseness,
 )
+from lmac.scoring import measure_names
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
 
 logger = logging.getLogger(__name__)
@@ -66,24 +65,6 @@ logger = logging.getLogger(__name__)
 CLASSIFIER_HPARAMS = os.path.join(HPARAMS_FOLDER, "cnn14_classifier.yaml")
 LMAC_HPARAMS = os.path.join(HPARAMS_FOLDER, "lmac_cnn14.yaml")
 L2I_HPARAMS = os.path.join(HPARAMS_FOLDER, "l2i_cnn14.yaml")
-# L-MAC's scores in summary.json (the other class's gain is a class-conditional method's, which L-MAC is not).
-SUMMARY_KEYS = ("classifier_acc", "fid_in", "AI", "AD", "AG", "FF", "SPS", "COMP", *TRUST_METRICS, *LISTENING_SCORES)
-# What the fine-tuning is judged on, with noise mixed in (summary.json's in_domain and out_of_domain).
-NOISY_KEYS = (
-    "AD",
-    "AI",
-    "fid_in",
-    "SPS",
-    "localization_ratio",
-    "clean_energy_share",
-    "silent_share",
-    "sir_gain_db",
-    "sir_gain_6db_share",
-    "target_kept",
-    "rest_kept",
-    "unheard_share",
-    "ideal_mask_sir_gain_db",
-)
 # The synthetic clips' background: loud enough that the classifier errs on some test clips.
 DEMO_BACKGROUND_RMS = 0.8
 
@@ -305,7 +286,7 @@ def noisy_evaluations(data, runs):
     Returns
     -------
     dict
-        ``{"in_domain": {name: {key: value}}, "out_of_domain": {...}, "two_classes": {...}}`` with the ``NOISY_KEYS``.
+        ``{"in_domain": {name: {key: value}}, "out_of_domain": {...}, "two_classes": {...}}`` with the measures of the ``noisy`` view (``scoring.measure_names``).
     """
     conditions = {
         "in_domain": ("wham", wham_flags(data)),
@@ -322,7 +303,7 @@ def noisy_evaluations(data, runs):
             ) as file:
                 metrics = json.load(file)
             metrics["localization_ratio"] = metrics.pop("localization")
-            results[domain][name] = {key: metrics.get(key) for key in NOISY_KEYS}  # None: no clip has a value
+            results[domain][name] = {key: metrics.get(key) for key in measure_names("noisy")}  # None: no value
     return results
 
 
@@ -454,14 +435,22 @@ def summary_table(summary):
     return "\n".join(lines)
 
 
+def summary_measures(stats):
+    """L-MAC's measures of the ``summary`` view (``scoring.measure_names``) from its TEST ``stats``: ``{name: value}``,
+    None where no clip has a value."""
+    return {key: stats.get(key) for key in measure_names("summary")}
+
+
 def finetuning_table(noisy):
-    """``noisy_evaluations``' results as a markdown table: a row per domain and run, a column per ``NOISY_KEYS``."""
-    lines = ["| test fold | L-MAC | " + " | ".join(NOISY_KEYS) + " |", "|---|---|" + "---|" * len(NOISY_KEYS)]
+    """``noisy_evaluations``' results as a markdown table: a row per domain and run, a column per measure of the
+    ``noisy`` view."""
+    keys = measure_names("noisy")
+    lines = ["| test fold | L-MAC | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for domain, runs in noisy.items():
         for name, values in runs.items():
             lines.append(
                 f"| {domain.replace('_', ' ')} | {name} | "
-                + " | ".join("-" if values[key] is None else f"{values[key]:.3g}" for key in NOISY_KEYS)
+                + " | ".join("-" if values[key] is None else f"{values[key]:.3g}" for key in keys)
                 + " |"
             )
     return "\n".join(lines)
@@ -500,7 +489,7 @@ def main(argv=None):
         events = load_event_table(data["esc50_folder"])
         references = reference_scores(brain, datasets["test"], events, args.batch_size, args.seed)
     summary = {"classifier_acc": classifier_acc}
-    summary.update({key: brain.last_stage_stats.get(key) for key in SUMMARY_KEYS[1:]})  # None: no clip has a value
+    summary.update(summary_measures(brain.last_stage_stats))
     summary.update(references)
     finetuned = finetuning_flags(args, data, export)
     with timer("finetuning"):

@@ -51,13 +51,13 @@ from lmac.loading import (
 from lmac.methods import MASK_METHODS
 from lmac.metrics import load_event_table
 from lmac.reporting.comparison import (
-    COMPARISON_COLUMNS,
     REFERENCE_ROWS,
     report_test_interpretations,
     write_comparison,
     write_metrics,
 )
 from lmac.reporting.report import write_report
+from lmac.scoring import measure_names
 from lmac.training.device import end_distributed_run, set_weight_layout
 from lmac.training.lmac import LMAC
 
@@ -191,13 +191,13 @@ def compare_methods(hparams, run_opts, datasets, methods, events=None, mask_refe
     Returns
     -------
     dict of str to dict
-        Per method, the ``COMPARISON_COLUMNS`` it has.
+        Per method, the measures of the comparison (``scoring.measure_names``) it has.
     """
     table = {}
     for name, method in methods.items():
         logger.info("Comparison: evaluating %s.", name)
         stats = evaluate_test_fold(hparams, run_opts, datasets, method, events, mask_reference)
-        table[name] = {column: stats[column] for column in COMPARISON_COLUMNS if column in stats}
+        table[name] = {column: stats[column] for column in measure_names("comparison") if column in stats}
     condition = evaluation_condition(hparams)
     markdown = write_comparison(table, hparams["eval_folder"], condition)
     logger.info("Comparison on the test fold (%s):\n%s", condition, markdown)

@@ -15,7 +15,7 @@ writes, in ``<output_folder>/sweep_<fold>.json`` and ``.md``:
 
 - per family, condition (``--conditions``: the clean fold, WHAM!'s held-out
   noise at 0 dB, a clip of another class at 0 dB) and method: the listening
-  measures (``LISTENING``), their mean and spread over seeds and the worst seed.
+  measures (the registry's ``listening`` view), their mean and spread over seeds and the worst seed.
 
 ``--esc50_folder`` (with ``--wham_folder``) runs every seed on that data set
 instead of the seed's synthetic one: a set of real recordings
@@ -48,8 +48,8 @@ from lmac import REPOSITORY
 from lmac.checks import SettingError
 from lmac.cli import run_script
 from lmac.data.synthetic import generate
-from lmac.listening import AUDIBLE_GAIN_DB, OTHER_CLASS_SIR_GAIN
-from lmac.reporting.report import METRIC_DESCRIPTIONS
+from lmac.listening import AUDIBLE_GAIN_DB
+from lmac.scoring import MEASURES, measure_names
 
 logger = logging.getLogger(__name__)
 
@@ -86,17 +86,6 @@ PER_CLASS = (
 )
 # A class the classifier gets right on at least ``min_acc`` of its clips must keep Fid-In and stay audible on every seed.
 ROBUST_CLASS = {"min_acc": 0.75, "min_fid_in": 0.75, "max_silent_share": 0.25}
-# What a listener hears, per condition: the listening measures and how often the interpretation is near-silent.
-LISTENING = (
-    "sir_gain_db",
-    "sir_gain_6db_share",
-    "target_kept",
-    "rest_kept",
-    "silent_share",
-    "unheard_share",
-    "ideal_mask_sir_gain_db",
-    OTHER_CLASS_SIR_GAIN,
-)
 # The conditions a comparison runs in (``--conditions``): ``eval.py``'s flags of each, given the seed's data.
 CONDITIONS = {
     "clean": lambda data: [],
@@ -306,11 +295,15 @@ def read_json(path):
 
 
 def seed_results(eval_folder, conditions=("clean",)):
-    """One seed's results from its comparisons: per method the ``MEANS``, per class L-MAC's ``PER_CLASS`` (clean),
-    and per condition and method (the reference rows too) the ``LISTENING`` measures it has."""
+    """One seed's results from its comparisons: per method (of ``COMPARED``, those compared) the ``MEANS``, per class L-MAC's ``PER_CLASS`` (clean),
+    and per condition and method (the reference rows too) the measures of the ``listening`` view (``scoring.measure_names``) it has."""
     table = read_json(os.path.join(eval_folder, "comparison_clean.json"))["methods"]
     per_class = read_json(os.path.join(eval_folder, "clean", "metrics_clean_per_class.json"))
-    means = {method: {key: table[method][key] for key in MEANS if key in table[method]} for method in COMPARED}
+    means = {
+        method: {key: table[method][key] for key in MEANS if key in table[method]}
+        for method in COMPARED
+        if method in table
+    }
     classes = {name: {key: stats[key] for key in PER_CLASS if key in stats} for name, stats in per_class.items()}
     classifier = {key: table["lmac"].get(key) for key in CLASSIFIER_MEASURES}
     classifier["classifier_acc"] = read_json(os.path.join(eval_folder, "clean", "metrics_clean.json")).get("acc")
@@ -318,7 +311,7 @@ def seed_results(eval_folder, conditions=("clean",)):
     for condition in conditions:
         rows = read_json(os.path.join(eval_folder, f"comparison_{condition}.json"))["methods"]
         listening[condition] = {
-            method: {key: row[key] for key in LISTENING if key in row} for method, row in rows.items()
+            method: {key: row[key] for key in measure_names("listening") if key in row} for method, row in rows.items()
         }
     return {"methods": means, "classes": classes, "listening": listening, **classifier}
 
@@ -404,36 +397,36 @@ def family_summary(seeds):
 
 
 def listening_markdown(seeds):
-    """Per condition, a table of each method's ``LISTENING`` measures over the seeds: mean ± spread, and the worst
-    seed's value (the lowest, the highest for a measure where lower is better, ``METRIC_DESCRIPTIONS``), over the
+    """Per condition, a table of each method's measures of the ``listening`` view over the seeds: mean ± spread, and the worst
+    seed's value (the lowest, the highest for a measure where lower is better, ``scoring.MEASURES``), over the
     seeds that have one (named when not all: a seed whose every interpretation is unheard has no gain).
 
     Example
     -------
     >>> seeds = {"1": {"listening": {"wham": {"ig": {"sir_gain_db": 4.0}}}}, "2": {"listening": {"wham": {"ig": {}}}}}
     >>> [line for line in listening_markdown(seeds) if line.startswith("| ig")]
-    ['| ig | 4 ± 0; 4 (1 of 2 seeds) | - | - | - | - | - | - | - |']
+    ['| ig | - | 4 ± 0; 4 (1 of 2 seeds) | - | - | - | - | - | - |']
     """
-    lines = []
+    lines, keys = [], measure_names("listening")
     conditions = next(iter(seeds.values())).get("listening", {})
     for condition in conditions:
         methods = list(next(iter(seeds.values()))["listening"][condition])
         lines += [
             f"Listening, {condition} (mean ± spread; worst seed):",
             "",
-            "| method | " + " | ".join(LISTENING) + " |",
+            "| method | " + " | ".join(keys) + " |",
         ]
-        lines.append("|---" * (len(LISTENING) + 1) + "|")
+        lines.append("|---" * (len(keys) + 1) + "|")
         for method in methods:
             cells = []
-            for key in LISTENING:
+            for key in keys:
                 values = [seed["listening"][condition][method].get(key) for seed in seeds.values()]
                 values = [value for value in values if value is not None]
                 if not values:
                     cells.append("-")
                     continue
                 mean, spread = mean_and_spread(values)
-                worst = max(values) if METRIC_DESCRIPTIONS[key][1] == "lower" else min(values)
+                worst = max(values) if MEASURES[key].better == "lower" else min(values)
                 some = f" ({len(values)} of {len(seeds)} seeds)" if len(values) < len(seeds) else ""
                 cells.append(f"{mean:.3g} ± {spread:.2g}; {worst:.3g}{some}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")

@@ -36,7 +36,8 @@ from lmac.loading import (
     probe_log_magnitudes,
 )
 from lmac.metrics import load_event_table
-from lmac.training.brain import PER_CLASS_TEST_FILE, write_per_class
+from lmac.scoring import write_per_class
+from lmac.training.brain import PER_CLASS_TEST_FILE
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
 from lmac.training.device import end_distributed_run, set_weight_layout
 from lmac.training.lmac import CROSSCOR_TYPES, GUIDELOSS_TYPES, LMAC, MASKED_OUT_LOSSES

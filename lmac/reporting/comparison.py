@@ -6,29 +6,13 @@ import json
 import logging
 import os
 
-from lmac.listening import AUDIBLE_GAIN_DB, LISTENING_METRICS
+from lmac.listening import AUDIBLE_GAIN_DB
 from lmac.methods import AllOnesMask, EmptyMask
-from lmac.metrics import SILENT_ENERGY_SHARE, TRUST_METRICS
+from lmac.metrics import SILENT_ENERGY_SHARE
 from lmac.reporting.report import write_report
-from lmac.training.brain import COLLAPSE_SILENT_SHARE, write_per_class
+from lmac.scoring import COLLAPSE_SILENT_SHARE, measure_names, write_per_class
 
 logger = logging.getLogger(__name__)
-
-
-COMPARISON_COLUMNS = (
-    "AI",
-    "AD",
-    "AG",
-    "FF",
-    "fid_in",
-    "SPS",
-    "COMP",
-    "localization",
-    "event_fid_in",
-    *TRUST_METRICS,
-    *LISTENING_METRICS,
-    "seconds_per_clip",
-)
 
 
 # Masks whose classes' mean frequency profiles are this similar are called class-agnostic in a comparison.
@@ -70,7 +54,7 @@ def comparison_markdown(table):
     |---|---|---|
     | lmac | 50 | 1.25 |
     """
-    columns = [column for column in COMPARISON_COLUMNS if any(column in row for row in table.values())]
+    columns = [column for column in measure_names("comparison") if any(column in row for row in table.values())]
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for method, row in table.items():
         cells = [f"{row[column]:.4g}" if column in row else "" for column in columns]

@@ -7,90 +7,7 @@ or zipped elsewhere and opened offline.
 import html
 import os
 
-# What each metric says, and which way is better: (meaning, "higher" | "lower" | "").
-METRIC_DESCRIPTIONS = {
-    "loss": ("the interpreter's training objective", "lower"),
-    "fid_in": ("Fid-In: share of clips whose masked-in input keeps the classifier's decision", "higher"),
-    "FF": ("faithfulness: drop of the decision's probability when the mask is removed", "higher"),
-    "AI": ("average increase: % of clips whose masked-in input raises the decision's probability", "higher"),
-    "AD": ("average drop (%) of the decision's probability on the masked-in input", "lower"),
-    "AG": ("average gain (%) of the decision's probability on the masked-in input", "higher"),
-    "SPS": ("sparseness: Gini index of the mask (1 = a single cell)", "higher"),
-    "COMP": ("complexity: entropy of the mask", "lower"),
-    "acc": ("classifier accuracy against the true labels", ""),
-    "classifier_acc": ("classifier accuracy against the true labels", ""),
-    "in_masks": ("fine-tuning: share of clips whose masked-in input correlates with the clean clip", ""),
-    "localization": (
-        "mask mass inside the event's box / the box's share (1 = chance, as for a near-silent interpretation)",
-        "higher",
-    ),
-    "localization_ratio": ("mask mass inside the event's box / the box's share (1 = chance)", "higher"),
-    "clean_energy_share": (
-        "noisy input: mask mass on the clean sound's loud cells / their share (1 = chance)",
-        "higher",
-    ),
-    "seconds_per_clip": ("seconds per clip of the whole evaluation pass", "lower"),
-    "energy_kept": ("share of the input's energy the interpretation keeps", ""),
-    "silent_share": ("share of clips whose interpretation is near-silent (keeps under 1% of the energy)", "lower"),
-    "empty_keeps_decision": ("share of clips whose decision an empty mask (silence or the reference) already gets", ""),
-    "fid_in_beyond_empty": (
-        "share of clips whose masked-in input keeps the decision and the empty input does not",
-        "higher",
-    ),
-    "profile_cosine": (
-        "mean cosine between the classes' mean mask frequency profiles (1 = the same band for every class)",
-        "lower",
-    ),
-    "event_profile_cosine": (
-        "profile_cosine of the event boxes themselves: the value of masks exactly on the events",
-        "",
-    ),
-    "sensitivity_profile_cosine": (
-        "profile_cosine of the classifier's own sensitivity |d log q_c / d L| at the input, as a mask (1 = its decision moves with the same bands for every class)",
-        "",
-    ),
-    "event_energy_kept": ("share of the input's energy a mask exactly on the event box keeps", ""),
-    "event_silent_share": (
-        "share of clips whose event box itself keeps under 1% of the input's energy: silent_share a perfect localiser would score",
-        "",
-    ),
-    "event_fid_in": (
-        "share of clips whose decision a mask exactly on the event box keeps: a perfect localiser's Fid-In",
-        "",
-    ),
-    "sir_gain_db": (
-        "median gain (dB) of the decided sound over the rest, interpretation against input (0 = the all-ones mask; unheard ones not counted)",
-        "higher",
-    ),
-    "sir_gain_6db_share": (
-        "share of clips whose interpretation gains at least 6 dB (an unheard one does not)",
-        "higher",
-    ),
-    "target_kept": ("median share of the decided sound's energy that the interpretation plays", "higher"),
-    "rest_kept": (
-        "median share of the rest's energy (everything but the decided sound) that the interpretation plays",
-        "lower",
-    ),
-    "si_sdr_db": ("median scale-invariant SDR (dB) of the interpretation against the decided sound", "higher"),
-    "unheard_share": (
-        "share of clips whose interpretation plays under 1% of the decided sound's energy (20 dB under it): nothing of it is heard",
-        "lower",
-    ),
-    "ideal_mask_sir_gain_db": ("median sir_gain_db of the ideal binary mask: what a mask can reach on these clips", ""),
-    "other_class_sir_gain_db": (
-        "two classes mixed: median gain (dB) of the class not decided over the rest, in the method's interpretation of that class (class-conditional methods only)",
-        "higher",
-    ),
-    "randomisation_similarity": (
-        "rank correlation of the masks with those after re-drawing the classifier from the top down to the deepest block the decoder reads (1 = unchanged)",
-        "lower",
-    ),
-    "randomisation_floor": (
-        "rank correlation of the masks of two unrelated clips: the method's own prior, the floor of randomisation_similarity",
-        "",
-    ),
-    "l1_weight": ("the L1 weight in force (adapted when l1_rate > 0)", ""),
-}
+from lmac.scoring import measure_of
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -132,13 +49,12 @@ def metric_description(name):
     >>> metric_description("localization_ratio_all_ones_mask")[0].endswith("(1 = chance) (all ones mask)")
     True
     """
-    if name in METRIC_DESCRIPTIONS:
-        return METRIC_DESCRIPTIONS[name]
-    for metric in sorted(METRIC_DESCRIPTIONS, key=len, reverse=True):  # the longest metric name that fits
-        if name.startswith(f"{metric}_"):
-            meaning, better = METRIC_DESCRIPTIONS[metric]
-            return f"{meaning} ({name[len(metric) + 1 :].replace('_', ' ')})", better
-    return "", ""
+    known, measure = measure_of(name)
+    if measure is None:
+        return "", ""
+    if known == name:
+        return measure.meaning, measure.better
+    return f"{measure.meaning} ({name[len(known) + 1 :].replace('_', ' ')})", measure.better
 
 
 def _metrics_table(stats):

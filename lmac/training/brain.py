@@ -26,25 +26,31 @@ from speechbrain.utils.distributed import if_main_process
 
 from lmac.data.wham import MixedBatch
 from lmac.features import SpectralFeatures, spectral_features
-from lmac.listening import MEDIAN_SCORES, OTHER_CLASS_SIR_GAIN, listening_scores, other_class_parts, source_parts
+from lmac.listening import other_class_parts, source_parts
 from lmac.mask_references import SilenceReference
 from lmac.masking import crop_frames, inverted_interpretation, masked_log_magnitudes
 from lmac.metrics import (
     as_mask,
-    audible_localization,
     energy_kept,
-    event_box_scores,
     event_boxes,
     frequency_profile,
     input_sensitivity,
-    interpretation_scores,
     profile_cosine,
     spearman_similarity,
-    trust_scores,
 )
 from lmac.models.frozen_classifier import randomised_classifier
 from lmac.reporting.curves import save_training_curves
 from lmac.reporting.figures import save_spectrogram_figure
+from lmac.scoring import (
+    ClipScoring,
+    class_collapse_stats,
+    clip_scores,
+    per_class_means,
+    per_class_table,
+    stage_value,
+    warn_if_collapsed,
+    warn_of_collapsed_classes,
+)
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
 from lmac.training.device import CudaFedBrain, to_device
 
@@ -52,14 +58,6 @@ logger = logging.getLogger(__name__)
 
 # TEST's per-class statistics of a training run, beside its train_log.txt.
 PER_CLASS_TEST_FILE = "test_per_class.json"
-# A validation stage with at least this share of near-silent interpretations is reported as collapsed.
-COLLAPSE_SILENT_SHARE = 0.5
-# A class whose interpretations are at least COLLAPSE_SILENT_SHARE near-silent while its Fid-In is under this
-# has collapsed: its masks went silent and lost the decision.
-COLLAPSE_CLASS_FID_IN = 0.75
-# A class whose interpretations are mostly near-silent, whose decision the reference alone keeps on at least this
-# share of its clips, keeps its Fid-In through the reference only: a listener hears nothing of it.
-SILENT_BY_REFERENCE_SHARE = 0.5
 # The listening scores a saved clip's clip.json holds (``listening_scores``).
 SAVED_LISTENING_SCORES = ("sir_gain_db", "target_kept")
 # The feature modules (``features.Device*``) every interpreter brain holds next to its models.
@@ -265,44 +263,34 @@ class InterpreterBrain(CudaFedBrain):
         )
 
     def record_stage_outputs(self, output, batch, stage, extra_scores):
-        """Records the scores of a ``MaskedOutput`` and saves interpretations when it is time.
+        """Records the registered measures of a ``MaskedOutput`` (``scoring.clip_scores``) and ``extra_scores``,
+        more per-example ``[batch]`` scores of the interpreter (``in_masks`` of fine-tuning), and saves
+        interpretations when it is time.
 
-        The scores: the interpretation metrics and trust measures, ``acc``,
-        with ``events`` ``localization``, ``event_energy_kept`` (the energy
-        a mask exactly on the event box keeps: what ``energy_kept`` is worth
-        on this data) and ``event_silent_share`` (1 where that mask would
-        itself count as near-silent), and ``extra_scores``, more per-example ``[batch]``
-        scores (``in_masks`` of fine-tuning).
+        What the measures read beside the output: the labels (where they are
+        the classifier's classes), the event boxes (with ``events``), and in
+        TEST the input split into its sources (``source_parts``) and, for a
+        class-conditional method in a mixture of two classes, its mask of the
+        class not decided (``other_class_inputs``).
         """
-        scores = interpretation_scores(output.logits, output.logits_masked_in, output.logits_masked_out, output.mask)
-        scores.update(
-            trust_scores(output.logits, output.logits_empty, scores["fid_in"], output.mask, output.features.log_mag)
-        )
         labels = batch.class_string_encoded.data.squeeze(1)
-        if self.hparams.data_classes == self.hparams.n_classes:  # else the head's classes are not the data's
-            scores["acc"] = (output.logits.argmax(dim=1) == labels).float()
-        scores.update(extra_scores)
-        self.stage_profiles["mask"].append(frequency_profile(output.mask))
-        self.stage_profiles["sensitivity"].append(frequency_profile(as_mask(self.classifier_sensitivity(output))))
-        self.stage_profiles["classes"].append(labels)
-        if self.events is not None:
-            boxes = self.event_boxes(batch.id, output.mask.shape[1:], output.mask.device)
-            scores["localization"] = audible_localization(output.mask.detach().float(), boxes, scores["silent_share"])
-            scores.update(event_box_scores(boxes, output.features.log_mag))
-            scores["event_fid_in"] = self.event_mask_keeps_decision(output, boxes)
-            self.stage_profiles["event"].append(frequency_profile(boxes.float()))
         parts = self.source_parts(output, batch, labels) if stage == sb.Stage.TEST else None
-        if parts is not None:
-            scores.update(
-                listening_scores(
-                    output.mask,
-                    output.features.log_mag,
-                    parts,
-                    self.modules.compute_stft,
-                    self.modules.compute_istft,
-                )
-            )
-            scores.update(self.other_class_scores(output, batch, labels))
+        clip = ClipScoring(
+            output,
+            classify_log_mag=lambda log_mag: self.classify(self.input_from_log_mag(log_mag, output.features.log_mag))[
+                0
+            ],
+            compute_stft=self.modules.compute_stft,
+            compute_istft=self.modules.compute_istft,
+            labels=labels if self.hparams.data_classes == self.hparams.n_classes else None,
+            boxes=self.event_boxes(batch.id, output.mask.shape[1:], output.mask.device)
+            if self.events is not None
+            else None,
+            parts=parts,
+            **(self.other_class_inputs(output, batch, labels) if parts is not None else {}),
+        )
+        scores = {**clip_scores(clip), **extra_scores}
+        self.record_profiles(clip, labels)
         self.record_scores(scores, labels)
         if stage == sb.Stage.TEST:
             self.record_randomisation_similarity(output, labels)
@@ -313,24 +301,30 @@ class InterpreterBrain(CudaFedBrain):
             listening = {name: scores[name] for name in SAVED_LISTENING_SCORES if name in scores}
             self.save_interpretations(batch.id, output, labels, folder, parts, listening)
 
+    def record_profiles(self, clip, labels):
+        """Keeps the frequency profiles of the batch's masks, of the classifier's own sensitivity and, with events,
+        of the event boxes, for the stage's profile cosines."""
+        self.stage_profiles["mask"].append(frequency_profile(clip.mask))
+        self.stage_profiles["sensitivity"].append(frequency_profile(as_mask(self.classifier_sensitivity(clip.output))))
+        self.stage_profiles["classes"].append(labels)
+        if clip.boxes is not None:
+            self.stage_profiles["event"].append(frequency_profile(clip.boxes.float()))
+
     def source_parts(self, output, batch, labels):
         """``listening.source_parts`` of the batch: its input split into the decided class's sound and the rest,
         from what was mixed in and, where the data keeps them, the clips' event stems (``event_sig``); or None."""
         return source_parts(output.mixed, event_stems(batch), labels, output.logits.argmax(dim=1))
 
-    def other_class_scores(self, output, batch, labels):
-        """In a mixture of two classes, for a class-conditional method, ``OTHER_CLASS_SIR_GAIN``: the gain of its mask
-        of the class *not* decided, with that class's sound as the target (``listening.other_class_parts``); ``{}``
-        for other inputs and methods."""
+    def other_class_inputs(self, output, batch, labels):
+        """In a mixture of two classes, for a class-conditional method, ``ClipScoring``'s ``other_class_mask`` (its
+        mask of the class *not* decided) and ``other_parts`` (the input split for that class,
+        ``listening.other_class_parts``); ``{}`` for other inputs and methods."""
         method = self.current_mask_method()
         parts, classes = other_class_parts(output.mixed, event_stems(batch), labels, output.logits.argmax(dim=1))
         if parts is None or not method.class_conditional:
             return {}
         mask = method.mask_for_classes(output.features, output.logits, output.feature_maps, classes).detach()
-        scores = listening_scores(
-            mask, output.features.log_mag, parts, self.modules.compute_stft, self.modules.compute_istft
-        )
-        return {OTHER_CLASS_SIR_GAIN: scores["sir_gain_db"]}
+        return {"other_class_mask": mask, "other_parts": parts}
 
     def classifier_sensitivity(self, output):
         """``metrics.input_sensitivity`` of the classifier at the clips of ``output``, for its decisions:
@@ -345,18 +339,6 @@ class InterpreterBrain(CudaFedBrain):
         return input_sensitivity(log_mag, logits_of, output.logits.argmax(dim=1))
 
     @torch.no_grad()
-    def event_mask_keeps_decision(self, output, boxes):
-        """``event_fid_in`` per clip: 1 where a mask exactly on the clip's event box (``[batch, frames', freq]``,
-        boolean), its other cells filled with ``output.reference``, keeps the classifier's decision; ``[batch]``.
-
-        What a perfect localiser's Fid-In is worth: where it is low, the
-        classifier does not decide from the event alone, and a faithful mask
-        has to keep more than the event.
-        """
-        masked_in, _ = masked_log_magnitudes(boxes.to(output.mask.dtype), output.features.log_mag, output.reference)
-        logits, _ = self.classify(self.input_from_log_mag(masked_in, output.features.log_mag))
-        return (logits.argmax(dim=1) == output.logits.argmax(dim=1)).float()
-
     def event_boxes(self, ids, shape, device):
         """Boolean ``[batch, *shape]`` event boxes of the clips ``ids`` in ``self.events``, on ``device``."""
         boxes = event_boxes(
@@ -481,7 +463,7 @@ class InterpreterBrain(CudaFedBrain):
             if self.stage_profiles[kind]
         }
         whole_stage = {**cosines, **self.stage_values}
-        class_means, class_counts = per_class_means(scores, classes, n_classes, MEDIAN_SCORES)  # [names, n_classes]
+        class_means, class_counts = per_class_means(scores, classes, n_classes)  # [names, n_classes]
         overall = torch.stack([*(stage_value(name, scores[name]) for name in names), *whole_stage.values()])
         values = torch.cat([overall, class_means.flatten(), class_counts.flatten()]).tolist()  # one host copy
         # A score no clip has a value of (every interpretation near-silent) is left out.
@@ -623,206 +605,6 @@ class InterpreterBrain(CudaFedBrain):
                 self.saved_per_class[label] += 1
                 chosen.append(position)
         return chosen
-
-
-def warn_if_collapsed(stats, epoch):
-    """Warns when a validation stage's ``silent_share`` reaches ``COLLAPSE_SILENT_SHARE``; returns True then.
-
-    The masks have collapsed towards the empty mask: the interpretations are
-    near-silent, whatever Fid-In says.
-    """
-    if stats.get("silent_share", 0.0) < COLLAPSE_SILENT_SHARE:
-        return False
-    logger.warning(
-        "Epoch %s: the masks have collapsed: %.0f%% of the validation interpretations keep under 1%% of the "
-        "input's energy (energy_kept %.3f, Fid-In %.2f, fid_in_beyond_empty %.2f). They are near-silent; see "
-        "docs/method.md (Trust measures) for what to change.",
-        epoch,
-        100 * stats["silent_share"],
-        stats["energy_kept"],
-        stats["fid_in"],
-        stats["fid_in_beyond_empty"],
-    )
-    return True
-
-
-def collapsed_classes(per_class_stats):
-    """The classes (indices) whose interpretations are mostly near-silent (``silent_share >= COLLAPSE_SILENT_SHARE``)
-    while their Fid-In is under ``COLLAPSE_CLASS_FID_IN``.
-
-    Example
-    -------
-    >>> collapsed_classes({0: {"fid_in": 1.0, "silent_share": 0.0}, 1: {"fid_in": 0.125, "silent_share": 0.875}})
-    [1]
-    """
-    return [
-        label
-        for label, stats in per_class_stats.items()
-        if stats.get("silent_share", 0.0) >= COLLAPSE_SILENT_SHARE and stats.get("fid_in", 1.0) < COLLAPSE_CLASS_FID_IN
-    ]
-
-
-def silent_by_reference_classes(per_class_stats):
-    """The classes (indices) whose interpretations are mostly near-silent while their Fid-In stays high because the
-    reference alone keeps their decision (``empty_keeps_decision >= SILENT_BY_REFERENCE_SHARE``).
-
-    Example
-    -------
-    >>> silent_by_reference_classes({0: {"fid_in": 1.0, "silent_share": 0.875, "empty_keeps_decision": 1.0},
-    ...                              1: {"fid_in": 1.0, "silent_share": 0.875, "empty_keeps_decision": 0.0}})
-    [0]
-    """
-    return [
-        label
-        for label, stats in per_class_stats.items()
-        if stats.get("silent_share", 0.0) >= COLLAPSE_SILENT_SHARE
-        and stats.get("fid_in", 0.0) >= COLLAPSE_CLASS_FID_IN
-        and stats.get("empty_keeps_decision", 0.0) >= SILENT_BY_REFERENCE_SHARE
-    ]
-
-
-def class_collapse_stats(per_class_stats):
-    """``worst_class_fid_in`` (the lowest per-class Fid-In) and ``collapsed_classes`` (how many ``collapsed_classes``)
-    of a stage's per-class table; nothing for a stage without Fid-In.
-
-    Example
-    -------
-    >>> class_collapse_stats({0: {"fid_in": 1.0, "silent_share": 0.0}, 1: {"fid_in": 0.125, "silent_share": 0.875}})
-    {'worst_class_fid_in': 0.125, 'collapsed_classes': 1}
-    """
-    fid_in = [stats["fid_in"] for stats in per_class_stats.values() if "fid_in" in stats]
-    if not fid_in:
-        return {}
-    return {"worst_class_fid_in": min(fid_in), "collapsed_classes": len(collapsed_classes(per_class_stats))}
-
-
-def warn_of_collapsed_classes(per_class_stats, epoch, class_names=None):
-    """Warns, naming them, of the classes whose validation interpretations have collapsed (``collapsed_classes``)
-    and of those that are silent but keep their decision through the reference alone
-    (``silent_by_reference_classes``); returns the indices of both, in that order."""
-    collapsed = collapsed_classes(per_class_stats)
-    if collapsed:
-        logger.warning(
-            "Epoch %s: the interpretations of %d class(es) have collapsed to silence and lost the decision: %s. "
-            "Listen to them; see docs/method.md (Trust measures).",
-            epoch,
-            len(collapsed),
-            described_classes(collapsed, per_class_stats, class_names),
-        )
-    silent = silent_by_reference_classes(per_class_stats)
-    if silent:
-        logger.warning(
-            "Epoch %s: the interpretations of %d class(es) are near-silent and keep the decision only because the "
-            "reference alone does: %s. A listener hears nothing of them; see docs/method.md (Trust measures).",
-            epoch,
-            len(silent),
-            described_classes(silent, per_class_stats, class_names),
-        )
-    return collapsed + silent
-
-
-def described_classes(labels, per_class_stats, class_names):
-    """The classes ``labels``, each named (``class_names``, else its index) with its numbers in words."""
-    return ", ".join(
-        f"{class_names[label] if class_names else label} ({collapse_description(per_class_stats[label])})"
-        for label in labels
-    )
-
-
-def collapse_description(stats):
-    """A collapsed class's numbers in words: Fid-In, near-silent share, what the reference alone keeps
-    (``empty_keeps_decision``) and, with events, what a mask exactly on the event keeps (``event_fid_in``).
-
-    Example
-    -------
-    >>> collapse_description({"fid_in": 0.125, "silent_share": 0.875, "empty_keeps_decision": 0.125, "event_fid_in": 0.0})
-    'Fid-In 0.12, 88% near-silent; the reference alone keeps 12% of its decisions; a mask exactly on its event keeps 0% of them'
-    """
-    words = f"Fid-In {stats['fid_in']:.2f}, {100 * stats['silent_share']:.0f}% near-silent"
-    if "empty_keeps_decision" in stats:
-        words += f"; the reference alone keeps {100 * stats['empty_keeps_decision']:.0f}% of its decisions"
-    if "event_fid_in" in stats:
-        words += f"; a mask exactly on its event keeps {100 * stats['event_fid_in']:.0f}% of them"
-    return words
-
-
-def stage_value(name, values):
-    """A score's value over the stage's clips ``[clips]`` (NaN: the clip has none): the median of the clips with a
-    value for ``MEDIAN_SCORES``, else their mean; NaN when no clip has one. A 0-d tensor.
-
-    Example
-    -------
-    >>> values = torch.tensor([1.0, float("nan"), 2.0, 9.0])
-    >>> stage_value("sir_gain_db", values).item(), stage_value("fid_in", values).item()
-    (2.0, 4.0)
-    """
-    if name in MEDIAN_SCORES:
-        return values.nanmedian()
-    return values.nanmean()
-
-
-def per_class_means(scores, classes, n_classes, medians=frozenset()):
-    """The mean (the median for the names in ``medians``) of every score per class over the clips with a value
-    (not NaN), and how many those are; no host read.
-
-    Arguments
-    ---------
-    scores, classes : dict of str to torch.Tensor
-        Per score name, the ``[clips]`` values and the clips' ``[clips]`` class indices (below ``n_classes``).
-    n_classes : int
-    medians : set of str
-
-    Returns
-    -------
-    means, counts : torch.Tensor
-        ``[len(scores), n_classes]`` each, rows in the order of ``scores``; a mean is 0 where its count is.
-
-    Example
-    -------
-    >>> values = {"AD": torch.tensor([1.0, 3.0, float("nan"), 8.0]), "sir_gain_db": torch.tensor([1.0, 2.0, 3.0, 10.0])}
-    >>> means, counts = per_class_means(values, dict.fromkeys(values, torch.tensor([0, 0, 1, 1])), 2, {"sir_gain_db"})
-    >>> means.tolist(), counts.tolist()
-    ([[2.0, 8.0], [1.0, 3.0]], [[2.0, 1.0], [2.0, 2.0]])
-    """
-    means, counts = [], []
-    for name, values in scores.items():
-        present = ~values.isnan()
-        count = torch.zeros(n_classes, dtype=values.dtype, device=values.device)
-        count.index_add_(0, classes[name], present.to(values.dtype))
-        if name in medians:
-            mean = torch.stack([values[classes[name] == label].nanmedian() for label in range(n_classes)])
-            mean = torch.where(count > 0, mean, 0.0)
-        else:
-            total = torch.zeros(n_classes, dtype=values.dtype, device=values.device)
-            mean = total.index_add_(0, classes[name], torch.where(present, values, 0.0)) / count.clamp_min(1)
-        means.append(mean)
-        counts.append(count)
-    return torch.stack(means), torch.stack(counts)
-
-
-def per_class_table(names, means, counts, n_classes):
-    """``{class index: {name: mean}}`` from ``per_class_means``' flattened host values, classes with clips only.
-
-    Example
-    -------
-    >>> per_class_table(["AD", "fid_in"], [5.0, 2.0, 0.0, 1.0], [1, 2, 0, 3], 2)  # fid_in has no clip of class 0
-    {0: {'AD': 5.0}, 1: {'AD': 2.0, 'fid_in': 1.0}}
-    """
-    table = {}
-    for row, name in enumerate(names):
-        for label in range(n_classes):
-            if counts[row * n_classes + label] > 0:
-                table.setdefault(label, {})[name] = means[row * n_classes + label]
-    return dict(sorted(table.items()))
-
-
-def write_per_class(per_class_stats, class_names, path):
-    """Writes ``per_class_means``' table as JSON at ``path``, keyed by class name; returns the named table."""
-    named = {class_names[index]: stats for index, stats in per_class_stats.items()}
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump(named, file, indent=2)
-    return named
 
 
 def randomisation_cascade(classifier, method, layers, seed):
