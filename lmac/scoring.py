@@ -50,6 +50,39 @@ COLLAPSE_CLASS_FID_IN = 0.75
 SILENT_BY_REFERENCE_SHARE = 0.5
 
 
+class ClassifierScores:
+    """The scores that depend only on the frozen classifier and the clip, kept per clip id once computed, so that
+    every VALID epoch and every method of a comparison reads them instead of computing them again.
+
+    Only for inputs that are the clips themselves: a mixture is drawn again
+    each time, and its scores with it.
+
+    Example
+    -------
+    >>> shared, calls = ClassifierScores(), []
+    >>> def compute():
+    ...     calls.append(1)
+    ...     return {"twice": 2 * torch.arange(2.0)}
+    >>> [shared.values(["a", "b"], ("twice",), compute)["twice"].tolist() for _ in range(2)], len(calls)
+    ([[0.0, 2.0], [0.0, 2.0]], 1)
+    >>> shared.values(["b", "a"], ("twice",), compute)["twice"].tolist(), len(calls)
+    ([2.0, 0.0], 1)
+    """
+
+    def __init__(self):
+        self.kept = {}  # clip id to {name: value}
+
+    def values(self, ids, names, compute):
+        """``{name: [batch, ...]}`` of ``names`` for the clips ``ids``: the kept values where every clip has them,
+        else ``compute()``'s, then kept. Nothing is read on the host."""
+        if all(all(name in self.kept.get(clip_id, {}) for name in names) for clip_id in ids):
+            return {name: torch.stack([self.kept[clip_id][name] for clip_id in ids]) for name in names}
+        values = compute()
+        for row, clip_id in enumerate(ids):
+            self.kept.setdefault(clip_id, {}).update((name, value[row]) for name, value in values.items())
+        return values
+
+
 @dataclasses.dataclass
 class ClipScoring:
     """What the per-clip measures of one batch read; each shared piece is computed once, when first read.
@@ -66,6 +99,10 @@ class ClipScoring:
     ``[batch, frames', freq]`` to the frozen classifier's logits, in the clips'
     normalisation: the measures that ask the classifier receive it here.
     ``compute_stft`` and ``compute_istft`` are the interpreter's transforms.
+    ``ids`` are the clips' ids and ``classifier_scores`` a ``ClassifierScores``
+    (only where the input is the clips themselves): with both, the measures
+    that depend only on the classifier and the clip
+    (``Measure.classifier_only``) are computed once per clip (``shared``).
     """
 
     output: object
@@ -77,6 +114,15 @@ class ClipScoring:
     parts: object = None
     other_class_mask: torch.Tensor | None = None
     other_parts: object = None
+    ids: list | None = None
+    classifier_scores: ClassifierScores | None = None
+
+    def shared(self, names, compute):
+        """``compute()``'s ``{name: [batch, ...]}`` of ``names``, which depend only on the classifier and the clip:
+        computed once per clip when the batch has ``ids`` and ``classifier_scores``."""
+        if self.ids is None or self.classifier_scores is None:
+            return compute()
+        return self.classifier_scores.values(self.ids, names, compute)
 
     @property
     def mask(self):
@@ -147,7 +193,8 @@ class Measure:
     """One measure: its meaning, which way is better (``"higher"``, ``"lower"`` or ``""``), how a stage sums its
     clips up (``"mean"`` or ``"median"`` over the clips with a value), the ``ClipScoring`` fields it needs (not
     None), the tables it appears in (``VIEWS``) and ``score``, its per-clip function of a ``ClipScoring`` to a
-    ``[batch]`` tensor (NaN: the clip has no value), or None where other code records it."""
+    ``[batch]`` tensor (NaN: the clip has no value), or None where other code records it. ``classifier_only``:
+    it depends only on the classifier and the clip, so it is computed once per clip (``ClipScoring.shared``)."""
 
     meaning: str
     better: str = ""
@@ -155,6 +202,7 @@ class Measure:
     needs: tuple = ()
     shown_in: tuple = ("comparison", "summary")
     score: Callable | None = None
+    classifier_only: bool = False
 
 
 def _listening(name, meaning, better="", summary="median", shown_in=("comparison", "summary", "noisy", "listening")):
@@ -206,6 +254,7 @@ MEASURES = {
         needs=("boxes",),
         shown_in=("comparison",),
         score=ClipScoring.event_mask_keeps_decision,
+        classifier_only=True,
     ),
     "event_energy_kept": Measure(
         "share of the input's energy a mask exactly on the event box keeps",
@@ -361,12 +410,16 @@ def measure_of(name):
 
 
 def clip_scores(clip):
-    """Every registered per-clip measure whose needs ``clip`` has: ``{name: [batch]}``, in the registry's order."""
-    return {
-        name: measure.score(clip)
+    """Every registered per-clip measure whose needs ``clip`` has: ``{name: [batch]}``, in the registry's order; the
+    ``classifier_only`` ones computed once per clip (``ClipScoring.shared``)."""
+    measures = {
+        name: measure
         for name, measure in MEASURES.items()
         if measure.score is not None and all(getattr(clip, need) is not None for need in measure.needs)
     }
+    shared_names = tuple(name for name, measure in measures.items() if measure.classifier_only)
+    shared = clip.shared(shared_names, lambda: {name: measures[name].score(clip) for name in shared_names})
+    return {name: shared[name] if name in shared else measure.score(clip) for name, measure in measures.items()}
 
 
 def stage_value(name, values):

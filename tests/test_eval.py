@@ -158,7 +158,16 @@ def test_a_new_measure_is_one_registry_entry_and_reaches_the_comparison_the_repo
         "the loudest cell of the mask", "higher", shown_in=scoring.VIEWS, score=lambda clip: clip.mask.amax(dim=(1, 2))
     )
     monkeypatch.setitem(scoring.MEASURES, "loudest_cell", loudest)
+    batches = []  # a classifier-only measure is computed once per clip, for every method of the comparison
+
+    def decided(clip):
+        batches.append(clip.ids)
+        return clip.decisions.float()
+
+    shared = scoring.Measure("the decision", shown_in=(), score=decided, classifier_only=True)
+    monkeypatch.setitem(scoring.MEASURES, "decided", shared)
     lmac_eval.main([HPARAMS, *trained["flags"], "--eval_folder", str(tmp_path), "--compare", "lmac"])
+    assert len(batches) == 1 and len(batches[0]) == 2  # one batch of the 2 test clips, three methods
     table = read_json(tmp_path / "comparison_clean.json")["methods"]
     assert table["all_ones_mask"]["loudest_cell"] == 1.0 and table["empty_mask"]["loudest_cell"] == 0.0
     assert 0 < table["lmac"]["loudest_cell"] <= 1  # a sigmoid's

@@ -57,7 +57,7 @@ from lmac.reporting.comparison import (
     write_metrics,
 )
 from lmac.reporting.report import write_report
-from lmac.scoring import measure_names
+from lmac.scoring import ClassifierScores, measure_names
 from lmac.training.device import end_distributed_run, set_weight_layout
 from lmac.training.lmac import LMAC
 
@@ -121,7 +121,7 @@ def methods_of(hparams):
     return list(dict.fromkeys(methods))
 
 
-def evaluate_test_fold(hparams, run_opts, datasets, method, events=None, mask_reference=None):
+def evaluate_test_fold(hparams, run_opts, datasets, method, events=None, mask_reference=None, classifier_scores=None):
     """Runs TEST with one method; writes metrics (overall and per class), interpretations and the report;
     returns the stats.
 
@@ -129,7 +129,8 @@ def evaluate_test_fold(hparams, run_opts, datasets, method, events=None, mask_re
     under ``eval_folder``, in a folder named after the condition. The stats
     include ``seconds_per_clip`` and, with ``events`` (``meta/events.csv``),
     ``localization``. Every method sees the same contamination (a fresh
-    stream of the same seed) and the same ``mask_reference``.
+    stream of the same seed) and the same ``mask_reference``; ``classifier_scores`` (``scoring.ClassifierScores``)
+    keeps the scores that depend only on the classifier and the clip for the next method.
     """
     condition = evaluation_condition(hparams)
     folder = os.path.join(method.results_folder(hparams["eval_folder"]), condition)
@@ -140,6 +141,7 @@ def evaluate_test_fold(hparams, run_opts, datasets, method, events=None, mask_re
         noise_stream=make_overlap(hparams, datasets["test"]),
         events=events,
         mask_reference=mask_reference,
+        classifier_scores=classifier_scores,
     )
     start = time.perf_counter()
     brain.evaluate(datasets["test"], test_loader_kwargs=hparams["test_dataloader_options"])
@@ -162,7 +164,7 @@ def build_methods(hparams, names):
     return {name: build_method(hparams, name) for name in names}
 
 
-def make_brain(hparams, run_opts, method, noise_stream=None, events=None, mask_reference=None):
+def make_brain(hparams, run_opts, method, noise_stream=None, events=None, mask_reference=None, classifier_scores=None):
     """An ``LMAC`` brain whose masks are ``method``'s (a built ``MaskMethod``), its weights laid out for it.
 
     The models are the configuration's, already loaded (``load_classifier``, ``build_methods``).
@@ -175,6 +177,7 @@ def make_brain(hparams, run_opts, method, noise_stream=None, events=None, mask_r
         noise_stream=noise_stream,
         events=events,
         mask_reference=mask_reference,
+        classifier_scores=classifier_scores,
     )
     set_weight_layout(brain.modules, forward_only=method.forward_only)
     return brain
@@ -193,11 +196,15 @@ def compare_methods(hparams, run_opts, datasets, methods, events=None, mask_refe
     dict of str to dict
         Per method, the measures of the comparison (``scoring.measure_names``) it has.
     """
-    table = {}
-    for name, method in methods.items():
+    shared = ClassifierScores()
+    stats = {}
+    # The reference rows first: their pass computes the scores every method shares, so that the methods'
+    # seconds_per_clip count their own work.
+    for name in sorted(methods, key=lambda name: name not in REFERENCE_ROWS):
         logger.info("Comparison: evaluating %s.", name)
-        stats = evaluate_test_fold(hparams, run_opts, datasets, method, events, mask_reference)
-        table[name] = {column: stats[column] for column in measure_names("comparison") if column in stats}
+        stats[name] = evaluate_test_fold(hparams, run_opts, datasets, methods[name], events, mask_reference, shared)
+    columns = measure_names("comparison")
+    table = {name: {column: stats[name][column] for column in columns if column in stats[name]} for name in methods}
     condition = evaluation_condition(hparams)
     markdown = write_comparison(table, hparams["eval_folder"], condition)
     logger.info("Comparison on the test fold (%s):\n%s", condition, markdown)

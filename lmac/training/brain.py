@@ -42,6 +42,7 @@ from lmac.models.frozen_classifier import randomised_classifier
 from lmac.reporting.curves import save_training_curves
 from lmac.reporting.figures import save_spectrogram_figure
 from lmac.scoring import (
+    ClassifierScores,
     ClipScoring,
     class_collapse_stats,
     clip_scores,
@@ -134,12 +135,24 @@ class InterpreterBrain(CudaFedBrain):
         metrics (``mask_reference``); None: silence.
     class_names : list of str or None
         Name of each class index, for the warnings; None: the indices.
+    classifier_scores : scoring.ClassifierScores or None
+        Where the scores that depend only on the classifier and the clip are kept (shared by the methods of a
+        comparison); None: a new one, shared by this interpreter's stages. Read only without ``noise_stream``.
     """
 
     def __init__(
-        self, *args, mask_method=None, noise_stream=None, events=None, mask_reference=None, class_names=None, **kwargs
+        self,
+        *args,
+        mask_method=None,
+        noise_stream=None,
+        events=None,
+        mask_reference=None,
+        class_names=None,
+        classifier_scores=None,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.classifier_scores = classifier_scores if classifier_scores is not None else ClassifierScores()
         self.class_names = class_names
         self.mask_method = mask_method
         self.noise_stream = noise_stream
@@ -287,6 +300,8 @@ class InterpreterBrain(CudaFedBrain):
             if self.events is not None
             else None,
             parts=parts,
+            ids=batch.id,
+            classifier_scores=self.classifier_scores if self.noise_stream is None else None,  # a mixture is drawn anew
             **(self.other_class_inputs(output, batch, labels) if parts is not None else {}),
         )
         scores = {**clip_scores(clip), **extra_scores}
@@ -305,7 +320,11 @@ class InterpreterBrain(CudaFedBrain):
         """Keeps the frequency profiles of the batch's masks, of the classifier's own sensitivity and, with events,
         of the event boxes, for the stage's profile cosines."""
         self.stage_profiles["mask"].append(frequency_profile(clip.mask))
-        self.stage_profiles["sensitivity"].append(frequency_profile(as_mask(self.classifier_sensitivity(clip.output))))
+        sensitivity = clip.shared(
+            ("sensitivity_profile",),
+            lambda: {"sensitivity_profile": frequency_profile(as_mask(self.classifier_sensitivity(clip.output)))},
+        )
+        self.stage_profiles["sensitivity"].append(sensitivity["sensitivity_profile"])
         self.stage_profiles["classes"].append(labels)
         if clip.boxes is not None:
             self.stage_profiles["event"].append(frequency_profile(clip.boxes.float()))
