@@ -10,7 +10,10 @@ on synthetic data with WHAM! noise, it measures:
   masked-out inputs, and forward on the empty mask's input where the step
   reads it (``needs_empty_logits``); with backward for training, without for evaluation;
 - step / floor for train and eval, and the share of step time spent waiting
-  for data (clips and WHAM! noise).
+  for data (clips and WHAM! noise);
+- the scorer's share of the eval step: the seconds of ``record_stage_outputs``
+  (every registered measure, the profiles and the model-randomisation cascade),
+  apart from the method's masks and the classifier passes.
 
 It prints a table and writes JSON::
 
@@ -210,13 +213,27 @@ def _no_grad(function, *args):
         return function(*args)
 
 
+def timing_scores(brain):
+    """Wraps ``brain.record_stage_outputs`` so that each call's seconds are appended to the list it returns."""
+    record, seconds = brain.record_stage_outputs, []
+
+    def timed_record(*args, **kwargs):
+        taken, _ = timed(lambda: record(*args, **kwargs))
+        seconds.append(taken)
+
+    brain.record_stage_outputs = timed_record
+    return seconds
+
+
 def measure_steps(brain, noise, loader, iterations, train):
-    """Median step seconds, median floor seconds, the data-wait share over ``iterations`` batches, and syncs per step.
+    """Median step seconds, median floor seconds, the data-wait share over ``iterations`` batches, syncs per step and
+    the scorer's share of the step (evaluation only; None in training).
 
     The synchronisations are counted on one more step, untimed, on CUDA
     only (None elsewhere).
     """
     steps, floors, waits = [], [], []
+    scoring = None if train else timing_scores(brain)
     batches = _forever(loader)
     brain.modules.train() if train else brain.modules.eval()
     brain.on_stage_start(sb.Stage.TRAIN if train else sb.Stage.TEST)
@@ -231,13 +248,14 @@ def measure_steps(brain, noise, loader, iterations, train):
         waits.append(loader_wait + noise.waited)
         floors.append(floor_times(brain, batch, train))
     steps, floors, waits = steps[1:], floors[1:], waits[1:]
+    scoring_share = None if scoring is None else sum(scoring[1 : iterations + 1]) / sum(steps)
     syncs = None
     if torch.device(brain.device).type == "cuda":
         batch = next(batches)
         syncs = count_synchronisations(
             (lambda: brain.fit_batch(batch)) if train else (lambda: brain.evaluate_batch(batch, sb.Stage.TEST))
         )
-    return statistics.median(steps), statistics.median(floors), sum(waits) / sum(steps), syncs
+    return statistics.median(steps), statistics.median(floors), sum(waits) / sum(steps), syncs, scoring_share
 
 
 def interpretation_latency(brain, folder):
@@ -291,9 +309,9 @@ def run(
     data = generate(data_folder, n_classes=10, clips_per_class=clips_per_class, noise_files=(10, 2, 2), seed=11)
     with tempfile.TemporaryDirectory() as scratch:
         brain, noise, loader = build(config, data, scratch, batch_size, num_workers, device, precision, family)
-        train_step, train_floor, train_wait, train_syncs = measure_steps(brain, noise, loader, iterations, train=True)
+        train_step, train_floor, train_wait, train_syncs, _ = measure_steps(brain, noise, loader, iterations, True)
         set_weight_layout(brain.modules, forward_only=True)  # as eval.py and the test after training run
-        eval_step, eval_floor, eval_wait, eval_syncs = measure_steps(brain, noise, loader, iterations, train=False)
+        eval_step, eval_floor, eval_wait, eval_syncs, scoring = measure_steps(brain, noise, loader, iterations, False)
         latency, latency_with_outputs = interpretation_latency(brain, scratch)
     return {
         "config": config,
@@ -311,6 +329,7 @@ def run(
         "eval_floor_s_per_clip": eval_floor / batch_size,
         "eval_step_over_floor": eval_step / eval_floor,
         "eval_data_wait_share": eval_wait,
+        "eval_scoring_share": scoring,
         "interpret_5s_latency_s": latency,
         "interpret_5s_with_outputs_s": latency_with_outputs,
         "peak_memory_mb": peak_memory_mb(),
