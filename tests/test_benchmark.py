@@ -19,6 +19,7 @@ KEYS = (
     "eval_step_over_floor",
     "eval_data_wait_share",
     "eval_scoring_share",
+    "eval_randomisation_share",
     "interpret_5s_latency_s",
     "interpret_5s_with_outputs_s",
     "peak_memory_mb",
@@ -54,6 +55,7 @@ def test_the_benchmark_reports_every_measure(tmp_path):
     assert written["train_step_s_per_clip"] > 0 and written["train_floor_s_per_clip"] > 0
     assert 0 <= written["train_data_wait_share"] < 1 and 0 <= written["eval_data_wait_share"] < 1
     assert 0 < written["eval_scoring_share"] < 1  # the scorer is part of the evaluation step, not all of it
+    assert 0 < written["eval_randomisation_share"] < written["eval_scoring_share"]  # the cascade, part of the scorer
     assert written["interpret_5s_with_outputs_s"] >= written["interpret_5s_latency_s"]
 
 

@@ -13,7 +13,9 @@ on synthetic data with WHAM! noise, it measures:
   for data (clips and WHAM! noise);
 - the scorer's share of the eval step: the seconds of ``record_stage_outputs``
   (every registered measure, the profiles and the model-randomisation cascade),
-  apart from the method's masks and the classifier passes.
+  apart from the method's masks and the classifier passes; and the cascade's
+  share alone (``record_randomisation_similarity``, on the first
+  ``randomisation_clips`` test clips only, where the benchmark's batches fall).
 
 It prints a table and writes JSON::
 
@@ -213,27 +215,30 @@ def _no_grad(function, *args):
         return function(*args)
 
 
-def timing_scores(brain):
-    """Wraps ``brain.record_stage_outputs`` so that each call's seconds are appended to the list it returns."""
-    record, seconds = brain.record_stage_outputs, []
+def timing_calls(brain, name):
+    """Wraps the method ``name`` of ``brain`` so that each call's seconds are appended to the list it returns."""
+    method, seconds = getattr(brain, name), []
 
-    def timed_record(*args, **kwargs):
-        taken, _ = timed(lambda: record(*args, **kwargs))
+    def timed_method(*args, **kwargs):
+        taken, result = timed(lambda: method(*args, **kwargs))
         seconds.append(taken)
+        return result
 
-    brain.record_stage_outputs = timed_record
+    setattr(brain, name, timed_method)
     return seconds
 
 
 def measure_steps(brain, noise, loader, iterations, train):
     """Median step seconds, median floor seconds, the data-wait share over ``iterations`` batches, syncs per step and
-    the scorer's share of the step (evaluation only; None in training).
+    the shares of the step of the scorer and of the model-randomisation cascade within it (evaluation only; None in
+    training).
 
     The synchronisations are counted on one more step, untimed, on CUDA
     only (None elsewhere).
     """
     steps, floors, waits = [], [], []
-    scoring = None if train else timing_scores(brain)
+    scoring = None if train else timing_calls(brain, "record_stage_outputs")
+    cascade = None if train else timing_calls(brain, "record_randomisation_similarity")
     batches = _forever(loader)
     brain.modules.train() if train else brain.modules.eval()
     brain.on_stage_start(sb.Stage.TRAIN if train else sb.Stage.TEST)
@@ -248,14 +253,14 @@ def measure_steps(brain, noise, loader, iterations, train):
         waits.append(loader_wait + noise.waited)
         floors.append(floor_times(brain, batch, train))
     steps, floors, waits = steps[1:], floors[1:], waits[1:]
-    scoring_share = None if scoring is None else sum(scoring[1 : iterations + 1]) / sum(steps)
+    shares = None if train else tuple(sum(part[1 : iterations + 1]) / sum(steps) for part in (scoring, cascade))
     syncs = None
     if torch.device(brain.device).type == "cuda":
         batch = next(batches)
         syncs = count_synchronisations(
             (lambda: brain.fit_batch(batch)) if train else (lambda: brain.evaluate_batch(batch, sb.Stage.TEST))
         )
-    return statistics.median(steps), statistics.median(floors), sum(waits) / sum(steps), syncs, scoring_share
+    return statistics.median(steps), statistics.median(floors), sum(waits) / sum(steps), syncs, shares
 
 
 def interpretation_latency(brain, folder):
@@ -311,7 +316,7 @@ def run(
         brain, noise, loader = build(config, data, scratch, batch_size, num_workers, device, precision, family)
         train_step, train_floor, train_wait, train_syncs, _ = measure_steps(brain, noise, loader, iterations, True)
         set_weight_layout(brain.modules, forward_only=True)  # as eval.py and the test after training run
-        eval_step, eval_floor, eval_wait, eval_syncs, scoring = measure_steps(brain, noise, loader, iterations, False)
+        eval_step, eval_floor, eval_wait, eval_syncs, shares = measure_steps(brain, noise, loader, iterations, False)
         latency, latency_with_outputs = interpretation_latency(brain, scratch)
     return {
         "config": config,
@@ -329,7 +334,8 @@ def run(
         "eval_floor_s_per_clip": eval_floor / batch_size,
         "eval_step_over_floor": eval_step / eval_floor,
         "eval_data_wait_share": eval_wait,
-        "eval_scoring_share": scoring,
+        "eval_scoring_share": shares[0],
+        "eval_randomisation_share": shares[1],
         "interpret_5s_latency_s": latency,
         "interpret_5s_with_outputs_s": latency_with_outputs,
         "peak_memory_mb": peak_memory_mb(),
