@@ -46,27 +46,36 @@ def real_event_boxes(synthetic_data, num_frames=431, num_bins=513):
 def test_the_trivial_masks_are_scored_with_the_run_s_reference():
     from types import SimpleNamespace
 
+    import speechbrain as sb
+
     from lmac.features import SpectralFeatures
     from lmac.mask_references import MeanSpectrumReference
     from lmac.metrics import fidelity_scores
+    from lmac.scoring import MEASURES, ClipScoring
+    from lmac.training.brain import InterpreterBrain
 
     weights = torch.randn(6, 3, generator=torch.Generator().manual_seed(2))
     brain = SimpleNamespace(
         classify=lambda classifier_input: (classifier_input.mean(dim=1) @ weights, ()),
         input_from_log_mag=lambda log_mag, clip_log_mag=None: log_mag,
         mask_reference=MeanSpectrumReference(torch.linspace(0.5, 3.0, 6)),
+        needs_empty_logits=lambda stage: False,
     )
     log_mag = torch.rand(2, 5, 6)
-    output = SimpleNamespace(features=SpectralFeatures(None, log_mag, None), logits=log_mag.mean(dim=1) @ weights)
+    features, logits = SpectralFeatures(None, log_mag, None), log_mag.mean(dim=1) @ weights
     reference = torch.linspace(0.5, 3.0, 6).expand(2, 5, 6)
     for value in (0.0, 0.7):  # the empty mask: R is classified (not silence); R fills what a mask removes
         mask = torch.full((2, 5, 6), value)
-        scores = demo.trivial_mask_fidelity(brain, output, mask)
+        # As the demo scores its trivial masks: the Brain's masked output, then the registry's measures.
+        clip = ClipScoring(
+            InterpreterBrain.masked_output(brain, None, features, logits, mask, sb.Stage.TEST), *[None] * 3
+        )
         masked_in = mask * log_mag + (1 - mask) * reference
         masked_out = (1 - mask) * log_mag + mask * reference
-        expected = fidelity_scores(output.logits, masked_in.mean(dim=1) @ weights, masked_out.mean(dim=1) @ weights)
+        expected = fidelity_scores(logits, masked_in.mean(dim=1) @ weights, masked_out.mean(dim=1) @ weights)
         for name in ("AD", "AI", "FF", "fid_in"):
-            assert torch.allclose(scores[name], expected[name], atol=1e-5), (name, value, scores[name], expected[name])
+            score = MEASURES[name].score(clip)
+            assert torch.allclose(score, expected[name], atol=1e-5), (name, value, score, expected[name])
 
 
 def test_a_mask_on_the_event_box_scores_one_over_the_box_share(synthetic_data):

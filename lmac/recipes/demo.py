@@ -47,17 +47,11 @@ import lmac.recipes.train_nmf as train_nmf
 import lmac.reporting.comparison as comparison
 from lmac import HPARAMS_FOLDER
 from lmac.data.synthetic import generate
-from lmac.masking import masked_log_magnitudes
 from lmac.metrics import (
-    audible_localization,
-    energy_kept,
     event_boxes,
-    fidelity_scores,
     load_event_table,
-    near_silent,
-    sparseness,
 )
-from lmac.scoring import measure_names
+from lmac.scoring import MEASURES, ClipScoring, measure_names
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
 
 logger = logging.getLogger(__name__)
@@ -381,6 +375,7 @@ def reference_scores(brain, dataset, events, batch_size, seed):
     """
     generator = torch.Generator().manual_seed(seed)
     hop, rate, n_fft = brain.hparams.compute_stft.hop_length, brain.hparams.sample_rate, brain.hparams.n_fft
+    trivial = ("AD", "AI", "FF", "fid_in", "SPS")
     scores = {}
     loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size)
     brain.modules.eval()
@@ -395,26 +390,20 @@ def reference_scores(brain, dataset, events, batch_size, seed):
             boxes = event_boxes([events.loc[clip_id] for clip_id in batch.id], output.mask.shape[1:], hop, rate, n_fft)
             boxes = boxes.to(output.mask.device)
             for name, mask in masks.items():
-                silent = near_silent(energy_kept(mask, output.features.log_mag))
-                per_example = {"localization_ratio": audible_localization(mask, boxes, silent)}
+                masked = (
+                    output
+                    if name == "lmac"
+                    else brain.masked_output(output.mixed, output.features, output.logits, mask, sb.Stage.TEST)
+                )
+                clip = ClipScoring(masked, None, None, None, boxes=boxes)
+                per_example = {"localization_ratio": MEASURES["localization"].score(clip)}
                 if name != "lmac":
-                    per_example.update(trivial_mask_fidelity(brain, output, mask))
+                    per_example.update((metric, MEASURES[metric].score(clip)) for metric in trivial)
                 for metric, values in per_example.items():
                     scores.setdefault(f"{metric}_{name}", []).append(values.cpu())
     averages = {key: float(torch.cat(values).mean()) for key, values in scores.items()}
     averages["localization_ratio"] = averages.pop("localization_ratio_lmac")
     return averages
-
-
-def trivial_mask_fidelity(brain, output, mask):
-    """AD, AI, FF, Fid-In and SPS of ``mask`` ``[batch, frames, freq]`` on the batch of ``output``, the removed
-    cells filled with the run's reference ``R``, as for L-MAC's masks."""
-    log_mag = output.features.log_mag[:, : mask.shape[1]]
-    masked_in, masked_out = masked_log_magnitudes(mask, log_mag, brain.mask_reference.fill(log_mag))
-    logits_in, _ = brain.classify(brain.input_from_log_mag(masked_in, output.features.log_mag))
-    logits_out, _ = brain.classify(brain.input_from_log_mag(masked_out, output.features.log_mag))
-    fidelity = fidelity_scores(output.logits, logits_in, logits_out)
-    return {name: fidelity[name] for name in ("AD", "AI", "FF", "fid_in")} | {"SPS": sparseness(mask)}
 
 
 def peak_memory_mb():
