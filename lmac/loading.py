@@ -3,6 +3,7 @@ a trained L2I run, and the run's masking reference ``R`` (built once, saved with
 """
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -53,8 +54,10 @@ def build_mask_reference(hparams, train_set):
     def log_magnitude(wavs):
         return spectral_features(wavs, hparams["compute_stft"], hparams["classifier_input"]).log_mag
 
+    probe = functools.cache(lambda: probe_log_magnitudes(hparams, train_set))  # read once, at the first judgement
+
     def judge(spectrum):  # [freq] to the logits [clips, n_classes] of the empty inputs it makes from probe clips
-        clip_log_mag = probe_log_magnitudes(hparams, train_set).to(spectrum.device)
+        clip_log_mag = probe().to(spectrum.device)
         return classify_empty_inputs(hparams, spectrum.expand_as(clip_log_mag), clip_log_mag)
 
     def build_and_save():

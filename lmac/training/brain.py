@@ -14,6 +14,7 @@ device set-up (``device_runtime``) live in their own modules.
 
 import collections
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -290,9 +291,7 @@ class InterpreterBrain(CudaFedBrain):
         parts = self.source_parts(output, batch, labels) if stage == sb.Stage.TEST else None
         clip = ClipScoring(
             output,
-            classify_log_mag=lambda log_mag: self.classify(self.input_from_log_mag(log_mag, output.features.log_mag))[
-                0
-            ],
+            classify_log_mag=functools.partial(self.logits_of_log_mag, clip_log_mag=output.features.log_mag),
             compute_stft=self.modules.compute_stft,
             compute_istft=self.modules.compute_istft,
             labels=labels if self.hparams.data_classes == self.hparams.n_classes else None,
@@ -351,11 +350,13 @@ class InterpreterBrain(CudaFedBrain):
         classifier's decision moves with the same bands for every class, and masks learnt from it tend to keep
         those bands whatever the class."""
         log_mag = crop_frames(output.features.log_mag, output.mask.shape[1])
-
-        def logits_of(cells):
-            return self.classify(self.input_from_log_mag(cells, output.features.log_mag))[0]
-
+        logits_of = functools.partial(self.logits_of_log_mag, clip_log_mag=output.features.log_mag)
         return input_sensitivity(log_mag, logits_of, output.logits.argmax(dim=1))
+
+    def logits_of_log_mag(self, log_mag, clip_log_mag):
+        """The classifier's logits ``[batch, n_classes]`` on a ``log1p`` magnitude ``[batch, frames', freq]``, in
+        the normalisation of the clips ``clip_log_mag`` ``[batch, frames, freq]``."""
+        return self.classify(self.input_from_log_mag(log_mag, clip_log_mag))[0]
 
     @torch.no_grad()
     def event_boxes(self, ids, shape, device):
