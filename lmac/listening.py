@@ -22,6 +22,8 @@ which add up to it sample by sample. From them, per clip:
 - ``unheard_share``: 1 where the interpretation plays less than
   ``UNHEARD_ENERGY_SHARE`` of the target's energy, ``|y|^2 < 0.01 |s_target|^2``:
   it is more than 20 dB quieter than the sound it should play.
+- ``scored_share``: 1 where the clip has a target, the sound of the class
+  decided (``source_parts``): a clip the classifier gets wrong has none.
 
 An unheard interpretation has no meaningful ratio: its ``sir_gain_db``,
 ``target_kept``, ``rest_kept`` and ``si_sdr_db`` are NaN (it is counted by ``unheard_share``),
@@ -48,6 +50,7 @@ LISTENING_SCORES = (
     "si_sdr_db",
     "ideal_mask_sir_gain_db",
     "unheard_share",
+    "scored_share",
 )
 # In a mixture of two classes, the gain of a class-conditional method's mask of the class not decided, with that
 # class's sound as the target (``other_class_parts``): what would have made it that class.
@@ -64,8 +67,8 @@ AUDIBLE_GAIN_DB = 6.0
 class SourceParts:
     """The interpreted input as two parts that add up to it: ``target`` and ``rest``, ``[batch, samples]``.
 
-    ``scored`` ``[batch]`` (boolean) is False for clips without a target:
-    in a mixture of two classes, a clip the classifier gave to neither.
+    ``scored`` ``[batch]`` (boolean) is False for clips without a target: a
+    clip the classifier gets wrong, or in a mixture of two classes one it gave to neither.
     """
 
     target: torch.Tensor
@@ -203,6 +206,7 @@ def listening_scores(mask, log_mag, parts, compute_stft, compute_istft):
     scores["sir_gain_6db_share"] = torch.where(parts.scored, (heard & (gain_db >= AUDIBLE_GAIN_DB)).float(), nan)
     scores["unheard_share"] = torch.where(parts.scored, (~heard).float(), nan)
     scores["ideal_mask_sir_gain_db"] = torch.where(parts.scored, ideal_db, nan)
+    scores["scored_share"] = parts.scored.float()
     return {name: scores[name] for name in LISTENING_SCORES}
 
 
@@ -214,15 +218,20 @@ def source_parts(mixed, event, labels, decisions):
     a mixture with a clip of a known class (``mixed.added_labels``) the target
     is the sound of the class decided, the clip's own or the added one (its
     event when kept), and clips decided as neither, or mixed with a clip of
-    their own class, are not scored. Otherwise the target is the clip's own sound.
+    their own class, are not scored. Otherwise the target is the clip's own
+    sound, scored where the decision is the clip's class: a wrong decision was
+    not made by that sound, so what its interpretation plays has no target.
 
     Arguments
     ---------
     mixed : lmac.data.wham.MixedBatch
     event : torch.Tensor or None
         ``[batch, samples]``.
-    labels, decisions : torch.Tensor
-        ``[batch]``: the clips' true classes and the classifier's decisions.
+    labels : torch.Tensor or None
+        ``[batch]``: the clips' true classes; None where they are not the
+        classifier's classes (then every clip's own sound is scored).
+    decisions : torch.Tensor
+        ``[batch]``: the classifier's decisions.
 
     Returns
     -------
@@ -232,10 +241,10 @@ def source_parts(mixed, event, labels, decisions):
     if mixed.clean_gain is None:
         if event is None:
             return None
-        return parts_of(mixed, event, torch.ones_like(labels, dtype=torch.bool))
+        return parts_of(mixed, event, decided_as(labels, decisions))
     own = own_sound(mixed, event)
-    if mixed.added_labels is None:
-        return parts_of(mixed, own, torch.ones_like(labels, dtype=torch.bool))
+    if mixed.added_labels is None or labels is None:
+        return parts_of(mixed, own, decided_as(labels, decisions))
     decided_other = decisions == mixed.added_labels
     target = torch.where(decided_other.unsqueeze(1), added_sound(mixed), own)
     return parts_of(mixed, target, decided_one_of_two_classes(mixed, labels, decisions))
@@ -252,8 +261,10 @@ def other_class_parts(mixed, event, labels, decisions):
     mixed : lmac.data.wham.MixedBatch
     event : torch.Tensor or None
         ``[batch, samples]``, the clips' event stems (None: the whole clips).
-    labels, decisions : torch.Tensor
-        ``[batch]``: the clips' true classes and the classifier's decisions.
+    labels : torch.Tensor or None
+        ``[batch]``: the clips' true classes (None: not the classifier's).
+    decisions : torch.Tensor
+        ``[batch]``: the classifier's decisions.
 
     Returns
     -------
@@ -262,7 +273,7 @@ def other_class_parts(mixed, event, labels, decisions):
     classes : torch.Tensor or None
         ``[batch]``: the class not decided (the added clip's where the clip's own was decided, else the clip's own).
     """
-    if mixed.added_labels is None:
+    if mixed.added_labels is None or labels is None:
         return None, None
     decided_own = decisions == labels
     target = torch.where(decided_own.unsqueeze(1), added_sound(mixed), own_sound(mixed, event))
@@ -279,6 +290,11 @@ def own_sound(mixed, event):
 def added_sound(mixed):
     """What was mixed in, as it is in the mixture: the added clip's event where kept, else all that was added."""
     return mixed.added if mixed.added_event is None else mixed.added_event
+
+
+def decided_as(labels, decisions):
+    """``[batch]`` boolean: the decision is the clip's class (everywhere True where ``labels`` is None)."""
+    return torch.ones_like(decisions, dtype=torch.bool) if labels is None else decisions == labels
 
 
 def decided_one_of_two_classes(mixed, labels, decisions):

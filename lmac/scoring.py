@@ -344,6 +344,12 @@ MEASURES = {
         "lower",
         "mean",
     ),
+    "scored_share": _listening(
+        "scored_share",
+        "share of clips the listening measures score: those decided as the class of the sound they target (a wrong "
+        "decision was not made by that sound)",
+        summary="mean",
+    ),
     "ideal_mask_sir_gain_db": _listening(
         "ideal_mask_sir_gain_db", "median sir_gain_db of the ideal binary mask: what a mask can reach on these clips"
     ),

@@ -205,10 +205,25 @@ def test_source_parts_of_a_clean_clip_need_its_event():
     labels = torch.tensor([0, 1])
     assert source_parts(mixed, None, labels, labels) is None
     event = 0.5 * clean
-    parts = source_parts(mixed, event, labels, torch.tensor([1, 1]))  # a wrong decision still has the clip's event
+    parts = source_parts(mixed, event, labels, torch.tensor([1, 1]))
     torch.testing.assert_close(parts.target, event)
     torch.testing.assert_close(parts.rest, clean - event)
-    assert parts.scored.tolist() == [True, True]
+    assert parts.scored.tolist() == [False, True]  # the clip's event did not make a wrong decision
+    assert source_parts(mixed, event, None, torch.tensor([1, 1])).scored.tolist() == [True, True]  # classes unknown
+
+
+def test_a_wrong_decision_under_noise_is_not_scored_and_the_scored_share_says_so(transforms):
+    target, rest = two_tones()
+    clean = torch.cat([target] * 3)
+    mixed = MixedBatch.of_mixture(clean, torch.cat([rest] * 3))
+    parts = source_parts(mixed, None, torch.tensor([0, 1, 2]), torch.tensor([0, 2, 2]))
+    torch.testing.assert_close(parts.target, mixed.clean_gain.unsqueeze(1) * clean)
+    assert parts.scored.tolist() == [True, False, True]
+    features = features_of(mixed.wavs, transforms[0])
+    scores = scores_of(torch.ones_like(features.log_mag), parts, *transforms)
+    assert scores["scored_share"].tolist() == [1.0, 0.0, 1.0]
+    assert scores["sir_gain_db"][1].isnan() and scores["unheard_share"][1].isnan()
+    assert scores["sir_gain_db"][0].abs().item() < 1e-3  # the all-ones mask gains nothing on the scored clips
 
 
 def test_class_mixtures_draw_another_class_and_keep_its_event(tmp_path):

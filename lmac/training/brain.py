@@ -288,20 +288,21 @@ class InterpreterBrain(CudaFedBrain):
         class not decided (``other_class_inputs``).
         """
         labels = batch.class_string_encoded.data.squeeze(1)
-        parts = self.source_parts(output, batch, labels) if stage == sb.Stage.TEST else None
+        known_labels = labels if self.hparams.data_classes == self.hparams.n_classes else None
+        parts = self.source_parts(output, batch, known_labels) if stage == sb.Stage.TEST else None
         clip = ClipScoring(
             output,
             classify_log_mag=functools.partial(self.logits_of_log_mag, clip_log_mag=output.features.log_mag),
             compute_stft=self.modules.compute_stft,
             compute_istft=self.modules.compute_istft,
-            labels=labels if self.hparams.data_classes == self.hparams.n_classes else None,
+            labels=known_labels,
             boxes=self.event_boxes(batch.id, output.mask.shape[1:], output.mask.device)
             if self.events is not None
             else None,
             parts=parts,
             ids=batch.id,
             classifier_scores=self.classifier_scores if self.noise_stream is None else None,  # a mixture is drawn anew
-            **(self.other_class_inputs(output, batch, labels) if parts is not None else {}),
+            **(self.other_class_inputs(output, batch, known_labels) if parts is not None else {}),
         )
         scores = {**clip_scores(clip), **extra_scores}
         self.record_profiles(clip, labels)
