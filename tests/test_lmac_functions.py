@@ -21,15 +21,7 @@ from lmac.metrics import (
 )
 from lmac.scoring import ClipScoring, clip_scores
 from lmac.training.brain import InterpreterBrain, MaskedOutput
-from lmac.training.lmac import (
-    LMAC,
-    AdaptiveWeight,
-    beyond_empty_inputs_over_other_clip,
-    crosscor,
-    guidance_per_example,
-    masked_out_loss,
-    tv_loss,
-)
+from lmac.training.lmac import LMAC, AdaptiveWeight, crosscor, guidance_per_example, masked_out_loss, tv_loss
 
 
 def random_spectrograms(batch=3, frames=7, freq=5, seed=0):
@@ -173,7 +165,6 @@ LOSS_HPARAMS = {
     "bin_th": 0.35,
     "l_contrast_w": 0.7,
     "l_empty_w": 0.3,
-    "l_empty_fill": "reference",
 }
 
 
@@ -263,36 +254,6 @@ def test_the_objective_equals_a_direct_computation(finetuning, sparsity_gate, ou
     if finetuning:
         keep, _ = brain.guidance(output, clean_log_mag[:, : output.mask.shape[1]])
         assert keep.tolist() == [1.0, 0.0, 1.0]
-
-
-def test_the_other_clip_fill_puts_the_previous_clip_of_the_batch_in_the_removed_cells():
-    output, _ = hand_made_output(batch=3)
-    frames = output.mask.shape[1]
-    seen = []
-
-    def level_per_bin(log_mag, clip_log_mag):  # a toy classifier: class k is the mean level of bin k
-        seen.append(clip_log_mag)
-        return log_mag.mean(dim=1)[:, :4]
-
-    brain = types.SimpleNamespace(logits_of_log_mag=level_per_bin)
-    log_mag = output.features.log_mag
-    output.mask = torch.zeros_like(output.mask)
-    masked_in, empty = beyond_empty_inputs_over_other_clip(brain, output)
-    for clip, previous in ((0, 2), (1, 0), (2, 1)):
-        assert torch.allclose(masked_in[clip], log_mag[previous, :frames].mean(dim=0)[:4])
-        assert torch.equal(empty[clip], output.logits[previous])
-    assert seen[0] is log_mag  # normalised as the clips themselves
-    output.mask = torch.ones_like(output.mask)
-    masked_in, _ = beyond_empty_inputs_over_other_clip(brain, output)
-    assert torch.allclose(masked_in, log_mag[:, :frames].mean(dim=1)[:, :4])
-
-
-@pytest.mark.parametrize("fill, reads_empty", [("reference", True), ("other_clip", False)])
-def test_training_classifies_the_reference_only_where_the_beyond_empty_term_reads_it(fill, reads_empty):
-    hparams = {**LOSS_HPARAMS, "l_empty_fill": fill, "sparsity_gate": False}
-    brain = LMAC(modules={}, hparams=hparams, run_opts={"device": "cpu"})
-    assert brain.needs_empty_logits(sb.Stage.TRAIN) is reads_empty
-    assert brain.needs_empty_logits(sb.Stage.VALID) is True
 
 
 def test_the_guidance_reads_the_interpretation_not_the_reference_filled_input():

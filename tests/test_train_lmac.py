@@ -211,11 +211,6 @@ def test_fine_tuning_starts_from_a_trained_decoder_and_reports_in_masks(trained_
             r"masked_out_loss='hinge'; accepted values are negative_cross_entropy, not_decision",
         ),
         (
-            ["--l_empty_fill", "silence"],
-            ValueError,
-            r"l_empty_fill='silence'; accepted values are reference, other_clip",
-        ),
-        (
             ["--finetuning", "True"],
             ValueError,
             r"finetuning=True needs a trained decoder: pass --pretrained_interpreter",

@@ -40,7 +40,7 @@ from lmac.scoring import write_per_class
 from lmac.training.brain import PER_CLASS_TEST_FILE
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
 from lmac.training.device import end_distributed_run, set_weight_layout
-from lmac.training.lmac import CROSSCOR_TYPES, EMPTY_FILLS, GUIDELOSS_TYPES, LMAC, MASKED_OUT_LOSSES
+from lmac.training.lmac import CROSSCOR_TYPES, GUIDELOSS_TYPES, LMAC, MASKED_OUT_LOSSES
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def validate_hparams(hparams):
     Raises
     ------
     ValueError
-        An unknown ``crosscortype``, ``guidelosstype``, ``masked_out_loss`` or ``l_empty_fill``, fine-tuning without
+        An unknown ``crosscortype``, ``guidelosstype`` or ``masked_out_loss``, fine-tuning without
         ``pretrained_interpreter``, an unknown ``overlap_type``, or what
         ``lmac.checks.validate_data_hparams`` refuses.
     FileNotFoundError
@@ -65,8 +65,6 @@ def validate_hparams(hparams):
         raise ValueError(
             f"masked_out_loss={hparams['masked_out_loss']!r}; accepted values are {', '.join(MASKED_OUT_LOSSES)}."
         )
-    if hparams["l_empty_fill"] not in EMPTY_FILLS:
-        raise ValueError(f"l_empty_fill={hparams['l_empty_fill']!r}; accepted values are {', '.join(EMPTY_FILLS)}.")
     if hparams["finetuning"] and not hparams["pretrained_interpreter"]:
         raise ValueError("finetuning=True needs a trained decoder: pass --pretrained_interpreter path/psi_model.ckpt.")
     path = hparams["pretrained_interpreter"]

@@ -2,9 +2,7 @@
 beyond-empty term and gate, the adaptive L1 weight and the fine-tuning guidance (``docs/method.md``).
 """
 
-import dataclasses
 import logging
-from collections.abc import Callable
 
 import speechbrain as sb
 import torch
@@ -238,42 +236,6 @@ def beyond_empty_loss(logits_masked_in, logits_empty, decision):
     return F.softplus(gap)
 
 
-def beyond_empty_inputs_over_reference(brain, output):
-    """The beyond-empty term's pair when the reference ``R`` fills the removed cells: the masked-in input's logits
-    and the empty mask's (``R`` alone), each ``[batch, n_classes]``."""
-    return output.logits_masked_in, output.logits_empty
-
-
-def beyond_empty_inputs_over_other_clip(brain, output):
-    """The beyond-empty term's pair when another clip of the batch (the previous one, rolled by one) fills the
-    removed cells: the logits of ``M * L + (1 - M) * L_other`` and of ``L_other`` itself, each ``[batch, n_classes]``.
-
-    The classifier's answer on another clip does not favour the decision
-    (unless the two share a class), so a class that the reference alone
-    decides still needs its own sound in the mask. Costs one more classifier
-    forward per step.
-    """
-    log_mag = output.features.log_mag
-    other = crop_frames(log_mag.roll(1, dims=0), output.mask.shape[1])
-    masked_in, _ = masked_log_magnitudes(output.mask, log_mag, other)
-    return brain.logits_of_log_mag(masked_in, log_mag), output.logits.roll(1, dims=0)
-
-
-@dataclasses.dataclass(frozen=True)
-class EmptyFill:
-    """What fills the removed cells in the beyond-empty term (``l_empty_fill``): ``inputs(brain, output)`` gives the
-    masked-in and empty logits the term compares; ``reads_empty_logits`` says whether training must classify ``R``."""
-
-    inputs: Callable
-    reads_empty_logits: bool
-
-
-EMPTY_FILLS = {
-    "reference": EmptyFill(beyond_empty_inputs_over_reference, reads_empty_logits=True),
-    "other_clip": EmptyFill(beyond_empty_inputs_over_other_clip, reads_empty_logits=False),
-}
-
-
 def beyond_empty_gate(logits_masked_in, logits_empty, decision):
     """Per-example ``clamp(q_in_c - q_empty_c, 0, 1)``, detached: what the masked-in input adds to the decision's
     probability over the empty mask's input. It weighs each clip's sparsity term (``sparsity_gate``).
@@ -422,8 +384,7 @@ class LMAC(InterpreterBrain):
         if self.hparams.l_contrast_w:  # 0 by default (the published objective)
             loss = loss + self.hparams.l_contrast_w * contrastive_loss(output.logits_masked_in, decision).mean()
         if self.hparams.l_empty_w:  # 0 by default (the published objective)
-            masked_in_logits, empty_logits = EMPTY_FILLS[self.hparams.l_empty_fill].inputs(self, output)
-            beyond = beyond_empty_loss(masked_in_logits, empty_logits, decision)
+            beyond = beyond_empty_loss(output.logits_masked_in, output.logits_empty, decision)
             loss = loss + self.hparams.l_empty_w * beyond.mean()
         if self.hparams.reg_w_tv:  # 0 by default: then neither TV nor its backward is computed
             loss = loss + self.hparams.reg_w_tv * (regulariser_weight * tv_loss(output.mask)).mean()
@@ -449,8 +410,7 @@ class LMAC(InterpreterBrain):
     def needs_empty_logits(self, stage):
         """VALID and TEST, and training too when the beyond-empty term (``l_empty_w``) or gate (``sparsity_gate``)
         reads them."""
-        beyond_reads_them = self.hparams.l_empty_w and EMPTY_FILLS[self.hparams.l_empty_fill].reads_empty_logits
-        return bool(beyond_reads_them or self.hparams.sparsity_gate) or super().needs_empty_logits(stage)
+        return bool(self.hparams.l_empty_w or self.hparams.sparsity_gate) or super().needs_empty_logits(stage)
 
     def on_fit_start(self):
         """SpeechBrain's start of ``fit``, with the adaptive L1 weight on the device (before its checkpoint is loaded)."""
