@@ -23,6 +23,7 @@ from lmac.checks import (
     saved_mask_reference_path,
 )
 from lmac.compat import old_module_names
+from lmac.data.esc50 import prepare_datasets
 from lmac.features import spectral_features
 from lmac.mask_references import load_mask_reference, make_mask_reference, save_mask_reference
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
@@ -34,6 +35,33 @@ logger = logging.getLogger(__name__)
 SILENCE_WARNING_PROBABILITY = 0.5
 # How many training clips the start-up probe builds empty mask's inputs from (``probe_log_magnitudes``).
 EMPTY_PROBE_CLIPS = 8
+
+
+def open_interpreter_data(hparams):
+    """What every interpreter recipe reads before its work: the data sets, the data's class count
+    (``note_class_count``) and the frozen classifier's weights (``load_classifier``).
+
+    The experiment folder before it stays each recipe's own call of
+    ``sb.create_experiment_directory``, which copies the file that calls it into the folder.
+
+    Returns
+    -------
+    datasets : dict of str to DynamicItemDataset
+        ``train``, ``valid`` and ``test``.
+    label_encoder : speechbrain.dataio.encoder.CategoricalEncoder
+    """
+    datasets, label_encoder = prepare_datasets(hparams)
+    note_class_count(hparams, label_encoder)
+    load_classifier(hparams)
+    return datasets, label_encoder
+
+
+def mask_reference_with_its_decision(hparams, train_set, class_names):
+    """The run's ``mask_reference`` (``build_mask_reference``), after logging what the classifier decides on its
+    empty mask's inputs, built from training clips (``log_empty_mask_decision``)."""
+    mask_reference = build_mask_reference(hparams, train_set)
+    log_empty_mask_decision(hparams, class_names, mask_reference, probe_log_magnitudes(hparams, train_set))
+    return mask_reference
 
 
 def build_mask_reference(hparams, train_set):

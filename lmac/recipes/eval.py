@@ -38,15 +38,13 @@ from speechbrain.utils.train_logger import FileTrainLogger
 from lmac.checks import check_overlap_type, settings_checked, validate_data_hparams
 from lmac.cli import run_script, start_recipe
 from lmac.data.contamination import AUDIO_EXTENSIONS, audio_files, make_overlap
-from lmac.data.esc50 import LABEL_ENCODER_FILE, prepare_datasets
+from lmac.data.esc50 import LABEL_ENCODER_FILE
 from lmac.inference import LMACInterpreter, class_names_from_encoder, output_names
 from lmac.loading import (
-    build_mask_reference,
     load_classifier,
-    log_empty_mask_decision,
+    mask_reference_with_its_decision,
     named_class_count,
-    note_class_count,
-    probe_log_magnitudes,
+    open_interpreter_data,
 )
 from lmac.methods import MASK_METHODS
 from lmac.metrics import load_event_table
@@ -298,15 +296,12 @@ def main(argv):
         interprets_files = hparams["single_sample"] is not None or hparams["interpret_folder"] is not None
         if interprets_files:
             paths = [hparams["single_sample"]] if hparams["single_sample"] else audio_files(hparams["interpret_folder"])
+            load_classifier(hparams)
         else:
-            datasets, label_encoder = prepare_datasets(hparams)
-            note_class_count(hparams, label_encoder)
-        load_classifier(hparams)
+            datasets, _ = open_interpreter_data(hparams)
     if interprets_files:
         return interpret_files(hparams, run_opts, paths, build_method(hparams, names[0]))
-    mask_reference = build_mask_reference(hparams, datasets["train"])
-    probe = probe_log_magnitudes(hparams, datasets["train"])
-    log_empty_mask_decision(hparams, class_names_of(hparams), mask_reference, probe)
+    mask_reference = mask_reference_with_its_decision(hparams, datasets["train"], class_names_of(hparams))
     events = load_event_table(hparams["data_folder"])  # read once, used by every method
     if hparams["compare"]:
         methods = build_methods(hparams, dict.fromkeys([*names, *REFERENCE_ROWS]))

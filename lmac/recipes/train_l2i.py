@@ -31,17 +31,13 @@ import speechbrain as sb
 
 from lmac.checks import settings_checked, validate_data_hparams
 from lmac.cli import add_tensorboard_logger, run_script, start_recipe
-from lmac.data.esc50 import prepare_datasets
 from lmac.data.wham import make_noise_stream
 from lmac.inference import class_names_from_encoder
 from lmac.loading import (
-    build_mask_reference,
-    load_classifier,
     load_nmf_dictionary,
-    log_empty_mask_decision,
+    mask_reference_with_its_decision,
     named_class_count,
-    note_class_count,
-    probe_log_magnitudes,
+    open_interpreter_data,
 )
 from lmac.models.families import check_l2i_family
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
@@ -63,12 +59,9 @@ def main(argv):
         sb.create_experiment_directory(
             experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
         )
-        datasets, label_encoder = prepare_datasets(hparams)
-        note_class_count(hparams, label_encoder)
-        load_classifier(hparams)
-    mask_reference = build_mask_reference(hparams, datasets["train"])
-    class_names = class_names_from_encoder(label_encoder, named_class_count(hparams))
-    log_empty_mask_decision(hparams, class_names, mask_reference, probe_log_magnitudes(hparams, datasets["train"]))
+        datasets, label_encoder = open_interpreter_data(hparams)
+        class_names = class_names_from_encoder(label_encoder, named_class_count(hparams))
+    mask_reference = mask_reference_with_its_decision(hparams, datasets["train"], class_names)
     brain = L2I(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
