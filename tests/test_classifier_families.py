@@ -189,10 +189,12 @@ def test_a_one_dimensional_map_is_spread_over_learned_frequency_rows():
 BANDS = (slice(64, 112), slice(192, 288))  # linear bins 1-1.75 kHz and 3-4.5 kHz
 FRAMES, BATCH = 32, 8
 # The families whose masks are also checked in time and against the other band. Over 32 frames CNN14's deepest maps
-# are one frame long, and its published decoder kept the event's band through the silent half, and the other band,
-# on one clip of eight (a longer toy clip did not train in the test's steps); CNN14 is checked on the event and on
-# the rest of the clip as a whole.
+# are one frame long, and its published decoder keeps part of the event's band through the silent half and of the
+# other band (a longer toy clip did not train in the test's steps); CNN14 is checked on the event and on the rest of
+# the clip as a whole, where 0.85-0.94 of the rest is under the event's median.
 TIMED_AT_32_FRAMES = ("conv2d", "ecapa", "vit")
+# The share of the rest of the clip whose mask must be under the event's median (0.5 for a mask blind to the event).
+REST_UNDER_EVENT_MEDIAN = {"cnn14": 0.8, "conv2d": 0.9, "ecapa": 0.9, "vit": 0.9}
 
 
 class BandReader(torch.nn.Module):
@@ -200,8 +202,8 @@ class BandReader(torch.nn.Module):
 
     Its logits are ``[0, gain * (band energy / threshold - 1)]``, the band energy the mean square of the
     input's positive part (so that it also hears an event in an input with the clip's mean removed, where
-    what is quieter than the mean is negative); its feature maps are those of the family's embedding
-    model on the input with everything outside ``band`` (a ``[bins]`` 0/1 vector) zeroed.
+    what is quieter than the mean is negative) in ``band`` (a ``[bins]`` 0/1 vector); its feature maps are
+    those of the family's embedding model on the whole input, so the decoder has to find the event in them.
     """
 
     def __init__(self, embedding_model, band, threshold, gain=8.0):
@@ -214,7 +216,7 @@ class BandReader(torch.nn.Module):
         return (classifier_input * self.band).clamp_min(0).square().sum(dim=2).mean(dim=1) / self.band.sum()
 
     def forward(self, classifier_input):
-        _, feature_maps = self.embedding_model(classifier_input * self.band)
+        _, feature_maps = self.embedding_model(classifier_input)
         score = self.gain * (self.band_energy(classifier_input) / self.threshold - 1)
         return torch.stack([torch.zeros_like(score), score], dim=1), feature_maps
 
@@ -267,7 +269,7 @@ def test_lmac_masks_each_clip_s_event_where_and_when_it_is(name):
     family = load_family(name, {**SETTINGS, "n_classes": 2})
     to_input = family["classifier_input"]
     band = torch.clamp(sum(input_band(to_input, bins) for bins in BANDS), max=1.0)
-    calibrate_batch_norms(family["embedding_model"], [to_input(toy_batch(generator)[0]) * band for _ in range(4)])
+    calibrate_batch_norms(family["embedding_model"], [to_input(toy_batch(generator)[0]) for _ in range(4)])
     reader = BandReader(family["embedding_model"], band, threshold=1.0)
     reader.threshold = 0.6 * float(reader.band_energy(to_input(toy_batch(generator)[0])).mean())  # 60% of an event
     classifier = FrozenClassifier(reader, torch.nn.Identity())
@@ -297,7 +299,8 @@ def test_lmac_masks_each_clip_s_event_where_and_when_it_is(name):
         at_other_times = mask[clip][:, in_its_band][~boxes[clip][:, in_its_band]]  # ... in the half without it
         other_band = [bins for bins in BANDS if not boxes[clip][:, bins].any()][0]
         assert inside.mean() > 0.5, f"{name}, clip {clip}: the event's mask is {inside.mean():.3f}"
-        assert (outside < median).float().mean() > 0.9, f"{name}, clip {clip}: too much of the rest is masked in"
+        below = (outside < median).float().mean()  # 0.5 for a mask that does not tell the event from the rest
+        assert below > REST_UNDER_EVENT_MEDIAN[name], f"{name}, clip {clip}: too much of the rest is masked in"
         if name in TIMED_AT_32_FRAMES:
             assert (at_other_times < median).float().mean() > 0.9, f"{name}, clip {clip}: its band is kept when silent"
             assert (mask[clip][:, other_band] < median).float().mean() > 0.9, (
