@@ -47,10 +47,6 @@ import lmac.recipes.train_nmf as train_nmf
 import lmac.reporting.comparison as comparison
 from lmac import HPARAMS_FOLDER
 from lmac.data.synthetic import generate
-from lmac.metrics import (
-    event_boxes,
-    load_event_table,
-)
 from lmac.scoring import MEASURES, ClipScoring, measure_names
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
 
@@ -363,8 +359,8 @@ def compare_interpreters(args, data, export, flags):
     return table, os.path.join(folder, "comparison_clean.md")
 
 
-def reference_scores(brain, dataset, events, batch_size, seed):
-    """L-MAC's masks against trivial masks, and how well each mask finds the event.
+def reference_scores(brain, dataset, batch_size, seed):
+    """L-MAC's masks against trivial masks, and how well each mask finds the event (the brain's ``event_boxes``).
 
     Returns
     -------
@@ -374,7 +370,6 @@ def reference_scores(brain, dataset, events, batch_size, seed):
         and ``SPS`` of the trivial masks.
     """
     generator = torch.Generator().manual_seed(seed)
-    hop, rate, n_fft = brain.hparams.compute_stft.hop_length, brain.hparams.sample_rate, brain.hparams.n_fft
     trivial = ("AD", "AI", "FF", "fid_in", "SPS")
     scores = {}
     loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=batch_size)
@@ -387,8 +382,7 @@ def reference_scores(brain, dataset, events, batch_size, seed):
                 "random_mask": torch.rand(output.mask.shape, generator=generator).to(output.mask.device),
                 "all_ones_mask": torch.ones_like(output.mask),
             }
-            boxes = event_boxes([events.loc[clip_id] for clip_id in batch.id], output.mask.shape[1:], hop, rate, n_fft)
-            boxes = boxes.to(output.mask.device)
+            boxes = brain.event_boxes(batch.id, output.mask.shape[1:], output.mask.device)
             for name, mask in masks.items():
                 masked = (
                     output
@@ -475,8 +469,7 @@ def main(argv=None):
     with timer("lmac_test_and_export"):
         brain, datasets = train_lmac.main([LMAC_HPARAMS, *flags, "--test_only", "True"])
         export_folder = export_interpreter.main([LMAC_HPARAMS, *flags])
-        events = load_event_table(data["esc50_folder"])
-        references = reference_scores(brain, datasets["test"], events, args.batch_size, args.seed)
+        references = reference_scores(brain, datasets["test"], args.batch_size, args.seed)
     summary = {"classifier_acc": classifier_acc}
     summary.update(summary_measures(brain.last_stage_stats))
     summary.update(references)
