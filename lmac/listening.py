@@ -168,7 +168,7 @@ def target_to_rest_db(played_target, played_rest):
     return ratio_db(energy(played_target), energy(played_rest))
 
 
-def listening_scores(mask, log_mag, parts, compute_stft, compute_istft):
+def listening_scores(mask, log_mag, parts, compute_stft, compute_istft, with_ideal=True):
     """The module's per-clip listening measures of a mask on an input split into ``parts``.
 
     Arguments
@@ -179,6 +179,8 @@ def listening_scores(mask, log_mag, parts, compute_stft, compute_istft):
         ``[batch, frames, freq]``: ``log1p|STFT|`` of ``parts.target + parts.rest``.
     parts : SourceParts
     compute_stft, compute_istft : speechbrain.processing.features.STFT, ISTFT
+    with_ideal : bool
+        False: the ideal binary mask is not resynthesised, and ``ideal_mask_sir_gain_db`` is left out.
 
     Returns
     -------
@@ -192,8 +194,9 @@ def listening_scores(mask, log_mag, parts, compute_stft, compute_istft):
         input_db = target_to_rest_db(*played_parts(torch.ones_like(gain), spectra, num_samples, compute_istft))
         played_target, played_rest = played_parts(gain, spectra, num_samples, compute_istft)
         gain_db = target_to_rest_db(played_target, played_rest) - input_db
-        ideal = played_parts(ideal_binary_gain(*spectra, gain.shape[1]), spectra, num_samples, compute_istft)
-        ideal_db = target_to_rest_db(*ideal) - input_db
+        if with_ideal:
+            ideal = played_parts(ideal_binary_gain(*spectra, gain.shape[1]), spectra, num_samples, compute_istft)
+            ideal_db = target_to_rest_db(*ideal) - input_db
     heard = energy(played_target + played_rest) >= UNHEARD_ENERGY_SHARE * energy(parts.target)
     nan = torch.full_like(gain_db, float("nan"))
     of_heard = {
@@ -205,9 +208,10 @@ def listening_scores(mask, log_mag, parts, compute_stft, compute_istft):
     scores = {name: torch.where(parts.scored & heard, of_heard[name], nan) for name in NAN_WHEN_UNHEARD}
     scores["sir_gain_6db_share"] = torch.where(parts.scored, (heard & (gain_db >= AUDIBLE_GAIN_DB)).float(), nan)
     scores["unheard_share"] = torch.where(parts.scored, (~heard).float(), nan)
-    scores["ideal_mask_sir_gain_db"] = torch.where(parts.scored, ideal_db, nan)
+    if with_ideal:
+        scores["ideal_mask_sir_gain_db"] = torch.where(parts.scored, ideal_db, nan)
     scores["scored_share"] = parts.scored.float()
-    return {name: scores[name] for name in LISTENING_SCORES}
+    return {name: scores[name] for name in LISTENING_SCORES if name in scores}
 
 
 def source_parts(mixed, event, labels, decisions):

@@ -183,7 +183,7 @@ class ClipScoring:
         """``sir_gain_db`` of ``other_class_mask`` with the class not decided as the target, ``[batch]``."""
         log_mag = self.output.features.log_mag
         scores = listening_scores(
-            self.other_class_mask, log_mag, self.other_parts, self.compute_stft, self.compute_istft
+            self.other_class_mask, log_mag, self.other_parts, self.compute_stft, self.compute_istft, with_ideal=False
         )
         return scores["sir_gain_db"]
 

@@ -105,6 +105,11 @@ def test_a_mask_on_the_target_cells_gains_what_it_takes_off_the_rest(transforms,
     assert scores["sir_gain_6db_share"].item() == float(expected_db >= 6)
     # Two tones far apart: the ideal binary mask removes the rest almost entirely.
     assert scores["ideal_mask_sir_gain_db"].item() > 40
+    without_ideal = listening_scores(
+        mask_for_gain(gain, features.log_mag), features.log_mag, parts, compute_stft, compute_istft, with_ideal=False
+    )
+    assert "ideal_mask_sir_gain_db" not in without_ideal
+    assert without_ideal["sir_gain_db"].item() == pytest.approx(expected_db, abs=0.1)
 
 
 def test_a_silent_interpretation_is_unheard_has_no_ratio_and_does_not_reach_6_db(transforms):
