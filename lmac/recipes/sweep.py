@@ -405,7 +405,7 @@ def listening_markdown(seeds):
     -------
     >>> seeds = {"1": {"listening": {"wham": {"ig": {"sir_gain_db": 4.0}}}}, "2": {"listening": {"wham": {"ig": {}}}}}
     >>> [line for line in listening_markdown(seeds) if line.startswith("| ig")]
-    ['| ig | - | 4 ± 0; 4 (1 of 2 seeds) | - | - | - | - | - | - |']
+    ['| ig | - | 4 ± 0; 4 (1 of 2 seeds) | - | - | - | - | - | - | - |']
     """
     lines, keys = [], measure_names("listening")
     conditions = next(iter(seeds.values())).get("listening", {})
