@@ -404,8 +404,10 @@ def listening_markdown(seeds):
     Example
     -------
     >>> seeds = {"1": {"listening": {"wham": {"ig": {"sir_gain_db": 4.0}}}}, "2": {"listening": {"wham": {"ig": {}}}}}
-    >>> [line for line in listening_markdown(seeds) if line.startswith("| ig")]
-    ['| ig | - | 4 ± 0; 4 (1 of 2 seeds) | - | - | - | - | - | - | - |']
+    >>> lines = listening_markdown(seeds)
+    >>> header, row = lines[2].split(" | "), next(line for line in lines if line.startswith("| ig")).split(" | ")
+    >>> row[header.index("sir_gain_db")], len(row) == len(header), set(row[1:-1]) - {"4 ± 0; 4 (1 of 2 seeds)"}
+    ('4 ± 0; 4 (1 of 2 seeds)', True, {'-'})
     """
     lines, keys = [], measure_names("listening")
     conditions = next(iter(seeds.values())).get("listening", {})
