@@ -59,14 +59,18 @@ def open_interpreter_data(hparams):
 def mask_reference_with_its_decision(hparams, train_set, class_names):
     """The run's ``mask_reference`` (``build_mask_reference``), after logging what the classifier decides on its
     empty mask's inputs, built from training clips (``log_empty_mask_decision``)."""
-    mask_reference = build_mask_reference(hparams, train_set)
-    log_empty_mask_decision(hparams, class_names, mask_reference, probe_log_magnitudes(hparams, train_set))
+    probe = probe_log_magnitudes(hparams, train_set)
+    mask_reference = build_mask_reference(hparams, train_set, probe)
+    log_empty_mask_decision(hparams, class_names, mask_reference, probe)
     return mask_reference
 
 
-def build_mask_reference(hparams, train_set):
+def build_mask_reference(hparams, train_set, probe_log_mag=None):
     """The run's ``mask_reference``: the one its save folder holds, else built (``mean_spectrum`` reads the clean
-    training clips, ``neutral_spectrum`` also asks the loaded classifier about the first ``EMPTY_PROBE_CLIPS``) and saved there on the main process, so that the run's evaluations use the same ``R``."""
+    training clips, ``neutral_spectrum`` also asks the loaded classifier about the first ``EMPTY_PROBE_CLIPS``) and saved there on the main process, so that the run's evaluations use the same ``R``.
+
+    ``probe_log_mag`` is those clips' ``probe_log_magnitudes`` where the caller has read them already; None: read
+    here, when a judgement first needs them."""
     path = saved_mask_reference_path(hparams)
     if os.path.isfile(path):
         reference = load_mask_reference(path)
@@ -82,7 +86,9 @@ def build_mask_reference(hparams, train_set):
     def log_magnitude(wavs):
         return spectral_features(wavs, hparams["compute_stft"], hparams["classifier_input"]).log_mag
 
-    probe = functools.cache(lambda: probe_log_magnitudes(hparams, train_set))  # read once, at the first judgement
+    probe = functools.cache(  # read once, at the first judgement, unless given
+        lambda: probe_log_mag if probe_log_mag is not None else probe_log_magnitudes(hparams, train_set)
+    )
 
     def judge(spectrum):  # [freq] to the logits [clips, n_classes] of the empty inputs it makes from probe clips
         clip_log_mag = probe().to(spectrum.device)
