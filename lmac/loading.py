@@ -72,11 +72,6 @@ def build_mask_reference(hparams, train_set, probe_log_mag=None):
     ``probe_log_mag`` is those clips' ``probe_log_magnitudes`` where the caller has read them already; None: read
     here, when a judgement first needs them."""
     path = saved_mask_reference_path(hparams)
-    if os.path.isfile(path):
-        reference = load_mask_reference(path)
-        refuse_another_reference(hparams, reference.name, path)
-        logger.info("mask_reference=%s: the run's own, from %s.", reference.name, path)
-        return reference
 
     def training_batches():
         loader = sb.dataio.dataloader.make_dataloader(train_set, batch_size=hparams["batch_size"])
@@ -94,12 +89,21 @@ def build_mask_reference(hparams, train_set, probe_log_mag=None):
         clip_log_mag = probe().to(spectrum.device)
         return classify_empty_inputs(hparams, spectrum.expand_as(clip_log_mag), clip_log_mag)
 
-    def build_and_save():
+    def build_and_save_unless_saved():  # on the main process only: True when the run had saved its own already
+        if os.path.isfile(path):
+            return True
         reference = make_mask_reference(hparams["mask_reference"], training_batches(), log_magnitude, judge)
         save_mask_reference(reference, path)
+        return False
 
-    run_on_main(build_and_save)
-    return load_mask_reference(path)
+    # Every process takes part in the same collectives: whether the file exists is decided on the main process
+    # alone, since it may be written there while another process looks.
+    was_saved = run_on_main(build_and_save_unless_saved)
+    reference = load_mask_reference(path)
+    if was_saved:
+        refuse_another_reference(hparams, reference.name, path)
+        logger.info("mask_reference=%s: the run's own, from %s.", reference.name, path)
+    return reference
 
 
 @torch.no_grad()

@@ -189,6 +189,52 @@ def test_two_processes_train_once_and_score_the_whole_validation_set(tiny_data, 
         assert brain.last_stage_stats[name] == pytest.approx(logged[name], rel=0.02, abs=1e-3), name
 
 
+# Two gloo processes build the run's reference, rank 1 in a folder that holds one already: the case where the
+# main process has written the file before another process looks. Each prints what it loaded.
+REFERENCE_RACE = """
+import datetime, os, sys
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from lmac.loading import build_mask_reference
+
+def rank_main(rank, folders, rendezvous):
+    os.environ["RANK"] = str(rank)
+    dist.init_process_group("gloo", init_method="file://" + rendezvous, rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=30))
+    hparams = {"save_folder": folders[rank], "output_folder": folders[rank], "mask_reference": "zeros",
+               "batch_size": 1, "compute_stft": None, "classifier_input": None}
+    reference = build_mask_reference(hparams, train_set=None)
+    dist.barrier()
+    print(f"rank {rank}: {reference.name}", flush=True)
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    mp.spawn(rank_main, args=(sys.argv[1:3], sys.argv[3]), nprocs=2)
+"""
+
+
+def test_processes_that_see_the_saved_reference_at_different_times_do_not_deadlock(tmp_path):
+    from lmac.checks import saved_mask_reference_path
+    from lmac.mask_references import make_mask_reference, save_mask_reference
+
+    empty, saved = tmp_path / "empty", tmp_path / "saved"
+    empty.mkdir()
+    save_mask_reference(make_mask_reference("zeros"), saved_mask_reference_path({"save_folder": str(saved)}))
+    script = tmp_path / "race.py"
+    script.write_text(REFERENCE_RACE)
+    result = subprocess.run(
+        [sys.executable, str(script), str(empty), str(saved), str(tmp_path / "rendezvous")],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(result.stdout.split("\n")[:2]) == ["rank 0: zeros", "rank 1: zeros"]
+    assert os.path.isfile(saved_mask_reference_path({"save_folder": str(empty)}))
+
+
 @pytest.fixture(scope="module")
 def tiny_brain(tiny_data, tmp_path_factory):
     overrides = {
