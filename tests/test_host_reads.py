@@ -144,3 +144,28 @@ def test_smoothgrad_reads_nothing_on_the_host_and_matches_captum_with_a_float_no
         abs=True,
     )
     torch.testing.assert_close(attribution, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_the_validation_clips_are_the_same_inputs_at_every_epoch_and_their_classifier_scores_are_kept(
+    noisy_lmac, monkeypatch
+):
+    brain, batch = noisy_lmac
+    brain.modules.eval()
+    inputs, sensitivities = [], []
+    add_noise, sensitivity = brain.add_noise, brain.classifier_sensitivity
+    monkeypatch.setattr(brain, "classifier_sensitivity", lambda output: sensitivities.append(1) or sensitivity(output))
+    monkeypatch.setattr(brain, "add_noise", lambda *args: remember(inputs, add_noise(*args)))
+    stages = (sb.Stage.VALID, sb.Stage.VALID, sb.Stage.TEST, sb.Stage.TEST)
+    for stage in stages:
+        brain.on_stage_start(stage)
+        brain.evaluate_batch(batch, stage)
+    valid, test = inputs[:2], inputs[2:]
+    assert torch.equal(*valid) and not torch.allclose(*test)  # the test passes draw their noise anew
+    # The classifier's sensitivity at the validation clips is computed at the first epoch only.
+    assert len(sensitivities) == 3
+
+
+def remember(kept, mixed):
+    """Appends the mixture's input ``wavs`` to ``kept``; returns ``mixed``."""
+    kept.append(mixed.wavs)
+    return mixed

@@ -111,6 +111,32 @@ def test_stream_is_identical_with_and_without_workers(synthetic_data):
     assert torch.equal(drawn, torch.stack([noise[index] for index in range(12)]))
 
 
+def test_each_clip_has_its_own_noise_whatever_the_batch_and_the_process(synthetic_data, monkeypatch):
+    hparams = {
+        "add_wham_noise": True,
+        "wham_folder": synthetic_data["wham_folder"],
+        "sample_rate": 16000,
+        "signal_length_s": 0.5,
+        "seed": 3,
+        "batch_size": 2,
+        "noise_num_workers": 0,
+    }
+    clean = torch.randn(3, 8000)
+    ids = ["1-100-A-0", "2-200-A-1", "3-300-A-2"]
+    streams = {}
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        streams[rank] = wham.make_noise_stream(hparams)
+    first = streams["0"].mix_own(clean, ids)
+    # Again, on the other process, and in another batch order: the same mixture for each clip.
+    again = streams["1"].mix_own(clean.flip(0), ids[::-1])
+    assert torch.equal(again.wavs.flip(0), first.wavs)
+    # The clips' mixtures differ from one another, and from the stream's draws, which differ between processes.
+    assert not torch.allclose(first.wavs[0], streams["0"].mix_own(clean[:1], ids[1:2]).wavs[0])
+    drawn = {rank: stream.mix(clean).wavs for rank, stream in streams.items()}
+    assert not torch.allclose(drawn["0"], drawn["1"]) and not torch.allclose(drawn["0"], first.wavs)
+
+
 def test_prepare_wham_lists_readable_training_files(synthetic_data):
     noise_files = prepare_wham(synthetic_data["wham_folder"])
     train_folder = os.path.join(synthetic_data["wham_folder"], "tr")

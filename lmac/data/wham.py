@@ -3,7 +3,8 @@
 The WHAM! noise archive unpacks to ``wham_noise/{tr,cv,tt}/*.wav``; training
 draws from ``tr/``. ``prepare_wham`` finds (or downloads) the files,
 ``WhamNoiseStream`` hands out batches of random noise excerpts loaded by
-DataLoader workers, and ``combine_batches`` mixes clean clips and noise at
+DataLoader workers (and each validation clip its own excerpt, the same at
+every epoch), and ``combine_batches`` mixes clean clips and noise at
 0 dB as ``docs/method.md`` (WHAM! noise) states.
 """
 
@@ -13,6 +14,7 @@ import itertools
 import logging
 import math
 import os
+import zlib
 
 import numpy as np
 import soundfile as sf
@@ -33,6 +35,9 @@ WHAM_LAYOUT_HELP = (
     "run `python make_synthetic_data.py` for a synthetic WHAM!-format folder, "
     "or set --add_wham_noise False."
 )
+# Where the clips' own excerpts (``WhamNoiseStream.mix_own``) start among ``WhamNoise``'s indices: far above the
+# stream's draws 0, 1, 2, ...
+OWN_NOISE_OFFSET = 2**40
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +187,9 @@ class WhamNoiseStream:
     torch.Size([3, 8000])
     """
 
-    def __init__(self, noise, batch_size, num_workers):
+    def __init__(self, noise, batch_size, num_workers, own_noise=None):
         self.noise = noise
+        self.own_noise = own_noise if own_noise is not None else noise
         self.batch_size = batch_size
         self.num_workers = num_workers
         self._batches = None  # the loader's iterator, from the first batch on
@@ -196,6 +202,14 @@ class WhamNoiseStream:
     def mix(self, clean, labels=None):
         """``mix_into``'s mixture with its parts kept: a ``MixedBatch`` (``labels`` unused)."""
         return MixedBatch.of_mixture(clean, self.noise_for(clean))
+
+    def mix_own(self, clean, ids):
+        """``clean`` ``[batch, samples]`` mixed at 0 dB with each clip's own excerpt, found by its id in ``ids``
+        (``own_noise``, item ``OWN_NOISE_OFFSET + crc32(id)``): the same mixture at every call, whatever the batch
+        and the process. A ``MixedBatch``; a validation set mixed so stays the same set from epoch to epoch."""
+        excerpts = [self.own_noise[OWN_NOISE_OFFSET + zlib.crc32(str(clip_id).encode())] for clip_id in ids]
+        noise = fit_length(torch.stack(excerpts).to(clean.device, non_blocking=True), clean.shape[1])
+        return MixedBatch.of_mixture(clean, noise)
 
     def noise_for(self, clean):
         """The next noise excerpts for ``clean`` ``[batch, samples]``, on its device and of its length."""
@@ -234,14 +248,16 @@ def make_noise_stream(hparams, split="tr"):
 
     Training draws from ``tr``; ``eval.py`` from the held-out ``tt``.
     Uses ``wham_folder``, ``sample_rate``, ``signal_length_s``, ``seed``
-    (plus the DDP rank, so that processes draw different noise),
+    (plus the DDP rank, so that processes draw different noise; the clips'
+    own excerpts of ``mix_own`` are the same on every process),
     ``batch_size`` and ``noise_num_workers``.
     """
     if not hparams["add_wham_noise"]:
         return None
-    seed = hparams["seed"] + int(os.environ.get("RANK", 0))  # each DDP process draws its own noise
-    noise = WhamNoise(prepare_wham(hparams["wham_folder"], split), hparams["sample_rate"], hparams["signal_length_s"], seed)
-    return WhamNoiseStream(noise, hparams["batch_size"], hparams["noise_num_workers"])
+    files = prepare_wham(hparams["wham_folder"], split)
+    rate, length, seed = hparams["sample_rate"], hparams["signal_length_s"], hparams["seed"]
+    noise = WhamNoise(files, rate, length, seed + int(os.environ.get("RANK", 0)))  # each DDP process draws its own
+    return WhamNoiseStream(noise, hparams["batch_size"], hparams["noise_num_workers"], WhamNoise(files, rate, length, seed))
 
 
 def combine_batches(clean, noise, clean_weight=1.0, noise_weight=1.0):

@@ -138,7 +138,7 @@ class InterpreterBrain(CudaFedBrain):
         Name of each class index, for the warnings; None: the indices.
     classifier_scores : scoring.ClassifierScores or None
         Where the scores that depend only on the classifier and the clip are kept (shared by the methods of a
-        comparison); None: a new one, shared by this interpreter's stages. Read only without ``noise_stream``.
+        comparison); None: a new one, shared by this interpreter's stages. Read where ``same_input_every_time``.
     """
 
     def __init__(
@@ -157,6 +157,7 @@ class InterpreterBrain(CudaFedBrain):
         self.class_names = class_names
         self.mask_method = mask_method
         self.noise_stream = noise_stream
+        self.current_stage = None  # set at each stage's start: VALID mixes each clip with its own noise
         self.events = events
         self.mask_reference = mask_reference if mask_reference is not None else SilenceReference()
         self.randomised = None  # the model-randomisation cascade's (layer, mask method) steps, built in TEST
@@ -218,18 +219,26 @@ class InterpreterBrain(CudaFedBrain):
         """
         batch = batch.to(self.device, non_blocking=True)  # from pinned memory on CUDA: no wait
         clean, _ = batch.sig  # [batch, samples]
-        mixed = self.add_noise(clean, batch.class_string_encoded.data.squeeze(1))
+        mixed = self.add_noise(clean, batch.class_string_encoded.data.squeeze(1), batch.id)
         features = self.compute_features(mixed.wavs)
         with torch.no_grad():
             logits, feature_maps = self.classify(features.classifier_input)
         return mixed, features, logits, feature_maps
 
-    def add_noise(self, clean, labels):
-        """The clean batch (of classes ``labels`` ``[batch]``) mixed by the noise stream, or as it is when there
-        is none: a ``MixedBatch``."""
+    def add_noise(self, clean, labels, ids):
+        """The clean batch (of classes ``labels`` ``[batch]``, clip ``ids``) mixed by the noise stream, or as it is
+        when there is none: a ``MixedBatch``. In VALID each clip gets its own noise (``mix_own``), the same at every
+        epoch, so that the epochs are compared on one validation set."""
         if self.noise_stream is None:
             return MixedBatch.of_clean(clean)
+        if self.same_input_every_time(self.current_stage):
+            return self.noise_stream.mix_own(clean, ids)
         return self.noise_stream.mix(clean, labels)
+
+    def same_input_every_time(self, stage):
+        """True where a clip is interpreted as the same input every time the stage sees it: without noise, and in
+        VALID (its clips' own noise); then the scores that depend only on the classifier and the clip are kept."""
+        return self.noise_stream is None or stage == sb.Stage.VALID
 
     def own_mask_method(self):
         """The ``lmac.methods.MaskMethod`` of this interpreter's own modules."""
@@ -301,7 +310,7 @@ class InterpreterBrain(CudaFedBrain):
             else None,
             parts=parts,
             ids=batch.id,
-            classifier_scores=self.classifier_scores if self.noise_stream is None else None,  # a mixture is drawn anew
+            classifier_scores=self.classifier_scores if self.same_input_every_time(stage) else None,
             **(self.other_class_inputs(output, batch, known_labels) if parts is not None else {}),
         )
         scores = {**clip_scores(clip), **extra_scores}
@@ -433,6 +442,7 @@ class InterpreterBrain(CudaFedBrain):
 
     def on_stage_start(self, stage, epoch=None):
         """Starts this stage's per-example scores (VALID and TEST)."""
+        self.current_stage = stage
         self.stage_scores = {}
         self.stage_classes = {}
         self.stage_profiles = {"mask": [], "event": [], "sensitivity": [], "classes": []}
