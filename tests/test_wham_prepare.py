@@ -1,6 +1,8 @@
 """WHAM! noise: folder checks, reproducible excerpts, worker loading, 0 dB mixing."""
 
+import gc
 import logging
+import multiprocessing
 import os
 import urllib.error
 import zipfile
@@ -135,6 +137,25 @@ def test_each_clip_has_its_own_noise_whatever_the_batch_and_the_process(syntheti
     assert not torch.allclose(first.wavs[0], streams["0"].mix_own(clean[:1], ids[1:2]).wavs[0])
     drawn = {rank: stream.mix(clean).wavs for rank, stream in streams.items()}
     assert not torch.allclose(drawn["0"], drawn["1"]) and not torch.allclose(drawn["0"], first.wavs)
+
+
+def test_a_forked_process_leaves_the_noise_workers_to_their_parent(synthetic_data, tmp_path):
+    noise = WhamNoise(prepare_wham(synthetic_data["wham_folder"]), sample_rate=16000, signal_length_s=0.5, seed=11)
+    streams = [WhamNoiseStream(noise, batch_size=2, num_workers=1)]
+    streams[0].next_batch(2)  # its worker runs
+    child_stderr = tmp_path / "child_stderr.txt"
+
+    def drop_the_stream():  # as a DataLoader worker forked later may, when the stream has become garbage
+        os.dup2(os.open(child_stderr, os.O_WRONLY | os.O_CREAT), 2)
+        streams.clear()
+        gc.collect()
+
+    child = multiprocessing.get_context("fork").Process(target=drop_the_stream)
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+    assert "can only test a child process" not in child_stderr.read_text()
+    assert streams[0].next_batch(2).shape == (2, 8000)  # the parent's stream still draws
 
 
 def test_prepare_wham_lists_readable_training_files(synthetic_data):

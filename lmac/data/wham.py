@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import os
+import weakref
 import zlib
 
 import numpy as np
@@ -160,6 +161,24 @@ class WhamNoise(torch.utils.data.Dataset):
         return fit_length(excerpt, self.num_samples)
 
 
+# The streams of this process, and in a forked process the loaders it inherited (``_keep_inherited_loaders``).
+_STREAMS = weakref.WeakSet()
+_INHERITED_LOADERS = []
+
+
+def _keep_inherited_loaders():
+    """In a forked process (a DataLoader's worker): keeps every stream's loader, whose workers are the parent's, out
+    of reach of the garbage collector. Collected there, it would stop workers that are not this process's children
+    and print PyTorch's ``AssertionError: can only test a child process``."""
+    for stream in list(_STREAMS):
+        if stream._batches is not None:
+            _INHERITED_LOADERS.append(stream._batches)
+            stream._batches = None
+
+
+os.register_at_fork(after_in_child=_keep_inherited_loaders)
+
+
 class WhamNoiseStream:
     """An endless supply of noise batches, read ahead by DataLoader workers.
 
@@ -193,6 +212,7 @@ class WhamNoiseStream:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self._batches = None  # the loader's iterator, from the first batch on
+        _STREAMS.add(self)
         self._buffer = torch.empty(0, noise.num_samples)
 
     def mix_into(self, clean):
