@@ -55,10 +55,13 @@ LISTENING_SCORES = (
 # In a mixture of two classes, the gain of a class-conditional method's mask of the class not decided, with that
 # class's sound as the target (``other_class_parts``): what would have made it that class.
 OTHER_CLASS_SIR_GAIN = "other_class_sir_gain_db"
-# The measures that are NaN for an unheard interpretation: a stage whose every interpretation is has none of them.
+# The measures that are NaN for an unheard interpretation, and left out of a stage whose are mostly unheard.
 NAN_WHEN_UNHEARD = ("sir_gain_db", "target_kept", "rest_kept", "si_sdr_db")
 # An interpretation that plays less than this share of its target's energy is unheard (``unheard_share``).
 UNHEARD_ENERGY_SHARE = 0.01
+# Where more than this share of a stage's (or a class's) scored clips are unheard, the medians of its heard ones
+# (``NAN_WHEN_UNHEARD``) are left out (``without_mostly_unheard``).
+MOSTLY_UNHEARD_SHARE = 0.5
 # The gain a listener clearly hears as "the rest went away" (``sir_gain_6db_share``).
 AUDIBLE_GAIN_DB = 6.0
 
@@ -212,6 +215,21 @@ def listening_scores(mask, log_mag, parts, compute_stft, compute_istft, with_ide
         scores["ideal_mask_sir_gain_db"] = torch.where(parts.scored, ideal_db, nan)
     scores["scored_share"] = parts.scored.float()
     return {name: scores[name] for name in LISTENING_SCORES if name in scores}
+
+
+def without_mostly_unheard(stats):
+    """A stage's (or a class's) ``stats`` (name to value) without the measures of the heard clips
+    (``NAN_WHEN_UNHEARD``) where more than ``MOSTLY_UNHEARD_SHARE`` of its scored clips are unheard: the median of a
+    few heard clips would rank a method that is mostly silent above one that is heard.
+
+    Example
+    -------
+    >>> without_mostly_unheard({"sir_gain_db": 27.0, "unheard_share": 0.99, "sir_gain_6db_share": 0.01})
+    {'unheard_share': 0.99, 'sir_gain_6db_share': 0.01}
+    """
+    if stats.get("unheard_share", 0.0) <= MOSTLY_UNHEARD_SHARE:
+        return stats
+    return {name: value for name, value in stats.items() if name not in NAN_WHEN_UNHEARD}
 
 
 def source_parts(mixed, event, labels, decisions):

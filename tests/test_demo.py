@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+import lmac.listening as listening
 import lmac.recipes.demo as demo
 import lmac.scoring as scoring
 from lmac.metrics import event_box, localization_ratio
@@ -146,9 +147,10 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
             assert written[domain][run] == pytest.approx(summary[domain][run])
             assert set(written[domain][run]) == set(scoring.measure_names("noisy"))
             values = written[domain][run]
-            # A listening ratio is missing (None) only where no interpretation could be heard.
+            # A listening ratio is missing (None) only where most interpretations are unheard.
             assert all(math.isfinite(value) for value in values.values() if value is not None), (domain, run)
-            assert all(values["unheard_share"] == 1.0 for key, value in values.items() if value is None), (domain, run)
+            mostly_unheard = values["unheard_share"] > listening.MOSTLY_UNHEARD_SHARE
+            assert all(mostly_unheard for key, value in values.items() if value is None), (domain, run)
             assert math.isfinite(values["ideal_mask_sir_gain_db"]) and values["ideal_mask_sir_gain_db"] > 0
     assert set(written["step_seconds"]) == {
         "data",

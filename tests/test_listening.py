@@ -1,6 +1,7 @@
 """The listening measures (``lmac.listening``): known answers, and the parts they rest on."""
 
 import math
+import types
 
 import numpy as np
 import pytest
@@ -265,3 +266,26 @@ def test_the_comparison_says_when_a_method_plays_the_rest_as_loud_as_the_decided
         "+0.4 dB, 5% of the clips at 6 dB or more, where the ideal binary mask gains +25.0 dB): listening to them "
         "does not pick out that sound."
     ]
+
+
+def test_a_stage_or_class_mostly_unheard_has_no_median_of_its_few_heard_clips():
+    from lmac.training.brain import InterpreterBrain
+
+    def stage_statistics(unheard):
+        """Four scored clips of class 0, ``unheard`` of them unheard (the others gain 20 dB), two heard of class 1."""
+        gains = [math.nan] * unheard + [20.0] * (4 - unheard) + [5.0, 7.0]
+        scores = {"sir_gain_db": torch.tensor(gains), "unheard_share": torch.tensor(gains).isnan().float()}
+        brain = types.SimpleNamespace(
+            stage_scores={name: [values] for name, values in scores.items()},
+            stage_classes=dict.fromkeys(scores, [torch.tensor([0, 0, 0, 0, 1, 1])]),
+            stage_profiles={"mask": [], "event": [], "sensitivity": [], "classes": []},
+            stage_values={},
+            hparams=types.SimpleNamespace(data_classes=2),
+        )
+        return InterpreterBrain.stage_statistics(brain, 0.0), brain.per_class_stats
+
+    stats, per_class = stage_statistics(unheard=3)  # half the stage, three quarters of class 0
+    assert stats["sir_gain_db"] == 7.0 and "sir_gain_db" not in per_class[0]
+    assert per_class[0]["unheard_share"] == 0.75 and per_class[1]["sir_gain_db"] == 5.0
+    stats, _ = stage_statistics(unheard=4)  # two thirds of the stage: its 5 and 7 dB describe a third of it
+    assert "sir_gain_db" not in stats and stats["unheard_share"] == pytest.approx(2 / 3)

@@ -399,7 +399,7 @@ def family_summary(seeds):
 def listening_markdown(seeds):
     """Per condition, a table of each method's measures of the ``listening`` view over the seeds: mean ± spread, and the worst
     seed's value (the lowest, the highest for a measure where lower is better, ``scoring.MEASURES``), over the
-    seeds that have one (named when not all: a seed whose every interpretation is unheard has no gain).
+    seeds that have one (named when not all: a seed whose interpretations are mostly unheard has no gain).
 
     Example
     -------
@@ -439,7 +439,8 @@ def listening_markdown(seeds):
             f"interpretation than in the input (0 for the all-ones mask); sir_gain_6db_share: the share of clips at "
             f"{AUDIBLE_GAIN_DB:.0f} dB or more (an unheard interpretation counts as below); unheard_share: the share of "
             "clips whose interpretation plays under 1% of the decided sound's energy (silent_share is judged against "
-            "the whole input instead); ideal_mask_sir_gain_db: "
+            "the whole input instead; where more than half are unheard, the medians of the heard ones are left out); "
+            "ideal_mask_sir_gain_db: "
             "the ideal binary mask's gain, what a mask can reach on those clips; other_class_sir_gain_db: with two "
             "classes mixed, the gain of a class-conditional method's interpretation of the class not decided, that "
             "class's sound as the target."
@@ -493,8 +494,8 @@ def summary_markdown(results, fold):
     if any("| - |" in line or line.endswith("| - |") for line in lines):
         lines += [
             "",
-            "A '-' marks a value no seed has: a listening measure of a method whose every interpretation "
-            "is near-silent, or a measure these runs did not record.",
+            "A '-' marks a value no seed has: a median of the heard clips of a method whose interpretations are "
+            "mostly unheard, or a measure these runs did not record.",
         ]
     return "\n".join(lines) + "\n"
 

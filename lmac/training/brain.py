@@ -27,7 +27,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from lmac.data.wham import MixedBatch
 from lmac.features import SpectralFeatures, spectral_features
-from lmac.listening import other_class_parts, source_parts
+from lmac.listening import other_class_parts, source_parts, without_mostly_unheard
 from lmac.mask_references import SilenceReference
 from lmac.masking import crop_frames, inverted_interpretation, masked_log_magnitudes
 from lmac.metrics import (
@@ -469,7 +469,9 @@ class InterpreterBrain(CudaFedBrain):
 
         The means, the cosines and the per-class means reach the host together,
         in one copy. ``self.per_class_stats`` gets the mean of every score per
-        true class (``{class index: {name: mean}}``).
+        true class (``{class index: {name: mean}}``). A stage or a class whose
+        scored clips are mostly unheard has no median of its heard ones
+        (``listening.without_mostly_unheard``).
         """
         stats = {BEST_CHECKPOINT_KEY: float(stage_loss)}
         self.per_class_stats = {}
@@ -504,11 +506,12 @@ class InterpreterBrain(CudaFedBrain):
             (key, value) for key, value in zip(whole_stage, values[len(names) : len(overall)]) if math.isfinite(value)
         )
         per_class = values[len(overall) :]
-        self.per_class_stats = per_class_table(
+        per_class_stats = per_class_table(
             names, per_class[: len(per_class) // 2], per_class[len(per_class) // 2 :], n_classes
         )
+        self.per_class_stats = {index: without_mostly_unheard(row) for index, row in per_class_stats.items()}
         stats.update(class_collapse_stats(self.per_class_stats))
-        return stats
+        return without_mostly_unheard(stats)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs the stage, anneals the learning rate and keeps the best checkpoint."""
