@@ -289,3 +289,18 @@ def test_a_stage_or_class_mostly_unheard_has_no_median_of_its_few_heard_clips():
     assert per_class[0]["unheard_share"] == 0.75 and per_class[1]["sir_gain_db"] == 5.0
     stats, _ = stage_statistics(unheard=4)  # two thirds of the stage: its 5 and 7 dB describe a third of it
     assert "sir_gain_db" not in stats and stats["unheard_share"] == pytest.approx(2 / 3)
+
+
+def test_the_comparison_says_how_quietly_a_near_silent_method_plays_the_decided_sound_where_it_is_heard():
+    from lmac.reporting.comparison import comparison_warnings
+
+    table = {
+        "integrated_gradients": {"silent_share": 1.0, "target_kept": 0.04, "sir_gain_db": 27.0, "unheard_share": 0.0},
+        "saliency": {"silent_share": 1.0, "unheard_share": 0.9},  # mostly unheard: no median of the heard clips
+    }
+    heard, unheard = comparison_warnings(table)
+    assert heard.endswith(
+        "Turned up, most play the decided sound (4% of its energy, -14 dB, median SIR gain +27.0 dB): "
+        "read its listening measures at that level."
+    )
+    assert unheard.startswith("saliency: 100% of its interpretations are near-silent") and "Turned up" not in unheard

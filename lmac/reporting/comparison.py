@@ -4,6 +4,7 @@ plain words, and the listening report of the test clips.
 
 import json
 import logging
+import math
 import os
 
 from lmac.listening import AUDIBLE_GAIN_DB
@@ -72,7 +73,7 @@ def comparison_warnings(table):
     >>> for warning in comparison_warnings({"ig": {"silent_share": 1.0, "profile_cosine": 0.2},
     ...                                      "cam": {"silent_share": 0.0, "profile_cosine": 0.99}}):
     ...     print(warning)
-    ig: 100% of its interpretations are near-silent (under 1% of the input's energy): its SPS and COMP describe masks one cannot hear, and it localises at chance.
+    ig: 100% of its interpretations are near-silent (under 1% of the input's energy): its SPS and COMP describe masks one cannot hear at the input's level, and it localises at chance.
     cam: its masks have nearly one frequency profile for every class (profile_cosine 0.99): they do not show what tells the classes apart.
     """
     warnings = event_alone_warnings(table)
@@ -80,11 +81,7 @@ def comparison_warnings(table):
         if method in REFERENCE_ROWS:
             continue
         if row.get("silent_share", 0.0) >= COLLAPSE_SILENT_SHARE:
-            warnings.append(
-                f"{method}: {100 * row['silent_share']:.0f}% of its interpretations are near-silent (under "
-                f"{100 * SILENT_ENERGY_SHARE:.0f}% of the input's energy): its SPS and COMP describe masks one "
-                "cannot hear, and it localises at chance."
-            )
+            warnings.append(near_silent_words(method, row))
         if "sir_gain_db" in row and row["sir_gain_db"] < NO_AUDIBLE_GAIN_DB:
             warnings.append(
                 f"{method}: its interpretations play the rest about as loud as the sound that made the decision "
@@ -99,6 +96,30 @@ def comparison_warnings(table):
                 + class_agnostic_sensitivity_words(row)
             )
     return warnings
+
+
+def near_silent_words(method, row):
+    """The warning of a method whose interpretations are mostly near-silent by the input's measure; where the
+    listening measures hear most of them against the decided sound (``target_kept`` is in the row), how quietly
+    they play it.
+
+    Example
+    -------
+    >>> print(near_silent_words("ig", {"silent_share": 1.0, "target_kept": 0.05, "sir_gain_db": 27.0}))
+    ig: 100% of its interpretations are near-silent (under 1% of the input's energy): its SPS and COMP describe masks one cannot hear at the input's level, and it localises at chance. Turned up, most play the decided sound (5% of its energy, -13 dB, median SIR gain +27.0 dB): read its listening measures at that level.
+    """
+    words = (
+        f"{method}: {100 * row['silent_share']:.0f}% of its interpretations are near-silent (under "
+        f"{100 * SILENT_ENERGY_SHARE:.0f}% of the input's energy): its SPS and COMP describe masks one cannot hear "
+        "at the input's level, and it localises at chance."
+    )
+    if "target_kept" not in row or row["target_kept"] <= 0:
+        return words
+    return (
+        f"{words} Turned up, most play the decided sound ({100 * row['target_kept']:.0f}% of its energy, "
+        f"{10 * math.log10(row['target_kept']):+.0f} dB, median SIR gain {row['sir_gain_db']:+.1f} dB): read its "
+        "listening measures at that level."
+    )
 
 
 def ideal_words(row):
