@@ -92,9 +92,13 @@ def test_the_targets_flag_a_class_the_classifier_knows_whose_masks_go_silent():
     assert sweep.worst_class(classes) == ("lost", 0.5)
 
 
-def test_the_classifiers_train_for_the_family_s_epochs_unless_the_flag_gives_others():
+def test_the_models_train_for_the_family_s_epochs_unless_the_flags_give_others():
     own, demo_args = sweep.parse_args(["--families", "conv2d"])
-    assert sweep.seed_args(demo_args, "out", 1, "conv2d", own.classifier_epochs).classifier_epochs == 30
+    args = sweep.seed_args(demo_args, "out", 1, "ecapa", own.classifier_epochs, own.lmac_epochs)
+    assert (args.classifier_epochs, args.lmac_epochs) == (10, 3)
     own, demo_args = sweep.parse_args(["--classifier_epochs", "40"])
-    args = sweep.seed_args(demo_args, "out", 2, "cnn14", own.classifier_epochs)
+    args = sweep.seed_args(demo_args, "out", 2, "cnn14", own.classifier_epochs, own.lmac_epochs)
     assert (args.classifier_epochs, args.lmac_epochs, args.seed) == (40, 6, 2)
+    own, demo_args = sweep.parse_args(["--lmac_epochs", "12"])
+    args = sweep.seed_args(demo_args, "out", 3, "ecapa", own.classifier_epochs, own.lmac_epochs)
+    assert (args.classifier_epochs, args.lmac_epochs, args.seed) == (10, 12, 3)

@@ -117,6 +117,12 @@ def parse_args(argv):
         default=None,
         help="the classifiers' epochs (default: each family's, FAMILY_RUNS)",
     )
+    parser.add_argument(
+        "--lmac_epochs",
+        type=int,
+        default=None,
+        help="L-MAC's epochs (default: each family's, FAMILY_RUNS)",
+    )
     own, rest = parser.parse_known_args(argv)
     return own, demo.parse_args(rest)
 
@@ -126,9 +132,9 @@ def run_folder(output_folder, seed, family):
     return os.path.join(output_folder, f"seed{seed}", family)
 
 
-def seed_args(demo_args, output_folder, seed, family, classifier_epochs=None):
+def seed_args(demo_args, output_folder, seed, family, classifier_epochs=None, lmac_epochs=None):
     """``demo.py``'s settings for one seed and family: its folder, seed, width and epochs (the classifier's
-    ``classifier_epochs`` when given, else the family's)."""
+    ``classifier_epochs`` and L-MAC's ``lmac_epochs`` when given, else the family's)."""
     runs = FAMILY_RUNS[family]
     return argparse.Namespace(
         **{
@@ -137,7 +143,7 @@ def seed_args(demo_args, output_folder, seed, family, classifier_epochs=None):
             "seed": seed,
             "width": runs["width"],
             "classifier_epochs": classifier_epochs or runs["classifier_epochs"],
-            "lmac_epochs": runs["lmac_epochs"],
+            "lmac_epochs": lmac_epochs or runs["lmac_epochs"],
         }
     )
 
@@ -528,7 +534,7 @@ def main(argv=None):
         data = seed_data(own, demo_args, seed)
         for family in own.families:
             logger.info("Sweep: seed %d, %s.", seed, family)
-            args = seed_args(demo_args, own.output_folder, seed, family, own.classifier_epochs)
+            args = seed_args(demo_args, own.output_folder, seed, family, own.classifier_epochs, own.lmac_epochs)
             export = classifier_export(args, data, family)
             flags = lmac_run_flags(args, data, export, family, own.variant)
             lmac_folder = os.path.join(args.output_folder, lmac_recipe(own.variant))
