@@ -165,6 +165,7 @@ LOSS_HPARAMS = {
     "bin_th": 0.35,
     "l_contrast_w": 0.7,
     "l_empty_w": 0.3,
+    "l_energy_w": 1.5,
 }
 
 
@@ -224,7 +225,10 @@ def direct_loss(output, clean_log_mag, hparams, finetuning):
         if hparams["sparsity_gate"]:  # what the masked-in input adds to the decision's probability over the empty input
             q_in = torch.softmax(output.logits_masked_in[b], dim=0)[decision[b]]
             gate = float((q_in - torch.softmax(output.logits_empty[b], dim=0)[decision[b]]).clamp(0, 1))
+        magnitude = torch.exp(output.features.log_mag[b, :frames]) - 1  # the input's |STFT|
+        played = (torch.exp(mask * output.features.log_mag[b, :frames]) - 1).pow(2).sum() / magnitude.pow(2).sum()
         regularisers += (1 - keep) * gate * (hparams["reg_w_l1"] * mask.abs().mean() + hparams["reg_w_tv"] * tv / 2)
+        regularisers += (1 - keep) * gate * hparams["l_energy_w"] * played
         guidance += keep * ((masked_in - clean) ** 2).mean()
     return total + regularisers / batch + hparams["g_w"] * guidance / batch
 
@@ -276,6 +280,7 @@ def test_the_l1_weight_of_a_step_is_the_one_before_its_update_and_validation_use
         "sparsity_gate": False,
         "l_contrast_w": 0.0,
         "l_empty_w": 0.0,
+        "l_energy_w": 0.0,
         "reg_w_tv": 0.0,
         "l1_weight": AdaptiveWeight(LOSS_HPARAMS["reg_w_l1"], target=0.3, rate=0.5),
     }

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from lmac.features import stft_phase
 from lmac.masking import crop_frames, masked_log_magnitudes
 from lmac.methods import LMACMask
-from lmac.metrics import clean_energy_region, clean_energy_share, decision_log_probability
+from lmac.metrics import clean_energy_region, clean_energy_share, decision_log_probability, energy_kept
 from lmac.training.brain import InterpreterBrain
 
 logger = logging.getLogger(__name__)
@@ -386,6 +386,9 @@ class LMAC(InterpreterBrain):
         if self.hparams.l_empty_w:  # 0 by default (the published objective)
             beyond = beyond_empty_loss(output.logits_masked_in, output.logits_empty, decision)
             loss = loss + self.hparams.l_empty_w * beyond.mean()
+        if self.hparams.l_energy_w:  # 0 by default (the published objective)
+            played = energy_kept(output.mask, output.features.log_mag)
+            loss = loss + self.hparams.l_energy_w * (regulariser_weight * played).mean()
         if self.hparams.reg_w_tv:  # 0 by default: then neither TV nor its backward is computed
             loss = loss + self.hparams.reg_w_tv * (regulariser_weight * tv_loss(output.mask)).mean()
         if stage == sb.Stage.TRAIN:
