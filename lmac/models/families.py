@@ -143,9 +143,6 @@ class FeatureMapEncoder(torch.nn.Module):
     feature_layers : list of str
         Dotted names inside ``encoder``; each output is ``[batch, channels, frames', freq']`` or ``[batch, channels, frames']``
         (of a layer that returns a tuple, its first element).
-    with_input : bool
-        When True the first map is the classifier input itself, ``[batch, 1, frames, bins]``: a family whose
-        maps are 1-D over frames (ECAPA-TDNN's) keeps no frequency axis, and the input gives its decoder one.
 
     Example
     -------
@@ -154,22 +151,17 @@ class FeatureMapEncoder(torch.nn.Module):
     >>> embedding, maps = encoder(torch.rand(2, 64, 129))
     >>> embedding.shape, [tuple(m.shape) for m in maps]
     (torch.Size([2, 1, 8]), [(2, 8, 8, 16), (2, 8, 4, 8)])
-    >>> _, maps = FeatureMapEncoder(Conv2dEncoder_v2(dim=8), ["resblock"], with_input=True)(torch.rand(2, 64, 129))
-    >>> [tuple(m.shape) for m in maps]
-    [(2, 1, 64, 129), (2, 8, 4, 8)]
     """
 
-    def __init__(self, encoder, feature_layers, with_input=False):
+    def __init__(self, encoder, feature_layers):
         super().__init__()
         self.encoder = encoder
         self.feature_layers = list(feature_layers)
-        self.with_input = with_input
         for layer in self.feature_layers:
             named_submodule(encoder, layer, "feature_layers")
 
     def forward(self, classifier_input):
-        """``(embedding [batch, 1, emb_dim], feature maps in the order of feature_layers)``, after the input when
-        ``with_input``; ``classifier_input`` is ``[batch, frames, bins]``."""
+        """``(embedding [batch, 1, emb_dim], feature maps in the order of feature_layers)``."""
         maps = {}
         handles = [
             self.encoder.get_submodule(layer).register_forward_hook(functools.partial(_keep_output, maps, layer))
@@ -181,8 +173,7 @@ class FeatureMapEncoder(torch.nn.Module):
             for handle in handles:
                 handle.remove()
         embedding = output.mean(dim=(2, 3))[:, None] if output.dim() == 4 else output
-        inputs = (classifier_input[:, None],) if self.with_input else ()
-        return embedding, (*inputs, *(maps[layer] for layer in self.feature_layers))
+        return embedding, tuple(maps[layer] for layer in self.feature_layers)
 
 
 class ScaledCosineClassifier(Classifier):
