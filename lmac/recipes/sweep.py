@@ -25,7 +25,8 @@ instead of the seed's synthetic one: a set of real recordings
 settings are chosen there. A finished step is not run again (its output is
 kept), so a second ``--fold`` or a new ``--variant`` reuses the data and the
 classifiers. ``--variant NAME --lmac_flags "--flag value ..."`` trains
-another L-MAC beside the default one (``lmac_NAME/``).
+another L-MAC beside the default one (``lmac_NAME/``); ``--classifier_epochs`` and ``--lmac_epochs``
+replace every family's epochs (``FAMILY_RUNS``).
 
     python sweep.py [--seeds 1 2 3 4 5] [--families cnn14 ecapa] [--fold test|valid] [--conditions clean wham]
     python sweep.py --esc50_folder data/drums --wham_folder data/synthetic/wham_noise --n_classes 5 --families cnn14
