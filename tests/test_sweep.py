@@ -93,7 +93,9 @@ def test_the_targets_flag_a_class_the_classifier_knows_whose_masks_go_silent():
 
 
 def test_the_models_train_for_the_family_s_epochs_unless_the_flags_give_others():
-    own, demo_args = sweep.parse_args(["--families", "conv2d"])
+    own, demo_args = sweep.parse_args(["--families", "conv2d", "ecapa"])
+    args = sweep.seed_args(demo_args, "out", 1, "conv2d", own.classifier_epochs, own.lmac_epochs)
+    assert (args.classifier_epochs, args.lmac_epochs) == (30, 6)
     args = sweep.seed_args(demo_args, "out", 1, "ecapa", own.classifier_epochs, own.lmac_epochs)
     assert (args.classifier_epochs, args.lmac_epochs) == (10, 3)
     own, demo_args = sweep.parse_args(["--classifier_epochs", "40"])
