@@ -198,7 +198,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from lmac.loading import build_mask_reference
 
-def rank_main(rank, folders, rendezvous):
+def rank_main(rank, folders, rendezvous, answers):
     os.environ["RANK"] = str(rank)
     dist.init_process_group("gloo", init_method="file://" + rendezvous, rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=30))
@@ -206,11 +206,12 @@ def rank_main(rank, folders, rendezvous):
                "batch_size": 1, "compute_stft": None, "classifier_input": None}
     reference = build_mask_reference(hparams, train_set=None)
     dist.barrier()
-    print(f"rank {rank}: {reference.name}", flush=True)
+    with open(os.path.join(answers, f"rank{rank}.txt"), "w") as file:
+        file.write(reference.name)
     dist.destroy_process_group()
 
 if __name__ == "__main__":
-    mp.spawn(rank_main, args=(sys.argv[1:3], sys.argv[3]), nprocs=2)
+    mp.spawn(rank_main, args=(sys.argv[1:3], sys.argv[3], sys.argv[4]), nprocs=2)
 """
 
 
@@ -224,7 +225,7 @@ def test_processes_that_see_the_saved_reference_at_different_times_do_not_deadlo
     script = tmp_path / "race.py"
     script.write_text(REFERENCE_RACE)
     result = subprocess.run(
-        [sys.executable, str(script), str(empty), str(saved), str(tmp_path / "rendezvous")],
+        [sys.executable, str(script), str(empty), str(saved), str(tmp_path / "rendezvous"), str(tmp_path)],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": REPO},
         capture_output=True,
@@ -232,7 +233,9 @@ def test_processes_that_see_the_saved_reference_at_different_times_do_not_deadlo
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(result.stdout.split("\n")[:2]) == ["rank 0: zeros", "rank 1: zeros"]
+    # Each rank writes its answer to its own file: two processes printing at once may interleave.
+    answers = [(tmp_path / f"rank{rank}.txt").read_text() for rank in range(2)]
+    assert answers == ["zeros", "zeros"]
     assert os.path.isfile(saved_mask_reference_path({"save_folder": str(empty)}))
 
 
