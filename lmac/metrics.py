@@ -536,7 +536,17 @@ def average_ranks(values):
     return torch.empty_like(sorted_ranks).scatter_(1, order, sorted_ranks)
 
 
-def spearman_similarity(masks, other_masks):
+def centred_ranks(masks):
+    """``average_ranks`` of each example's cells minus their mean: ``[batch, ...]`` to ``[batch, cells]`` float64.
+
+    What ``spearman_similarity`` correlates; rank a mask once where it is
+    compared with many (the model-randomisation cascade).
+    """
+    ranks = average_ranks(masks.detach().float().flatten(1))
+    return ranks - ranks.mean(dim=1, keepdim=True)
+
+
+def spearman_similarity(masks, other_masks, ranks=None, other_ranks=None):
     """Spearman rank correlation between two masks of each example, over all their cells.
 
     Two equal masks score 1 (constant ones included); a constant mask against
@@ -546,6 +556,8 @@ def spearman_similarity(masks, other_masks):
     ---------
     masks, other_masks : torch.Tensor
         ``[batch, ...]``, same shape.
+    ranks, other_ranks : torch.Tensor, optional
+        ``centred_ranks`` of ``masks`` and of ``other_masks``, where already computed.
 
     Returns
     -------
@@ -562,8 +574,8 @@ def spearman_similarity(masks, other_masks):
         raise ValueError(
             f"spearman_similarity needs two masks of one shape; got {tuple(masks.shape)} and {tuple(other_masks.shape)}."
         )
-    first, second = (average_ranks(m.detach().float().flatten(1)) for m in (masks, other_masks))
-    first, second = first - first.mean(dim=1, keepdim=True), second - second.mean(dim=1, keepdim=True)
+    first = centred_ranks(masks) if ranks is None else ranks
+    second = centred_ranks(other_masks) if other_ranks is None else other_ranks
     scale = (first.square().sum(dim=1) * second.square().sum(dim=1)).sqrt()
     rho = (first * second).sum(dim=1) / scale.clamp_min(1e-300)
     equal = (masks.flatten(1) == other_masks.flatten(1)).all(dim=1)

@@ -255,6 +255,24 @@ def test_stereo_is_the_mean_of_its_channels(tmp_path):
     assert torch.equal(opposite, torch.zeros_like(opposite))
 
 
+def test_a_clip_read_again_is_decoded_once_and_a_rewritten_file_is_read_anew(tmp_path, monkeypatch):
+    from lmac.audio import io
+
+    path = tmp_path / "clip.wav"
+    sf.write(path, sine(440.0, 1.0, 44100), 44100, subtype="FLOAT")
+    decodes = []
+    real_read = io.read_audio_mono
+    monkeypatch.setattr(io, "read_audio_mono", lambda *args: decodes.append(args) or real_read(*args))
+    first = io.read_clip(str(path), 16000)
+    first.zero_()  # a caller's change does not reach the kept copy
+    second = io.read_clip(str(path), 16000)
+    assert len(decodes) == 1
+    assert torch.allclose(second, real_read(str(path), 16000)) and second.abs().max() > 0.29  # the sine, not zeros
+    sf.write(path, 0.5 * sine(440.0, 2.0, 44100), 44100, subtype="FLOAT")  # new size and time: read again
+    third = io.read_clip(str(path), 16000)
+    assert len(decodes) == 2 and third.shape == (32000,)
+
+
 def test_silent_clip_gives_zeros_not_nan(tmp_path):
     sf.write(tmp_path / "silence.wav", np.zeros(8000, dtype="float32"), 44100)
     datasets, _ = datasets_for(tmp_path, {"silence": (tmp_path / "silence.wav", "quiet")})

@@ -190,10 +190,13 @@ def test_fine_tuning_starts_from_a_trained_decoder_and_reports_in_masks(trained_
         "--pretrained_interpreter",
         decoder,
     ]
-    log = run_cli([*flags, "--crosscortype", "conv", "--crosscor_th", "-1.0"])
+    log = run_cli([*flags, "--crosscortype", "conv", "--crosscor_th", "-1.0", "--test_after_training", "False"])
     assert f"Loaded the interpreter from {decoder}" in log
-    epoch_line = (tmp_path / "finetune" / "train_log.txt").read_text().splitlines()[0]
-    assert logged_stats(epoch_line)["valid in_masks"] == 1.0  # threshold -1 keeps every example
+    lines = (tmp_path / "finetune" / "train_log.txt").read_text().splitlines()
+    assert logged_stats(lines[0])["valid in_masks"] == 1.0  # threshold -1 keeps every example
+    # Trained without the test pass that ends a run by default.
+    assert not any(line.startswith("Epoch loaded") for line in lines)
+    assert not (tmp_path / "finetune" / "test_per_class.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from lmac.masking import inverted_interpretation
 from lmac.metrics import (
     as_mask,
     audible_localization,
+    centred_ranks,
     energy_kept,
     event_box_scores,
     frequency_profile,
@@ -114,9 +115,16 @@ def test_spearman_similarity_equals_scipys_with_ties_and_scores_unchanged_masks_
     first = torch.rand(4, 6, 5, generator=generator).round(decimals=1)  # many ties
     second = (first + 0.3 * torch.rand(4, 6, 5, generator=generator)).round(decimals=1)
     ours = spearman_similarity(first, second)
+    # Ranks computed once and passed in (the cascade's way), the second masks rolled as the floor rolls them.
+    ranks = centred_ranks(first)
+    given = spearman_similarity(
+        first, second.roll(1, dims=0), ranks=ranks, other_ranks=centred_ranks(second).roll(1, dims=0)
+    )
     for row in range(4):
         rho = scipy.stats.spearmanr(first[row].flatten().numpy(), second[row].flatten().numpy()).statistic
         assert float(ours[row]) == pytest.approx(rho, abs=1e-6)
+        rolled = scipy.stats.spearmanr(first[row].flatten().numpy(), second[row - 1].flatten().numpy()).statistic
+        assert float(given[row]) == pytest.approx(rolled, abs=1e-6)
     assert spearman_similarity(first, first).tolist() == pytest.approx([1.0] * 4)
     ones = torch.ones(2, 3, 3)
     assert spearman_similarity(ones, ones).tolist() == [1.0, 1.0]

@@ -27,7 +27,7 @@ from speechbrain.utils.data_utils import download_file
 from speechbrain.utils.distributed import run_on_main
 from tqdm import tqdm
 
-from lmac.audio.io import check_wav_complete, fit_length, peak_normalize, read_audio_mono
+from lmac.audio.io import check_wav_complete, fit_length, peak_normalize, read_clip
 
 logger = logging.getLogger(__name__)
 
@@ -506,7 +506,7 @@ def event_of_clip(clip, event_wav, sample_rate):
     """The event stem ``event_wav`` scaled as ``dataio_prep``'s ``sig`` of the clip, whose samples as read are
     ``clip`` ``[samples]`` (peak-normalised by the clip's peak): ``[samples]``."""
     peak = clip.abs().amax()
-    event = read_audio_mono(event_wav, sample_rate)
+    event = read_clip(event_wav, sample_rate)
     return fit_length(event, clip.shape[0]) / peak if peak > torch.finfo(torch.float32).eps else torch.zeros_like(clip)
 
 
@@ -541,7 +541,7 @@ def dataio_prep(hparams):
     )
 
     def clip_pipeline(wav):
-        return read_audio_mono(wav, sample_rate)
+        return read_clip(wav, sample_rate)
 
     def label_pipeline(class_string):
         return torch.LongTensor([label_encoder.encode_label(class_string)])

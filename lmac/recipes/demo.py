@@ -57,6 +57,9 @@ LMAC_HPARAMS = os.path.join(HPARAMS_FOLDER, "lmac_cnn14.yaml")
 L2I_HPARAMS = os.path.join(HPARAMS_FOLDER, "l2i_cnn14.yaml")
 # The synthetic clips' background: loud enough that the classifier errs on some test clips.
 DEMO_BACKGROUND_RMS = 0.8
+# An interpreter's training run ends without its test pass (under the training noise): the demo evaluates each
+# checkpoint itself, on the clean test fold and under each contamination.
+UNTESTED = ["--test_after_training", "False"]
 
 
 def parse_args(argv):
@@ -86,7 +89,12 @@ def parse_args(argv):
     parser.add_argument("--ig_steps", type=int, default=16, help="integrated gradients' steps in the comparison")
     parser.add_argument("--smoothgrad_samples", type=int, default=4, help="SmoothGrad's noisy copies in the comparison")
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--num_workers", type=int, default=1)
+    parser.add_argument(
+        "--num_workers",
+        type=int,
+        default=0,
+        help="data loading processes; on 2 CPU cores a loading process costs more than it saves (a fork per pass)",
+    )
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--background_rms", type=float, default=DEMO_BACKGROUND_RMS, help="events at a lower SNR")
     parser.add_argument("--second_family", default="ecapa", help="another classifier family to interpret ('' for none)")
@@ -162,6 +170,7 @@ def interpret_second_family(args, data):
             "--number_of_epochs",
             str(args.second_lmac_epochs),
             *wham_flags(data),
+            *UNTESTED,
         ]
     )
     lmac_eval.main(
@@ -258,6 +267,7 @@ def finetune(args, data, flags, base_decoder):
             "--crosscor_th",
             str(args.finetuning_crosscor_th),
             *wham_flags(data),
+            *UNTESTED,
         ]
     )
 
@@ -339,6 +349,7 @@ def compare_interpreters(args, data, export, flags):
             "--number_of_epochs",
             str(args.l2i_epochs),
             *wham_flags(data),
+            *UNTESTED,
         ]
     )
     lmac_eval.main(
@@ -464,6 +475,7 @@ def main(argv=None):
                 "--number_of_epochs",
                 str(args.lmac_epochs),
                 *wham_flags(data),
+                *UNTESTED,
             ]
         )
     with timer("lmac_test_and_export"):

@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 
 def main(argv):
-    """Trains L2I and tests its best checkpoint; returns the brain (``last_stage_stats`` of TEST)."""
+    """Trains L2I and tests its best checkpoint (unless ``test_after_training`` is False); returns the brain
+    (``last_stage_stats`` of TEST)."""
     hparams_file, hparams, run_opts, overrides = start_recipe(argv)
     with settings_checked():  # a bad setting ends here in one line
         check_l2i_family(hparams)
@@ -78,8 +79,11 @@ def main(argv):
         train_loader_kwargs=hparams["train_dataloader_options"],
         valid_loader_kwargs=hparams["test_dataloader_options"],
     )
-    set_weight_layout(brain.modules, forward_only=True)
-    brain.evaluate(datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
+    if hparams["test_after_training"]:
+        set_weight_layout(brain.modules, forward_only=True)
+        brain.evaluate(
+            datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
+        )
     end_distributed_run()
     return brain
 

@@ -84,7 +84,8 @@ def main(argv):
     Returns
     -------
     brain : LMAC
-        With the best checkpoint loaded and ``last_stage_stats`` of TEST.
+        With the best checkpoint loaded and ``last_stage_stats`` of TEST; with ``test_after_training`` False (and
+        not ``test_only``), as training left it, untested.
     datasets : dict of str to DynamicItemDataset
     """
     hparams_file, hparams, run_opts, overrides = start_recipe(argv)
@@ -119,9 +120,12 @@ def main(argv):
             train_loader_kwargs=hparams["train_dataloader_options"],
             valid_loader_kwargs=hparams["test_dataloader_options"],
         )
-    set_weight_layout(brain.modules, forward_only=True)
-    brain.evaluate(datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"])
-    write_per_class(brain.per_class_stats, class_names, os.path.join(hparams["output_folder"], PER_CLASS_TEST_FILE))
+    if hparams["test_only"] or hparams["test_after_training"]:
+        set_weight_layout(brain.modules, forward_only=True)
+        brain.evaluate(
+            datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
+        )
+        write_per_class(brain.per_class_stats, class_names, os.path.join(hparams["output_folder"], PER_CLASS_TEST_FILE))
     end_distributed_run()
     return brain, datasets
 

@@ -32,6 +32,7 @@ from lmac.mask_references import SilenceReference
 from lmac.masking import crop_frames, inverted_interpretation, masked_log_magnitudes
 from lmac.metrics import (
     as_mask,
+    centred_ranks,
     energy_kept,
     event_boxes,
     frequency_profile,
@@ -404,15 +405,18 @@ class InterpreterBrain(CudaFedBrain):
             )
         features = _rows(output.features, slice(count))
         trained = output.mask[:count]
+        trained_ranks = centred_ranks(trained)  # ranked once: every step and the floor compare with it
         scores = {}
         for step, (_, classifier, method) in enumerate(self.randomised, start=1):
             with torch.no_grad():
                 _, feature_maps = classifier(features.classifier_input)
             mask = method.mask(features, output.logits[:count], feature_maps)
-            scores[f"randomisation_step_{step}"] = spearman_similarity(trained, mask)
+            scores[f"randomisation_step_{step}"] = spearman_similarity(trained, mask, ranks=trained_ranks)
         scores["randomisation_similarity"] = scores[f"randomisation_step_{len(self.randomised)}"]
         if count > 1:
-            scores["randomisation_floor"] = spearman_similarity(trained, trained.roll(1, dims=0))
+            scores["randomisation_floor"] = spearman_similarity(
+                trained, trained.roll(1, dims=0), ranks=trained_ranks, other_ranks=trained_ranks.roll(1, dims=0)
+            )
         self.record_scores(scores, labels[:count])
         self.randomisation_recorded += count
 
