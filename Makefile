@@ -31,8 +31,10 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# DEMO_FLAGS adds demo.py's options, for example DEMO_FLAGS="--second_family ecapa".
+DEMO_FLAGS ?=
 demo: $(VENV)/.runtime-installed
-	$(PY) demo.py --data_folder $(DEMO_DATA) --output_folder $(DEMO_OUTPUT)
+	$(PY) demo.py --data_folder $(DEMO_DATA) --output_folder $(DEMO_OUTPUT) $(DEMO_FLAGS)
 
 # Where the time of an L-MAC step goes (benchmark.py): the demo's width for every classifier family,
 # and the published CNN14.

@@ -124,6 +124,8 @@ def test_the_demo_runs_end_to_end_at_a_small_size(tmp_path):
             "1",
             "--l2i_epochs",
             "1",
+            "--second_family",
+            "ecapa",
             "--second_width",
             "0.0625",
             "--second_classifier_epochs",
