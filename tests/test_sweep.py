@@ -75,6 +75,9 @@ def test_a_tiny_sweep_scores_the_validation_fold_and_reuses_its_runs(tmp_path, m
     written = classifier_log.stat().st_mtime_ns
     assert sweep.main(argv) == results  # a second pass trains and evaluates nothing again
     assert classifier_log.stat().st_mtime_ns == written
+    # Another number of loading processes computes the same runs: they are reused too.
+    assert sweep.main([*argv, "--num_workers", "1"]) == results
+    assert classifier_log.stat().st_mtime_ns == written
     record = json.loads((run / "lmac" / "test_per_class.json.sweep.json").read_text())
     assert "--lr" in record["flags"] and record["code"]
     with pytest.raises(SettingError, match=r"comparison_clean.json was made with other flags \(--ig_steps 2, now 3\)"):

@@ -176,8 +176,9 @@ def finished_with(done_file, flags):
     """True when the step that writes ``done_file`` has finished with ``flags``, False when it has not finished.
 
     A finished step records its flags and the code's commit beside ``done_file``
-    (``record_step``). One finished with other flags is refused in one line, so
-    a table never mixes runs of different settings; one made by other code, or
+    (``record_step``). One finished with other flags (``computed_flags``: those
+    that only say how to run are not compared) is refused in one line, so a
+    table never mixes runs of different settings; one made by other code, or
     before the sweep recorded its flags, is reused with a warning that says so.
 
     Raises
@@ -194,7 +195,7 @@ def finished_with(done_file, flags):
         )
         return True
     record = read_json(path)
-    if record["flags"] != list(flags):
+    if computed_flags(record["flags"]) != computed_flags(flags):
         raise SettingError(
             f"{done_file} was made with other flags ({flag_differences(record['flags'], flags)}); pass another "
             "--output_folder, or delete that run to make it again."
@@ -212,9 +213,24 @@ def flag_differences(made, wanted):
     >>> flag_differences(["--seed", "1", "--ig_steps", "2"], ["--seed", "1", "--ig_steps", "3", "--lr", "0.1"])
     '--ig_steps 2, now 3; --lr none, now 0.1'
     """
-    made, wanted = flag_values(made), flag_values(wanted)
+    made, wanted = computed_flags(made), computed_flags(wanted)
     keys = sorted(key for key in {*made, *wanted} if made.get(key) != wanted.get(key))
     return "; ".join(f"{key} {made.get(key, 'none')}, now {wanted.get(key, 'none')}" for key in keys)
+
+
+# Flags that say how a step runs, not what it computes: a run made with other values is the same run.
+RUN_ONLY_FLAGS = ("--num_workers", "--noise_num_workers")
+
+
+def computed_flags(flags):
+    """``flag_values`` of ``flags`` without the ``RUN_ONLY_FLAGS``: what a finished step is compared on.
+
+    Example
+    -------
+    >>> computed_flags(["--seed", "1", "--num_workers", "0"]) == computed_flags(["--num_workers", "1", "--seed", "1"])
+    True
+    """
+    return {key: value for key, value in flag_values(flags).items() if key not in RUN_ONLY_FLAGS}
 
 
 def flag_values(flags):
