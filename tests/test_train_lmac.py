@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -177,6 +178,23 @@ def test_test_only_reuses_the_checkpoint_of_the_run(trained_run, tiny_data):
     assert sum(line.startswith("epoch:") for line in lines) == 1
     first_test, second_test = [logged_stats(line) for line in lines if line.startswith("Epoch loaded")]
     assert second_test["test fid_in"] == first_test["test fid_in"]
+
+
+def test_the_closing_test_pass_mixes_in_whams_held_out_noise(trained_run, tiny_data, tmp_path, monkeypatch):
+    output_folder, _ = trained_run
+    shutil.copytree(output_folder, tmp_path / "run")
+    made = []
+
+    def recording_stream(hparams, split="tr"):
+        made.append((split, real_stream(hparams, split)))
+        return made[-1][1]
+
+    real_stream = train_lmac.make_noise_stream
+    monkeypatch.setattr(train_lmac, "make_noise_stream", recording_stream)
+    brain, _ = train_lmac.main([HPARAMS, *small_run_flags(tiny_data, tmp_path / "run"), "--test_only", "True"])
+    streams = dict(made)
+    assert set(streams) == {"tr", "tt"}  # training's and validation's noise, and the test pass's
+    assert brain.noise_stream is streams["tt"]
 
 
 def test_fine_tuning_starts_from_a_trained_decoder_and_reports_in_masks(trained_run, tiny_data, tmp_path):

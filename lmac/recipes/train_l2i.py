@@ -57,6 +57,7 @@ def main(argv):
         load_nmf_dictionary(hparams)
         add_tensorboard_logger(hparams)
         noise_stream = make_noise_stream(hparams)
+        test_noise_stream = make_noise_stream(hparams, split="tt") if hparams["test_after_training"] else None
         sb.create_experiment_directory(
             experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
         )
@@ -80,6 +81,7 @@ def main(argv):
         valid_loader_kwargs=hparams["test_dataloader_options"],
     )
     if hparams["test_after_training"]:
+        brain.noise_stream = test_noise_stream  # WHAM!'s held-out tt, as eval.py's
         set_weight_layout(brain.modules, forward_only=True)
         brain.evaluate(
             datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]

@@ -93,6 +93,8 @@ def main(argv):
         validate_hparams(hparams)
         add_tensorboard_logger(hparams)
         noise_stream = make_noise_stream(hparams)  # finds (or fails on) the WHAM! files before any work
+        tested = hparams["test_only"] or hparams["test_after_training"]
+        test_noise_stream = make_noise_stream(hparams, split="tt") if tested else None  # held out, as eval.py's
         sb.create_experiment_directory(
             experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
         )
@@ -120,7 +122,8 @@ def main(argv):
             train_loader_kwargs=hparams["train_dataloader_options"],
             valid_loader_kwargs=hparams["test_dataloader_options"],
         )
-    if hparams["test_only"] or hparams["test_after_training"]:
+    if tested:
+        brain.noise_stream = test_noise_stream
         set_weight_layout(brain.modules, forward_only=True)
         brain.evaluate(
             datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
