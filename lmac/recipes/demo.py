@@ -57,8 +57,8 @@ LMAC_HPARAMS = os.path.join(HPARAMS_FOLDER, "lmac_cnn14.yaml")
 L2I_HPARAMS = os.path.join(HPARAMS_FOLDER, "l2i_cnn14.yaml")
 # The synthetic clips' background: loud enough that the classifier errs on some test clips.
 DEMO_BACKGROUND_RMS = 0.8
-# An interpreter's training run ends without its test pass (under the training noise): the demo evaluates each
-# checkpoint itself, on the clean test fold and under each contamination.
+# An interpreter's training run ends without its test pass: the demo evaluates each checkpoint itself, on the
+# clean test fold and under each contamination.
 UNTESTED = ["--test_after_training", "False"]
 
 
