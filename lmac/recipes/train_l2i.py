@@ -40,8 +40,7 @@ from lmac.loading import (
     open_interpreter_data,
 )
 from lmac.models.families import check_l2i_family
-from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
-from lmac.training.device import end_distributed_run, set_weight_layout
+from lmac.training.device import end_distributed_run
 from lmac.training.l2i import L2I
 
 logger = logging.getLogger(__name__)
@@ -57,7 +56,9 @@ def main(argv):
         load_nmf_dictionary(hparams)
         add_tensorboard_logger(hparams)
         noise_stream = make_noise_stream(hparams)
-        test_noise_stream = make_noise_stream(hparams, split="tt") if hparams["test_after_training"] else None
+        test_noise_stream = (
+            make_noise_stream(hparams, split="tt") if hparams["test_after_training"] else None
+        )  # held out
         sb.create_experiment_directory(
             experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
         )
@@ -81,11 +82,7 @@ def main(argv):
         valid_loader_kwargs=hparams["test_dataloader_options"],
     )
     if hparams["test_after_training"]:
-        brain.noise_stream = test_noise_stream  # WHAM!'s held-out tt, as eval.py's
-        set_weight_layout(brain.modules, forward_only=True)
-        brain.evaluate(
-            datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
-        )
+        brain.test_best_checkpoint(datasets["test"], hparams["test_dataloader_options"], test_noise_stream)
     end_distributed_run()
     return brain
 

@@ -35,7 +35,7 @@ from lmac.metrics import load_event_table
 from lmac.scoring import write_per_class
 from lmac.training.brain import PER_CLASS_TEST_FILE
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
-from lmac.training.device import end_distributed_run, set_weight_layout
+from lmac.training.device import end_distributed_run
 from lmac.training.lmac import CROSSCOR_TYPES, GUIDELOSS_TYPES, LMAC, MASKED_OUT_LOSSES
 
 logger = logging.getLogger(__name__)
@@ -123,11 +123,7 @@ def main(argv):
             valid_loader_kwargs=hparams["test_dataloader_options"],
         )
     if tested:
-        brain.noise_stream = test_noise_stream
-        set_weight_layout(brain.modules, forward_only=True)
-        brain.evaluate(
-            datasets["test"], min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=hparams["test_dataloader_options"]
-        )
+        brain.test_best_checkpoint(datasets["test"], hparams["test_dataloader_options"], test_noise_stream)
         write_per_class(brain.per_class_stats, class_names, os.path.join(hparams["output_folder"], PER_CLASS_TEST_FILE))
     end_distributed_run()
     return brain, datasets

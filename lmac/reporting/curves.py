@@ -16,6 +16,9 @@ import os
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+# Inches of one panel of the picture.
+PANEL_WIDTH, PANEL_HEIGHT = 3.6, 2.8
+
 
 def read_train_log(path):
     """The epoch lines of a SpeechBrain ``train_log.txt``, as dicts of floats.
@@ -53,7 +56,7 @@ def save_training_curves(log_path, title):
     metrics = [key for key in rows[-1] if key.startswith("valid ") and key != "valid loss"]
     columns = min(4, 1 + len(metrics))
     lines = math.ceil((1 + len(metrics)) / columns)
-    figure = Figure(figsize=(3.6 * columns, 2.8 * lines))
+    figure = Figure(figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * lines))
     axes = figure.subplots(lines, columns, squeeze=False).flatten()
     for name in ("train loss", "valid loss"):
         axes[0].plot(epochs, [row.get(name, math.nan) for row in rows], marker=".", label=name.split()[0])
@@ -74,15 +77,15 @@ def save_training_curves(log_path, title):
 
 
 def fixed_layout(figure, lines, columns):
-    """Margins and gaps for a grid of ``lines`` x ``columns`` panels of 3.6 x 2.8 inches, in inches as
-    ``tight_layout`` leaves them for a title, tick labels and an x label: the same look, without measuring every
-    text of the figure at each epoch."""
-    width, height = 3.6 * columns, 2.8 * lines
+    """Margins and gaps for a grid of ``lines`` x ``columns`` panels of ``PANEL_WIDTH`` x ``PANEL_HEIGHT``, in
+    inches as ``tight_layout`` leaves them for a title, tick labels and an x label: the same look, without
+    measuring every text of the figure at each epoch."""
+    width, height = PANEL_WIDTH * columns, PANEL_HEIGHT * lines
     figure.subplots_adjust(
         left=0.55 / width,
         right=1 - 0.15 / width,
         bottom=0.45 / height,
         top=1 - 0.8 / height,
-        wspace=0.55 / (3.6 - 0.7),
-        hspace=0.75 / (2.8 - 0.75),
+        wspace=0.55 / (PANEL_WIDTH - 0.7),
+        hspace=0.75 / (PANEL_HEIGHT - 0.75),
     )

@@ -55,7 +55,7 @@ from lmac.scoring import (
     warn_of_collapsed_classes,
 )
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
-from lmac.training.device import CudaFedBrain, to_device
+from lmac.training.device import CudaFedBrain, set_weight_layout, to_device
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +235,13 @@ class InterpreterBrain(CudaFedBrain):
         if self.same_input_every_time(self.current_stage):
             return self.noise_stream.mix_own(clean, ids)
         return self.noise_stream.mix(clean, labels)
+
+    def test_best_checkpoint(self, test_set, loader_kwargs, noise_stream):
+        """TEST of the best checkpoint (``BEST_CHECKPOINT_KEY``) on ``test_set``, with ``noise_stream`` mixed in
+        (a recipe passes WHAM!'s held-out ``tt``; None: clean), in the forward-only weight layout."""
+        self.noise_stream = noise_stream
+        set_weight_layout(self.modules, forward_only=True)
+        self.evaluate(test_set, min_key=BEST_CHECKPOINT_KEY, test_loader_kwargs=loader_kwargs)
 
     def same_input_every_time(self, stage):
         """True where a clip is interpreted as the same input every time the stage sees it: without noise, and in
