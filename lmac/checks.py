@@ -98,6 +98,84 @@ def refuse_another_reference(hparams, saved, path):
         )
 
 
+# What SpeechBrain writes into a run's output folder: the run's settings, each top-level one on a line of its own.
+RUN_SETTINGS_FILE = "hyperparams.yaml"
+# A setting missing from that file: the run was made by code without it, so what it did there is unknown.
+NOT_RECORDED = "not recorded"
+
+
+def check_resumes_the_same_run(hparams, keys):
+    """Refuses to resume a run trained with other values of ``keys`` (the settings that define what it learns).
+
+    SpeechBrain's checkpointer resumes the run in ``save_folder`` whatever the
+    settings; a finished run is not trained again. So after a changed setting
+    or default, the same command would report the old run as the new one. The
+    run's settings are those of ``RUN_SETTINGS_FILE`` in ``output_folder``, read
+    before the new run writes its own. Call it only where training would resume.
+
+    Arguments
+    ---------
+    hparams : dict
+        The run's settings, with ``output_folder`` and ``checkpointer``.
+    keys : tuple of str
+        Top-level scalar settings (numbers, booleans, names, paths).
+
+    Raises
+    ------
+    SettingError
+        One line naming the changed settings, their two values and the fix.
+    """
+    record = os.path.join(hparams["output_folder"], RUN_SETTINGS_FILE)
+    if not os.path.isfile(record) or hparams["checkpointer"].find_checkpoint() is None:
+        return
+    made = recorded_settings(record, keys)
+    now = {key: setting_value(str(hparams[key])) for key in keys if key in hparams}
+    changed = [key for key in now if made.get(key, NOT_RECORDED) != now[key]]
+    if changed:
+        values = "; ".join(f"{key} {made.get(key, NOT_RECORDED)}, now {now[key]}" for key in changed)
+        raise SettingError(
+            f"{hparams['output_folder']} holds a run trained with other settings ({values}), which resuming would "
+            "report as this one; pass another --output_folder, or delete that folder to train again."
+        )
+
+
+def recorded_settings(path, keys):
+    r"""``{key: value}`` of the top-level ``key: value`` lines of a run's settings file, for ``keys`` (``setting_value``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
+    ...     _ = file.write("l_energy_w: 0.0  # energy term\nsparsity_gate: False\nmodules:\n  psi: x\n")
+    >>> recorded_settings(file.name, ("l_energy_w", "sparsity_gate", "lr"))
+    {'l_energy_w': 0.0, 'sparsity_gate': False}
+    """
+    found = {}
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            key, colon, value = line.partition(":")
+            if colon and key in keys:
+                found[key] = setting_value(value.split(" #")[0].strip())
+    return found
+
+
+def setting_value(text):
+    """A scalar setting's value from its text, so that ``1``, ``1.0`` and ``1e0`` compare equal.
+
+    Example
+    -------
+    >>> setting_value("1e0"), setting_value("True"), setting_value("'mean_spectrum'"), setting_value(""), setting_value("null")
+    (1.0, True, 'mean_spectrum', None, None)
+    """
+    words = {"true": True, "false": False, "null": None, "none": None, "~": None, "": None}
+    if text.lower() in words:
+        return words[text.lower()]
+    try:
+        return float(text)
+    except ValueError:
+        return text.strip("'\"")
+
+
 def check_overlap_type(hparams):
     """Raises for an ``overlap_type`` (``eval.py``'s contamination of the test clips) that is not one of ``OVERLAP_TYPES``."""
     if hparams["overlap_type"] is not None and hparams["overlap_type"] not in OVERLAP_TYPES:

@@ -23,6 +23,7 @@ import lmac.cli as cli
 import lmac.loading as loading
 import lmac.recipes.train_lmac as train_lmac
 import lmac.training.lmac as lmac_brain
+from lmac.checks import SettingError, check_resumes_the_same_run
 from lmac.data.esc50 import prepare_datasets
 from lmac.reporting.curves import read_train_log
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
@@ -178,6 +179,37 @@ def test_test_only_reuses_the_checkpoint_of_the_run(trained_run, tiny_data):
     assert sum(line.startswith("epoch:") for line in lines) == 1
     first_test, second_test = [logged_stats(line) for line in lines if line.startswith("Epoch loaded")]
     assert second_test["test fid_in"] == first_test["test fid_in"]
+
+
+def test_a_run_trained_with_other_settings_is_not_resumed_as_this_one(trained_run, tiny_data, tmp_path):
+    output_folder, _ = trained_run
+    shutil.copytree(output_folder, tmp_path / "run")
+    settings = (tmp_path / "run" / "hyperparams.yaml").read_text()
+    assert "\nl_energy_w: 1.0" in settings  # the recipe's default, which the fixture trained with
+    with pytest.raises(SettingError, match=r"holds a run trained with other settings \(l_energy_w 1.0, now 0.0\)"):
+        train_lmac.main([HPARAMS, *small_run_flags(tiny_data, tmp_path / "run"), "--l_energy_w", "0"])
+    assert (tmp_path / "run" / "hyperparams.yaml").read_text() == settings
+    # What only says how to run, or how long, resumes the run: no epoch is trained again.
+    train_lmac.main([HPARAMS, *small_run_flags(tiny_data, tmp_path / "run"), "--test_after_training", "False"])
+    lines = (tmp_path / "run" / "train_log.txt").read_text().splitlines()
+    assert sum(line.startswith("epoch:") for line in lines) == 1
+
+
+class _Checkpointer:
+    def __init__(self, checkpoint):
+        self.checkpoint = checkpoint
+
+    def find_checkpoint(self):
+        return self.checkpoint
+
+
+def test_a_setting_the_run_did_not_record_counts_as_changed_and_nothing_is_checked_without_a_checkpoint(tmp_path):
+    (tmp_path / "hyperparams.yaml").write_text("seed: 1\nlr: 1e-3  # Adam\n")
+    hparams = {"output_folder": str(tmp_path), "seed": 1, "lr": 0.001, "l_energy_w": 1.0}
+    with pytest.raises(SettingError, match=r"other settings \(l_energy_w not recorded, now 1.0\)"):
+        check_resumes_the_same_run({**hparams, "checkpointer": _Checkpointer("CKPT")}, ("seed", "lr", "l_energy_w"))
+    check_resumes_the_same_run({**hparams, "checkpointer": _Checkpointer(None)}, ("seed", "lr", "l_energy_w"))
+    check_resumes_the_same_run({**hparams, "checkpointer": _Checkpointer("CKPT")}, ("seed", "lr"))
 
 
 def test_the_closing_test_pass_mixes_in_whams_held_out_noise(trained_run, tiny_data, tmp_path, monkeypatch):

@@ -46,6 +46,7 @@ import lmac.recipes.train_lmac as train_lmac
 import lmac.recipes.train_nmf as train_nmf
 import lmac.reporting.comparison as comparison
 from lmac import HPARAMS_FOLDER
+from lmac.cli import run_script
 from lmac.data.synthetic import generate
 from lmac.scoring import MEASURES, ClipScoring, measure_names
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
@@ -543,5 +544,5 @@ def main(argv=None):
 
 
 def command_line():
-    """What the script runs: ``main`` on the command line's arguments."""
-    main()
+    """What the script runs: ``main`` on the command line's arguments (a bad setting ends it in one line)."""
+    run_script(main, sys.argv[1:])

@@ -29,7 +29,7 @@ import sys
 
 import speechbrain as sb
 
-from lmac.checks import settings_checked, validate_data_hparams
+from lmac.checks import check_resumes_the_same_run, settings_checked, validate_data_hparams
 from lmac.cli import add_tensorboard_logger, run_script, start_recipe
 from lmac.data.wham import make_noise_stream
 from lmac.inference import class_names_from_encoder
@@ -41,7 +41,7 @@ from lmac.loading import (
 )
 from lmac.models.families import check_l2i_family
 from lmac.training.device import end_distributed_run
-from lmac.training.l2i import L2I
+from lmac.training.l2i import L2I, L2I_RUN_SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def main(argv):
     with settings_checked():  # a bad setting ends here in one line
         check_l2i_family(hparams)
         validate_data_hparams(hparams)
+        check_resumes_the_same_run(hparams, L2I_RUN_SETTINGS)
         load_nmf_dictionary(hparams)
         add_tensorboard_logger(hparams)
         noise_stream = make_noise_stream(hparams)

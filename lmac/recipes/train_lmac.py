@@ -21,7 +21,7 @@ import sys
 
 import speechbrain as sb
 
-from lmac.checks import check_overlap_type, settings_checked, validate_data_hparams
+from lmac.checks import check_overlap_type, check_resumes_the_same_run, settings_checked, validate_data_hparams
 from lmac.cli import add_tensorboard_logger, run_script, start_recipe
 from lmac.data.wham import make_noise_stream
 from lmac.inference import class_names_from_encoder
@@ -36,7 +36,7 @@ from lmac.scoring import write_per_class
 from lmac.training.brain import PER_CLASS_TEST_FILE
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
 from lmac.training.device import end_distributed_run
-from lmac.training.lmac import CROSSCOR_TYPES, GUIDELOSS_TYPES, LMAC, MASKED_OUT_LOSSES
+from lmac.training.lmac import CROSSCOR_TYPES, GUIDELOSS_TYPES, LMAC, LMAC_RUN_SETTINGS, MASKED_OUT_LOSSES
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ def validate_hparams(hparams):
     ------
     ValueError
         An unknown ``crosscortype``, ``guidelosstype`` or ``masked_out_loss``, fine-tuning without
-        ``pretrained_interpreter``, an unknown ``overlap_type``, or what
-        ``lmac.checks.validate_data_hparams`` refuses.
+        ``pretrained_interpreter``, an unknown ``overlap_type``, a run in ``output_folder`` trained with other
+        settings, or what ``lmac.checks.validate_data_hparams`` refuses.
     FileNotFoundError
         A checkpoint path that does not exist, or ``test_only`` with nothing to test.
     """
@@ -76,6 +76,8 @@ def validate_hparams(hparams):
             f"test_only=True, but {hparams['save_folder']} holds no checkpoint and no --pretrained_interpreter "
             "was given; train first or pass --pretrained_interpreter path/psi_model.ckpt."
         )
+    if not hparams["test_only"]:
+        check_resumes_the_same_run(hparams, LMAC_RUN_SETTINGS)
 
 
 def main(argv):

@@ -59,6 +59,21 @@ from lmac.training.device import CudaFedBrain, set_weight_layout, to_device
 
 logger = logging.getLogger(__name__)
 
+# The settings that define what any interpreter's run learns: a run is resumed only with the same values of
+# these and of its own Brain's (lmac.checks.check_resumes_the_same_run).
+INTERPRETER_RUN_SETTINGS = (
+    "seed",
+    "classifier_family",
+    "width",
+    "embedding_model_path",
+    "classifier_model_path",
+    "add_wham_noise",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "mask_reference",
+)
+
 # TEST's per-class statistics of a training run, beside its train_log.txt.
 PER_CLASS_TEST_FILE = "test_per_class.json"
 # The listening scores a saved clip's clip.json holds (``listening_scores``).

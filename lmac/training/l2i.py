@@ -11,9 +11,12 @@ import torch.nn.functional as F
 
 from lmac.features import SpectralFeatures
 from lmac.methods import L2IMask, fit_time, nmf_activations
-from lmac.training.brain import InterpreterBrain, MaskedOutput
+from lmac.training.brain import INTERPRETER_RUN_SETTINGS, InterpreterBrain, MaskedOutput
 
 logger = logging.getLogger(__name__)
+
+# The settings that define what an L2I run learns (lmac.checks.check_resumes_the_same_run).
+L2I_RUN_SETTINGS = INTERPRETER_RUN_SETTINGS + ("nmf_dictionary", "rec_w", "l1_w")
 
 
 def _unwrapped(module):

@@ -12,7 +12,7 @@ from lmac.features import stft_phase
 from lmac.masking import crop_frames, masked_log_magnitudes
 from lmac.methods import LMACMask
 from lmac.metrics import clean_energy_region, clean_energy_share, decision_log_probability, energy_kept
-from lmac.training.brain import InterpreterBrain
+from lmac.training.brain import INTERPRETER_RUN_SETTINGS, InterpreterBrain
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,29 @@ CROSSCOR_TYPES = ("conv", "dotp")
 
 
 GUIDELOSS_TYPES = ("binary", "reconstruction")
+
+# The settings that define what an L-MAC run learns (lmac.checks.check_resumes_the_same_run).
+LMAC_RUN_SETTINGS = INTERPRETER_RUN_SETTINGS + (
+    "l_in_w",
+    "l_out_w",
+    "masked_out_loss",
+    "reg_w_l1",
+    "reg_w_tv",
+    "l1_rate",
+    "l1_ce_target",
+    "l_contrast_w",
+    "l_empty_w",
+    "l_energy_w",
+    "sparsity_gate",
+    "mask_gradient_floor",
+    "finetuning",
+    "pretrained_interpreter",
+    "crosscortype",
+    "guidelosstype",
+    "crosscor_th",
+    "bin_th",
+    "g_w",
+)
 
 
 def crosscor(spectrogram, template, kind):
@@ -386,7 +409,7 @@ class LMAC(InterpreterBrain):
         if self.hparams.l_empty_w:  # 0 by default (the published objective)
             beyond = beyond_empty_loss(output.logits_masked_in, output.logits_empty, decision)
             loss = loss + self.hparams.l_empty_w * beyond.mean()
-        if self.hparams.l_energy_w:  # 0 by default (the published objective)
+        if self.hparams.l_energy_w:  # 0 in the published objective
             played = energy_kept(output.mask, output.features.log_mag)
             loss = loss + self.hparams.l_energy_w * (regulariser_weight * played).mean()
         if self.hparams.reg_w_tv:  # 0 by default: then neither TV nor its backward is computed
