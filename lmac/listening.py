@@ -55,6 +55,9 @@ LISTENING_SCORES = (
 # In a mixture of two classes, the gain of a class-conditional method's mask of the class not decided, with that
 # class's sound as the target (``other_class_parts``): what would have made it that class.
 OTHER_CLASS_SIR_GAIN = "other_class_sir_gain_db"
+# With noise mixed in, the gain of the whole clean clip (its own background included) over what was mixed in
+# (``clean_clip_parts``): what the fine-tuning guidance, whose target is the clean clip, aims at.
+CLEAN_CLIP_SIR_GAIN = "clean_sir_gain_db"
 # The measures that are NaN for an unheard interpretation, and left out of a stage whose are mostly unheard.
 NAN_WHEN_UNHEARD = ("sir_gain_db", "target_kept", "rest_kept", "si_sdr_db")
 # An interpretation that plays less than this share of its target's energy is unheard (``unheard_share``).
@@ -301,6 +304,30 @@ def other_class_parts(mixed, event, labels, decisions):
     target = torch.where(decided_own.unsqueeze(1), added_sound(mixed), own_sound(mixed, event))
     classes = torch.where(decided_own, mixed.added_labels, labels)
     return parts_of(mixed, target, decided_one_of_two_classes(mixed, labels, decisions)), classes
+
+
+def clean_clip_parts(mixed, labels, decisions):
+    """With noise mixed in (not a clip of a known class), the input split into the whole clean clip, its own
+    background included, and what was mixed in: the split the fine-tuning guidance aims at.
+
+    Scored where the decision is the clip's class, as ``source_parts`` scores.
+
+    Arguments
+    ---------
+    mixed : lmac.data.wham.MixedBatch
+    labels : torch.Tensor or None
+        ``[batch]``: the clips' true classes (None: not the classifier's; every clip is scored).
+    decisions : torch.Tensor
+        ``[batch]``: the classifier's decisions.
+
+    Returns
+    -------
+    SourceParts or None
+        None for a clean input, or a mixture with clips of known classes (``source_parts`` scores those).
+    """
+    if mixed.clean_gain is None or mixed.added_labels is not None:
+        return None
+    return parts_of(mixed, own_sound(mixed, None), decided_as(labels, decisions))
 
 
 def own_sound(mixed, event):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from lmac.listening import OTHER_CLASS_SIR_GAIN, listening_scores
+from lmac.listening import CLEAN_CLIP_SIR_GAIN, OTHER_CLASS_SIR_GAIN, listening_scores
 from lmac.masking import masked_log_magnitudes
 from lmac.metrics import (
     audible_localization,
@@ -95,7 +95,8 @@ class ClipScoring:
     into the decided sound and the rest (TEST, where the sources are known),
     ``other_class_mask`` and ``other_parts`` a class-conditional method's mask
     of the class not decided in a mixture of two classes and the input split
-    for that class. ``classify_log_mag`` maps a ``log1p`` magnitude
+    for that class, ``clean_parts`` the noisy input split into the whole clean
+    clip and what was mixed in (``listening.clean_clip_parts``). ``classify_log_mag`` maps a ``log1p`` magnitude
     ``[batch, frames', freq]`` to the frozen classifier's logits, in the clips'
     normalisation: the measures that ask the classifier receive it here.
     ``compute_stft`` and ``compute_istft`` are the interpreter's transforms.
@@ -114,6 +115,7 @@ class ClipScoring:
     parts: object = None
     other_class_mask: torch.Tensor | None = None
     other_parts: object = None
+    clean_parts: object = None
     ids: list | None = None
     classifier_scores: ClassifierScores | None = None
 
@@ -179,12 +181,19 @@ class ClipScoring:
         masked_in, _ = masked_log_magnitudes(self.boxes.to(self.output.mask.dtype), log_mag, self.output.reference)
         return (self.classify_log_mag(masked_in).argmax(dim=1) == self.decisions).float()
 
+    def clean_clip_sir_gain(self):
+        """``sir_gain_db`` of the mask with the whole clean clip as the target and what was mixed in as the rest,
+        ``[batch]``."""
+        return self.sir_gain(self.mask, self.clean_parts)
+
     def other_class_sir_gain(self):
         """``sir_gain_db`` of ``other_class_mask`` with the class not decided as the target, ``[batch]``."""
+        return self.sir_gain(self.other_class_mask, self.other_parts)
+
+    def sir_gain(self, mask, parts):
+        """``listening_scores``' ``sir_gain_db`` of ``mask`` against another split of the input, ``parts``, ``[batch]``."""
         log_mag = self.output.features.log_mag
-        scores = listening_scores(
-            self.other_class_mask, log_mag, self.other_parts, self.compute_stft, self.compute_istft, with_ideal=False
-        )
+        scores = listening_scores(mask, log_mag, parts, self.compute_stft, self.compute_istft, with_ideal=False)
         return scores["sir_gain_db"]
 
 
@@ -361,6 +370,15 @@ MEASURES = {
         needs=("other_parts",),
         shown_in=("comparison", "listening"),
         score=ClipScoring.other_class_sir_gain,
+    ),
+    CLEAN_CLIP_SIR_GAIN: Measure(
+        "noise mixed in: median gain (dB) of the whole clean clip, its own background included, over what was mixed "
+        "in: what the fine-tuning guidance aims at (sir_gain_db's target is the decided sound alone)",
+        "higher",
+        "median",
+        needs=("clean_parts",),
+        shown_in=("noisy", "listening"),
+        score=ClipScoring.clean_clip_sir_gain,
     ),
     "clean_energy_share": Measure(
         "noisy input: mask mass on the clean sound's loud cells / their share (1 = chance)",

@@ -13,6 +13,7 @@ from lmac.data.wham import MixedBatch, combine_batches, mix_with_gains
 from lmac.features import DeviceISTFT, DeviceSTFT, LogMagnitudeInput, spectral_features
 from lmac.listening import (
     SourceParts,
+    clean_clip_parts,
     effective_gain,
     interpretation_parts,
     listening_scores,
@@ -22,6 +23,7 @@ from lmac.listening import (
 )
 from lmac.masking import inverted_interpretation
 from lmac.metrics import energy_kept, near_silent
+from lmac.scoring import MEASURES, ClipScoring
 
 RATE = 16000
 STFT_SETTINGS = {"sample_rate": RATE, "n_fft": 1024, "hop_length": 11.6099, "win_length": 23.2199}  # the recipe's
@@ -230,6 +232,36 @@ def test_a_wrong_decision_under_noise_is_not_scored_and_the_scored_share_says_so
     assert scores["scored_share"].tolist() == [1.0, 0.0, 1.0]
     assert scores["sir_gain_db"][1].isnan() and scores["unheard_share"][1].isnan()
     assert scores["sir_gain_db"][0].abs().item() < 1e-3  # the all-ones mask gains nothing on the scored clips
+
+
+def test_the_clean_clip_gain_keeps_the_clips_own_background_as_its_target(transforms):
+    # The clip: an event at 1 kHz over its own background at 2 kHz; noise at 4 kHz mixed in. A mask on every cell
+    # under 3 kHz keeps the clean clip and removes the noise.
+    event, background = tone(1000.0).unsqueeze(0), tone(2000.0).unsqueeze(0)
+    noise = tone(4000.0).unsqueeze(0)
+    mixed = MixedBatch.of_mixture(event + background, noise)
+    parts = clean_clip_parts(mixed, torch.tensor([3]), torch.tensor([3]))
+    torch.testing.assert_close(parts.target + parts.rest, mixed.wavs)
+    torch.testing.assert_close(parts.rest, mixed.added)
+    assert parts.scored.tolist() == [True]
+    log_mag = features_of(mixed.wavs, transforms[0]).log_mag
+    below_3khz = torch.zeros_like(log_mag)
+    below_3khz[..., : int(3000 / (RATE / 1024))] = 1.0
+    measure = MEASURES["clean_sir_gain_db"]
+
+    def clean_gain(mask):
+        output = types.SimpleNamespace(mask=mask, features=types.SimpleNamespace(log_mag=log_mag))
+        return measure.score(ClipScoring(output, None, *transforms, clean_parts=parts)).item()
+
+    assert clean_gain(below_3khz) > 30  # the noise, half the input's energy, is gone; the clean clip is all kept
+    assert abs(clean_gain(torch.ones_like(log_mag))) < 1e-3
+    # The decided sound's gain counts the clip's own background as the rest: mixed at 0 dB, event, background and
+    # noise hold 1 : 1 : 2 of the energy, so the same mask takes the event from 1 : 3 of the rest to 1 : 1, 4.8 dB.
+    decided = scores_of(below_3khz, source_parts(mixed, event, torch.tensor([3]), torch.tensor([3])), *transforms)
+    assert decided["sir_gain_db"].item() == pytest.approx(10 * math.log10(3), abs=0.2)
+    assert clean_clip_parts(MixedBatch.of_clean(mixed.clean), None, torch.tensor([3])) is None
+    two_classes, _, labels, decisions = two_class_mixture()
+    assert clean_clip_parts(two_classes, labels, decisions) is None  # source_parts scores those
 
 
 def test_class_mixtures_draw_another_class_and_keep_its_event(tmp_path):

@@ -466,7 +466,8 @@ def listening_markdown(seeds):
             "ideal_mask_sir_gain_db: "
             "the ideal binary mask's gain, what a mask can reach on those clips; other_class_sir_gain_db: with two "
             "classes mixed, the gain of a class-conditional method's interpretation of the class not decided, that "
-            "class's sound as the target."
+            "class's sound as the target; clean_sir_gain_db: with noise mixed in, the gain of the whole clean clip, its "
+            "own background included, over the noise."
         )
         lines.append("")
     return lines

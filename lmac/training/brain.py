@@ -27,7 +27,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from lmac.data.wham import MixedBatch
 from lmac.features import SpectralFeatures, spectral_features
-from lmac.listening import other_class_parts, source_parts, without_mostly_unheard
+from lmac.listening import clean_clip_parts, other_class_parts, source_parts, without_mostly_unheard
 from lmac.mask_references import SilenceReference
 from lmac.masking import crop_frames, inverted_interpretation, masked_log_magnitudes
 from lmac.metrics import (
@@ -315,7 +315,8 @@ class InterpreterBrain(CudaFedBrain):
 
         What the measures read beside the output: the labels (where they are
         the classifier's classes), the event boxes (with ``events``), and in
-        TEST the input split into its sources (``source_parts``) and, for a
+        TEST the input split into its sources (``source_parts``; with noise
+        mixed in, also into the clean clip and the noise, ``clean_clip_parts``) and, for a
         class-conditional method in a mixture of two classes, its mask of the
         class not decided (``other_class_inputs``).
         """
@@ -332,6 +333,9 @@ class InterpreterBrain(CudaFedBrain):
             if self.events is not None
             else None,
             parts=parts,
+            clean_parts=clean_clip_parts(output.mixed, known_labels, output.logits.argmax(dim=1))
+            if stage == sb.Stage.TEST
+            else None,
             ids=batch.id,
             classifier_scores=self.classifier_scores if self.same_input_every_time(stage) else None,
             **(self.other_class_inputs(output, batch, known_labels) if parts is not None else {}),
