@@ -149,6 +149,7 @@ def recorded_settings(path, keys):
     ...     _ = file.write("l_energy_w: 0.0  # energy term\nsparsity_gate: False\nmodules:\n  psi: x\n")
     >>> recorded_settings(file.name, ("l_energy_w", "sparsity_gate", "lr"))
     {'l_energy_w': 0.0, 'sparsity_gate': False}
+    >>> os.remove(file.name)
     """
     found = {}
     with open(path, encoding="utf-8") as file:
