@@ -355,10 +355,42 @@ def energy_kept(mask, log_mag):
     >>> energy_kept(torch.tensor([[[0.0, 1.0]]]), log_mag), energy_kept(torch.ones(1, 1, 2), torch.zeros(1, 1, 2))
     (tensor([0.6400]), tensor([1.]))
     """
-    log_mag = log_mag[:, : mask.shape[1]].float()
-    total = torch.expm1(log_mag).square().sum(dim=(1, 2))
-    kept = torch.expm1(mask.float() * log_mag).square().sum(dim=(1, 2))
+    kept, total = played_and_input_energy(mask, log_mag, dim=(1, 2))
     return torch.where(total > 0, kept / total.clamp_min(torch.finfo(total.dtype).tiny), 1.0)
+
+
+def frame_energy_kept(mask, log_mag):
+    """``energy_kept`` of each frame, averaged over the frames that have energy (shapes as there); ``[batch]``.
+
+    A short loud event costs only its own frames here, and a quiet band kept
+    where the event is not costs what it is in those frames, not in the whole
+    clip. A clip with no energy keeps all of it (1).
+
+    Example
+    -------
+    >>> log_mag = torch.log1p(torch.tensor([[[30.0, 40.0], [0.0, 1.0]]]))  # frame energies 2500 and 1
+    >>> frame_energy_kept(torch.tensor([[[1.0, 1.0], [0.0, 0.0]]]), log_mag)  # frame 1 all, frame 2 none
+    tensor([0.5000])
+    """
+    kept, total = played_and_input_energy(mask, log_mag, dim=2)
+    heard = total > 0
+    shares = torch.where(heard, kept / total.clamp_min(torch.finfo(total.dtype).tiny), 0.0)
+    frames = heard.sum(dim=1)
+    return torch.where(frames > 0, shares.sum(dim=1) / frames.clamp_min(1), 1.0)
+
+
+def played_and_input_energy(mask, log_mag, dim):
+    """``(kept, total)``: the energies of ``expm1(M * L)`` and of ``expm1(L)`` over the mask's frames, summed over ``dim``.
+
+    ``mask`` is ``[batch, frames', freq]``, ``log_mag`` ``[batch, frames, freq]`` with ``frames >= frames'``.
+    """
+    log_mag = log_mag[:, : mask.shape[1]].float()
+    return torch.expm1(mask.float() * log_mag).square().sum(dim=dim), torch.expm1(log_mag).square().sum(dim=dim)
+
+
+# What the energy term (``l_energy_w``) prices, by ``energy_scope``: the share of the clip's energy the
+# interpretation plays, or the share of each frame's, averaged over the frames.
+ENERGY_SCOPES = {"clip": energy_kept, "frame": frame_energy_kept}
 
 
 def near_silent(kept):

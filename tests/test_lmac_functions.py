@@ -166,6 +166,7 @@ LOSS_HPARAMS = {
     "l_contrast_w": 0.7,
     "l_empty_w": 0.3,
     "l_energy_w": 1.5,
+    "energy_scope": "clip",
 }
 
 
@@ -226,7 +227,11 @@ def direct_loss(output, clean_log_mag, hparams, finetuning):
             q_in = torch.softmax(output.logits_masked_in[b], dim=0)[decision[b]]
             gate = float((q_in - torch.softmax(output.logits_empty[b], dim=0)[decision[b]]).clamp(0, 1))
         magnitude = torch.exp(output.features.log_mag[b, :frames]) - 1  # the input's |STFT|
-        played = (torch.exp(mask * output.features.log_mag[b, :frames]) - 1).pow(2).sum() / magnitude.pow(2).sum()
+        kept = (torch.exp(mask * output.features.log_mag[b, :frames]) - 1).pow(2)
+        if hparams["energy_scope"] == "clip":  # the share of the clip's energy
+            played = kept.sum() / magnitude.pow(2).sum()
+        else:  # the share of each frame's energy (every frame here has some), averaged over the frames
+            played = sum(kept[t].sum() / magnitude[t].pow(2).sum() for t in range(frames)) / frames
         regularisers += (1 - keep) * gate * (hparams["reg_w_l1"] * mask.abs().mean() + hparams["reg_w_tv"] * tv / 2)
         regularisers += (1 - keep) * gate * hparams["l_energy_w"] * played
         guidance += keep * ((masked_in - clean) ** 2).mean()
@@ -234,20 +239,22 @@ def direct_loss(output, clean_log_mag, hparams, finetuning):
 
 
 @pytest.mark.parametrize(
-    "finetuning, sparsity_gate, out_loss",
+    "finetuning, sparsity_gate, out_loss, energy_scope",
     [
-        (False, False, "negative_cross_entropy"),
-        (True, False, "negative_cross_entropy"),
-        (False, True, "negative_cross_entropy"),
-        (False, False, "not_decision"),
+        (False, False, "negative_cross_entropy", "clip"),
+        (True, False, "negative_cross_entropy", "clip"),
+        (False, True, "negative_cross_entropy", "clip"),
+        (False, False, "not_decision", "clip"),
+        (False, False, "negative_cross_entropy", "frame"),
     ],
 )
-def test_the_objective_equals_a_direct_computation(finetuning, sparsity_gate, out_loss):
+def test_the_objective_equals_a_direct_computation(finetuning, sparsity_gate, out_loss, energy_scope):
     hparams = {
         **LOSS_HPARAMS,
         "finetuning": finetuning,
         "sparsity_gate": sparsity_gate,
         "masked_out_loss": out_loss,
+        "energy_scope": energy_scope,
         "l1_weight": AdaptiveWeight(LOSS_HPARAMS["reg_w_l1"], 0.3, 0.0),
     }
     brain = LMAC(modules={}, hparams=hparams, run_opts={"device": "cpu"})

@@ -252,12 +252,9 @@ def test_fine_tuning_starts_from_a_trained_decoder_and_reports_in_masks(trained_
 @pytest.mark.parametrize(
     "flags, error, message",
     [
-        (["--crosscortype", "pearson"], ValueError, r"crosscortype='pearson'; accepted values are \('conv', 'dotp'\)"),
-        (
-            ["--guidelosstype", "l2"],
-            ValueError,
-            r"guidelosstype='l2'; accepted values are \('binary', 'reconstruction'\)",
-        ),
+        (["--crosscortype", "pearson"], ValueError, r"crosscortype='pearson'; accepted values are conv, dotp\."),
+        (["--guidelosstype", "l2"], ValueError, r"guidelosstype='l2'; accepted values are binary, reconstruction\."),
+        (["--energy_scope", "band"], ValueError, r"energy_scope='band'; accepted values are clip, frame\."),
         (
             ["--masked_out_loss", "hinge"],
             ValueError,

@@ -31,7 +31,7 @@ from lmac.loading import (
     named_class_count,
     open_interpreter_data,
 )
-from lmac.metrics import load_event_table
+from lmac.metrics import ENERGY_SCOPES, load_event_table
 from lmac.scoring import write_per_class
 from lmac.training.brain import PER_CLASS_TEST_FILE
 from lmac.training.checkpointing import BEST_CHECKPOINT_KEY
@@ -40,6 +40,14 @@ from lmac.training.lmac import CROSSCOR_TYPES, GUIDELOSS_TYPES, LMAC, LMAC_RUN_S
 
 logger = logging.getLogger(__name__)
 
+# The settings that name one of a few choices, and those choices.
+NAMED_CHOICES = {
+    "crosscortype": CROSSCOR_TYPES,
+    "guidelosstype": GUIDELOSS_TYPES,
+    "masked_out_loss": MASKED_OUT_LOSSES,
+    "energy_scope": tuple(ENERGY_SCOPES),
+}
+
 
 def validate_hparams(hparams):
     """Checks the settings that would fail later, before any work starts.
@@ -47,20 +55,15 @@ def validate_hparams(hparams):
     Raises
     ------
     ValueError
-        An unknown ``crosscortype``, ``guidelosstype`` or ``masked_out_loss``, fine-tuning without
+        An unknown value of a ``NAMED_CHOICES`` setting, fine-tuning without
         ``pretrained_interpreter``, an unknown ``overlap_type``, a run in ``output_folder`` trained with other
         settings, or what ``lmac.checks.validate_data_hparams`` refuses.
     FileNotFoundError
         A checkpoint path that does not exist, or ``test_only`` with nothing to test.
     """
-    if hparams["crosscortype"] not in CROSSCOR_TYPES:
-        raise ValueError(f"crosscortype={hparams['crosscortype']!r}; accepted values are {CROSSCOR_TYPES}.")
-    if hparams["guidelosstype"] not in GUIDELOSS_TYPES:
-        raise ValueError(f"guidelosstype={hparams['guidelosstype']!r}; accepted values are {GUIDELOSS_TYPES}.")
-    if hparams["masked_out_loss"] not in MASKED_OUT_LOSSES:
-        raise ValueError(
-            f"masked_out_loss={hparams['masked_out_loss']!r}; accepted values are {', '.join(MASKED_OUT_LOSSES)}."
-        )
+    for setting, accepted in NAMED_CHOICES.items():
+        if hparams[setting] not in accepted:
+            raise ValueError(f"{setting}={hparams[setting]!r}; accepted values are {', '.join(accepted)}.")
     if hparams["finetuning"] and not hparams["pretrained_interpreter"]:
         raise ValueError("finetuning=True needs a trained decoder: pass --pretrained_interpreter path/psi_model.ckpt.")
     path = hparams["pretrained_interpreter"]

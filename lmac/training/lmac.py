@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from lmac.features import stft_phase
 from lmac.masking import crop_frames, masked_log_magnitudes
 from lmac.methods import LMACMask
-from lmac.metrics import clean_energy_region, clean_energy_share, decision_log_probability, energy_kept
+from lmac.metrics import ENERGY_SCOPES, clean_energy_region, clean_energy_share, decision_log_probability
 from lmac.training.brain import INTERPRETER_RUN_SETTINGS, InterpreterBrain
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ LMAC_RUN_SETTINGS = INTERPRETER_RUN_SETTINGS + (
     "l_contrast_w",
     "l_empty_w",
     "l_energy_w",
+    "energy_scope",
     "sparsity_gate",
     "mask_gradient_floor",
     "finetuning",
@@ -410,7 +411,7 @@ class LMAC(InterpreterBrain):
             beyond = beyond_empty_loss(output.logits_masked_in, output.logits_empty, decision)
             loss = loss + self.hparams.l_empty_w * beyond.mean()
         if self.hparams.l_energy_w:  # 0 in the published objective
-            played = energy_kept(output.mask, output.features.log_mag)
+            played = ENERGY_SCOPES[self.hparams.energy_scope](output.mask, output.features.log_mag)
             loss = loss + self.hparams.l_energy_w * (regulariser_weight * played).mean()
         if self.hparams.reg_w_tv:  # 0 by default: then neither TV nor its backward is computed
             loss = loss + self.hparams.reg_w_tv * (regulariser_weight * tv_loss(output.mask)).mean()
