@@ -51,6 +51,7 @@ from lmac.metrics import load_event_table
 from lmac.reporting.comparison import (
     REFERENCE_ROWS,
     report_test_interpretations,
+    silent_class_words,
     write_comparison,
     write_metrics,
 )
@@ -121,7 +122,7 @@ def methods_of(hparams):
 
 def evaluate_test_fold(hparams, run_opts, datasets, method, events=None, mask_reference=None, classifier_scores=None):
     """Runs TEST with one method; writes metrics (overall and per class), interpretations and the report;
-    returns the stats.
+    returns the stats and the per-class stats (by class index).
 
     ``method`` (a built ``MaskMethod``) writes to its ``results_folder``
     under ``eval_folder``, in a folder named after the condition. The stats
@@ -149,7 +150,7 @@ def evaluate_test_fold(hparams, run_opts, datasets, method, events=None, mask_re
     write_metrics(stats, folder, condition, brain.per_class_stats, class_names)
     title = f"{method.title} on the test fold ({condition})"
     report_test_interpretations(folder, stats, title, class_names)
-    return stats
+    return stats, brain.per_class_stats
 
 
 def build_method(hparams, name):
@@ -195,16 +196,20 @@ def compare_methods(hparams, run_opts, datasets, methods, events=None, mask_refe
         Per method, the measures of the comparison (``scoring.measure_names``) it has.
     """
     shared = ClassifierScores()
-    stats = {}
+    stats, class_notes, class_names = {}, [], class_names_of(hparams)
     # The reference rows first: their pass computes the scores every method shares, so that the methods'
     # seconds_per_clip count their own work.
     for name in sorted(methods, key=lambda name: name not in REFERENCE_ROWS):
         logger.info("Comparison: evaluating %s.", name)
-        stats[name] = evaluate_test_fold(hparams, run_opts, datasets, methods[name], events, mask_reference, shared)
+        stats[name], per_class = evaluate_test_fold(
+            hparams, run_opts, datasets, methods[name], events, mask_reference, shared
+        )
+        if name not in REFERENCE_ROWS:
+            class_notes += silent_class_words(name, per_class, class_names)
     columns = measure_names("comparison")
     table = {name: {column: stats[name][column] for column in columns if column in stats[name]} for name in methods}
     condition = evaluation_condition(hparams)
-    markdown = write_comparison(table, hparams["eval_folder"], condition)
+    markdown = write_comparison(table, hparams["eval_folder"], condition, class_notes)
     logger.info("Comparison on the test fold (%s):\n%s", condition, markdown)
     return table
 

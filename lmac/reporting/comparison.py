@@ -11,7 +11,7 @@ from lmac.listening import AUDIBLE_GAIN_DB
 from lmac.methods import AllOnesMask, EmptyMask
 from lmac.metrics import SILENT_ENERGY_SHARE
 from lmac.reporting.report import write_report
-from lmac.scoring import COLLAPSE_SILENT_SHARE, measure_names, write_per_class
+from lmac.scoring import COLLAPSE_SILENT_SHARE, described_classes, measure_names, write_per_class
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,9 @@ def write_metrics(stats, folder, condition, per_class_stats=None, class_names=No
     return json_path, markdown_path
 
 
-def comparison_markdown(table):
+def comparison_markdown(table, class_notes=()):
     """The comparison as a markdown table: a row per method, a column per metric; then, as a list, what
-    ``comparison_warnings`` says about the methods.
+    ``comparison_warnings`` says about the methods and the ``class_notes`` (``silent_class_words``).
 
     Example
     -------
@@ -60,7 +60,7 @@ def comparison_markdown(table):
     for method, row in table.items():
         cells = [f"{row[column]:.4g}" if column in row else "" for column in columns]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    warnings = comparison_warnings(table)
+    warnings = [*comparison_warnings(table), *class_notes]
     return "\n".join([*lines, *([""] if warnings else []), *(f"- {warning}" for warning in warnings)])
 
 
@@ -96,6 +96,48 @@ def comparison_warnings(table):
                 + class_agnostic_sensitivity_words(row)
             )
     return warnings
+
+
+def silent_class_words(method, per_class_stats, class_names):
+    """Plain words naming the classes whose interpretations by ``method`` are mostly near-silent
+    (``silent_share`` at least ``COLLAPSE_SILENT_SHARE``) and, where the decided sound is known, mostly unheard
+    against it too (``unheard_share``), with what keeps their decisions; empty when there is none.
+
+    A method's mean can hide them: a listener hears next to nothing of those classes, and where the reference
+    alone keeps their decisions the classifier gives them to the reference itself. A class near-silent only by the
+    input's measure (a quiet event in loud noise, played) is not named.
+
+    Arguments
+    ---------
+    method : str
+    per_class_stats : dict of int to dict
+        A method's per-class measures, by class index.
+    class_names : list of str
+        By class index.
+
+    Example
+    -------
+    >>> stats = {0: {"fid_in": 1.0, "silent_share": 0.75, "empty_keeps_decision": 0.875},
+    ...          1: {"fid_in": 1.0, "silent_share": 0.0}, 2: {"fid_in": 1.0, "silent_share": 0.75, "unheard_share": 0.0}}
+    >>> print(silent_class_words("lmac", stats, ["kick", "snare", "hihat"])[0])
+    lmac: a listener hears next to nothing of 1 class(es), whose interpretations are mostly near-silent: kick (Fid-In 1.00, 75% near-silent; the reference alone keeps 88% of its decisions). Where the reference alone keeps a class's decisions, the classifier gives that class to the reference itself, and its decisions need nothing of the clip.
+    >>> silent_class_words("lmac", {1: stats[1], 2: stats[2]}, ["kick", "snare", "hihat"])
+    []
+    """
+    silent = [
+        label
+        for label, stats in per_class_stats.items()
+        if stats.get("silent_share", 0.0) >= COLLAPSE_SILENT_SHARE
+        and stats.get("unheard_share", 1.0) >= COLLAPSE_SILENT_SHARE
+    ]
+    if not silent:
+        return []
+    return [
+        f"{method}: a listener hears next to nothing of {len(silent)} class(es), whose interpretations are mostly "
+        f"near-silent: {described_classes(silent, per_class_stats, class_names)}. Where the reference alone keeps a "
+        "class's decisions, the classifier gives that class to the reference itself, and its decisions need nothing "
+        "of the clip."
+    ]
 
 
 def near_silent_words(method, row):
@@ -170,12 +212,13 @@ def event_alone_warnings(table):
     ]
 
 
-def write_comparison(table, folder, condition):
-    """Writes ``comparison_<condition>.json`` and ``.md`` in ``folder``; returns the markdown."""
+def write_comparison(table, folder, condition, class_notes=()):
+    """Writes ``comparison_<condition>.json`` and ``.md`` (with ``class_notes`` under its table) in ``folder``;
+    returns the markdown."""
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f"comparison_{condition}.json"), "w", encoding="utf-8") as file:
         json.dump({"condition": condition, "methods": table}, file, indent=2)
-    markdown = comparison_markdown(table)
+    markdown = comparison_markdown(table, class_notes)
     with open(os.path.join(folder, f"comparison_{condition}.md"), "w", encoding="utf-8") as file:
         file.write(f"Test fold, {condition}: interpretation methods compared\n\n{markdown}\n")
     return markdown
