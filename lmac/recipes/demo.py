@@ -528,19 +528,23 @@ def main(argv=None):
     )
     logger.info("Base and fine-tuned L-MAC with noise mixed in:\n%s", finetuning_table(noisy))
     logger.info(
-        "Interpretation methods on the clean test fold, also in %s:\n%s",
-        comparison_path,
-        comparison.comparison_markdown(table),
+        "Interpretation methods on the clean test fold, from %s:\n%s", comparison_path, read_text(comparison_path)
     )
     if second is not None:
         logger.info(
-            "Interpretation methods of the %s classifier (test accuracy %.3f), also in %s:\n%s",
+            "Interpretation methods of the %s classifier (test accuracy %.3f), from %s:\n%s",
             args.second_family,
             second["classifier_acc"],
             second_path,
-            comparison.comparison_markdown(second["comparison"]),
+            read_text(second_path),
         )
     return summary
+
+
+def read_text(path):
+    """The text of the file ``path`` (a comparison's markdown, its words about each method and class included)."""
+    with open(path, encoding="utf-8") as file:
+        return file.read()
 
 
 def command_line():
