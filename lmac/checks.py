@@ -28,6 +28,10 @@ class MissingFileError(SettingError, FileNotFoundError):
     """A setting naming a file or folder that is not there (still a ``FileNotFoundError``)."""
 
 
+class ExistingFolderError(SettingError, FileExistsError):
+    """A setting naming a folder that holds something else, which nothing overwrites (still a ``FileExistsError``)."""
+
+
 @contextlib.contextmanager
 def settings_checked():
     """The opening of a recipe, where every error is a bad setting: its checks raise a ``ValueError`` or

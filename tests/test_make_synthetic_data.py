@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,9 @@ import torch
 from conftest import SMALL_DATA
 
 import lmac.data.synthetic as synthetic
+import lmac.recipes.make_synthetic_data as make_synthetic_data
+from lmac.checks import ExistingFolderError
+from lmac.cli import run_script
 from lmac.data.synthetic import (
     BACKGROUND_RMS,
     event_classes,
@@ -131,7 +135,7 @@ def test_existing_folders_are_never_overwritten(synthetic_data, tmp_path):
     assert os.listdir(foreign) == ["notes.txt"] and (foreign / "notes.txt").read_text() == "keep me"
     root = os.path.dirname(synthetic_data["esc50_folder"])
     before = folder_digest(root)
-    with pytest.raises(FileExistsError, match="made with other settings"):
+    with pytest.raises(ExistingFolderError, match=r"made with other settings \(n_classes 3, now 4\); choose another"):
         generate(root, **{**SMALL_DATA, "n_classes": 4})
     assert generate(root, **SMALL_DATA) == synthetic_data  # same settings: reused as it is
     assert folder_digest(root) == before
@@ -153,7 +157,7 @@ def test_a_folder_made_before_the_background_setting_is_reused_at_the_old_backgr
     with open(record, "w", encoding="utf-8") as file:
         json.dump(settings, file)  # as written before the setting existed
     assert generate(root, **SMALL_DATA)["esc50_folder"] == os.path.join(root, "ESC50")
-    with pytest.raises(FileExistsError, match="made with other settings"):
+    with pytest.raises(FileExistsError, match=r"made with other settings \(background_rms 0.005, now 0.8\)"):
         generate(root, **SMALL_DATA, background_rms=0.8)
 
 
@@ -232,3 +236,18 @@ def test_a_folder_made_before_the_stems_gets_them_when_reused(tmp_path):
     generate(str(tmp_path / "data"), **settings)
     assert sorted(os.listdir(stems)) == first and len(first) == 20
     assert {name: hashlib.sha1(open(os.path.join(stems, name), "rb").read()).hexdigest() for name in first} == digests
+
+
+def test_the_script_stops_in_one_line_before_a_folder_made_with_other_settings(synthetic_data, monkeypatch, capsys):
+    root = os.path.dirname(synthetic_data["esc50_folder"])
+    before = folder_digest(root)
+    monkeypatch.setattr(sys, "argv", ["make_synthetic_data.py"])
+    flags = ["--output_folder", root, "--n_classes", "4", "--clips_per_class", "5", "--noise_files", "4", "2", "2"]
+    with pytest.raises(SystemExit) as stopped:
+        run_script(make_synthetic_data.main, [*flags, "--seed", "7"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        f"make_synthetic_data.py: error: {root} holds synthetic data made with other settings (n_classes 3, now 4); "
+        "choose another folder for the data or delete that folder first.\n"
+    )
+    assert folder_digest(root) == before

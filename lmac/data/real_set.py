@@ -20,6 +20,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from lmac.audio.io import read_audio_mono
+from lmac.checks import ExistingFolderError
 from lmac.data.contamination import audio_files
 from lmac.data.esc50 import write_stems
 
@@ -154,13 +155,15 @@ def write_real_set(events_folder, backgrounds_folder, output_folder, settings=Re
 
     Raises
     ------
-    FileExistsError
-        ``output_folder`` is not empty: nothing is overwritten.
+    lmac.checks.ExistingFolderError
+        ``output_folder`` is not empty (a ``FileExistsError``): nothing is overwritten.
     FileNotFoundError
         ``class_folders``' errors, or no background recording.
     """
     if os.path.isdir(output_folder) and os.listdir(output_folder):
-        raise FileExistsError(f"output_folder={output_folder!r} is not empty; choose a new folder (nothing is overwritten).")
+        raise ExistingFolderError(
+            f"output_folder={output_folder!r} is not empty; choose a new folder (nothing is overwritten)."
+        )
     classes = class_folders(events_folder)
     backgrounds = audio_files(backgrounds_folder) if os.path.isdir(backgrounds_folder) else []
     if not backgrounds:

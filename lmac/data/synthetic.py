@@ -18,6 +18,7 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
+from lmac.checks import ExistingFolderError
 from lmac.data.esc50 import STEMS_FOLDER, write_stems
 
 logger = logging.getLogger(__name__)
@@ -539,8 +540,8 @@ def generate(
 
     Raises
     ------
-    FileExistsError
-        ``output_folder`` holds other content; nothing is overwritten.
+    lmac.checks.ExistingFolderError
+        ``output_folder`` holds other content (a ``FileExistsError``); nothing is overwritten.
     """
     if clips_per_class < N_FOLDS:
         raise ValueError(f"clips_per_class={clips_per_class}; use at least {N_FOLDS} so every fold has every class.")
@@ -568,13 +569,16 @@ def generate(
                 logger.info("Adding each clip's event and background (%s) to %s.", STEMS_FOLDER, paths["esc50_folder"])
                 write_esc50(paths["esc50_folder"], n_classes, clips_per_class, seed, background_rms, scenario, stems_only=True)
             return paths
-        raise FileExistsError(
-            f"{output_folder} holds synthetic data made with other settings ({existing}); "
-            "choose another --output_folder or delete that folder first."
+        differences = "; ".join(
+            f"{key} {existing.get(key)}, now {value}" for key, value in settings.items() if existing.get(key) != value
+        )
+        raise ExistingFolderError(
+            f"{output_folder} holds synthetic data made with other settings ({differences}); "
+            "choose another folder for the data or delete that folder first."
         )
     if os.path.isdir(output_folder) and os.listdir(output_folder):
-        raise FileExistsError(
-            f"{output_folder} is not empty and was not made by this script; choose another --output_folder."
+        raise ExistingFolderError(
+            f"{output_folder} is not empty and was not made by this script; choose another folder for the data."
         )
     partial = output_folder.rstrip(os.sep) + ".partial"
     shutil.rmtree(partial, ignore_errors=True)  # our own leftover of an interrupted run

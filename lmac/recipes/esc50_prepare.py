@@ -7,7 +7,9 @@
 import argparse
 import logging
 import os
+import sys
 
+from lmac.cli import run_script
 from lmac.data.esc50 import dataio_prep, prepare_esc50
 
 logger = logging.getLogger(__name__)
@@ -45,5 +47,5 @@ def main(argv=None):
 
 
 def command_line():
-    """What the script runs: ``main`` on the command line's arguments."""
-    main()
+    """What the script runs: ``main`` on the command line's arguments (a bad setting ends it in one line)."""
+    run_script(main, sys.argv[1:])

@@ -14,7 +14,9 @@ so the recipe trains and evaluates on it as on ESC-50::
 
 import argparse
 import logging
+import sys
 
+from lmac.cli import run_script
 from lmac.data.real_set import RealSetSettings, write_real_set
 
 logger = logging.getLogger(__name__)
@@ -50,5 +52,5 @@ def main(argv=None):
 
 
 def command_line():
-    """What the script runs: ``main`` on the command line's arguments."""
-    main()
+    """What the script runs: ``main`` on the command line's arguments (a bad setting ends it in one line)."""
+    run_script(main, sys.argv[1:])

@@ -31,7 +31,9 @@ checks; the stems are the ground truth of the listening measures. Every fold hol
 
 import argparse
 import logging
+import sys
 
+from lmac.cli import run_script
 from lmac.data.synthetic import BACKGROUND_RMS, SCENARIOS, generate
 
 logger = logging.getLogger(__name__)
@@ -61,5 +63,5 @@ def main(argv=None):
 
 
 def command_line():
-    """What the script runs: ``main`` on the command line's arguments."""
-    main()
+    """What the script runs: ``main`` on the command line's arguments (a bad setting ends it in one line)."""
+    run_script(main, sys.argv[1:])

@@ -7,10 +7,12 @@ noise at 0 dB to listen to::
 import argparse
 import logging
 import os
+import sys
 
 import soundfile as sf
 
 from lmac.audio.io import read_audio_mono
+from lmac.cli import run_script
 from lmac.data.wham import WhamNoise, combine_batches, fit_length, prepare_wham
 
 logger = logging.getLogger(__name__)
@@ -40,5 +42,5 @@ def main(argv=None):
 
 
 def command_line():
-    """What the script runs: ``main`` on the command line's arguments."""
-    main()
+    """What the script runs: ``main`` on the command line's arguments (a bad setting ends it in one line)."""
+    run_script(main, sys.argv[1:])
