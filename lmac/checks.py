@@ -104,8 +104,10 @@ def refuse_another_reference(hparams, saved, path):
 
 # What SpeechBrain writes into a run's output folder: the run's settings, each top-level one on a line of its own.
 RUN_SETTINGS_FILE = "hyperparams.yaml"
-# A setting missing from that file: the run was made by code without it, so what it did there is unknown.
+# A setting missing from that file: the run was made by code without it, so what it did there is unknown ...
 NOT_RECORDED = "not recorded"
+# ... but for these settings, added with a default that does what the code did before them: that value.
+BEFORE_RECORDED = {"energy_scope": "clip"}
 
 
 def check_resumes_the_same_run(hparams, keys):
@@ -132,7 +134,7 @@ def check_resumes_the_same_run(hparams, keys):
     record = os.path.join(hparams["output_folder"], RUN_SETTINGS_FILE)
     if not os.path.isfile(record) or hparams["checkpointer"].find_checkpoint() is None:
         return
-    made = recorded_settings(record, keys)
+    made = {**BEFORE_RECORDED, **recorded_settings(record, keys)}
     now = {key: setting_value(str(hparams[key])) for key in keys if key in hparams}
     changed = [key for key in now if made.get(key, NOT_RECORDED) != now[key]]
     if changed:

@@ -203,13 +203,20 @@ class _Checkpointer:
         return self.checkpoint
 
 
-def test_a_setting_the_run_did_not_record_counts_as_changed_and_nothing_is_checked_without_a_checkpoint(tmp_path):
+def test_an_unrecorded_setting_counts_as_changed_unless_added_as_runs_were_and_nothing_is_checked_without_a_checkpoint(
+    tmp_path,
+):
     (tmp_path / "hyperparams.yaml").write_text("seed: 1\nlr: 1e-3  # Adam\n")
     hparams = {"output_folder": str(tmp_path), "seed": 1, "lr": 0.001, "l_energy_w": 1.0}
     with pytest.raises(SettingError, match=r"other settings \(l_energy_w not recorded, now 1.0\)"):
         check_resumes_the_same_run({**hparams, "checkpointer": _Checkpointer("CKPT")}, ("seed", "lr", "l_energy_w"))
     check_resumes_the_same_run({**hparams, "checkpointer": _Checkpointer(None)}, ("seed", "lr", "l_energy_w"))
     check_resumes_the_same_run({**hparams, "checkpointer": _Checkpointer("CKPT")}, ("seed", "lr"))
+    # A setting added later with a default that does what runs did before it: missing means that default.
+    keys = ("seed", "energy_scope")
+    check_resumes_the_same_run({**hparams, "energy_scope": "clip", "checkpointer": _Checkpointer("CKPT")}, keys)
+    with pytest.raises(SettingError, match=r"other settings \(energy_scope clip, now frame\)"):
+        check_resumes_the_same_run({**hparams, "energy_scope": "frame", "checkpointer": _Checkpointer("CKPT")}, keys)
 
 
 def test_the_closing_test_pass_mixes_in_whams_held_out_noise(trained_run, tiny_data, tmp_path, monkeypatch):
