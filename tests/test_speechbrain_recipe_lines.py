@@ -35,9 +35,23 @@ def sample(tmp_path_factory):
     return folder
 
 
-# The published CNN14's model-randomisation cascade is a sixth of a recipe line's time on 2 cores; the cascade itself
-# is tested on the small models (tests/test_trust_measures.py, tests/test_eval.py).
-NO_RANDOMISATION = ["--randomisation_clips", "0"]
+def interpreter_line_flags(sample, outputs):
+    """An interpreter recipe's flags on ``sample`` with a random classifier of ``outputs`` classes, in debug mode.
+
+    Without the model-randomisation cascade: on the published CNN14 it is a sixth of a recipe line's time on 2
+    cores, and it is tested on the small models (tests/test_trust_measures.py, tests/test_eval.py).
+    """
+    return [
+        "--randomisation_clips",
+        "0",
+        "--data_folder",
+        str(sample),
+        "--debug",
+        "--use_pretrained",
+        "0",
+        "--out_n_neurons",
+        str(outputs),
+    ]
 
 
 def run_recipe(script, hparams, flags, output_folder):
@@ -67,34 +81,13 @@ def test_the_classifier_line(sample, tmp_path):
 def test_the_nmf_then_l2i_lines(sample, tmp_path):
     run_recipe("train_nmf.py", "l2i_cnn14.yaml", ["--data_folder", str(sample), "--debug"], tmp_path)
     assert_recipe_outputs(tmp_path, "train_nmf.py")
-    flags = [
-        *NO_RANDOMISATION,
-        "--data_folder",
-        str(sample),
-        "--debug",
-        "--use_pretrained",
-        "0",
-        "--out_n_neurons",
-        "3",
-    ]
-    run_recipe("train_l2i.py", "l2i_cnn14.yaml", flags, tmp_path)
+    run_recipe("train_l2i.py", "l2i_cnn14.yaml", interpreter_line_flags(sample, outputs=3), tmp_path)
     assert_recipe_outputs(tmp_path, "train_l2i.py")
     assert "test AD" in (tmp_path / "train_log.txt").read_text()
 
 
 def test_the_lmac_line_interprets_a_head_of_another_class_count(sample, tmp_path):
-    flags = [
-        *NO_RANDOMISATION,
-        "--data_folder",
-        str(sample),
-        "--debug",
-        "--use_pretrained",
-        "0",
-        "--out_n_neurons",
-        "2",
-        "--number_of_epochs",
-        "1",
-    ]
+    flags = [*interpreter_line_flags(sample, outputs=2), "--number_of_epochs", "1"]
     log = run_recipe("train_lmac.py", "lmac_cnn14.yaml", flags, tmp_path)
     assert_recipe_outputs(tmp_path, "train_lmac.py")
     assert "The classifier has 2 outputs (n_classes) and the data" in log and "accuracy is not computed" in log
