@@ -135,14 +135,28 @@ def check_resumes_the_same_run(hparams, keys):
     if not os.path.isfile(record) or hparams["checkpointer"].find_checkpoint() is None:
         return
     made = {**BEFORE_RECORDED, **recorded_settings(record, keys)}
-    now = {key: setting_value(str(hparams[key])) for key in keys if key in hparams}
-    changed = [key for key in now if made.get(key, NOT_RECORDED) != now[key]]
-    if changed:
-        values = "; ".join(f"{key} {made.get(key, NOT_RECORDED)}, now {now[key]}" for key in changed)
+    values = setting_differences(made, {key: setting_value(str(hparams[key])) for key in keys if key in hparams})
+    if values:
         raise SettingError(
             f"{hparams['output_folder']} holds a run trained with other settings ({values}), which resuming would "
             "report as this one; pass another --output_folder, or delete that folder to train again."
         )
+
+
+def setting_differences(recorded, now):
+    """``key old, now new`` for each setting of ``now`` whose value differs from ``recorded``'s (``NOT_RECORDED``
+    where ``recorded`` lacks it), joined by ``; ``; empty when none differs.
+
+    Example
+    -------
+    >>> setting_differences({"seed": 1, "lr": 0.001}, {"seed": 2, "lr": 0.001, "l_energy_w": 1.0})
+    'seed 1, now 2; l_energy_w not recorded, now 1.0'
+    """
+    return "; ".join(
+        f"{key} {recorded.get(key, NOT_RECORDED)}, now {value}"
+        for key, value in now.items()
+        if recorded.get(key, NOT_RECORDED) != value
+    )
 
 
 def recorded_settings(path, keys):

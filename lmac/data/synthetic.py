@@ -18,7 +18,7 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
-from lmac.checks import ExistingFolderError
+from lmac.checks import ExistingFolderError, setting_differences
 from lmac.data.esc50 import STEMS_FOLDER, write_stems
 
 logger = logging.getLogger(__name__)
@@ -569,11 +569,8 @@ def generate(
                 logger.info("Adding each clip's event and background (%s) to %s.", STEMS_FOLDER, paths["esc50_folder"])
                 write_esc50(paths["esc50_folder"], n_classes, clips_per_class, seed, background_rms, scenario, stems_only=True)
             return paths
-        differences = "; ".join(
-            f"{key} {existing.get(key)}, now {value}" for key, value in settings.items() if existing.get(key) != value
-        )
         raise ExistingFolderError(
-            f"{output_folder} holds synthetic data made with other settings ({differences}); "
+            f"{output_folder} holds synthetic data made with other settings ({setting_differences(existing, settings)}); "
             "choose another folder for the data or delete that folder first."
         )
     if os.path.isdir(output_folder) and os.listdir(output_folder):
